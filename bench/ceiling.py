@@ -1,0 +1,152 @@
+"""The Python ceiling: the fastest answer uvloop + httptools can give, with no queue behind it.
+
+Every request, whatever its method, path or body, is answered ``200`` with a fixed small JSON
+body, ``Content-Length``, a cached ``Date`` and keep-alive. WonderQ parses the same bytes with the
+same parser on the same event loop and must also do real work, so its rate divided by this one
+says how much the queue itself costs (see bench/README.md).
+
+Pipelining-safe: httptools hands over complete messages in arrival order; each answer is
+appended to an output buffer from ``on_message_complete`` and the buffer is written once per
+``data_received``, so answers leave in request order and 16 pipelined requests cost one send.
+
+    python bench/ceiling.py --port 0     # prints "ceiling listening on http://127.0.0.1:PORT"
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+from email.utils import formatdate
+
+import httptools
+import uvloop
+
+BODY = b'{"ok":true}'
+# Headers a WonderQ answer also carries, so both write about the same bytes per response.
+HEAD_TEMPLATE = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Server: ceiling\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Cache-Control: no-store\r\n"
+    b"Content-Length: %d\r\n"
+    b"Date: %s\r\n"
+)
+
+
+class Clock:
+    """Holds the prebuilt response; the Date header is refreshed once a second, not per request."""
+
+    def __init__(self) -> None:
+        self.keep_alive = b""
+        self.close = b""
+        self.refresh()
+
+    def refresh(self) -> None:
+        date = formatdate(time.time(), usegmt=True).encode()
+        head = HEAD_TEMPLATE % (len(BODY), date)
+        self.keep_alive = head + b"\r\n" + BODY
+        self.close = head + b"Connection: close\r\n\r\n" + BODY
+
+    def tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.refresh()
+        loop.call_later(1.0, self.tick, loop)
+
+
+class CeilingProtocol(asyncio.Protocol):
+    """One connection: feed bytes to httptools, answer each complete request at once."""
+
+    __slots__ = ("clock", "closing", "out", "parser", "transport")
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.out: list[bytes] = []  # answers to the requests parsed from the current read
+        self.closing = False  # a request asked for Connection: close
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:  # also covers HttpParserUpgrade
+            self._flush()
+            self._fail()
+            return
+        self._flush()
+
+    def on_message_complete(self) -> None:
+        if self.closing:
+            return
+        if self.parser.should_keep_alive():
+            self.out.append(self.clock.keep_alive)
+        else:
+            self.out.append(self.clock.close)
+            self.closing = True
+
+    def _flush(self) -> None:
+        transport = self.transport
+        if transport is None or not self.out:
+            return
+        transport.write(self.out[0] if len(self.out) == 1 else b"".join(self.out))
+        self.out.clear()
+        if self.closing:
+            transport.close()
+            self.transport = None
+
+    # Back-pressure: stop reading while the kernel buffer is full, so a client that pipelines
+    # without reading cannot make us queue answers without bound.
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def _fail(self) -> None:
+        if self.transport is not None:
+            self.transport.write(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            self.transport.close()
+            self.transport = None
+
+
+async def serve(host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    clock = Clock()
+    loop.call_later(1.0, clock.tick, loop)
+    server = await loop.create_server(
+        lambda: CeilingProtocol(clock), host, port, backlog=4096, reuse_address=True
+    )
+    bound = server.sockets[0].getsockname()[1]
+    print(f"ceiling listening on http://{host}:{bound}", flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.close()
+    await server.wait_closed()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081, help="0 picks a free port")
+    args = parser.parse_args(argv)
+    uvloop.run(serve(args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
