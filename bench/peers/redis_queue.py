@@ -1,0 +1,215 @@
+"""Redis used as a work queue, driven over raw RESP (no client library in the way).
+
+Workloads (each prints one ``LOADJSON {...}`` line, see bench/loadlib.py):
+
+``fill``      LPUSH ``--count`` unique values of ``--size`` bytes into ``--key`` (1,000 values per
+              command, pipelined), for the memory column.
+``reliable``  the reliable-queue pattern: ``LMOVE key key:processing RIGHT LEFT`` hands a
+              consumer the oldest message and parks it in a processing list; after "work" the
+              consumer removes it with ``LREM key:processing 1 <value>``. With ``--pipeline 1``
+              each connection strictly alternates LMOVE, wait, LREM, wait. With ``--pipeline P``
+              each round writes the LREMs of the previous round's messages and P new LMOVEs in
+              one write. Messages = LREMs that removed exactly one value. Fill first.
+``lpush``     LPUSH one value per command, ``--pipeline`` deep (redis-benchmark does the same;
+              this one exists to cross-check it with the same client as ``reliable``).
+
+    python bench/peers/redis_queue.py --port 6379 fill --count 1000000
+    python bench/peers/redis_queue.py --port 6379 reliable -c 64 --pipeline 16 --duration 10
+
+The client is Python on one core: in ``reliable`` it, not Redis, is usually the limit
+(bench/run.py prints the load generator's CPU use beside the figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import loadlib  # noqa: E402
+
+
+class RespError(Exception):
+    pass
+
+
+def parse_resp(buf: bytearray, pos: int) -> tuple[Any, int] | None:
+    """One RESP2 reply (simple string, error, integer, bulk string) from buf[pos:]."""
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        return None
+    kind = buf[pos]
+    if kind == 36:  # '$' bulk string
+        n = int(buf[pos + 1 : end])
+        if n < 0:
+            return (None, end + 2)  # nil: the list was empty
+        stop = end + 2 + n
+        if len(buf) < stop + 2:
+            return None
+        return bytes(buf[end + 2 : stop]), stop + 2
+    if kind == 58:  # ':' integer
+        return int(buf[pos + 1 : end]), end + 2
+    if kind == 43:  # '+' simple string
+        return bytes(buf[pos + 1 : end]), end + 2
+    if kind == 45:  # '-' error
+        return RespError(bytes(buf[pos + 1 : end]).decode()), end + 2
+    raise ValueError(f"unsupported RESP reply type {chr(kind)!r}")
+
+
+def command(*args: bytes) -> bytes:
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def value(i: int, size: int) -> bytes:
+    """A unique value of exactly ``size`` bytes (LREM must find the one we mean)."""
+    head = b"%012d" % i
+    return head + b"x" * (size - len(head)) if size > len(head) else head[:size]
+
+
+async def fill(args: argparse.Namespace) -> dict:
+    stats = loadlib.Stats()
+    per_cmd = 1000
+    conns = 4
+    key = args.key.encode()
+    started = time.perf_counter()
+    next_i = 0
+
+    async def worker(proto: loadlib.RoundTripProtocol) -> None:
+        nonlocal next_i
+        while next_i < args.count:
+            cmds = []
+            for _ in range(16):
+                if next_i >= args.count:
+                    break
+                n = min(per_cmd, args.count - next_i)
+                vals = [value(next_i + k, args.size) for k in range(n)]
+                next_i += n
+                cmds.append(command(b"LPUSH", key, *vals))
+                stats.messages += n
+            t0 = time.perf_counter_ns()
+            replies = await proto.round_trip(b"".join(cmds), len(cmds))
+            stats.record(t0)
+            stats.requests += len(cmds)
+            stats.bad += sum(isinstance(r, RespError) for r in replies)
+
+    protos = [await loadlib.connect(args.host, args.port, parse_resp) for _ in range(conns)]
+    await asyncio.gather(*(worker(p) for p in protos))
+    for p in protos:
+        p.close()
+    return loadlib.summary("redis_fill", stats, time.perf_counter() - started, 16)
+
+
+async def reliable(args: argparse.Namespace) -> dict:
+    stats = loadlib.Stats()
+    key = args.key.encode()
+    processing = key + b":processing"
+    lmove = command(b"LMOVE", key, processing, b"RIGHT", b"LEFT")
+    depth = args.pipeline
+
+    def lrem(v: bytes) -> bytes:
+        return command(b"LREM", processing, b"1", v)
+
+    async def worker(running: Any) -> None:
+        proto = await loadlib.connect(args.host, args.port, parse_resp)
+        try:
+            if depth == 1:
+                while running():
+                    t0 = time.perf_counter_ns()
+                    (v,) = await proto.round_trip(lmove, 1)
+                    stats.record(t0)
+                    stats.requests += 1
+                    if not isinstance(v, bytes):
+                        stats.empty += 1
+                        continue
+                    t0 = time.perf_counter_ns()
+                    (removed,) = await proto.round_trip(lrem(v), 1)
+                    stats.record(t0)
+                    stats.requests += 1
+                    if removed == 1:
+                        stats.messages += 1
+                    else:
+                        stats.bad += 1
+                return
+            held: list[bytes] = []
+            while True:
+                more = running()
+                cmds = [lrem(v) for v in held]
+                if more:
+                    cmds.append(lmove * depth)
+                n = len(held) + (depth if more else 0)
+                if n == 0:
+                    break
+                t0 = time.perf_counter_ns()
+                replies = await proto.round_trip(b"".join(cmds), n)
+                stats.record(t0)
+                stats.requests += n
+                for r in replies[: len(held)]:
+                    if r == 1:
+                        stats.messages += 1
+                    else:
+                        stats.bad += 1
+                held = [r for r in replies[len(held) :] if isinstance(r, bytes)]
+                if more and not held:
+                    stats.empty += 1
+        finally:
+            proto.close()
+
+    elapsed = await loadlib.run_for(args.duration, [worker] * args.connections)
+    return loadlib.summary(f"redis_reliable_p{depth}", stats, elapsed, depth)
+
+
+async def lpush(args: argparse.Namespace) -> dict:
+    stats = loadlib.Stats()
+    one = command(b"LPUSH", args.key.encode(), value(0, args.size))
+    payload = one * args.pipeline
+
+    async def worker(running: Any) -> None:
+        proto = await loadlib.connect(args.host, args.port, parse_resp)
+        try:
+            while running():
+                t0 = time.perf_counter_ns()
+                replies = await proto.round_trip(payload, args.pipeline)
+                stats.record(t0)
+                stats.requests += args.pipeline
+                for r in replies:
+                    if isinstance(r, int):
+                        stats.messages += 1
+                    else:
+                        stats.bad += 1
+        finally:
+            proto.close()
+
+    elapsed = await loadlib.run_for(args.duration, [worker] * args.connections)
+    return loadlib.summary(f"redis_lpush_p{args.pipeline}", stats, elapsed, args.pipeline)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=6379)
+    parser.add_argument("--key", default="wonderq-bench")
+    parser.add_argument("--size", type=int, default=200, help="bytes per message")
+    sub = parser.add_subparsers(dest="workload", required=True)
+    f = sub.add_parser("fill")
+    f.add_argument("--count", type=int, default=1_000_000)
+    for name in ("reliable", "lpush"):
+        p = sub.add_parser(name)
+        p.add_argument("-c", "--connections", type=int, default=64)
+        p.add_argument("--pipeline", type=int, default=1)
+        p.add_argument("--duration", type=float, default=10.0, help="seconds")
+    args = parser.parse_args(argv)
+    work = {"fill": fill, "reliable": reliable, "lpush": lpush}[args.workload]
+    result = loadlib.run(work(args))
+    loadlib.emit(result)
+    return 1 if result["bad"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
