@@ -1,0 +1,233 @@
+"""Run the real server for a test: ``wonderq serve --host 127.0.0.1 --port 0 [flags]``.
+
+The port is read from the line ``wonderq listening on http://127.0.0.1:PORT`` (stdout or
+stderr), then ``GET /healthz`` is polled until it answers. The process is stopped by its PID
+(SIGTERM, then SIGKILL if it does not exit). Its output is kept for failure messages.
+
+Also raw HTTP helpers that check what every answer must carry (``Cache-Control: no-store``,
+``Content-Length``) and the error shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+LISTENING = re.compile(r"wonderq listening on http://127\.0\.0\.1:(\d+)")
+MAX_ID = 2**63 - 1
+
+
+def server_command() -> list[str]:
+    """``$WONDERQ_SERVER_CMD`` if set (to test another build), else the console script next to
+    this interpreter, else on PATH, else ``python -m wonderq``."""
+    override = os.environ.get("WONDERQ_SERVER_CMD")
+    if override:
+        return shlex.split(override)
+    beside = Path(sys.executable).with_name("wonderq")
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("wonderq")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "wonderq"]
+
+
+class ServerProcess:
+    """One ``wonderq serve`` process on an ephemeral loopback port."""
+
+    def __init__(self, *flags: str, env: Mapping[str, str] | None = None, port: int = 0) -> None:
+        self.flags = list(flags)
+        self.requested_port = port
+        self.extra_env = dict(env or {})
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+        self.lines: list[str] = []
+        self._listening = threading.Event()
+        self._reader: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def output(self) -> str:
+        return "".join(self.lines[-200:])
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WONDERQ_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.extra_env)
+        cmd = [
+            *server_command(),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.requested_port),
+        ]
+        cmd += self.flags
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            start_new_session=True,  # a Ctrl-C in the terminal is for pytest, not for it
+        )
+        self._reader = threading.Thread(target=self._read_output, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + timeout
+        while not self._listening.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"server did not start: {cmd}\n{self.output()}")
+        while True:
+            try:
+                if get(self, "/healthz").status == 200:
+                    return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"server never answered /healthz\n{self.output()}")
+            time.sleep(0.05)
+
+    def _read_output(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if not self._listening.is_set():
+                m = LISTENING.search(line)
+                if m:
+                    self.port = int(m.group(1))
+                    self._listening.set()
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to this server's PID (only ever to this PID)."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signum)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, wait, SIGKILL if needed; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        if self._reader is not None:
+            self._reader.join(2)
+        return self.proc.returncode
+
+
+@contextlib.contextmanager
+def running_server(*flags: str, env: Mapping[str, str] | None = None) -> Iterator[ServerProcess]:
+    """A started server, stopped (by PID) when the block ends."""
+    srv = ServerProcess(*flags, env=env)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def unique_name(prefix: str = "t") -> str:
+    """A fresh queue name, so tests sharing a server never share a queue."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+# ---- raw HTTP ---------------------------------------------------------------------------------
+@dataclass
+class Response:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def request(
+    srv: ServerProcess,
+    method: str,
+    path: str,
+    body: bytes | str | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+) -> Response:
+    """One request on a fresh connection; checks the headers every answer must carry."""
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=dict(headers or {}))
+        resp = conn.getresponse()
+        data = resp.read()
+        result = Response(resp.status, resp.headers, data)
+    finally:
+        conn.close()
+    check_common_headers(result)
+    return result
+
+
+def get(srv: ServerProcess, path: str, **kw: Any) -> Response:
+    return request(srv, "GET", path, **kw)
+
+
+def check_common_headers(resp: Response) -> None:
+    cache = resp.headers.get("Cache-Control", "")
+    assert "no-store" in cache, f"{resp.status} without Cache-Control: no-store"
+    assert resp.headers.get("Date"), f"{resp.status} without Date"
+    if resp.status == 204:
+        assert resp.body == b""
+    else:
+        length = resp.headers.get("Content-Length")
+        assert length is not None, f"{resp.status} without Content-Length"
+        assert int(length) == len(resp.body)
+
+
+def check_error(
+    resp: Response, status: int, names: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """Assert the JSON error shape ``{"error": {"code", "message"}}`` with ``status``; that
+    the message names ``names`` (case-insensitive) and, if given, the exact ``code``."""
+    assert resp.status == status, (resp.status, resp.body[:300])
+    assert resp.headers.get("Content-Type", "").startswith("application/json")
+    doc = resp.json()
+    assert set(doc) == {"error"}, doc
+    err = doc["error"]
+    assert isinstance(err.get("code"), str) and re.fullmatch(r"[a-z][a-z0-9_]*", err["code"]), err
+    assert isinstance(err.get("message"), str) and err["message"], err
+    if names is not None:
+        assert names.lower() in err["message"].lower(), (names, err)
+    if code is not None:
+        assert err["code"] == code, err
+    return dict(err)
