@@ -1,0 +1,8 @@
+"""``python -m wonderq``: the same program as the ``wonderq`` console script."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""Server settings: one dataclass, filled from command-line flags and ``WONDERQ_<NAME>``.
+
+Every setting has a flag (``--max-batch``) and an environment variable (``WONDERQ_MAX_BATCH``);
+a flag given on the command line wins over the environment, which wins over the default.
+Values arrive as strings from both sources and go through the same parser, so a bad value
+gets the same one-line message whichever way it came (see :class:`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["FIELDS", "ConfigError", "Field", "Settings", "settings_from"]
+
+ENV_PREFIX = "WONDERQ_"
+
+# The engine's own ceilings (DESIGN.md "Parameters"): 43200 s of visibility.
+MAX_VISIBILITY_S = 43200
+# ids and cids are 63-bit; nothing we count in bytes or connections comes near that.
+_MAX_INT = 2**63 - 1
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# A plain decimal, as the HTTP API reads times: no sign, exponent, nan or inf.
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?\Z")
+
+
+class ConfigError(ValueError):
+    """A setting with a bad value; ``str()`` is one line naming the flag or variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server reads at start-up. Units are in the names."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080  # 0 picks a free port; the bound one is logged
+    visibility_timeout_s: float = 30.0  # default lease of the queues
+    max_message_bytes: int = 1048576  # one message body, as Amazon SQS
+    max_batch: int = 1000  # `limit`, batch publish and batch ack entries
+    max_request_bytes: int = 16 * 1024 * 1024  # any request body
+    max_memory: int = 0  # bytes the engine may hold; 0 = no limit
+    log_level: str = "info"
+    access_log: bool = False
+    # HTTP tunables (not in the contract's flag list; defaults suit a public-facing server).
+    idle_timeout_s: float = 60.0  # keep-alive connection with no request in progress
+    header_timeout_s: float = 10.0  # from a request's first byte to the end of its headers
+    max_connections: int = 10000  # open client connections; more are answered 503
+    max_header_bytes: int = 16 * 1024  # all header lines of one request (431 over it)
+    max_url_bytes: int = 8 * 1024  # the request target (414 over it)
+    shutdown_timeout_s: float = 5.0  # grace for in-flight requests on SIGTERM/SIGINT
+
+    @property
+    def visibility_timeout_ms(self) -> int:
+        """The default lease in whole milliseconds, rounded up like the HTTP API rounds."""
+        return seconds_to_ms(self.visibility_timeout_s)
+
+
+def seconds_to_ms(seconds: float) -> int:
+    """Seconds to whole milliseconds, rounding up (0.0001 s is 1 ms, never 0)."""
+    ms = seconds * 1000
+    whole = int(ms)
+    return whole if whole >= ms else whole + 1
+
+
+# ---- parsers: str -> value, raising ValueError with the reason -----------------------------
+
+
+def _integer(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        text = text.strip()
+        if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > 19:
+            raise ValueError(f"must be a whole number from {lo} to {hi}")
+        value = int(text)
+        if not lo <= value <= hi:
+            raise ValueError(f"must be a whole number from {lo} to {hi}")
+        return value
+
+    return parse
+
+
+def _seconds(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        text = text.strip()
+        if not _DECIMAL.match(text) or not lo <= float(text) <= hi:
+            raise ValueError(f"must be a number of seconds from {lo:g} to {hi:g}, like 30 or 0.5")
+        return float(text)
+
+    return parse
+
+
+def _host(text: str) -> str:
+    text = text.strip()
+    if not text or any(c.isspace() for c in text):
+        raise ValueError("must be a host name or an IP address, like 127.0.0.1")
+    return text
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().lower()
+    if level not in _LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
+    return level
+
+
+def _boolean(text: str) -> bool:
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false (1/0, yes/no, on/off)")
+
+
+@dataclass(frozen=True)
+class Field:
+    """How one setting is read: its flag, its parser, and the help text of ``--help``."""
+
+    name: str  # attribute of Settings
+    flag: str  # --kebab-case
+    parse: Callable[[str], Any]
+    help: str
+    metavar: str | None = None
+    switch: bool = False  # a flag without a value (``--access-log``)
+
+    @property
+    def env(self) -> str:
+        """The environment variable that sets this field, e.g. ``WONDERQ_MAX_BATCH``."""
+        return ENV_PREFIX + self.flag[2:].upper().replace("-", "_")
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("host", "--host", _host, "address to listen on (default 127.0.0.1)", "HOST"),
+    Field("port", "--port", _integer(0, 65535), "TCP port; 0 picks a free one (default 8080)", "N"),
+    Field(
+        "visibility_timeout_s",
+        "--visibility-timeout",
+        _seconds(0, MAX_VISIBILITY_S),
+        "default lease of a received message, in seconds (default 30)",
+        "SECONDS",
+    ),
+    Field(
+        "max_message_bytes",
+        "--max-message-bytes",
+        _integer(1, 2**31 - 1),
+        "largest message body in bytes (default 1048576, as Amazon SQS)",
+        "BYTES",
+    ),
+    Field(
+        "max_batch",
+        "--max-batch",
+        _integer(1, 1_000_000),
+        "most messages per receive, batch publish or batch ack (default 1000)",
+        "N",
+    ),
+    Field(
+        "max_request_bytes",
+        "--max-request-bytes",
+        _integer(1, _MAX_INT),
+        "largest request body in bytes; bigger ones get 413 (default 16777216 = 16 MiB)",
+        "BYTES",
+    ),
+    Field(
+        "max_memory",
+        "--max-memory",
+        _integer(0, _MAX_INT),
+        "bytes of messages to hold before publishes get 507; 0 means no limit (default 0)",
+        "BYTES",
+    ),
+    Field(
+        "log_level",
+        "--log-level",
+        _log_level,
+        f"one of {', '.join(_LOG_LEVELS)} (default info)",
+        "LEVEL",
+    ),
+    Field(
+        "access_log",
+        "--access-log",
+        _boolean,
+        "log one line per request (off by default)",
+        switch=True,
+    ),
+    Field(
+        "idle_timeout_s",
+        "--idle-timeout",
+        _seconds(0.001, 86400),
+        "close a keep-alive connection idle this many seconds (default 60)",
+        "SECONDS",
+    ),
+    Field(
+        "header_timeout_s",
+        "--header-timeout",
+        _seconds(0.001, 86400),
+        "answer 408 and close if a request's headers take longer, in seconds (default 10)",
+        "SECONDS",
+    ),
+    Field(
+        "max_connections",
+        "--max-connections",
+        _integer(1, 10_000_000),
+        "open client connections; more are answered 503 and closed (default 10000)",
+        "N",
+    ),
+    Field(
+        "max_header_bytes",
+        "--max-header-bytes",
+        _integer(256, 1 << 30),
+        "all header lines of a request, in bytes; more get 431 (default 16384)",
+        "BYTES",
+    ),
+    Field(
+        "max_url_bytes",
+        "--max-url-bytes",
+        _integer(64, 1 << 30),
+        "the request target, in bytes; longer gets 414 (default 8192)",
+        "BYTES",
+    ),
+    Field(
+        "shutdown_timeout_s",
+        "--shutdown-timeout",
+        _seconds(0, 3600),
+        "on SIGTERM/SIGINT, wait this long for in-flight requests, in seconds (default 5)",
+        "SECONDS",
+    ),
+)
+
+
+def settings_from(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> Settings:
+    """Build Settings from raw flag values (by field name; None = not given) and the environment.
+
+    Raises ConfigError naming the flag or variable whose value is bad.
+    """
+    values: dict[str, Any] = {}
+    for field in FIELDS:
+        raw = flags.get(field.name)
+        source = field.flag
+        if raw is None:
+            raw = environ.get(field.env)
+            source = field.env
+        if raw is None:
+            continue
+        try:
+            values[field.name] = field.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc} (got {raw!r})") from None
+    settings = Settings(**values)
+    logging.getLogger("wonderq").debug("settings: %s", dataclasses.asdict(settings))
+    return settings

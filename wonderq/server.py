@@ -1,0 +1,214 @@
+"""Lifecycle: the event loop, the engine, the listening socket, the timers, the signals.
+
+The server owns the clock (monotonic milliseconds, :func:`wonderq.api.now_ms`) and exactly one
+expiry timer, armed at the engine's next deadline (never one timer per message). When it
+fires, leases and delays are expired in bounded slices with I/O in between, and the waiters
+of queues that gained messages are answered.
+
+Shutdown on SIGTERM/SIGINT: stop accepting, answer parked long polls with empty lists, finish
+the requests in flight (closing each connection after its last answer), close idle keep-alive
+connections at once, and exit 0; connections still open after ``shutdown_timeout_s`` are cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+import uvloop
+
+from . import _core
+from .api import Api, now_ms
+from .config import Settings
+from .protocol import HttpProtocol, protocol_factory, refresh_date
+
+__all__ = ["ExpiryTimer", "Server", "ServerError", "bind"]
+
+log = logging.getLogger("wonderq")
+
+# Heap entries handled per expiry slice; a burst of a million expirations is processed
+# 4096 at a time with the event loop's I/O in between, so no request waits long behind it.
+EXPIRE_BUDGET = 4096
+_NOT_ARMED = 2**63
+_BACKLOG = 1024
+
+
+class ServerError(Exception):
+    """A start-up failure worth one line (address in use, cannot resolve the host)."""
+
+
+class ExpiryTimer:
+    """The single timer of the whole server, armed at the engine's next deadline."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, broker: Any) -> None:
+        self._loop = loop
+        self._broker = broker
+        self._handle: asyncio.Handle | None = None
+        self.armed_ms = _NOT_ARMED  # the deadline armed for; _NOT_ARMED when idle
+        self.on_expired: Any = lambda: None  # called after a slice expired something
+
+    def arm(self, deadline_ms: int) -> None:
+        """Fire at ``deadline_ms`` (monotonic ms), replacing a later arming."""
+        if self._handle is not None:
+            self._handle.cancel()
+        # +1 ms: the loop's timers round to whole ms against a cached clock, and firing a
+        # hair early would find nothing due and have to re-arm.
+        delay_s = max(0, deadline_ms - now_ms() + 1) / 1000
+        self._handle = self._loop.call_later(delay_s, self._fire)
+        self.armed_ms = deadline_ms
+
+    def _fire(self) -> None:
+        self._handle = None
+        self.armed_ms = _NOT_ARMED
+        now = now_ms()
+        try:
+            processed = self._broker.expire(now, EXPIRE_BUDGET)
+            if processed:
+                self.on_expired()
+        except Exception:
+            log.exception("expiring leases failed")
+            processed = 0
+        if processed >= EXPIRE_BUDGET:
+            # More may be due: continue after the loop has served I/O once.
+            self._handle = self._loop.call_soon(self._fire)
+            self.armed_ms = now
+            return
+        deadline_ms = self._broker.next_deadline()
+        if deadline_ms >= 0:
+            self.arm(deadline_ms)
+
+    def stop(self) -> None:
+        """Cancel the timer (shutdown)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self.armed_ms = _NOT_ARMED
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0 = any free port).
+
+    Raises ServerError with a one-line reason when the address cannot be used.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ServerError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # Lets a restarted server bind while old connections sit in TIME_WAIT; unlike
+        # SO_REUSEPORT it does not let two live servers share the port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(_BACKLOG)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            reason = "the address is already in use (is another server running?)"
+        raise ServerError(f"cannot listen on {host}:{port}: {reason}") from None
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+class Server:
+    """One WonderQ server process: run it with :meth:`run`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.connections: set[HttpProtocol] = set()
+        self.shutting_down = False
+        self.api: Api | None = None
+        self._stop: asyncio.Event | None = None
+        self._date_timer: asyncio.TimerHandle | None = None
+
+    def run(self, sock: socket.socket) -> int:
+        """Serve on the listening ``sock`` until SIGTERM/SIGINT; returns the exit status."""
+        return uvloop.run(self.serve(sock))
+
+    async def serve(self, sock: socket.socket) -> int:
+        """The server's whole life inside the event loop."""
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        broker = _core.Broker(
+            visibility_ms=settings.visibility_timeout_ms,
+            max_message_bytes=settings.max_message_bytes,
+            max_batch=settings.max_batch,
+            max_memory=settings.max_memory,
+        )
+        expiry = ExpiryTimer(loop, broker)
+        api = Api(
+            broker,
+            max_batch=settings.max_batch,
+            expiry=expiry,
+            call_later=loop.call_later,
+            connection_count=self.connections.__len__,
+        )
+        expiry.on_expired = api.wake_all
+        self.api = api
+        server = await loop.create_server(
+            protocol_factory(api, self, settings), sock=sock, backlog=_BACKLOG
+        )
+        self._tick_date(loop)
+        self._stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        log.info("wonderq listening on %s (pid %d)", _url(sock), os.getpid())
+        try:
+            await self._stop.wait()
+            await self._shutdown(server, api, expiry)
+        finally:
+            if self._date_timer is not None:
+                self._date_timer.cancel()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+        log.info("wonderq stopped")
+        return 0
+
+    def _on_signal(self, signum: int) -> None:
+        if self.shutting_down:
+            log.warning("second %s: closing every connection now", signal.Signals(signum).name)
+            for conn in list(self.connections):
+                conn.abort()
+            return
+        log.info("%s: shutting down", signal.Signals(signum).name)
+        assert self._stop is not None
+        self._stop.set()
+
+    def _tick_date(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Refresh the cached Date header, then again at the next wall-clock second."""
+        now_s = time.time()
+        refresh_date(now_s)
+        self._date_timer = loop.call_later(1.0 - now_s % 1.0, self._tick_date, loop)
+
+    async def _shutdown(
+        self, server: asyncio.AbstractServer, api: Api, expiry: ExpiryTimer
+    ) -> None:
+        self.shutting_down = True
+        server.close()  # stop accepting
+        api.close()  # answer the long polls with empty lists
+        for conn in list(self.connections):
+            conn.shutdown()  # close idle ones now, the others after their last answer
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self.connections:
+            log.warning("closing %d connections still busy", len(self.connections))
+            for conn in list(self.connections):
+                conn.abort()
+            await asyncio.sleep(0)
+        expiry.stop()
