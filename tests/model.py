@@ -1,0 +1,495 @@
+"""Pure-Python reference broker: the engine's API and behaviour, written to be obviously right.
+
+The engine (``wonderq._core.Broker``) must agree with this model on every answer, every raised
+error (type and ``code``) and every counter. Plain dicts and sorted lists; speed does not matter
+beyond keeping the benchmarks' model runs short.
+
+Validation order (the first failing check is the one raised), shared with the engine:
+  publish        queue, now, delay, body (type, empty, size, UTF-8), ids, memory
+  publish_batch  queue, now, bodies (kind, count, each body's type), delays (kind, length),
+                 then per item: delay, body content; ids, memory
+  receive        queue, cid, limit, now, visibility
+  delete         queue, cid, id, now
+  delete_batch   queue, cid, ids (kind, count, each id), now
+  change_lease   queue, cid, id, timeout, now
+  expire         now, budget
+  restore        queue, id, body (type, empty, UTF-8), receives, now, delay, id in use
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from wonderq._core import (
+    MAX_DELAY_MS,
+    MAX_ID,
+    MAX_QUEUES,
+    MAX_VISIBILITY_MS,
+    MESSAGE_OVERHEAD,
+    IdsExhausted,
+    InvalidArgument,
+    MemoryLimitExceeded,
+    MessageTooLarge,
+    QueueInUse,
+    QueueNotFound,
+)
+
+MAX_NOW = 1 << 62
+MAX_MESSAGE_BYTES = 1 << 28
+UINT32_MAX = (1 << 32) - 1
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
+EMPTY_RESPONSE = b'{"messages":[]}'
+
+
+def _int(value: Any, lo: int, hi: int, code: str, name: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi:
+        return value
+    raise InvalidArgument(f"{name} must be an integer in {lo}..{hi}", code)
+
+
+def _check_now(now: int) -> None:
+    if not 0 <= now <= MAX_NOW:
+        raise InvalidArgument("bad now", "invalid_now")
+
+
+def _body_bytes(body: Any) -> bytes:
+    if type(body) is bytes:
+        return body
+    if isinstance(body, (bytearray, memoryview)):
+        return bytes(body)
+    raise InvalidArgument("body must be bytes", "invalid_body")
+
+
+def _text(data: bytes, max_bytes: int) -> str:
+    """The decoded body, validated like the engine validates it."""
+    if not data:
+        raise InvalidArgument("body must not be empty", "invalid_body")
+    if len(data) > max_bytes:
+        raise MessageTooLarge("body too large")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidArgument("body must be valid UTF-8", "invalid_body") from None
+    if _escaped_len(text) > UINT32_MAX:
+        raise MessageTooLarge("body too large once escaped")
+    return text
+
+
+def _escaped_len(text: str) -> int:
+    return len(json.dumps(text, ensure_ascii=False).encode()) - 2
+
+
+@dataclass
+class Message:
+    id: int
+    queue: str
+    text: str  # the decoded body
+    receives: int = 0
+    state: str = "ready"  # "ready", "leased" or "delayed"
+    deadline: int = 0  # lease or delay end while leased or delayed
+    cid: int = -1  # lease owner while leased
+
+    @property
+    def size(self) -> int:
+        return MESSAGE_OVERHEAD + _escaped_len(self.text)
+
+
+@dataclass
+class Queue:
+    name: str
+    attrs: dict[str, Any]
+    ready: list[int] = field(default_factory=list)  # sorted ids of available messages
+    totals: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(
+            ("published", "delivered", "deleted", "expired", "dead_lettered"), 0
+        )
+    )
+
+
+class Broker:
+    def __init__(
+        self,
+        *,
+        visibility_ms: int = 30000,
+        max_message_bytes: int = 1048576,
+        max_batch: int = 1000,
+        max_memory: int = 0,
+    ) -> None:
+        self.visibility_ms = _int(
+            visibility_ms, 0, MAX_VISIBILITY_MS, "invalid_visibility", "visibility_ms"
+        )
+        self.max_message_bytes = _int(
+            max_message_bytes, 1, MAX_MESSAGE_BYTES, "invalid_max_message_bytes", "mmb"
+        )
+        self.max_batch = _int(max_batch, 1, 1 << 20, "invalid_max_batch", "max_batch")
+        self.max_memory = _int(max_memory, 0, MAX_ID, "invalid_max_memory", "max_memory")
+        self.queues: dict[str, Queue] = {}
+        self.messages: dict[int, Message] = {}
+        self.timers: list[tuple[int, int]] = []  # sorted (deadline, id) of leased and delayed
+        self._next_id = 1
+        self._memory = 0
+        self.put_queue("default")
+
+    # ---- helpers --------------------------------------------------------------------------
+    def _queue(self, name: Any) -> Queue:
+        q = self.queues.get(name) if isinstance(name, str) else None
+        if q is None:
+            raise QueueNotFound(f"queue {name!r} does not exist")
+        return q
+
+    def _make_ready(self, msg: Message, queue: str) -> None:
+        msg.queue = queue
+        msg.state = "ready"
+        msg.cid = -1
+        bisect.insort(self.queues[queue].ready, msg.id)
+
+    def _untime(self, msg: Message) -> None:
+        self.timers.remove((msg.deadline, msg.id))
+
+    def _end_lease(self, msg: Message, expired: bool) -> None:
+        q = self.queues[msg.queue]
+        max_receives = q.attrs["max_receives"]
+        dlq = q.attrs["dead_letter_queue"]
+        if max_receives is not None and msg.receives >= max_receives and dlq is not None:
+            q.totals["dead_lettered"] += 1
+            msg.receives = 0
+            self._make_ready(msg, dlq)
+        else:
+            if expired:
+                q.totals["expired"] += 1
+            self._make_ready(msg, q.name)
+
+    def _store(self, msg: Message, now: int, delay: int) -> None:
+        self.messages[msg.id] = msg
+        self._memory += msg.size
+        if delay > 0:
+            msg.state = "delayed"
+            msg.deadline = now + delay
+            bisect.insort(self.timers, (msg.deadline, msg.id))
+        else:
+            self._make_ready(msg, msg.queue)
+
+    def _holds(self, q: Queue, cid: int, msg_id: int, now: int) -> Message | None:
+        msg = self.messages.get(msg_id)
+        if (
+            msg is not None
+            and msg.queue == q.name
+            and msg.state == "leased"
+            and msg.cid == cid
+            and now < msg.deadline
+        ):
+            return msg
+        return None
+
+    def _remove(self, msg: Message) -> None:
+        del self.messages[msg.id]
+        self._memory -= msg.size
+
+    def _count(self, name: str, state: str) -> int:
+        return sum(1 for m in self.messages.values() if m.queue == name and m.state == state)
+
+    # ---- queues ---------------------------------------------------------------------------
+    def put_queue(self, name: Any, attributes: Mapping[str, Any] | None = None) -> bool:
+        if not isinstance(name, str) or QUEUE_NAME.fullmatch(name) is None:
+            raise InvalidArgument("bad queue name", "invalid_queue_name")
+        if attributes is None:
+            attributes = {}
+        if not isinstance(attributes, Mapping):
+            raise InvalidArgument("attributes must be a mapping", "invalid_attribute")
+        existing = self.queues.get(name)
+        if existing is None:
+            new = {
+                "visibility_timeout_ms": self.visibility_ms,
+                "delay_ms": 0,
+                "max_receives": None,
+                "dead_letter_queue": None,
+                "max_message_bytes": self.max_message_bytes,
+            }
+        else:
+            new = dict(existing.attrs)
+        limits = {
+            "visibility_timeout_ms": (0, MAX_VISIBILITY_MS),
+            "delay_ms": (0, MAX_DELAY_MS),
+            "max_receives": (1, MAX_ID),
+            "max_message_bytes": (1, self.max_message_bytes),
+        }
+        for key, value in attributes.items():
+            if key in limits:
+                if key == "max_receives" and value is None:
+                    new[key] = None
+                else:
+                    new[key] = _int(value, *limits[key], "invalid_attribute", key)
+            elif key == "dead_letter_queue":
+                if value is not None and not isinstance(value, str):
+                    raise InvalidArgument("bad dead_letter_queue", "invalid_attribute")
+                new[key] = value
+            else:
+                raise InvalidArgument(f"unknown attribute {key!r}", "invalid_attribute")
+        dlq = new["dead_letter_queue"]
+        if dlq is not None and (dlq == name or dlq not in self.queues):
+            raise InvalidArgument("bad dead_letter_queue", "invalid_attribute")
+        if new["max_receives"] is not None and dlq is None:
+            raise InvalidArgument("max_receives needs a dead_letter_queue", "invalid_attribute")
+        if existing is None:
+            if len(self.queues) >= MAX_QUEUES:
+                raise InvalidArgument("too many queues", "too_many_queues")
+            self.queues[name] = Queue(name, new)
+            return True
+        existing.attrs = new
+        return False
+
+    def delete_queue(self, name: Any) -> int:
+        self._queue(name)
+        if name == "default":
+            raise QueueInUse("default")
+        if any(q.attrs["dead_letter_queue"] == name for q in self.queues.values()):
+            raise QueueInUse("dead-letter queue in use")
+        n = self.purge(name)
+        del self.queues[name]
+        return n
+
+    def purge(self, name: Any) -> int:
+        q = self._queue(name)
+        doomed = [m for m in self.messages.values() if m.queue == q.name]
+        for msg in doomed:
+            if msg.state != "ready":
+                self._untime(msg)
+            self._remove(msg)
+        q.ready.clear()
+        return len(doomed)
+
+    def has_queue(self, name: Any) -> bool:
+        return isinstance(name, str) and name in self.queues
+
+    def queue_names(self) -> list[str]:
+        return sorted(self.queues)
+
+    def queue_info(self, name: Any) -> dict[str, Any]:
+        q = self._queue(name)
+        return {
+            "name": name,
+            "attributes": dict(q.attrs),
+            "counts": {
+                "ready": len(q.ready),
+                "leased": self._count(name, "leased"),
+                "delayed": self._count(name, "delayed"),
+            },
+            "totals": dict(q.totals),
+        }
+
+    def ready_count(self, name: Any) -> int:
+        return len(self._queue(name).ready)
+
+    # ---- messages -------------------------------------------------------------------------
+    def publish(self, queue: Any, body: Any, now: int, delay_ms: Any = -1) -> int:
+        q = self._queue(queue)
+        _check_now(now)
+        delay = _int(delay_ms, -1, MAX_DELAY_MS, "invalid_delay", "delay_ms")
+        if delay < 0:
+            delay = q.attrs["delay_ms"]
+        text = _text(_body_bytes(body), q.attrs["max_message_bytes"])
+        if self._next_id > MAX_ID:
+            raise IdsExhausted("ids exhausted")
+        msg = Message(self._next_id, q.name, text)
+        if self.max_memory and self._memory + msg.size > self.max_memory:
+            raise MemoryLimitExceeded("memory limit")
+        self._next_id += 1
+        q.totals["published"] += 1
+        self._store(msg, now, delay)
+        return msg.id
+
+    def publish_batch(self, queue: Any, bodies: Any, now: int, delays: Any = None) -> int:
+        q = self._queue(queue)
+        _check_now(now)
+        if isinstance(bodies, (bytes, bytearray, memoryview, str)):
+            raise InvalidArgument("bodies must be a sequence", "invalid_batch")
+        bodies = list(bodies)
+        if not 1 <= len(bodies) <= self.max_batch:
+            raise InvalidArgument("bad batch size", "invalid_batch")
+        datas = [_body_bytes(b) for b in bodies]
+        if delays is not None:
+            if isinstance(delays, (bytes, bytearray, memoryview, str)):
+                raise InvalidArgument("bad delays", "invalid_delay")
+            delays = list(delays)
+            if len(delays) != len(bodies):
+                raise InvalidArgument("bad delays", "invalid_delay")
+        else:
+            delays = [-1] * len(bodies)
+        items = []
+        for data, delay_ms in zip(datas, delays, strict=True):
+            delay = _int(delay_ms, -1, MAX_DELAY_MS, "invalid_delay", "delay_ms")
+            items.append((_text(data, q.attrs["max_message_bytes"]), delay))
+        if self._next_id + len(items) - 1 > MAX_ID:
+            raise IdsExhausted("ids exhausted")
+        total = sum(MESSAGE_OVERHEAD + _escaped_len(text) for text, _ in items)
+        if self.max_memory and self._memory + total > self.max_memory:
+            raise MemoryLimitExceeded("memory limit")
+        first = self._next_id
+        for text, delay in items:
+            msg = Message(self._next_id, q.name, text)
+            self._next_id += 1
+            q.totals["published"] += 1
+            self._store(msg, now, q.attrs["delay_ms"] if delay < 0 else delay)
+        return first
+
+    def receive(self, queue: Any, cid: Any, limit: Any, now: int, visibility_ms: Any = -1) -> bytes:
+        q = self._queue(queue)
+        cid = _int(cid, 0, MAX_ID, "invalid_cid", "cid")
+        limit = _int(limit, 1, self.max_batch, "invalid_limit", "limit")
+        _check_now(now)
+        vis = _int(visibility_ms, -1, MAX_VISIBILITY_MS, "invalid_visibility", "visibility_ms")
+        if vis < 0:
+            vis = q.attrs["visibility_timeout_ms"]
+        taken, q.ready = q.ready[:limit], q.ready[limit:]
+        if not taken:
+            return EMPTY_RESPONSE
+        out = []
+        for msg_id in taken:
+            msg = self.messages[msg_id]
+            msg.receives = min(msg.receives + 1, UINT32_MAX)
+            msg.state = "leased"
+            msg.cid = cid
+            msg.deadline = now + vis
+            bisect.insort(self.timers, (msg.deadline, msg.id))
+            out.append({"id": msg.id, "body": msg.text, "receives": msg.receives})
+        q.totals["delivered"] += len(taken)
+        return json.dumps({"messages": out}, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def delete(self, queue: Any, cid: Any, msg_id: Any, now: int) -> bool:
+        q = self._queue(queue)
+        cid = _int(cid, 0, MAX_ID, "invalid_cid", "cid")
+        msg_id = _int(msg_id, 1, MAX_ID, "invalid_id", "id")
+        _check_now(now)
+        msg = self._holds(q, cid, msg_id, now)
+        if msg is None:
+            return False
+        self._untime(msg)
+        self._remove(msg)
+        q.totals["deleted"] += 1
+        return True
+
+    def delete_batch(
+        self, queue: Any, cid: Any, msg_ids: Any, now: int
+    ) -> tuple[list[int], list[int]]:
+        self._queue(queue)
+        cid = _int(cid, 0, MAX_ID, "invalid_cid", "cid")
+        if isinstance(msg_ids, (bytes, bytearray, memoryview, str)):
+            raise InvalidArgument("ids must be a sequence", "invalid_batch")
+        msg_ids = list(msg_ids)
+        if len(msg_ids) > self.max_batch:
+            raise InvalidArgument("too many ids", "invalid_batch")
+        ids = [_int(i, 1, MAX_ID, "invalid_id", "id") for i in msg_ids]
+        _check_now(now)
+        deleted: list[int] = []
+        failed: list[int] = []
+        for msg_id in ids:
+            (deleted if self.delete(queue, cid, msg_id, now) else failed).append(msg_id)
+        return deleted, failed
+
+    def change_lease(self, queue: Any, cid: Any, msg_id: Any, timeout_ms: Any, now: int) -> bool:
+        q = self._queue(queue)
+        cid = _int(cid, 0, MAX_ID, "invalid_cid", "cid")
+        msg_id = _int(msg_id, 1, MAX_ID, "invalid_id", "id")
+        timeout = _int(timeout_ms, 0, MAX_VISIBILITY_MS, "invalid_timeout", "timeout_ms")
+        _check_now(now)
+        msg = self._holds(q, cid, msg_id, now)
+        if msg is None:
+            return False
+        self._untime(msg)
+        if timeout > 0:
+            msg.deadline = now + timeout
+            bisect.insort(self.timers, (msg.deadline, msg.id))
+        else:
+            self._end_lease(msg, expired=False)
+        return True
+
+    # ---- timers ---------------------------------------------------------------------------
+    def next_deadline(self) -> int:
+        return self.timers[0][0] if self.timers else -1
+
+    def expire(self, now: int, budget: Any) -> int:
+        _check_now(now)
+        budget = _int(budget, 0, MAX_ID, "invalid_budget", "budget")
+        done = 0
+        while done < budget and self.timers and self.timers[0][0] <= now:
+            _, msg_id = self.timers.pop(0)
+            msg = self.messages[msg_id]
+            if msg.state == "leased":
+                self._end_lease(msg, expired=True)
+            else:
+                self._make_ready(msg, msg.queue)
+            done += 1
+        return done
+
+    # ---- accounting -----------------------------------------------------------------------
+    @property
+    def memory_bytes(self) -> int:
+        return self._memory
+
+    @property
+    def memory_limit(self) -> int:
+        return self.max_memory
+
+    @property
+    def message_count(self) -> int:
+        return len(self.messages)
+
+    def stats(self) -> list[tuple[str, int, int, int, int, int, int, int, int]]:
+        rows = []
+        for name in sorted(self.queues):
+            info = self.queue_info(name)
+            c, t = info["counts"], info["totals"]
+            rows.append(
+                (
+                    name,
+                    c["ready"],
+                    c["leased"],
+                    c["delayed"],
+                    t["published"],
+                    t["delivered"],
+                    t["deleted"],
+                    t["expired"],
+                    t["dead_lettered"],
+                )
+            )
+        return rows
+
+    # ---- recovery -------------------------------------------------------------------------
+    @property
+    def next_id(self) -> int:
+        return self._next_id
+
+    def set_next_id(self, next_id: Any) -> None:
+        next_id = _int(next_id, 1, MAX_ID + 1, "invalid_id", "next_id")
+        self._next_id = max(self._next_id, next_id)
+
+    def restore(
+        self, queue: Any, msg_id: Any, body: Any, receives: Any, now: int, delay_ms: Any = 0
+    ) -> None:
+        q = self._queue(queue)
+        msg_id = _int(msg_id, 1, MAX_ID, "invalid_id", "id")
+        text = _text(_body_bytes(body), MAX_MESSAGE_BYTES)
+        receives = _int(receives, 0, UINT32_MAX, "invalid_receives", "receives")
+        _check_now(now)
+        delay = _int(delay_ms, 0, MAX_DELAY_MS, "invalid_delay", "delay_ms")
+        if msg_id in self.messages:
+            raise InvalidArgument("id in use", "invalid_id")
+        self._next_id = max(self._next_id, msg_id + 1)
+        self._store(Message(msg_id, q.name, text, receives), now, delay)
+
+    def check_invariants(self) -> None:
+        assert self._memory == sum(m.size for m in self.messages.values())
+        assert self.timers == sorted(
+            (m.deadline, m.id) for m in self.messages.values() if m.state != "ready"
+        )
+        for q in self.queues.values():
+            assert q.ready == sorted(
+                m.id for m in self.messages.values() if m.queue == q.name and m.state == "ready"
+            )
+        assert all(m.queue in self.queues for m in self.messages.values())
+        assert all(i < self._next_id for i in self.messages)

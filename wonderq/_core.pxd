@@ -1,0 +1,107 @@
+# The engine's data layout, read like a C header.
+#
+# Ownership: every Msg is owned by exactly one container at a time - its queue's ready FIFO, its
+# queue's return heap, or the broker's timer heap (leased and delayed messages). The lease table
+# is a non-owning index of the leased messages only.
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+
+cdef struct Msg
+
+# Where a message sits while it is NOT linked in a ready FIFO (same 8 bytes as Msg.next).
+cdef struct MsgSlot:
+    int32_t heap_index      # slot in the timer heap; valid only while leased or delayed
+    uint16_t queue_idx      # index of the owning queue in Broker.queues
+    uint8_t state           # MSG_READY (in a return heap), MSG_LEASED or MSG_DELAYED
+    uint8_t spare           # unused; keeps the slot 8 bytes
+
+# A message is in a ready FIFO (uses next) or elsewhere (uses slot), never both.
+cdef union MsgLink:
+    Msg* next               # next message of the queue's ready FIFO (NULL at the tail)
+    MsgSlot slot            # heap slot, queue and state while not in a FIFO
+
+# One malloc per message: this 24-byte header, then body_len bytes of JSON-escaped body.
+cdef struct Msg:
+    int64_t id              # 1..MAX_ID, unique, kept when dead-lettered
+    MsgLink link            # FIFO link or heap slot (see MsgLink)
+    uint32_t body_len       # bytes of escaped body following the header (no quotes)
+    uint32_t receives       # receive count; saturates at 2**32-1, reset to 0 by dead-lettering
+
+# Entry of the broker-wide timer heap (min-heap by (deadline_ms, msg_id)).
+cdef struct TimerEntry:
+    int64_t deadline_ms     # lease end or delay end, monotonic ms
+    int64_t msg_id          # copy of msg.id so comparisons do not touch the message
+    int64_t cid             # lease owner, or -1 for a delay
+    Msg* msg                # the message (owned by the heap while here)
+
+cdef struct TimerHeap:
+    TimerEntry* entries     # array of cap entries, the first len in heap order
+    int64_t len             # entries in use
+    int64_t cap             # entries allocated
+
+# Open-addressing slot of the lease table: id -> leased message.
+cdef struct LeaseSlot:
+    int64_t id              # message id, 0 = empty slot
+    Msg* msg                # the leased message (not owned)
+
+# Linear probing, backward-shift deletion, power-of-two size, load <= 0.6.
+cdef struct LeaseTable:
+    LeaseSlot* slots        # array of mask + 1 slots
+    uint64_t mask           # capacity - 1
+    int shift               # 64 - log2(capacity), for Fibonacci hashing
+    int64_t count           # occupied slots
+
+# One queue; lives in Broker.queues[idx], its name in Broker.queue_names_by_idx[idx].
+cdef struct Queue:
+    bint active             # slot in use (deleted queues leave a free slot)
+    Msg* fifo_head          # oldest fresh message (lowest id), NULL if the FIFO is empty
+    Msg* fifo_tail          # newest message of the FIFO; stale while fifo_head is NULL
+    Msg** rheap             # min-heap by id of messages available again
+    int64_t rheap_len       # messages in rheap
+    int64_t rheap_cap       # slots allocated in rheap
+    int64_t visibility_ms   # default lease length, 0..MAX_VISIBILITY_MS
+    int64_t delay_ms        # default publish delay, 0..MAX_DELAY_MS
+    int64_t max_receives    # dead-letter after this many receives; 0 = no limit
+    int64_t max_message_bytes   # largest raw body accepted by publish
+    int32_t dlq             # index of the dead-letter queue, -1 = none
+    int32_t dlq_refs        # how many queues use this one as their dead-letter queue
+    int64_t ready           # messages in the FIFO and the return heap
+    int64_t leased          # messages leased (including expired, not yet processed leases)
+    int64_t delayed         # messages waiting for their delay to end
+    int64_t published       # total publishes (not restores)
+    int64_t delivered       # total messages handed out by receive
+    int64_t deleted         # total successful deletes (acks)
+    int64_t expired         # total leases that ran out (not dead-lettered)
+    int64_t dead_lettered   # total messages moved from here to the dead-letter queue
+
+
+cdef class Broker:
+    cdef Queue* queues              # array of queue_cap queues, indexed by queue idx
+    cdef int32_t queue_cap          # queues allocated
+    cdef dict queue_index           # name -> idx of active queues
+    cdef list queue_names_by_idx    # idx -> name (None for a free slot)
+    cdef list free_queue_idx        # free slots of queues, reused before growing
+    cdef TimerHeap timers           # leases and delays of every queue
+    cdef LeaseTable leases          # id -> Msg of leased messages only
+    cdef int64_t default_visibility_ms  # visibility of new queues
+    cdef int64_t max_message_bytes_     # default and ceiling of queues' max_message_bytes
+    cdef int64_t max_batch              # bound of receive limit and batch sizes
+    cdef int64_t max_memory_            # memory limit in bytes, 0 = none
+    cdef int64_t memory_bytes_          # sum of MESSAGE_OVERHEAD + body_len
+    cdef int64_t message_count_         # messages held
+    cdef uint64_t next_id_              # id of the next publish (may be MAX_ID + 1)
+    cdef Msg** scratch                  # max_batch message pointers for receive/publish_batch
+    cdef int64_t* scratch_len           # max_batch escaped lengths for publish_batch
+
+    cdef int32_t lookup(self, object name) except -1
+    cdef int reserve_ready(self, Queue* q, int64_t extra) except -1
+    cdef void make_available(self, Queue* q, Msg* m) noexcept
+    cdef void end_lease(self, int32_t qi, Msg* m, bint expired) noexcept
+    cdef void free_msg(self, Msg* m) noexcept
+    cdef int64_t drop_queue_messages(self, int32_t qi) except -1
+    cdef bint id_exists(self, int64_t msg_id) noexcept
+    cdef bint lease_check(self, int32_t qi, int64_t cid, int64_t msg_id, int64_t now,
+                          int64_t* slot_out) noexcept
+    cdef bint delete_one(self, int32_t qi, int64_t cid, int64_t msg_id, int64_t now) noexcept
+    cdef void after_removals(self) noexcept
+    cdef dict queue_attributes(self, int32_t qi)

@@ -1,0 +1,215 @@
+"""Type stubs for the compiled queue engine (``wonderq/_core.pyx``).
+
+The engine does no I/O and reads no clock: every call that depends on time takes ``now``,
+monotonic milliseconds supplied by the caller. All times are integer milliseconds.
+
+Errors: every exception the engine raises for bad input derives from :class:`EngineError` and
+carries ``status`` (the HTTP status the API layer answers with) and ``code`` (the snake_case
+error code of the JSON error body); ``str(exc)`` is a human sentence naming the parameter.
+When an engine call raises, the engine's state is unchanged. Arguments are checked in the order
+of the signature (see tests/model.py for the exact order); ``now`` must be in 0..2**62
+(``invalid_now``). Integer arguments must be ``int`` (``bool`` is refused).
+
+``InvalidArgument.code`` values: ``invalid_queue_name``, ``invalid_attribute``, ``invalid_body``,
+``invalid_batch``, ``invalid_limit``, ``invalid_cid``, ``invalid_id``, ``invalid_delay``,
+``invalid_visibility``, ``invalid_timeout``, ``invalid_receives``, ``invalid_budget``,
+``invalid_now``, ``too_many_queues`` (and ``invalid_<setting>`` for Broker's constructor).
+"""
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+#: Bytes accounted per message on top of its JSON-escaped body (the C struct).
+MESSAGE_OVERHEAD: Final[int]
+#: Largest message id / consumer id (2**63 - 1).
+MAX_ID: Final[int]
+#: Attribute limits in milliseconds (the contract's 43200 s and 604800 s).
+MAX_VISIBILITY_MS: Final[int]
+MAX_DELAY_MS: Final[int]
+#: Most queues one broker holds at once (65536).
+MAX_QUEUES: Final[int]
+
+class EngineError(Exception):
+    status: int
+    code: str
+    def __init__(self, message: str, code: str | None = None) -> None:
+        """``code`` overrides the class's default code for this instance."""
+
+class InvalidArgument(EngineError, ValueError):
+    """400; ``code`` names the problem, e.g. ``invalid_limit``, ``invalid_body``."""
+
+class QueueNotFound(EngineError, KeyError):
+    """404 ``queue_not_found``."""
+
+class QueueInUse(EngineError):
+    """409 ``queue_in_use``: the queue is another queue's dead-letter queue, or is ``default``."""
+
+class MessageTooLarge(EngineError):
+    """413 ``message_too_large``: a body is longer than the queue's ``max_message_bytes``."""
+
+class MemoryLimitExceeded(EngineError):
+    """507 ``memory_limit``: storing the message(s) would pass the broker's memory limit."""
+
+class IdsExhausted(EngineError):
+    """507 ``ids_exhausted``: the id counter has passed MAX_ID (practically unreachable)."""
+
+class Broker:
+    """All queues of one server, one id counter, one timer heap.
+
+    The queue named ``default`` always exists and cannot be deleted.
+    """
+
+    def __init__(
+        self,
+        *,
+        visibility_ms: int = 30000,
+        max_message_bytes: int = 1048576,
+        max_batch: int = 1000,
+        max_memory: int = 0,
+    ) -> None:
+        """``visibility_ms`` and ``max_message_bytes`` are the defaults of new queues (and of
+        ``default``); ``max_message_bytes`` is also the ceiling a queue may be set to.
+        ``max_batch`` bounds ``limit`` and batch sizes. ``max_memory`` = 0 means no limit.
+        Bounds: visibility_ms 0..MAX_VISIBILITY_MS, max_message_bytes 1..2**28,
+        max_batch 1..2**20, max_memory >= 0; else InvalidArgument."""
+
+    # ---- queues -------------------------------------------------------------------------
+    def put_queue(self, name: str, attributes: Mapping[str, Any] | None = None) -> bool:
+        """Create queue ``name`` or update its attributes; True if it was created.
+
+        Keys (all optional; a missing key keeps the current value, or the default on create):
+        ``visibility_timeout_ms`` (0..MAX_VISIBILITY_MS), ``delay_ms`` (0..MAX_DELAY_MS),
+        ``max_receives`` (int >= 1, or None for no limit), ``dead_letter_queue`` (str or None),
+        ``max_message_bytes`` (1..broker max). Keys are applied in the mapping's order. Unknown keys, wrong types and out-of-range values
+        raise InvalidArgument (code ``invalid_attribute``) naming the key. ``max_receives``
+        without a dead-letter queue, a dead-letter queue that does not exist, or the queue
+        itself as its dead-letter queue raise InvalidArgument. Bad names (not
+        ``[A-Za-z0-9_-]{1,80}``) raise InvalidArgument (``invalid_queue_name``).
+        """
+
+    def delete_queue(self, name: str) -> int:
+        """Drop the queue and every message in it (ready, delayed, leased); returns how many.
+        QueueNotFound; QueueInUse for ``default`` or a queue serving as a dead-letter queue."""
+
+    def purge(self, name: str) -> int:
+        """Drop every message of the queue (ready, delayed and leased); returns how many."""
+
+    def has_queue(self, name: str) -> bool: ...
+    def queue_names(self) -> list[str]:
+        """Names of all queues, sorted."""
+
+    def queue_info(self, name: str) -> dict[str, Any]:
+        """``{"name", "attributes": {visibility_timeout_ms, delay_ms, max_receives,
+        dead_letter_queue, max_message_bytes}, "counts": {ready, leased, delayed},
+        "totals": {published, delivered, deleted, expired, dead_lettered}}``.
+        ``max_receives`` and ``dead_letter_queue`` are None when unset."""
+
+    def ready_count(self, name: str) -> int:
+        """Messages available now (cheap; used to decide whether to park a long poll)."""
+
+    # ---- messages -----------------------------------------------------------------------
+    def publish(
+        self, queue: str, body: bytes | bytearray | memoryview, now: int, delay_ms: int = -1
+    ) -> int:
+        """Store one message and return its id. ``delay_ms`` -1 means the queue's default
+        delay; > 0 keeps the message invisible until ``now + delay_ms``. The body must be
+        1..max_message_bytes bytes of valid UTF-8 (InvalidArgument ``invalid_body`` /
+        MessageTooLarge). Counts ``published``. O(1), O(log n) when delayed."""
+
+    def publish_batch(
+        self, queue: str, bodies: Sequence[bytes], now: int, delays: Sequence[int] | None = None
+    ) -> int:
+        """All or nothing: validate every body (and delay), check memory for the whole batch,
+        then store them with consecutive ids. Returns the first id; the ids are
+        ``range(first, first + len(bodies))``. 1..max_batch bodies (``invalid_batch``);
+        ``delays[i]`` as ``delay_ms`` of publish (-1 = queue default); ``delays`` of another
+        length is ``invalid_delay``."""
+
+    def receive(
+        self, queue: str, cid: int, limit: int, now: int, visibility_ms: int = -1
+    ) -> bytes:
+        """Lease up to ``limit`` available messages (lowest ids first) to ``cid`` until
+        ``now + visibility_ms`` (-1 = the queue's visibility timeout) and count one receive on
+        each. Returns the JSON response body, exactly
+        ``{"messages":[{"id":17,"body":"<escaped>","receives":1},...]}`` with no spaces;
+        bodies escaped as ``json.dumps(s, ensure_ascii=False)`` escapes them.
+        ``limit`` outside 1..max_batch: InvalidArgument (``invalid_limit``); ``cid`` outside
+        0..MAX_ID: InvalidArgument (``invalid_cid``); ``visibility_ms`` outside
+        -1..MAX_VISIBILITY_MS: ``invalid_visibility``. Nothing available: the constant
+        ``b'{"messages":[]}'``. O(k log n) for k messages."""
+
+    def delete(self, queue: str, cid: int, msg_id: int, now: int) -> bool:
+        """Ack: True iff message ``msg_id`` is in ``queue``, leased to ``cid``, and
+        ``now < deadline``; it is then removed (counts ``deleted``). Otherwise False and
+        nothing changes. ``msg_id`` outside 1..MAX_ID: InvalidArgument (``invalid_id``).
+        O(log n)."""
+
+    def delete_batch(
+        self, queue: str, cid: int, msg_ids: Iterable[int], now: int
+    ) -> tuple[list[int], list[int]]:
+        """Delete each id by the rule of ``delete``; returns ``(deleted, failed)`` in input
+        order (a repeated id fails the second time). At most max_batch ids (``invalid_batch``);
+        every id is checked before any is deleted."""
+
+    def change_lease(self, queue: str, cid: int, msg_id: int, timeout_ms: int, now: int) -> bool:
+        """Same ownership rule as ``delete``. If it holds, the lease deadline becomes
+        ``now + timeout_ms``; ``timeout_ms == 0`` releases the message at once (it becomes
+        available, or is dead-lettered if it reached max_receives; not counted as expired).
+        ``timeout_ms`` outside 0..MAX_VISIBILITY_MS: ``invalid_timeout``. O(log n)."""
+
+    # ---- timers -------------------------------------------------------------------------
+    def next_deadline(self) -> int:
+        """The earliest lease/delay deadline in the timer heap, or -1 if the heap is empty."""
+
+    def expire(self, now: int, budget: int) -> int:
+        """Process at most ``budget`` heap entries whose deadline is <= now, in (deadline, id)
+        order: an expired lease makes the message available again with its receive count
+        (``expired`` += 1), or moves it to the dead-letter queue when receives >= max_receives
+        (``dead_lettered`` += 1 on the source queue; receives reset to 0; same id and body);
+        an ended delay makes the message available. Returns the number processed.
+        Until an entry is processed by ``expire``, an expired lease still blocks the message
+        from ``receive`` but can no longer be deleted or changed. ``budget`` >= 0
+        (``invalid_budget``); O(log n) per entry."""
+
+    # ---- accounting and metrics ---------------------------------------------------------
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held: sum over messages of MESSAGE_OVERHEAD + len(escaped body)."""
+
+    @property
+    def memory_limit(self) -> int:
+        """The configured limit in bytes (0 = none)."""
+
+    @property
+    def message_count(self) -> int: ...
+    def stats(self) -> list[tuple[str, int, int, int, int, int, int, int, int]]:
+        """One tuple per queue for the metrics collector: (name, ready, leased, delayed,
+        published, delivered, deleted, expired, dead_lettered), sorted by name."""
+
+    # ---- recovery hooks (durability) ----------------------------------------------------
+    @property
+    def next_id(self) -> int:
+        """The id the next publish will get (MAX_ID + 1 once ids are exhausted)."""
+
+    def set_next_id(self, next_id: int) -> None:
+        """Continue the id counter from ``next_id`` (it never moves backwards: a smaller value
+        is ignored). ``next_id`` outside 1..MAX_ID + 1: InvalidArgument (``invalid_id``)."""
+
+    def restore(
+        self, queue: str, msg_id: int, body: bytes, receives: int, now: int, delay_ms: int = 0
+    ) -> None:
+        """Insert a message with a given id and receive count as available (or delayed by
+        ``delay_ms``), bypassing the memory limit; the id counter moves past ``msg_id``.
+        Does not count ``published``. InvalidArgument (``invalid_id``) if the id is in use.
+        The body must be non-empty valid UTF-8; the queue's ``max_message_bytes`` is not
+        applied (the limit may have changed since). ``receives`` 0..2**32-1
+        (``invalid_receives``); ``delay_ms`` 0..MAX_DELAY_MS.
+
+        Cost: O(1) when ``msg_id >= next_id`` or the id is leased, else an O(n) scan (the
+        engine keeps no index of all ids, to save memory). So restore in increasing id order
+        and call ``set_next_id`` after the restores, not before."""
+
+    # ---- debugging ----------------------------------------------------------------------
+    def check_invariants(self) -> None:
+        """Raise AssertionError if any internal invariant is broken: the heap order, each
+        entry's stored slot, per-queue counts, memory accounting, ready order."""

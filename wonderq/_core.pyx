@@ -1,0 +1,1495 @@
+# cython: language_level=3
+"""WonderQ's queue engine: every message, the ready order, the timer heap and the counters.
+
+No I/O, no clock: every call that depends on time takes ``now`` (monotonic ms). Data layout and
+ownership rules are in ``_core.pxd``; the Python-facing contract is in ``_core.pyi``.
+
+Complexity (n = messages held, k = messages in one call):
+  publish O(1) (O(log n) with a delay); receive O(k) plus O(k log n) for the leases;
+  delete / change_lease O(log n); expire O(log n) per entry; purge / delete_queue O(n).
+"""
+
+import re
+from collections.abc import Mapping
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.object cimport PyObject
+from libc.stdint cimport INT64_MAX, UINT32_MAX
+from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.string cimport memcpy, memset
+
+cdef extern from "Python.h":
+    bint PyLong_Check(object o)
+    bint PyBool_Check(object o)
+    bint PyBytes_CheckExact(object o)
+    object PySequence_Fast(object o, const char* message)
+    Py_ssize_t PySequence_Fast_GET_SIZE(object o)
+    PyObject** PySequence_Fast_ITEMS(object o)
+
+# ---- constants ----------------------------------------------------------------------------
+
+cdef enum:
+    MSG_READY = 0       # in a return heap (messages in a FIFO have no state byte)
+    MSG_LEASED = 1      # in the timer heap with cid >= 0, and in the lease table
+    MSG_DELAYED = 2     # in the timer heap with cid == -1
+
+cdef int64_t C_MAX_ID = INT64_MAX
+cdef int64_t C_MAX_VISIBILITY_MS = 43200 * 1000
+cdef int64_t C_MAX_DELAY_MS = 604800 * 1000
+# now + any timeout stays far from int64 overflow.
+cdef int64_t C_MAX_NOW = 1 << 62
+# Escaped bodies must fit Msg.body_len (uint32): 6 bytes per input byte at worst.
+cdef int64_t C_MAX_MESSAGE_BYTES = 1 << 28
+# Msg.queue_idx is a uint16.
+cdef int64_t C_MAX_QUEUES = 65536
+# Smallest capacities kept when shrinking arrays (entries).
+cdef int64_t MIN_HEAP_CAP = 64
+cdef int64_t MIN_RHEAP_CAP = 8
+cdef uint64_t MIN_TABLE_CAP = 64
+
+MESSAGE_OVERHEAD = sizeof(Msg) + 8  # header + glibc's per-chunk size word
+MAX_ID = C_MAX_ID
+MAX_VISIBILITY_MS = C_MAX_VISIBILITY_MS
+MAX_DELAY_MS = C_MAX_DELAY_MS
+MAX_QUEUES = C_MAX_QUEUES
+
+cdef int64_t C_MESSAGE_OVERHEAD = MESSAGE_OVERHEAD
+cdef bytes EMPTY_RESPONSE = b'{"messages":[]}'
+
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_ATTRIBUTES = (
+    "visibility_timeout_ms", "delay_ms", "max_receives", "dead_letter_queue", "max_message_bytes",
+)
+
+
+# ---- errors -------------------------------------------------------------------------------
+
+class EngineError(Exception):
+    """Bad input to the engine; ``status`` and ``code`` say how the API layer answers it."""
+
+    status = 500
+    code = "engine_error"
+
+    def __init__(self, message, code=None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class InvalidArgument(EngineError, ValueError):
+    status = 400
+    code = "invalid_argument"
+
+
+class QueueNotFound(EngineError, KeyError):
+    status = 404
+    code = "queue_not_found"
+
+    def __str__(self):
+        # KeyError would repr() the message.
+        return Exception.__str__(self)
+
+
+class QueueInUse(EngineError):
+    status = 409
+    code = "queue_in_use"
+
+
+class MessageTooLarge(EngineError):
+    status = 413
+    code = "message_too_large"
+
+
+class MemoryLimitExceeded(EngineError):
+    status = 507
+    code = "memory_limit"
+
+
+class IdsExhausted(EngineError):
+    status = 507
+    code = "ids_exhausted"
+
+
+def fail(what):
+    raise AssertionError(what)
+
+
+# ---- argument checks ----------------------------------------------------------------------
+
+cdef inline int64_t arg_int(object value, int64_t lo, int64_t hi, str code, str name) except? -1:
+    """``value`` as an int64 in lo..hi (bool refused), else InvalidArgument(code)."""
+    cdef int overflow = 0
+    cdef long long v
+    if PyLong_Check(value) and not PyBool_Check(value):
+        v = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if overflow == 0 and lo <= v <= hi:
+            return v
+    raise InvalidArgument(f"{name} must be an integer in {lo}..{hi}", code)
+
+
+cdef inline int check_now(int64_t now) except -1:
+    if now < 0 or now > C_MAX_NOW:
+        raise InvalidArgument(f"now must be in 0..{C_MAX_NOW}", "invalid_now")
+    return 0
+
+
+cdef inline bytes body_bytes(object body):
+    """The body as a bytes object (bytearray and memoryview copied), else invalid_body."""
+    if PyBytes_CheckExact(body):
+        return <bytes>body
+    if isinstance(body, (bytearray, memoryview)):
+        return bytes(body)
+    raise InvalidArgument("body must be bytes", "invalid_body")
+
+
+# ---- UTF-8 validation and JSON escaping -----------------------------------------------------
+
+# Extra bytes json.dumps(ensure_ascii=False) adds for each byte: 1 for \" \\ \b \t \n \f \r,
+# 5 for other control characters (\u00XX), 0 otherwise (UTF-8 lead/continuation bytes included).
+cdef uint8_t ESC_EXTRA[256]
+cdef const char* HEX_DIGITS = b"0123456789abcdef"
+
+
+cdef void esc_init() noexcept:
+    cdef int c
+    for c in range(256):
+        ESC_EXTRA[c] = 5 if c < 0x20 else 0
+    for c in (0x22, 0x5C, 0x08, 0x09, 0x0A, 0x0C, 0x0D):
+        ESC_EXTRA[c] = 1
+
+
+esc_init()
+
+# SWAR masks: a word of 8 plain bytes (ASCII, >= 0x20, not '"' or '\\') skips all checks.
+cdef uint64_t ONES = 0x0101010101010101ULL
+cdef uint64_t HIGHS = 0x8080808080808080ULL
+
+
+cdef inline bint word_is_plain(uint64_t w) noexcept nogil:
+    cdef uint64_t q = w ^ (ONES * 0x22)
+    cdef uint64_t b = w ^ (ONES * 0x5C)
+    cdef uint64_t special = (
+        w | ((w - ONES * 0x20) & ~w) | ((q - ONES) & ~q) | ((b - ONES) & ~b)
+    )
+    return (special & HIGHS) == 0
+
+
+cdef inline bint is_cont(uint8_t c) noexcept nogil:
+    return (c & 0xC0) == 0x80
+
+
+cdef int64_t utf8_escaped_len(const uint8_t* s, int64_t n) noexcept nogil:
+    """Length of the JSON-escaped form of s, or -1 if s is not strict UTF-8 (as Python's decoder:
+    no overlongs, no surrogates, nothing above U+10FFFF, no truncated sequence)."""
+    cdef int64_t i = 0
+    cdef int64_t extra = 0
+    cdef uint64_t w
+    cdef uint8_t c, c1
+    while i < n:
+        if i + 8 <= n:
+            memcpy(&w, s + i, 8)
+            if word_is_plain(w):
+                i += 8
+                continue
+        c = s[i]
+        if c < 0x80:
+            extra += ESC_EXTRA[c]
+            i += 1
+        elif c < 0xC2:
+            return -1
+        elif c < 0xE0:
+            if i + 1 >= n or not is_cont(s[i + 1]):
+                return -1
+            i += 2
+        elif c < 0xF0:
+            if i + 2 >= n:
+                return -1
+            c1 = s[i + 1]
+            if c == 0xE0:
+                if c1 < 0xA0 or c1 > 0xBF:
+                    return -1
+            elif c == 0xED:
+                if c1 < 0x80 or c1 > 0x9F:
+                    return -1
+            elif not is_cont(c1):
+                return -1
+            if not is_cont(s[i + 2]):
+                return -1
+            i += 3
+        elif c < 0xF5:
+            if i + 3 >= n:
+                return -1
+            c1 = s[i + 1]
+            if c == 0xF0:
+                if c1 < 0x90 or c1 > 0xBF:
+                    return -1
+            elif c == 0xF4:
+                if c1 < 0x80 or c1 > 0x8F:
+                    return -1
+            elif not is_cont(c1):
+                return -1
+            if not is_cont(s[i + 2]) or not is_cont(s[i + 3]):
+                return -1
+            i += 4
+        else:
+            return -1
+    return n + extra
+
+
+cdef void json_escape_into(char* out, const uint8_t* s, int64_t n) noexcept nogil:
+    """Write s (valid UTF-8) escaped as json.dumps(ensure_ascii=False) does, without quotes."""
+    cdef int64_t i
+    cdef uint8_t c
+    for i in range(n):
+        c = s[i]
+        if ESC_EXTRA[c] == 0:
+            out[0] = <char>c
+            out += 1
+        elif ESC_EXTRA[c] == 1:
+            out[0] = b'\\'
+            if c == 0x22 or c == 0x5C:
+                out[1] = <char>c
+            elif c == 0x08:
+                out[1] = b'b'
+            elif c == 0x09:
+                out[1] = b't'
+            elif c == 0x0A:
+                out[1] = b'n'
+            elif c == 0x0C:
+                out[1] = b'f'
+            else:
+                out[1] = b'r'
+            out += 2
+        else:
+            memcpy(out, b"\\u00", 4)
+            out[4] = HEX_DIGITS[c >> 4]
+            out[5] = HEX_DIGITS[c & 15]
+            out += 6
+
+
+cdef inline int64_t body_escaped_len(bytes body, int64_t max_bytes) except -1:
+    """Validate a body (1..max_bytes bytes of UTF-8); return its escaped length."""
+    cdef int64_t n = PyBytes_GET_SIZE(body)
+    cdef int64_t esc
+    if n == 0:
+        raise InvalidArgument("body must not be empty", "invalid_body")
+    if n > max_bytes:
+        raise MessageTooLarge(f"body is {n} bytes, more than max_message_bytes ({max_bytes})")
+    esc = utf8_escaped_len(<const uint8_t*>PyBytes_AS_STRING(body), n)
+    if esc < 0:
+        raise InvalidArgument("body must be valid UTF-8", "invalid_body")
+    if esc > UINT32_MAX:
+        raise MessageTooLarge("body is too large once escaped")
+    return esc
+
+
+cdef inline Msg* msg_new(int64_t msg_id, bytes body, int64_t esc_len) noexcept:
+    """malloc a message holding the escaped body; NULL when out of memory."""
+    cdef int64_t n = PyBytes_GET_SIZE(body)
+    cdef const uint8_t* src = <const uint8_t*>PyBytes_AS_STRING(body)
+    cdef Msg* m = <Msg*>malloc(sizeof(Msg) + esc_len)
+    if m == NULL:
+        return NULL
+    m.id = msg_id
+    m.link.next = NULL
+    m.body_len = <uint32_t>esc_len
+    m.receives = 0
+    if esc_len == n:
+        memcpy(msg_body(m), src, n)
+    else:
+        json_escape_into(msg_body(m), src, n)
+    return m
+
+
+cdef inline char* msg_body(Msg* m) noexcept nogil:
+    return (<char*>m) + sizeof(Msg)
+
+
+cdef inline uint32_t receives_after(uint32_t r) noexcept nogil:
+    return r + 1 if r < UINT32_MAX else r
+
+
+# ---- receive response -----------------------------------------------------------------------
+
+cdef inline int digits_u64(uint64_t v) noexcept nogil:
+    cdef int d = 1
+    while v >= 10:
+        v //= 10
+        d += 1
+    return d
+
+
+cdef inline char* write_u64(char* p, uint64_t v, int d) noexcept nogil:
+    cdef char* end = p + d
+    cdef char* q = end
+    while True:
+        q -= 1
+        q[0] = <char>(48 + v % 10)
+        v //= 10
+        if v == 0:
+            break
+    return end
+
+
+cdef inline char* put(char* p, const char* s, Py_ssize_t n) noexcept nogil:
+    memcpy(p, s, n)
+    return p + n
+
+
+cdef bytes build_response(Msg** msgs, int64_t n):
+    """``{"messages":[{"id":..,"body":"..","receives":..},...]}`` with each receive count as it
+    will be after this receive. One allocation, no Python object per message."""
+    cdef int64_t size = 13 + 2 + (n - 1)
+    cdef int64_t i
+    cdef Msg* m
+    cdef char* p
+    for i in range(n):
+        m = msgs[i]
+        size += (6 + digits_u64(<uint64_t>m.id) + 9 + m.body_len + 13
+                 + digits_u64(receives_after(m.receives)) + 1)
+    out = PyBytes_FromStringAndSize(NULL, size)
+    p = PyBytes_AS_STRING(out)
+    p = put(p, b'{"messages":[', 13)
+    for i in range(n):
+        m = msgs[i]
+        if i:
+            p[0] = b','
+            p += 1
+        p = put(p, b'{"id":', 6)
+        p = write_u64(p, <uint64_t>m.id, digits_u64(<uint64_t>m.id))
+        p = put(p, b',"body":"', 9)
+        p = put(p, msg_body(m), m.body_len)
+        p = put(p, b'","receives":', 13)
+        p = write_u64(p, receives_after(m.receives), digits_u64(receives_after(m.receives)))
+        p[0] = b'}'
+        p += 1
+    put(p, b']}', 2)
+    return out
+
+
+# ---- timer heap: one binary min-heap by (deadline_ms, msg_id) for leases and delays ---------
+# Each entry's message stores its slot (msg.link.slot.heap_index), kept right on every move, so
+# any entry can be removed or re-keyed in O(log n).
+
+cdef inline bint entry_before(const TimerEntry* a, const TimerEntry* b) noexcept nogil:
+    return a.deadline_ms < b.deadline_ms or (
+        a.deadline_ms == b.deadline_ms and a.msg_id < b.msg_id)
+
+
+cdef inline void heap_place(TimerHeap* h, int64_t i, TimerEntry* e) noexcept nogil:
+    h.entries[i] = e[0]
+    e.msg.link.slot.heap_index = <int32_t>i
+
+
+cdef void heap_sift_up(TimerHeap* h, int64_t i) noexcept nogil:
+    cdef TimerEntry e = h.entries[i]
+    cdef int64_t parent
+    while i > 0:
+        parent = (i - 1) >> 1
+        if not entry_before(&e, &h.entries[parent]):
+            break
+        heap_place(h, i, &h.entries[parent])
+        i = parent
+    heap_place(h, i, &e)
+
+
+cdef void heap_sift_down(TimerHeap* h, int64_t i) noexcept nogil:
+    cdef TimerEntry e = h.entries[i]
+    cdef int64_t n = h.len
+    cdef int64_t child
+    while True:
+        child = 2 * i + 1
+        if child >= n:
+            break
+        if child + 1 < n and entry_before(&h.entries[child + 1], &h.entries[child]):
+            child += 1
+        if not entry_before(&h.entries[child], &e):
+            break
+        heap_place(h, i, &h.entries[child])
+        i = child
+    heap_place(h, i, &e)
+
+
+cdef inline void heap_fix(TimerHeap* h, int64_t i) noexcept nogil:
+    """Restore heap order after the entry at i changed its key."""
+    if i > 0 and entry_before(&h.entries[i], &h.entries[(i - 1) >> 1]):
+        heap_sift_up(h, i)
+    else:
+        heap_sift_down(h, i)
+
+
+cdef int heap_reserve(TimerHeap* h, int64_t extra) except -1:
+    """Make room for ``extra`` pushes, so the mutations that follow cannot fail."""
+    cdef int64_t cap
+    cdef TimerEntry* entries
+    if h.len + extra <= h.cap:
+        return 0
+    cap = max(h.cap * 2, h.len + extra, MIN_HEAP_CAP)
+    entries = <TimerEntry*>realloc(h.entries, cap * sizeof(TimerEntry))
+    if entries == NULL:
+        raise MemoryError()
+    h.entries = entries
+    h.cap = cap
+    return 0
+
+
+cdef inline void heap_push(TimerHeap* h, int64_t deadline_ms, int64_t cid, Msg* m) noexcept:
+    """Push a lease (cid >= 0) or a delay (cid == -1); capacity reserved by the caller."""
+    cdef TimerEntry* e = &h.entries[h.len]
+    e.deadline_ms = deadline_ms
+    e.msg_id = m.id
+    e.cid = cid
+    e.msg = m
+    m.link.slot.heap_index = <int32_t>h.len
+    h.len += 1
+    heap_sift_up(h, h.len - 1)
+
+
+cdef inline void heap_remove(TimerHeap* h, int64_t i) noexcept nogil:
+    h.len -= 1
+    if i != h.len:
+        heap_place(h, i, &h.entries[h.len])
+        heap_fix(h, i)
+
+
+cdef void heap_rebuild(TimerHeap* h) noexcept nogil:
+    """Heapify in O(n) after entries were filtered out."""
+    cdef int64_t i
+    for i in range(h.len):
+        h.entries[i].msg.link.slot.heap_index = <int32_t>i
+    i = h.len // 2 - 1
+    while i >= 0:
+        heap_sift_down(h, i)
+        i -= 1
+
+
+cdef void heap_maybe_shrink(TimerHeap* h) noexcept:
+    """Give back memory after a burst (keep a quarter-full array at worst)."""
+    cdef int64_t cap
+    cdef TimerEntry* entries
+    if h.cap > MIN_HEAP_CAP and h.len < h.cap // 4:
+        cap = max(h.cap // 2, MIN_HEAP_CAP)
+        entries = <TimerEntry*>realloc(h.entries, cap * sizeof(TimerEntry))
+        if entries != NULL:
+            h.entries = entries
+            h.cap = cap
+
+
+# ---- lease table: id -> leased Msg, open addressing ---------------------------------------
+
+cdef inline uint64_t ht_hash(LeaseTable* t, int64_t msg_id) noexcept nogil:
+    # Fibonacci hashing spreads consecutive ids over the table.
+    return (<uint64_t>msg_id * 0x9E3779B97F4A7C15ULL) >> t.shift
+
+
+cdef int ht_init(LeaseTable* t, uint64_t cap) except -1:
+    cdef LeaseSlot* slots = <LeaseSlot*>calloc(cap, sizeof(LeaseSlot))
+    cdef int bits = 0
+    if slots == NULL:
+        raise MemoryError()
+    while (<uint64_t>1 << bits) < cap:
+        bits += 1
+    t.slots = slots
+    t.mask = cap - 1
+    t.shift = 64 - bits
+    t.count = 0
+    return 0
+
+
+cdef inline int64_t ht_find(LeaseTable* t, int64_t msg_id) noexcept nogil:
+    """Slot of msg_id, or -1."""
+    cdef uint64_t i = ht_hash(t, msg_id)
+    while True:
+        if t.slots[i].id == msg_id:
+            return <int64_t>i
+        if t.slots[i].id == 0:
+            return -1
+        i = (i + 1) & t.mask
+
+
+cdef inline void ht_insert(LeaseTable* t, int64_t msg_id, Msg* m) noexcept nogil:
+    """Insert an absent id; capacity reserved by the caller."""
+    cdef uint64_t i = ht_hash(t, msg_id)
+    while t.slots[i].id != 0:
+        i = (i + 1) & t.mask
+    t.slots[i].id = msg_id
+    t.slots[i].msg = m
+    t.count += 1
+
+
+cdef void ht_remove_at(LeaseTable* t, int64_t slot) noexcept nogil:
+    """Backward-shift deletion: pull later members of the probe run into the hole."""
+    cdef uint64_t i = <uint64_t>slot
+    cdef uint64_t j = i
+    cdef uint64_t home
+    while True:
+        j = (j + 1) & t.mask
+        if t.slots[j].id == 0:
+            break
+        home = ht_hash(t, t.slots[j].id)
+        # Leave the entry if its home lies cyclically in (i, j]: the hole is not on its path.
+        if (i < j and i < home <= j) or (i > j and (home > i or home <= j)):
+            continue
+        t.slots[i] = t.slots[j]
+        i = j
+    t.slots[i].id = 0
+    t.slots[i].msg = NULL
+    t.count -= 1
+
+
+cdef int ht_resize(LeaseTable* t, uint64_t cap) except -1:
+    cdef LeaseTable fresh
+    cdef uint64_t i
+    ht_init(&fresh, cap)
+    for i in range(t.mask + 1):
+        if t.slots[i].id != 0:
+            ht_insert(&fresh, t.slots[i].id, t.slots[i].msg)
+    free(t.slots)
+    t[0] = fresh
+    return 0
+
+
+cdef inline int ht_reserve(LeaseTable* t, int64_t extra) except -1:
+    """Grow so that count + extra stays at load <= 0.6."""
+    cdef uint64_t cap = t.mask + 1
+    if <uint64_t>(t.count + extra) * 5 <= cap * 3:
+        return 0
+    while <uint64_t>(t.count + extra) * 5 > cap * 3:
+        cap *= 2
+    return ht_resize(t, cap)
+
+
+cdef void ht_maybe_shrink(LeaseTable* t) noexcept:
+    """Halve the table below load 0.1 (then at 0.2, far from the 0.6 growth point)."""
+    cdef uint64_t cap = t.mask + 1
+    if cap > MIN_TABLE_CAP and <uint64_t>t.count * 10 < cap:
+        try:
+            ht_resize(t, cap // 2)
+        except MemoryError:
+            pass
+
+
+# ---- return heap: a queue's min-heap by id of messages available again --------------------
+
+cdef inline void rheap_push(Queue* q, Msg* m) noexcept nogil:
+    """Capacity reserved by the caller."""
+    cdef int64_t i = q.rheap_len
+    cdef int64_t parent
+    m.link.slot.state = MSG_READY
+    m.link.slot.heap_index = -1
+    q.rheap_len += 1
+    while i > 0:
+        parent = (i - 1) >> 1
+        if q.rheap[parent].id <= m.id:
+            break
+        q.rheap[i] = q.rheap[parent]
+        i = parent
+    q.rheap[i] = m
+
+
+cdef inline Msg* rheap_pop(Queue* q) noexcept nogil:
+    cdef Msg* top = q.rheap[0]
+    cdef Msg* last
+    cdef int64_t i = 0
+    cdef int64_t child
+    cdef int64_t n
+    q.rheap_len -= 1
+    n = q.rheap_len
+    if n > 0:
+        last = q.rheap[n]
+        while True:
+            child = 2 * i + 1
+            if child >= n:
+                break
+            if child + 1 < n and q.rheap[child + 1].id < q.rheap[child].id:
+                child += 1
+            if q.rheap[child].id >= last.id:
+                break
+            q.rheap[i] = q.rheap[child]
+            i = child
+        q.rheap[i] = last
+    return top
+
+
+cdef void rheap_maybe_shrink(Queue* q) noexcept nogil:
+    cdef int64_t cap
+    cdef Msg** items
+    if q.rheap_cap > MIN_RHEAP_CAP and q.rheap_len < q.rheap_cap // 4:
+        cap = max(q.rheap_cap // 2, MIN_RHEAP_CAP)
+        items = <Msg**>realloc(q.rheap, cap * sizeof(Msg*))
+        if items != NULL:
+            q.rheap = items
+            q.rheap_cap = cap
+
+
+# ---- ready FIFO: fresh messages in id order -----------------------------------------------
+
+cdef inline void fifo_append(Queue* q, Msg* m) noexcept nogil:
+    m.link.next = NULL
+    if q.fifo_head == NULL:
+        q.fifo_head = m
+    else:
+        q.fifo_tail.link.next = m
+    q.fifo_tail = m
+
+
+cdef inline Msg* ready_pop(Queue* q) noexcept nogil:
+    """The available message with the lowest id (the queue has one)."""
+    cdef Msg* m = q.fifo_head
+    if m != NULL and (q.rheap_len == 0 or m.id < q.rheap[0].id):
+        q.fifo_head = m.link.next
+        return m
+    return rheap_pop(q)
+
+
+# ---- the broker ---------------------------------------------------------------------------
+
+cdef class Broker:
+    """All queues of one server, one id counter, one timer heap."""
+
+    def __cinit__(self):
+        self.queues = NULL
+        self.queue_cap = 0
+        self.timers.entries = NULL
+        self.timers.len = 0
+        self.timers.cap = 0
+        self.leases.slots = NULL
+        self.leases.mask = 0
+        self.leases.count = 0
+        self.scratch = NULL
+        self.scratch_len = NULL
+
+    def __init__(self, *, visibility_ms=30000, max_message_bytes=1048576, max_batch=1000,
+                 max_memory=0):
+        self.default_visibility_ms = arg_int(
+            visibility_ms, 0, C_MAX_VISIBILITY_MS, "invalid_visibility", "visibility_ms")
+        self.max_message_bytes_ = arg_int(
+            max_message_bytes, 1, C_MAX_MESSAGE_BYTES, "invalid_max_message_bytes",
+            "max_message_bytes")
+        self.max_batch = arg_int(max_batch, 1, 1 << 20, "invalid_max_batch", "max_batch")
+        self.max_memory_ = arg_int(max_memory, 0, C_MAX_ID, "invalid_max_memory", "max_memory")
+        self.memory_bytes_ = 0
+        self.message_count_ = 0
+        self.next_id_ = 1
+        self.queue_index = {}
+        self.queue_names_by_idx = []
+        self.free_queue_idx = []
+        if self.leases.slots == NULL:
+            ht_init(&self.leases, MIN_TABLE_CAP)
+        if self.scratch == NULL:
+            self.scratch = <Msg**>malloc(self.max_batch * sizeof(Msg*))
+            self.scratch_len = <int64_t*>malloc(self.max_batch * sizeof(int64_t))
+            if self.scratch == NULL or self.scratch_len == NULL:
+                raise MemoryError()
+        self.put_queue("default")
+
+    def __dealloc__(self):
+        cdef int32_t qi
+        cdef int64_t i
+        cdef Msg* m
+        cdef Msg* nxt
+        for qi in range(self.queue_cap):
+            m = self.queues[qi].fifo_head
+            while m != NULL:
+                nxt = m.link.next
+                free(m)
+                m = nxt
+            for i in range(self.queues[qi].rheap_len):
+                free(self.queues[qi].rheap[i])
+            free(self.queues[qi].rheap)
+        for i in range(self.timers.len):
+            free(self.timers.entries[i].msg)
+        free(self.timers.entries)
+        free(self.leases.slots)
+        free(self.queues)
+        free(self.scratch)
+        free(self.scratch_len)
+
+    # ---- internals ------------------------------------------------------------------------
+
+    cdef int32_t lookup(self, object name) except -1:
+        idx = self.queue_index.get(name) if isinstance(name, str) else None
+        if idx is None:
+            raise QueueNotFound(f"queue {name!r} does not exist")
+        return idx
+
+    cdef int reserve_ready(self, Queue* q, int64_t extra) except -1:
+        """Room for ``extra`` more messages in q's return heap, so make_available cannot fail."""
+        cdef int64_t cap
+        cdef Msg** items
+        if q.rheap_len + extra <= q.rheap_cap:
+            return 0
+        cap = max(q.rheap_cap * 2, q.rheap_len + extra, MIN_RHEAP_CAP)
+        items = <Msg**>realloc(q.rheap, cap * sizeof(Msg*))
+        if items == NULL:
+            raise MemoryError()
+        q.rheap = items
+        q.rheap_cap = cap
+        return 0
+
+    cdef void make_available(self, Queue* q, Msg* m) noexcept:
+        """Add m to q's ready set. Appending keeps the FIFO sorted when m is newer than its tail
+        (always true for fresh publishes); anything older goes to the return heap."""
+        if q.fifo_head == NULL or m.id > q.fifo_tail.id:
+            fifo_append(q, m)
+        else:
+            rheap_push(q, m)
+        q.ready += 1
+
+    cdef void end_lease(self, int32_t qi, Msg* m, bint expired) noexcept:
+        """m's lease ran out (expired) or was released, and m has left the timer heap and the
+        lease table: make it available again, or dead-letter it. The caller reserved room in
+        both queues' return heaps."""
+        cdef Queue* q = &self.queues[qi]
+        q.leased -= 1
+        if q.max_receives > 0 and m.receives >= q.max_receives and q.dlq >= 0:
+            q.dead_lettered += 1
+            m.receives = 0
+            self.make_available(&self.queues[q.dlq], m)
+        else:
+            if expired:
+                q.expired += 1
+            self.make_available(q, m)
+
+    cdef void free_msg(self, Msg* m) noexcept:
+        self.memory_bytes_ -= C_MESSAGE_OVERHEAD + m.body_len
+        self.message_count_ -= 1
+        free(m)
+
+    cdef int64_t drop_queue_messages(self, int32_t qi) except -1:
+        """Free every message of queue qi (ready, leased, delayed); O(n). Returns how many."""
+        cdef Queue* q = &self.queues[qi]
+        cdef int64_t n = 0
+        cdef int64_t i, j
+        cdef int64_t slot
+        cdef Msg* m = q.fifo_head
+        cdef Msg* nxt
+        cdef TimerEntry* e
+        while m != NULL:
+            nxt = m.link.next
+            self.free_msg(m)
+            n += 1
+            m = nxt
+        q.fifo_head = NULL
+        q.fifo_tail = NULL
+        for i in range(q.rheap_len):
+            self.free_msg(q.rheap[i])
+        n += q.rheap_len
+        q.rheap_len = 0
+        rheap_maybe_shrink(q)
+        if q.leased + q.delayed > 0:
+            j = 0
+            for i in range(self.timers.len):
+                e = &self.timers.entries[i]
+                if e.msg.link.slot.queue_idx == qi:
+                    if e.cid >= 0:
+                        slot = ht_find(&self.leases, e.msg_id)
+                        ht_remove_at(&self.leases, slot)
+                    self.free_msg(e.msg)
+                    n += 1
+                else:
+                    self.timers.entries[j] = e[0]
+                    j += 1
+            self.timers.len = j
+            heap_rebuild(&self.timers)
+            heap_maybe_shrink(&self.timers)
+            ht_maybe_shrink(&self.leases)
+        q.ready = 0
+        q.leased = 0
+        q.delayed = 0
+        return n
+
+    cdef bint id_exists(self, int64_t msg_id) noexcept:
+        """Whether any message has this id: O(1) for ids >= next_id or leased, else O(n)."""
+        cdef int32_t qi
+        cdef int64_t i
+        cdef Msg* m
+        if <uint64_t>msg_id >= self.next_id_:
+            return False
+        if ht_find(&self.leases, msg_id) >= 0:
+            return True
+        for i in range(self.timers.len):
+            if self.timers.entries[i].msg_id == msg_id:
+                return True
+        for qi in range(len(self.queue_names_by_idx)):
+            if not self.queues[qi].active:
+                continue
+            m = self.queues[qi].fifo_head
+            while m != NULL and m.id <= msg_id:
+                if m.id == msg_id:
+                    return True
+                m = m.link.next
+            for i in range(self.queues[qi].rheap_len):
+                if self.queues[qi].rheap[i].id == msg_id:
+                    return True
+        return False
+
+    cdef inline bint lease_check(self, int32_t qi, int64_t cid, int64_t msg_id, int64_t now,
+                                 int64_t* slot_out) noexcept:
+        """Table slot of msg_id if it is in queue qi, leased to cid with now < deadline; else
+        False (the ownership rule of delete and change_lease)."""
+        cdef int64_t slot = ht_find(&self.leases, msg_id)
+        cdef Msg* m
+        cdef TimerEntry* e
+        if slot < 0:
+            return 0
+        m = self.leases.slots[slot].msg
+        if m.link.slot.queue_idx != qi:
+            return 0
+        e = &self.timers.entries[m.link.slot.heap_index]
+        if e.cid != cid or now >= e.deadline_ms:
+            return 0
+        slot_out[0] = slot
+        return 1
+
+    cdef inline bint delete_one(self, int32_t qi, int64_t cid, int64_t msg_id,
+                                int64_t now) noexcept:
+        cdef int64_t slot = -1
+        cdef Msg* m
+        if not self.lease_check(qi, cid, msg_id, now, &slot):
+            return False
+        m = self.leases.slots[slot].msg
+        heap_remove(&self.timers, m.link.slot.heap_index)
+        ht_remove_at(&self.leases, slot)
+        self.queues[qi].leased -= 1
+        self.queues[qi].deleted += 1
+        self.free_msg(m)
+        return True
+
+    cdef void after_removals(self) noexcept:
+        heap_maybe_shrink(&self.timers)
+        ht_maybe_shrink(&self.leases)
+
+    cdef dict queue_attributes(self, int32_t qi):
+        cdef Queue* q = &self.queues[qi]
+        return {
+            "visibility_timeout_ms": q.visibility_ms,
+            "delay_ms": q.delay_ms,
+            "max_receives": q.max_receives if q.max_receives > 0 else None,
+            "dead_letter_queue": self.queue_names_by_idx[q.dlq] if q.dlq >= 0 else None,
+            "max_message_bytes": q.max_message_bytes,
+        }
+
+    # ---- queues ---------------------------------------------------------------------------
+
+    def put_queue(self, name, attributes=None):
+        """Create queue ``name`` or update its attributes; True if it was created."""
+        cdef int32_t qi
+        cdef int32_t dlq_idx
+        cdef Queue* q
+        cdef Queue* grown
+        if not isinstance(name, str) or _QUEUE_NAME.fullmatch(name) is None:
+            raise InvalidArgument(
+                "queue name must match [A-Za-z0-9_-]{1,80}", "invalid_queue_name")
+        if attributes is None:
+            attributes = {}
+        if not isinstance(attributes, Mapping):
+            raise InvalidArgument("attributes must be a mapping", "invalid_attribute")
+        existing = self.queue_index.get(name)
+        if existing is None:
+            new = {
+                "visibility_timeout_ms": self.default_visibility_ms,
+                "delay_ms": 0,
+                "max_receives": None,
+                "dead_letter_queue": None,
+                "max_message_bytes": self.max_message_bytes_,
+            }
+        else:
+            new = self.queue_attributes(existing)
+        for key, value in attributes.items():
+            if key == "visibility_timeout_ms":
+                new[key] = arg_int(value, 0, C_MAX_VISIBILITY_MS, "invalid_attribute", key)
+            elif key == "delay_ms":
+                new[key] = arg_int(value, 0, C_MAX_DELAY_MS, "invalid_attribute", key)
+            elif key == "max_receives":
+                new[key] = (None if value is None
+                            else arg_int(value, 1, C_MAX_ID, "invalid_attribute", key))
+            elif key == "max_message_bytes":
+                new[key] = arg_int(value, 1, self.max_message_bytes_, "invalid_attribute", key)
+            elif key == "dead_letter_queue":
+                if value is not None and not isinstance(value, str):
+                    raise InvalidArgument(
+                        "dead_letter_queue must be a queue name or null", "invalid_attribute")
+                new[key] = value
+            else:
+                raise InvalidArgument(f"unknown attribute {key!r}", "invalid_attribute")
+        dlq = new["dead_letter_queue"]
+        if dlq is not None:
+            if dlq == name:
+                raise InvalidArgument(
+                    "dead_letter_queue cannot be the queue itself", "invalid_attribute")
+            if dlq not in self.queue_index:
+                raise InvalidArgument(
+                    f"dead_letter_queue {dlq!r} does not exist", "invalid_attribute")
+        if new["max_receives"] is not None and dlq is None:
+            raise InvalidArgument(
+                "max_receives requires a dead_letter_queue", "invalid_attribute")
+        if existing is None:
+            if self.free_queue_idx:
+                qi = self.free_queue_idx.pop()
+            else:
+                qi = len(self.queue_names_by_idx)
+                if qi >= C_MAX_QUEUES:
+                    raise InvalidArgument(
+                        f"at most {C_MAX_QUEUES} queues", "too_many_queues")
+                if qi >= self.queue_cap:
+                    grown = <Queue*>realloc(
+                        self.queues, (self.queue_cap * 2 + 4) * sizeof(Queue))
+                    if grown == NULL:
+                        raise MemoryError()
+                    memset(grown + self.queue_cap, 0, (self.queue_cap + 4) * sizeof(Queue))
+                    self.queues = grown
+                    self.queue_cap = self.queue_cap * 2 + 4
+                self.queue_names_by_idx.append(None)
+            q = &self.queues[qi]
+            memset(q, 0, sizeof(Queue))
+            q.active = True
+            q.dlq = -1
+            self.queue_names_by_idx[qi] = name
+            self.queue_index[name] = qi
+        else:
+            qi = existing
+            q = &self.queues[qi]
+        dlq_idx = -1 if dlq is None else self.queue_index[dlq]
+        if q.dlq >= 0:
+            self.queues[q.dlq].dlq_refs -= 1
+        if dlq_idx >= 0:
+            self.queues[dlq_idx].dlq_refs += 1
+        q.dlq = dlq_idx
+        q.visibility_ms = new["visibility_timeout_ms"]
+        q.delay_ms = new["delay_ms"]
+        q.max_receives = 0 if new["max_receives"] is None else new["max_receives"]
+        q.max_message_bytes = new["max_message_bytes"]
+        return existing is None
+
+    def delete_queue(self, name):
+        """Drop the queue and every message in it; returns how many messages."""
+        cdef int32_t qi = self.lookup(name)
+        cdef Queue* q = &self.queues[qi]
+        cdef int64_t n
+        if name == "default":
+            raise QueueInUse("the default queue cannot be deleted")
+        if q.dlq_refs > 0:
+            raise QueueInUse(f"queue {name!r} is the dead_letter_queue of another queue")
+        n = self.drop_queue_messages(qi)
+        if q.dlq >= 0:
+            self.queues[q.dlq].dlq_refs -= 1
+        free(q.rheap)
+        memset(q, 0, sizeof(Queue))
+        del self.queue_index[name]
+        self.queue_names_by_idx[qi] = None
+        self.free_queue_idx.append(qi)
+        return n
+
+    def purge(self, name):
+        """Drop every message of the queue (ready, delayed and leased); returns how many."""
+        return self.drop_queue_messages(self.lookup(name))
+
+    def has_queue(self, name):
+        return isinstance(name, str) and name in self.queue_index
+
+    def queue_names(self):
+        """Names of all queues, sorted."""
+        return sorted(self.queue_index)
+
+    def queue_info(self, name):
+        cdef int32_t qi = self.lookup(name)
+        cdef Queue* q = &self.queues[qi]
+        return {
+            "name": name,
+            "attributes": self.queue_attributes(qi),
+            "counts": {"ready": q.ready, "leased": q.leased, "delayed": q.delayed},
+            "totals": {
+                "published": q.published,
+                "delivered": q.delivered,
+                "deleted": q.deleted,
+                "expired": q.expired,
+                "dead_lettered": q.dead_lettered,
+            },
+        }
+
+    def ready_count(self, name):
+        """Messages available now."""
+        return self.queues[self.lookup(name)].ready
+
+    # ---- messages -------------------------------------------------------------------------
+
+    def publish(self, queue, body, int64_t now, delay_ms=-1):
+        """Store one message and return its id."""
+        cdef int32_t qi = self.lookup(queue)
+        cdef Queue* q = &self.queues[qi]
+        cdef int64_t delay
+        cdef int64_t esc
+        cdef Msg* m
+        check_now(now)
+        delay = arg_int(delay_ms, -1, C_MAX_DELAY_MS, "invalid_delay", "delay_ms")
+        if delay < 0:
+            delay = q.delay_ms
+        data = body_bytes(body)
+        esc = body_escaped_len(data, q.max_message_bytes)
+        if self.next_id_ > <uint64_t>C_MAX_ID:
+            raise IdsExhausted("message ids are exhausted")
+        if self.max_memory_ and self.memory_bytes_ + C_MESSAGE_OVERHEAD + esc > self.max_memory_:
+            raise MemoryLimitExceeded("the broker's memory limit is reached")
+        if delay > 0:
+            heap_reserve(&self.timers, 1)
+        m = msg_new(<int64_t>self.next_id_, data, esc)
+        if m == NULL:
+            raise MemoryError()
+        self.next_id_ += 1
+        self.memory_bytes_ += C_MESSAGE_OVERHEAD + esc
+        self.message_count_ += 1
+        q.published += 1
+        if delay > 0:
+            m.link.slot.queue_idx = <uint16_t>qi
+            m.link.slot.state = MSG_DELAYED
+            heap_push(&self.timers, now + delay, -1, m)
+            q.delayed += 1
+        else:
+            fifo_append(q, m)  # the newest id: the FIFO stays sorted
+            q.ready += 1
+        return m.id
+
+    def publish_batch(self, queue, bodies, int64_t now, delays=None):
+        """All or nothing; returns the first id of range(first, first + len(bodies))."""
+        cdef int32_t qi = self.lookup(queue)
+        cdef Queue* q = &self.queues[qi]
+        cdef int64_t n, i, delay, esc
+        cdef int64_t total = 0
+        cdef int64_t n_delayed = 0
+        cdef int64_t first
+        cdef PyObject** items
+        cdef PyObject** delay_items = NULL
+        cdef Msg* m
+        check_now(now)
+        if isinstance(bodies, (bytes, bytearray, memoryview, str)):
+            raise InvalidArgument("bodies must be a sequence of bodies", "invalid_batch")
+        seq = PySequence_Fast(bodies, b"bodies must be a sequence")
+        n = PySequence_Fast_GET_SIZE(seq)
+        if n < 1 or n > self.max_batch:
+            raise InvalidArgument(
+                f"a batch holds 1..{self.max_batch} messages", "invalid_batch")
+        items = PySequence_Fast_ITEMS(seq)
+        for i in range(n):
+            if not PyBytes_CheckExact(<object>items[i]):
+                seq = [body_bytes(b) for b in seq]
+                items = PySequence_Fast_ITEMS(seq)
+                break
+        if delays is not None:
+            if isinstance(delays, (bytes, bytearray, memoryview, str)):
+                raise InvalidArgument("delays must be a sequence of integers", "invalid_delay")
+            delay_seq = PySequence_Fast(delays, b"delays must be a sequence")
+            if PySequence_Fast_GET_SIZE(delay_seq) != n:
+                raise InvalidArgument("delays must have one entry per body", "invalid_delay")
+            delay_items = PySequence_Fast_ITEMS(delay_seq)
+        # Pass 1: validate everything and size it; nothing is stored yet.
+        for i in range(n):
+            if delay_items != NULL:
+                delay = arg_int(<object>delay_items[i], -1, C_MAX_DELAY_MS, "invalid_delay",
+                                "delay_ms")
+                if delay < 0:
+                    delay = q.delay_ms
+                if delay > 0:
+                    n_delayed += 1
+            esc = body_escaped_len(<bytes><object>items[i], q.max_message_bytes)
+            self.scratch_len[i] = esc
+            total += C_MESSAGE_OVERHEAD + esc
+        if delay_items == NULL and q.delay_ms > 0:
+            n_delayed = n
+        if self.next_id_ + <uint64_t>n - 1 > <uint64_t>C_MAX_ID:
+            raise IdsExhausted("message ids are exhausted")
+        if self.max_memory_ and self.memory_bytes_ + total > self.max_memory_:
+            raise MemoryLimitExceeded("the broker's memory limit is reached")
+        heap_reserve(&self.timers, n_delayed)
+        # Pass 2: allocate every message, then link them.
+        first = <int64_t>self.next_id_
+        for i in range(n):
+            m = msg_new(first + i, <bytes><object>items[i], self.scratch_len[i])
+            if m == NULL:
+                while i > 0:
+                    i -= 1
+                    free(self.scratch[i])
+                raise MemoryError()
+            self.scratch[i] = m
+        for i in range(n):
+            m = self.scratch[i]
+            if delay_items != NULL:
+                delay = <int64_t>(<object>delay_items[i])
+                if delay < 0:
+                    delay = q.delay_ms
+            else:
+                delay = q.delay_ms
+            if delay > 0:
+                m.link.slot.queue_idx = <uint16_t>qi
+                m.link.slot.state = MSG_DELAYED
+                heap_push(&self.timers, now + delay, -1, m)
+                q.delayed += 1
+            else:
+                fifo_append(q, m)
+                q.ready += 1
+        self.next_id_ += <uint64_t>n
+        self.memory_bytes_ += total
+        self.message_count_ += n
+        q.published += n
+        return first
+
+    def receive(self, queue, cid, limit, int64_t now, visibility_ms=-1):
+        """Lease up to ``limit`` available messages to ``cid``; returns the JSON response."""
+        cdef int32_t qi = self.lookup(queue)
+        cdef Queue* q = &self.queues[qi]
+        cdef int64_t c = arg_int(cid, 0, C_MAX_ID, "invalid_cid", "cid")
+        cdef int64_t n = arg_int(limit, 1, self.max_batch, "invalid_limit", "limit")
+        cdef int64_t vis, i, deadline
+        cdef Msg* m
+        cdef Msg** got = self.scratch
+        check_now(now)
+        vis = arg_int(visibility_ms, -1, C_MAX_VISIBILITY_MS, "invalid_visibility",
+                      "visibility_ms")
+        if vis < 0:
+            vis = q.visibility_ms
+        if n > q.ready:
+            n = q.ready
+        if n == 0:
+            return EMPTY_RESPONSE
+        heap_reserve(&self.timers, n)
+        ht_reserve(&self.leases, n)
+        for i in range(n):
+            got[i] = ready_pop(q)
+        try:
+            out = build_response(got, n)
+        except MemoryError:
+            # Every taken id is below every remaining ready id: prepend them, newest first.
+            i = n
+            while i > 0:
+                i -= 1
+                got[i].link.next = q.fifo_head
+                if q.fifo_head == NULL:
+                    q.fifo_tail = got[i]
+                q.fifo_head = got[i]
+            raise
+        rheap_maybe_shrink(q)
+        deadline = now + vis
+        for i in range(n):
+            m = got[i]
+            m.receives = receives_after(m.receives)
+            m.link.slot.queue_idx = <uint16_t>qi
+            m.link.slot.state = MSG_LEASED
+            heap_push(&self.timers, deadline, c, m)
+            ht_insert(&self.leases, m.id, m)
+        q.ready -= n
+        q.leased += n
+        q.delivered += n
+        return out
+
+    def delete(self, queue, cid, msg_id, int64_t now):
+        """Ack: True iff msg_id is in queue, leased to cid and now < deadline."""
+        cdef int32_t qi = self.lookup(queue)
+        cdef int64_t c = arg_int(cid, 0, C_MAX_ID, "invalid_cid", "cid")
+        cdef int64_t mid = arg_int(msg_id, 1, C_MAX_ID, "invalid_id", "id")
+        check_now(now)
+        if self.delete_one(qi, c, mid, now):
+            self.after_removals()
+            return True
+        return False
+
+    def delete_batch(self, queue, cid, msg_ids, int64_t now):
+        """Delete each id by the rule of delete; returns (deleted, failed) in input order."""
+        cdef int32_t qi = self.lookup(queue)
+        cdef int64_t c = arg_int(cid, 0, C_MAX_ID, "invalid_cid", "cid")
+        cdef int64_t n, i
+        cdef int64_t* ids = self.scratch_len
+        cdef PyObject** items
+        if isinstance(msg_ids, (bytes, bytearray, memoryview, str)):
+            raise InvalidArgument("ids must be a sequence of integers", "invalid_batch")
+        seq = PySequence_Fast(msg_ids, b"ids must be a sequence of integers")
+        n = PySequence_Fast_GET_SIZE(seq)
+        if n > self.max_batch:
+            raise InvalidArgument(f"at most {self.max_batch} ids", "invalid_batch")
+        items = PySequence_Fast_ITEMS(seq)
+        for i in range(n):
+            ids[i] = arg_int(<object>items[i], 1, C_MAX_ID, "invalid_id", "id")
+        check_now(now)
+        deleted = []
+        failed = []
+        for i in range(n):
+            if self.delete_one(qi, c, ids[i], now):
+                deleted.append(ids[i])
+            else:
+                failed.append(ids[i])
+        if deleted:
+            self.after_removals()
+        return deleted, failed
+
+    def change_lease(self, queue, cid, msg_id, timeout_ms, int64_t now):
+        """Extend (timeout_ms > 0) or release (0) a lease; same rule and answer as delete."""
+        cdef int32_t qi = self.lookup(queue)
+        cdef Queue* q = &self.queues[qi]
+        cdef int64_t c = arg_int(cid, 0, C_MAX_ID, "invalid_cid", "cid")
+        cdef int64_t mid = arg_int(msg_id, 1, C_MAX_ID, "invalid_id", "id")
+        cdef int64_t timeout = arg_int(timeout_ms, 0, C_MAX_VISIBILITY_MS, "invalid_timeout",
+                                       "timeout_ms")
+        cdef int64_t slot = -1
+        cdef int64_t hi
+        cdef Msg* m
+        check_now(now)
+        if not self.lease_check(qi, c, mid, now, &slot):
+            return False
+        m = self.leases.slots[slot].msg
+        hi = m.link.slot.heap_index
+        if timeout > 0:
+            self.timers.entries[hi].deadline_ms = now + timeout
+            heap_fix(&self.timers, hi)
+            return True
+        self.reserve_ready(q, 1)
+        if q.dlq >= 0:
+            self.reserve_ready(&self.queues[q.dlq], 1)
+        heap_remove(&self.timers, hi)
+        ht_remove_at(&self.leases, slot)
+        self.end_lease(qi, m, False)
+        self.after_removals()
+        return True
+
+    # ---- timers ---------------------------------------------------------------------------
+
+    def next_deadline(self):
+        """The earliest lease/delay deadline, or -1 if there is none."""
+        return self.timers.entries[0].deadline_ms if self.timers.len else -1
+
+    def expire(self, int64_t now, budget):
+        """Process at most ``budget`` due heap entries in (deadline, id) order."""
+        cdef int64_t b
+        cdef int64_t done = 0
+        cdef TimerEntry e
+        cdef Msg* m
+        cdef Queue* q
+        cdef int32_t qi
+        check_now(now)
+        b = arg_int(budget, 0, C_MAX_ID, "invalid_budget", "budget")
+        while done < b and self.timers.len > 0 and self.timers.entries[0].deadline_ms <= now:
+            e = self.timers.entries[0]
+            m = e.msg
+            qi = m.link.slot.queue_idx
+            q = &self.queues[qi]
+            self.reserve_ready(q, 1)
+            if e.cid >= 0 and q.dlq >= 0:
+                self.reserve_ready(&self.queues[q.dlq], 1)
+            heap_remove(&self.timers, 0)
+            if e.cid >= 0:
+                ht_remove_at(&self.leases, ht_find(&self.leases, e.msg_id))
+                self.end_lease(qi, m, True)
+            else:
+                q.delayed -= 1
+                self.make_available(q, m)
+            done += 1
+        if done:
+            self.after_removals()
+        return done
+
+    # ---- accounting and metrics -----------------------------------------------------------
+
+    @property
+    def memory_bytes(self):
+        """Bytes held: sum over messages of MESSAGE_OVERHEAD + len(escaped body)."""
+        return self.memory_bytes_
+
+    @property
+    def memory_limit(self):
+        """The configured limit in bytes (0 = none)."""
+        return self.max_memory_
+
+    @property
+    def message_count(self):
+        return self.message_count_
+
+    def stats(self):
+        """(name, ready, leased, delayed, published, delivered, deleted, expired,
+        dead_lettered) per queue, sorted by name."""
+        cdef int32_t qi
+        cdef Queue* q
+        rows = []
+        for name in sorted(self.queue_index):
+            qi = self.queue_index[name]
+            q = &self.queues[qi]
+            rows.append((name, q.ready, q.leased, q.delayed, q.published, q.delivered,
+                         q.deleted, q.expired, q.dead_lettered))
+        return rows
+
+    # ---- recovery hooks -------------------------------------------------------------------
+
+    @property
+    def next_id(self):
+        """The id the next publish will get."""
+        return self.next_id_
+
+    def set_next_id(self, next_id):
+        """Continue the id counter from ``next_id`` (it never moves backwards)."""
+        if (not isinstance(next_id, int) or isinstance(next_id, bool)
+                or not 1 <= next_id <= MAX_ID + 1):
+            raise InvalidArgument(f"next_id must be an integer in 1..{MAX_ID + 1}",
+                                  "invalid_id")
+        if next_id > self.next_id_:
+            self.next_id_ = next_id
+
+    def restore(self, queue, msg_id, body, receives, int64_t now, delay_ms=0):
+        """Insert a message with a given id and receive count, bypassing the memory limit."""
+        cdef int32_t qi = self.lookup(queue)
+        cdef Queue* q = &self.queues[qi]
+        cdef int64_t mid = arg_int(msg_id, 1, C_MAX_ID, "invalid_id", "id")
+        cdef int64_t esc, r, delay
+        cdef Msg* m
+        data = body_bytes(body)
+        esc = body_escaped_len(data, C_MAX_MESSAGE_BYTES)
+        r = arg_int(receives, 0, UINT32_MAX, "invalid_receives", "receives")
+        check_now(now)
+        delay = arg_int(delay_ms, 0, C_MAX_DELAY_MS, "invalid_delay", "delay_ms")
+        if self.id_exists(mid):
+            raise InvalidArgument(f"id {mid} is in use", "invalid_id")
+        if delay > 0:
+            heap_reserve(&self.timers, 1)
+        else:
+            self.reserve_ready(q, 1)
+        m = msg_new(mid, data, esc)
+        if m == NULL:
+            raise MemoryError()
+        m.receives = <uint32_t>r
+        self.memory_bytes_ += C_MESSAGE_OVERHEAD + esc
+        self.message_count_ += 1
+        if <uint64_t>mid >= self.next_id_:
+            self.next_id_ = <uint64_t>mid + 1
+        if delay > 0:
+            m.link.slot.queue_idx = <uint16_t>qi
+            m.link.slot.state = MSG_DELAYED
+            heap_push(&self.timers, now + delay, -1, m)
+            q.delayed += 1
+        else:
+            self.make_available(q, m)
+
+    # ---- debugging ------------------------------------------------------------------------
+
+    def check_invariants(self):
+        """Raise AssertionError if any internal invariant is broken."""
+        cdef int32_t qi
+        cdef int64_t i, parent, n_fifo, slot
+        cdef Msg* m
+        cdef Msg* prev
+        cdef Queue* q
+        cdef TimerEntry* e
+        cdef int64_t memory = 0
+        cdef int64_t count = 0
+        cdef int64_t table_count = 0
+
+        ids = set()
+        leased = {}
+        delayed = {}
+        refs = {}
+        n_slots = len(self.queue_names_by_idx)
+        if n_slots > self.queue_cap:
+            fail("more queue names than queue slots")
+        if set(self.queue_index.values()) != {
+                i for i, name in enumerate(self.queue_names_by_idx) if name is not None}:
+            fail("queue_index and queue_names_by_idx disagree")
+        if "default" not in self.queue_index:
+            fail("the default queue is missing")
+        for qi in range(n_slots):
+            q = &self.queues[qi]
+            name = self.queue_names_by_idx[qi]
+            if (name is not None) != bool(q.active):
+                fail(f"queue slot {qi}: active flag and name disagree")
+            if not q.active:
+                if q.fifo_head != NULL or q.rheap_len or q.ready or q.leased or q.delayed:
+                    fail(f"free queue slot {qi} holds messages")
+                continue
+            if self.queue_index[name] != qi:
+                fail(f"queue {name}: wrong index")
+            if q.dlq >= 0:
+                if q.dlq >= n_slots or not self.queues[q.dlq].active or q.dlq == qi:
+                    fail(f"queue {name}: bad dead-letter queue")
+                refs[q.dlq] = refs.get(q.dlq, 0) + 1
+            if q.max_receives > 0 and q.dlq < 0:
+                fail(f"queue {name}: max_receives without dead-letter queue")
+            n_fifo = 0
+            prev = NULL
+            m = q.fifo_head
+            while m != NULL:
+                if prev != NULL and prev.id >= m.id:
+                    fail(f"queue {name}: FIFO out of order")
+                if m.id in ids:
+                    fail(f"id {m.id} held twice")
+                ids.add(m.id)
+                memory += C_MESSAGE_OVERHEAD + m.body_len
+                n_fifo += 1
+                prev = m
+                m = m.link.next
+            if prev != NULL and prev != q.fifo_tail:
+                fail(f"queue {name}: stale FIFO tail")
+            if q.rheap_len > q.rheap_cap:
+                fail(f"queue {name}: return heap overflow")
+            for i in range(q.rheap_len):
+                m = q.rheap[i]
+                if i > 0 and q.rheap[(i - 1) >> 1].id > m.id:
+                    fail(f"queue {name}: return heap out of order at {i}")
+                if m.link.slot.state != MSG_READY:
+                    fail(f"queue {name}: return heap message {m.id} not ready")
+                if m.id in ids:
+                    fail(f"id {m.id} held twice")
+                ids.add(m.id)
+                memory += C_MESSAGE_OVERHEAD + m.body_len
+            if q.ready != n_fifo + q.rheap_len:
+                fail(f"queue {name}: ready count {q.ready} != {n_fifo + q.rheap_len}")
+        for qi in range(n_slots):
+            if self.queues[qi].active and self.queues[qi].dlq_refs != refs.get(qi, 0):
+                fail(f"queue slot {qi}: dead-letter reference count is wrong")
+        if self.timers.len > self.timers.cap:
+            fail("timer heap overflow")
+        for i in range(self.timers.len):
+            e = &self.timers.entries[i]
+            m = e.msg
+            if i > 0:
+                parent = (i - 1) >> 1
+                if entry_before(e, &self.timers.entries[parent]):
+                    fail(f"timer heap out of order at {i}")
+            if m.link.slot.heap_index != i:
+                fail(f"timer entry {i}: stored slot {m.link.slot.heap_index}")
+            if e.msg_id != m.id:
+                fail(f"timer entry {i}: id copy is stale")
+            qi = m.link.slot.queue_idx
+            if qi >= n_slots or not self.queues[qi].active:
+                fail(f"timer entry {i}: message of a missing queue")
+            if e.cid >= 0:
+                if m.link.slot.state != MSG_LEASED:
+                    fail(f"timer entry {i}: lease of a message not marked leased")
+                leased[qi] = leased.get(qi, 0) + 1
+                slot = ht_find(&self.leases, m.id)
+                if slot < 0 or self.leases.slots[slot].msg != m:
+                    fail(f"leased message {m.id} missing from the lease table")
+            else:
+                if e.cid != -1 or m.link.slot.state != MSG_DELAYED:
+                    fail(f"timer entry {i}: bad delay entry")
+                delayed[qi] = delayed.get(qi, 0) + 1
+            if m.id in ids:
+                fail(f"id {m.id} held twice")
+            ids.add(m.id)
+            memory += C_MESSAGE_OVERHEAD + m.body_len
+        for qi in range(n_slots):
+            q = &self.queues[qi]
+            if q.active and (q.leased != leased.get(qi, 0) or q.delayed != delayed.get(qi, 0)):
+                fail(f"queue slot {qi}: leased/delayed counts are wrong")
+        for i in range(<int64_t>(self.leases.mask + 1)):
+            if self.leases.slots[i].id != 0:
+                table_count += 1
+                if ht_find(&self.leases, self.leases.slots[i].id) != i:
+                    fail(f"lease table slot {i} unreachable by probing")
+                if self.leases.slots[i].msg.link.slot.state != MSG_LEASED:
+                    fail(f"lease table holds message {self.leases.slots[i].id}, not leased")
+        if table_count != self.leases.count or table_count != sum(leased.values()):
+            fail("lease table count is wrong")
+        if table_count * 5 > <int64_t>(self.leases.mask + 1) * 3:
+            fail("lease table above load 0.6")
+        count = len(ids)
+        if count != self.message_count_:
+            fail(f"message_count {self.message_count_} != {count}")
+        if memory != self.memory_bytes_:
+            fail(f"memory_bytes {self.memory_bytes_} != {memory}")
+        if ids and max(ids) >= self.next_id_:
+            fail("an id is not below next_id")
