@@ -80,8 +80,9 @@ class Broker:
         Keys (all optional; a missing key keeps the current value, or the default on create):
         ``visibility_timeout_ms`` (0..MAX_VISIBILITY_MS), ``delay_ms`` (0..MAX_DELAY_MS),
         ``max_receives`` (int >= 1, or None for no limit), ``dead_letter_queue`` (str or None),
-        ``max_message_bytes`` (1..broker max). Keys are applied in the mapping's order. Unknown keys, wrong types and out-of-range values
-        raise InvalidArgument (code ``invalid_attribute``) naming the key. ``max_receives``
+        ``max_message_bytes`` (1..broker max). Keys are checked in the mapping's order.
+        Unknown keys, wrong types and out-of-range values raise InvalidArgument (code
+        ``invalid_attribute``) naming the key. ``max_receives``
         without a dead-letter queue, a dead-letter queue that does not exist, or the queue
         itself as its dead-letter queue raise InvalidArgument. Bad names (not
         ``[A-Za-z0-9_-]{1,80}``) raise InvalidArgument (``invalid_queue_name``).
