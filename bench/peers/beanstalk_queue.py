@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import loadlib  # noqa: E402
+import loadlib
 
 
 def parse_reply(buf: bytearray, pos: int) -> tuple[Any, int] | None:

@@ -30,7 +30,7 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import loadlib  # noqa: E402
+import loadlib
 
 
 class RespError(Exception):
@@ -89,7 +89,7 @@ async def fill(args: argparse.Namespace) -> dict:
                 if next_i >= args.count:
                     break
                 n = min(per_cmd, args.count - next_i)
-                vals = [value(next_i + k, args.size) for k in range(n)]
+                vals = [value(args.start + next_i + k, args.size) for k in range(n)]
                 next_i += n
                 cmds.append(command(b"LPUSH", key, *vals))
                 stats.messages += n
@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="workload", required=True)
     f = sub.add_parser("fill")
     f.add_argument("--count", type=int, default=1_000_000)
+    f.add_argument("--start", type=int, default=0, help="first value's number (unique values)")
     for name in ("reliable", "lpush"):
         p = sub.add_parser(name)
         p.add_argument("-c", "--connections", type=int, default=64)
