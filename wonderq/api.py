@@ -9,7 +9,7 @@ The interface, for whoever adds routes:
   Returning ``None`` defers the answer (only :meth:`Api.receive_or_park` does that).
 * Register it in :meth:`Api.routes` with ``add(method, template, handler)``; templates may
   hold ``{name}`` segments (``/v1/queues/{queue}/messages/{id}``), matched as one path segment
-  each, and the template is the ``route`` label of ``wonderq_http_requests_total``.
+  each; ``"<METHOD> <template>"`` is the ``route`` label of ``wonderq_http_requests_total``.
 * Raise :class:`ApiError` (or a subclass) for a bad request; engine exceptions
   (``EngineError``: ``.status``, ``.code``, ``str()``) are mapped too. Both become the JSON
   error shape in :meth:`Api.dispatch`, the one place errors turn into responses. Anything else
@@ -226,14 +226,18 @@ def param_ms(params: dict[str, str], name: str, max_ms: int, default: int) -> in
 
 
 class Route:
-    """One path template and its handlers by method."""
+    """One path template and its handlers by method.
+
+    ``handlers`` maps a method to ``(handler, label)``; the label (``"GET /v1/consumer"``) is
+    the ``route`` of ``wonderq_http_requests_total``, built once here, not per request.
+    """
 
     __slots__ = ("handlers", "name", "pattern")
 
     def __init__(self, name: str, pattern: re.Pattern[str] | None) -> None:
-        self.name = name  # the template, also the metric label
+        self.name = name  # the template (the metric label of a 405)
         self.pattern = pattern  # None for a path without {params}
-        self.handlers: dict[str, Handler] = {}
+        self.handlers: dict[str, tuple[Handler, str]] = {}
 
 
 class Router:
@@ -258,7 +262,7 @@ class Router:
             self._by_name[template] = route
         if method in route.handlers:
             raise ValueError(f"{method} {template} is routed twice")
-        route.handlers[method] = handler
+        route.handlers[method] = (handler, f"{method} {template}")
 
     def match(self, path: str) -> tuple[Route | None, dict[str, str] | None]:
         """The route of ``path`` and its path parameters, or ``(None, None)``."""
@@ -370,10 +374,12 @@ class Api:
                 self.count("-", 404)
                 path = req.path if len(req.path) <= 200 else req.path[:200] + "..."
                 return error_response(404, "not_found", f"no route for {req.method} {path}")
-        handler = route.handlers.get(req.method)
+        entry = route.handlers.get(req.method)
+        label = route.name
         try:
-            if handler is None:
+            if entry is None:
                 raise MethodNotAllowed(req.method, route)
+            handler, label = entry
             response = handler(req)
         except ApiError as exc:
             response = exc.response()
@@ -383,9 +389,9 @@ class Api:
             log.exception("%s %s failed", req.method, req.path)
             response = _INTERNAL_ERROR
         if response is None:
-            req.route = route.name
+            req.route = label
             return None
-        key = (route.name, response[0])
+        key = (label, response[0])
         counts = self.request_counts
         counts[key] = counts.get(key, 0) + 1
         return response

@@ -1,0 +1,439 @@
+"""HttpProtocol in-process, with a fake transport and a stub application: framing, ordering,
+deferral, limits, flow control and failure handling, without sockets or an engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import uvloop
+
+from wonderq import protocol
+from wonderq.protocol import JSON_HEADERS, HttpProtocol, Request, Response
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@dataclass
+class Limits:
+    max_url_bytes: int = 100
+    max_header_bytes: int = 200
+    max_request_bytes: int = 1000
+    max_connections: int = 10
+    idle_timeout_s: float = 0.3
+    header_timeout_s: float = 0.2
+    access_log: bool = False
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = bytearray()
+        self.closed = False
+        self.eof = False
+        self.aborted = False
+        self.reading = True
+
+    def write(self, data: Any) -> None:
+        assert not self.closed and not self.eof, "write after close"
+        self.out += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def abort(self) -> None:
+        self.aborted = self.closed = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    def pause_reading(self) -> None:
+        assert self.reading
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        assert not self.reading
+        self.reading = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 5555) if name == "peername" else default
+
+
+class StubApp:
+    """Answers ``200 <method> <path>?<query> <body>``; ``/park`` defers; ``/boom`` raises."""
+
+    def __init__(self) -> None:
+        self.parked: list[Request] = []
+        self.cancelled: list[Request] = []
+        self.counts: dict[tuple[str, int], int] = {}
+
+    def dispatch(self, req: Request) -> Response | None:
+        if req.path == "/park":
+            self.parked.append(req)
+            return None
+        if req.path == "/boom":
+            raise RuntimeError("handler bug")
+        text = f"{req.method} {req.path}?{req.query} ".encode() + req.body
+        return (200, text, b"Content-Type: text/plain\r\n")
+
+    def cancel(self, req: Request) -> None:
+        self.cancelled.append(req)
+
+    def count(self, route: str, status: int) -> None:
+        self.counts[(route, status)] = self.counts.get((route, status), 0) + 1
+
+
+class Owner:
+    def __init__(self) -> None:
+        self.connections: set[HttpProtocol] = set()
+        self.shutting_down = False
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield loop
+    loop.close()
+    asyncio.set_event_loop(None)
+
+
+class Conn:
+    """One protocol instance wired to a fake transport."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limits: Limits | None = None) -> None:
+        self.loop = loop
+        self.app = StubApp()
+        self.owner = Owner()
+        self.proto = HttpProtocol(self.app, self.owner, limits or Limits())
+        self.transport = FakeTransport()
+        self.proto.connection_made(self.transport)
+        self.read_pos = 0
+
+    def feed(self, data: bytes) -> None:
+        self.proto.data_received(data)
+
+    def responses(self) -> list[tuple[int, dict[str, str], bytes]]:
+        """Parse what was written since the last call."""
+        data = bytes(self.transport.out[self.read_pos :])
+        out = []
+        while data:
+            head, _, data = data.partition(b"\r\n\r\n")
+            lines = head.decode().split("\r\n")
+            status = int(lines[0].split()[1])
+            headers = {}
+            for line in lines[1:]:
+                k, _, v = line.partition(":")
+                headers[k.strip().lower()] = v.strip()
+            n = int(headers.get("content-length", 0))
+            body, data = data[:n], data[n:]
+            out.append((status, headers, body))
+        self.read_pos = len(self.transport.out)
+        return out
+
+    def run(self, seconds: float) -> None:
+        self.loop.run_until_complete(asyncio.sleep(seconds))
+
+
+def get(path: str, extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+
+
+def post(path: str, body: bytes, extra: str = "") -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    return head.encode() + body
+
+
+# ---- framing --------------------------------------------------------------------------------
+def test_response_headers(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(get("/a?x=1"))
+    [(status, headers, body)] = c.responses()
+    assert status == 200 and body == b"GET /a?x=1 "
+    assert headers["server"] == "wonderq"
+    assert headers["cache-control"] == "no-store"
+    assert headers["date"].endswith("GMT")
+    assert headers["content-length"] == str(len(body))
+    assert "connection" not in headers  # HTTP/1.1 keep-alive is the default
+    assert not c.transport.closed
+
+
+def test_date_is_cached_and_refreshed() -> None:
+    protocol.refresh_date(0)
+    assert b"Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n" in protocol._common_headers
+    protocol.refresh_date()
+    assert b"1970" not in protocol._common_headers
+
+
+def test_pipelined_requests_in_one_feed_answer_in_order(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"".join(get(f"/r{i}") for i in range(50)))
+    bodies = [body for _, _, body in c.responses()]
+    assert bodies == [f"GET /r{i}? ".encode() for i in range(50)]
+
+
+def test_byte_at_a_time(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    data = post("/p?q=1", b"hello") + get("/g")
+    for i in range(len(data)):
+        c.feed(data[i : i + 1])
+    assert [b for _, _, b in c.responses()] == [b"POST /p?q=1 hello", b"GET /g? "]
+
+
+def test_chunked_body(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(
+        b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n5\r\ndefgh\r\n0\r\n\r\n"
+    )
+    assert c.responses()[0][2] == b"POST /c? abcdefgh"
+
+
+def test_absolute_form_target(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(get("http://example.com:8080/a/b?z=2"))
+    assert c.responses()[0][2] == b"GET /a/b?z=2 "
+
+
+def test_head_gets_length_but_no_body(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n" + get("/after"))
+    out = bytes(c.transport.out)
+    assert out.count(b"HTTP/1.1 200") == 2
+    assert b"Content-Length: 9\r\n\r\nHTTP/1.1" in out  # len(b"HEAD /h? "), body not sent
+    assert out.endswith(b"GET /after? ")
+
+
+# ---- keep-alive and closing -----------------------------------------------------------------
+def test_connection_close(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(get("/a", "Connection: close\r\n") + get("/ignored"))
+    [(status, headers, _)] = c.responses()
+    assert status == 200 and headers["connection"] == "close"
+    assert c.transport.closed
+
+
+def test_http10_closes_unless_keep_alive(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"GET /a HTTP/1.0\r\n\r\n")
+    [(_, headers, _)] = c.responses()
+    assert headers["connection"] == "close" and c.transport.closed
+
+    c = Conn(loop)
+    c.feed(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    c.feed(b"GET /b HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+    out = c.responses()
+    assert [h["connection"] for _, h, _ in out] == ["keep-alive", "keep-alive"]
+    assert not c.transport.closed
+
+
+def test_malformed_request_is_400_and_closes(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(get("/ok") + b"NOT HTTP AT ALL\r\n\r\n")
+    (s1, _, _), (s2, headers, body) = c.responses()
+    assert (s1, s2) == (200, 400)
+    assert headers["connection"] == "close"
+    assert json.loads(body)["error"]["code"] == "bad_request"
+    assert c.transport.eof  # lingering close: our FIN first, then drain the client
+    c.feed(b"more garbage")  # discarded, no second answer
+    assert c.responses() == []
+    c.proto.eof_received()
+
+
+# ---- deferred answers -------------------------------------------------------------------------
+def test_parked_request_holds_the_pipeline(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(get("/one") + get("/park") + get("/three") + get("/four"))
+    assert [b for _, _, b in c.responses()] == [b"GET /one? "]
+    [parked] = c.app.parked
+    c.proto.complete(parked, (200, b"parked answer", JSON_HEADERS))
+    assert [b for _, _, b in c.responses()] == [
+        b"parked answer",
+        b"GET /three? ",
+        b"GET /four? ",
+    ]
+
+
+def test_complete_after_close_is_ignored(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(get("/park"))
+    [parked] = c.app.parked
+    c.proto.connection_lost(None)
+    assert c.app.cancelled == [parked]
+    c.proto.complete(parked, (200, b"late", JSON_HEADERS))
+    assert c.responses() == []
+
+
+def test_many_queued_requests_pause_reading(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(get("/park") + b"".join(get(f"/q{i}") for i in range(protocol.MAX_QUEUED_REQUESTS)))
+    assert not c.transport.reading
+    c.proto.complete(c.app.parked[0], (200, b"done", JSON_HEADERS))
+    assert c.transport.reading
+    assert len(c.responses()) == protocol.MAX_QUEUED_REQUESTS + 1
+
+
+def test_write_buffer_pressure_pauses_reading(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.proto.pause_writing()
+    assert not c.transport.reading
+    c.proto.resume_writing()
+    assert c.transport.reading
+
+
+def test_handler_exception_is_500_and_connection_goes_on(
+    loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    c = Conn(loop)
+    with caplog.at_level(logging.ERROR):
+        c.feed(get("/boom") + get("/fine"))
+    (s1, _, b1), (s2, _, b2) = c.responses()
+    assert s1 == 500 and json.loads(b1)["error"]["code"] == "internal_error"
+    assert (s2, b2) == (200, b"GET /fine? ")
+    assert "handler bug" in caplog.text and "Traceback" in caplog.text
+
+
+# ---- limits -----------------------------------------------------------------------------------
+def test_url_too_long_is_414(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(get("/" + "a" * 100))
+    [(status, headers, body)] = c.responses()
+    assert status == 414 and json.loads(body)["error"]["code"] == "uri_too_long"
+    assert headers["connection"] == "close"
+
+
+def test_url_fragments_are_counted(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"GET /" + b"a" * 60)
+    c.feed(b"b" * 60)
+    assert c.responses()[0][0] == 414
+
+
+def test_headers_too_large_is_431(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(get("/", "".join(f"X-H{i}: {'v' * 20}\r\n" for i in range(10))))
+    assert c.responses()[0][0] == 431
+
+
+def test_endless_header_line_is_431(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"GET / HTTP/1.1\r\nX-Long: ")
+    for _ in range(10):
+        c.feed(b"v" * 50)  # never a CRLF: httptools would buffer it forever
+    assert c.responses()[0][0] == 431
+
+
+def test_declared_body_too_large_is_413_at_once(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"POST /p HTTP/1.1\r\nContent-Length: 1001\r\n\r\n")
+    [(status, headers, body)] = c.responses()
+    assert status == 413 and headers["connection"] == "close"
+    assert json.loads(body)["error"]["code"] == "request_too_large"
+
+
+def test_chunked_body_too_large_is_413(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(3):
+        c.feed(b"190\r\n" + b"x" * 400 + b"\r\n")
+    assert c.responses()[0][0] == 413
+
+
+# ---- 100-continue ---------------------------------------------------------------------------
+def test_expect_continue(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"POST /p HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+    assert bytes(c.transport.out) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    c.read_pos = len(c.transport.out)
+    c.feed(b"abc")
+    assert c.responses()[0][2] == b"POST /p? abc"
+
+
+def test_expect_continue_over_limit_is_413_without_100(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"POST /p HTTP/1.1\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
+    assert b"100 Continue" not in c.transport.out
+    assert c.responses()[0][0] == 413
+
+
+def test_expect_continue_waits_for_parked_request(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(get("/park") + b"POST /p HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+    assert c.transport.out == b""  # a 100 now would come before the parked answer
+    c.proto.complete(c.app.parked[0], (200, b"first", JSON_HEADERS))
+    assert bytes(c.transport.out).endswith(b"first" + b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+def test_unknown_expectation_is_417(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"POST /p HTTP/1.1\r\nContent-Length: 2\r\nExpect: something\r\n\r\nab")
+    assert c.responses()[0][0] == 417
+
+
+# ---- timers -----------------------------------------------------------------------------------
+def test_header_timeout_is_408(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"GET / HTTP/1.1\r\n")
+    c.run(0.1)
+    c.feed(b"X-Slow: 1\r\n")  # trickling does not extend the header deadline
+    c.run(0.25)
+    [(status, headers, _)] = c.responses()
+    assert status == 408 and headers["connection"] == "close"
+
+
+def test_idle_timeout_closes_quietly(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(get("/a"))
+    c.run(0.2)
+    c.feed(get("/b"))  # activity pushes the idle deadline
+    c.run(0.2)
+    assert not c.transport.closed
+    c.run(0.25)
+    assert c.transport.closed
+    assert len(c.responses()) == 2
+
+
+def test_parked_connection_does_not_time_out(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(get("/park"))
+    c.run(0.5)
+    assert not c.transport.closed
+    c.proto.complete(c.app.parked[0], (200, b"x", JSON_HEADERS))
+    c.run(0.4)
+    assert c.transport.closed  # idle again after the answer
+
+
+# ---- connection cap and shutdown ------------------------------------------------------------
+def test_connection_cap_answers_503(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop, Limits(max_connections=1))
+    assert len(c.owner.connections) == 1
+    second = HttpProtocol(c.app, c.owner, Limits(max_connections=1))
+    transport = FakeTransport()
+    second.connection_made(transport)
+    assert transport.out.startswith(b"HTTP/1.1 503 ")
+    assert b"Connection: close" in transport.out and transport.eof
+    assert len(c.owner.connections) == 1
+
+
+def test_shutdown_closes_idle_and_finishes_busy(loop: asyncio.AbstractEventLoop) -> None:
+    idle = Conn(loop)
+    busy = Conn(loop)
+    busy.feed(get("/park"))
+    for conn in (idle, busy):
+        conn.owner.shutting_down = True
+        conn.proto.shutdown()
+    assert idle.transport.closed and not busy.transport.closed
+    busy.proto.complete(busy.app.parked[0], (200, b"[]", JSON_HEADERS))
+    [(_, headers, body)] = busy.responses()
+    assert body == b"[]" and headers["connection"] == "close" and busy.transport.closed
