@@ -1845,7 +1845,9 @@ class Wal:
             return
         self._seal()
         if self._failed is not None:
+            # Retry what failed (the writer still holds it), and fsync it to be sure.
             self._force_retry = True
+            self._cur.force_sync = True
             self._kick()
         elif self.fsync == "everysec" and not self._inflight:
             if self._cur or w.current.synced < w.current.good:
