@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"wonderq listening on http://127\.0\.0\.1:(\d+)")
 MAX_ID = 2**63 - 1
 
@@ -93,6 +94,7 @@ class ServerProcess:
             text=True,
             env=env,
             start_new_session=True,  # a Ctrl-C in the terminal is for pytest, not for it
+            cwd=ROOT,  # so that `python -m wonderq` finds the package when not installed
         )
         self._reader = threading.Thread(target=self._read_output, daemon=True)
         self._reader.start()

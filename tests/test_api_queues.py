@@ -284,7 +284,7 @@ def test_longest_name_is_fine(server: ServerProcess) -> None:
 
 
 # ---- attribute validation ---------------------------------------------------------------------
-BAD_ATTRIBUTES = [
+BAD_ATTRIBUTES: list[tuple[str, str | None]] = [
     ('{"colour": "blue"}', "colour"),
     ('{"visibility_timeout": "30"}', "visibility_timeout"),
     ('{"visibility_timeout": true}', "visibility_timeout"),
@@ -293,12 +293,12 @@ BAD_ATTRIBUTES = [
     ('{"visibility_timeout": 43201}', "visibility_timeout"),
     ('{"visibility_timeout": 43200.001}', "visibility_timeout"),
     ('{"visibility_timeout": 1e400}', "visibility_timeout"),
-    ('{"visibility_timeout": NaN}', "visibility_timeout"),
+    ('{"visibility_timeout": NaN}', None),  # not JSON: may be refused as a bad body
     ('{"visibility_timeout": [30]}', "visibility_timeout"),
     ('{"delay": -0.5}', "delay"),
     ('{"delay": 604801}', "delay"),
     ('{"delay": "0"}', "delay"),
-    ('{"delay": Infinity}', "delay"),
+    ('{"delay": Infinity}', None),
     ('{"max_receives": 0}', "max_receives"),
     ('{"max_receives": -3}', "max_receives"),
     ('{"max_receives": 1.5}', "max_receives"),
@@ -317,7 +317,7 @@ BAD_ATTRIBUTES = [
 
 @pytest.mark.parametrize(("raw", "names"), BAD_ATTRIBUTES)
 def test_bad_attribute_on_create_is_400_and_creates_nothing(
-    server: ServerProcess, raw: str, names: str
+    server: ServerProcess, raw: str, names: str | None
 ) -> None:
     name = unique_name()
     check_error(put(server, name, raw=raw), 400, names=names)
@@ -326,7 +326,7 @@ def test_bad_attribute_on_create_is_400_and_creates_nothing(
 
 @pytest.mark.parametrize(("raw", "names"), BAD_ATTRIBUTES)
 def test_bad_attribute_on_update_is_400_and_changes_nothing(
-    server: ServerProcess, raw: str, names: str
+    server: ServerProcess, raw: str, names: str | None
 ) -> None:
     name = make_queue(server, visibility_timeout=7)
     check_error(put(server, name, raw=raw), 400, names=names)
@@ -745,13 +745,13 @@ def test_ack_batch_up_to_max_batch(server: ServerProcess) -> None:
 @pytest.mark.parametrize(
     ("doc", "names"),
     [
-        ({"ids": [1]}, "cid"),
-        ({"cid": -1, "ids": [1]}, "cid"),
-        ({"cid": MAX_ID + 1, "ids": [1]}, "cid"),
-        ({"cid": "1", "ids": [1]}, "cid"),
-        ({"cid": 1.5, "ids": [1]}, "cid"),
-        ({"cid": True, "ids": [1]}, "cid"),
-        ({"cid": None, "ids": [1]}, "cid"),
+        ({"ids": "MID"}, "cid"),
+        ({"cid": -1, "ids": "MID"}, "cid"),
+        ({"cid": MAX_ID + 1, "ids": "MID"}, "cid"),
+        ({"cid": "1", "ids": "MID"}, "cid"),
+        ({"cid": 1.5, "ids": "MID"}, "cid"),
+        ({"cid": True, "ids": "MID"}, "cid"),
+        ({"cid": None, "ids": "MID"}, "cid"),
         ({"cid": 1}, "ids"),
         ({"cid": 1, "ids": 1}, "ids"),
         ({"cid": 1, "ids": []}, "ids"),
@@ -761,7 +761,7 @@ def test_ack_batch_up_to_max_batch(server: ServerProcess) -> None:
         ({"cid": 1, "ids": [1.5]}, "ids"),
         ({"cid": 1, "ids": [True]}, "ids"),
         ({"cid": 1, "ids": list(range(1, MAX_BATCH + 2))}, "ids"),
-        ({"cid": 1, "ids": [1], "colour": 1}, "colour"),
+        ({"cid": 1, "ids": "MID", "colour": 1}, "colour"),
         ([1, 2], None),
         ("x", None),
     ],
@@ -772,8 +772,8 @@ def test_bad_ack_body_is_400_and_deletes_nothing(
     name = make_queue(server)
     mid = publish(server, name)
     receive(server, name, "cid=1")
-    if isinstance(doc, dict) and doc.get("ids") == [1]:
-        doc = {**doc, "ids": [mid]}
+    if isinstance(doc, dict) and doc.get("ids") == "MID":
+        doc = {**doc, "ids": [mid]}  # a valid id, so that only the named field is wrong
     check_error(ack(server, name, doc), 400, names=names)
     assert info(server, name)["counts"]["leased"] == 1
 
