@@ -153,11 +153,11 @@ def published(path: Any) -> list[int]:
     return [r.msg_id for r in log_records(path) if isinstance(r, Publish)]
 
 
-# ---- group commit ----------------------------------------------------------------------------------
+# ---- group commit -------------------------------------------------------------------------------
 
 
 @pytest.mark.timeout(20)
-def test_one_turn_of_publishes_and_deletes_is_one_write_and_one_fsync(
+def test_one_turn_of_publishes_and_deletes_is_one_write_one_fsync(
     tmp_path: Any, monkeypatch: Any
 ) -> None:
     async def main() -> None:
@@ -181,7 +181,7 @@ def test_one_turn_of_publishes_and_deletes_is_one_write_and_one_fsync(
 
 
 @pytest.mark.timeout(20)
-def test_records_appended_during_a_write_go_out_together_in_the_next(
+def test_records_appended_during_a_write_go_out_in_the_next(
     tmp_path: Any, monkeypatch: Any
 ) -> None:
     async def main() -> None:
@@ -224,7 +224,7 @@ def test_receives_alone_are_written_but_never_waited_for(tmp_path: Any, monkeypa
     assert Receive((1,)) in log_records(tmp_path)
 
 
-# ---- fsync modes ----------------------------------------------------------------------------------
+# ---- fsync modes --------------------------------------------------------------------------------
 
 
 @pytest.mark.timeout(20)
@@ -294,13 +294,11 @@ def test_a_bad_fsync_mode_is_refused(tmp_path: Any) -> None:
         Wal(tmp_path, fsync="sometimes")
 
 
-# ---- disk full and I/O errors -------------------------------------------------------------------------
+# ---- disk full and I/O errors -------------------------------------------------------------------
 
 
 @pytest.mark.timeout(20)
-def test_disk_full_fails_the_answers_and_the_log_recovers_after(
-    tmp_path: Any, monkeypatch: Any
-) -> None:
+def test_disk_full_fails_the_answers_then_the_log_recovers(tmp_path: Any, monkeypatch: Any) -> None:
     async def main() -> None:
         w = await started(tmp_path, fsync="always", tick_s=0.05)
         w.append_publish(1, "default", b"before")
@@ -377,11 +375,11 @@ def test_a_failed_fsync_rewrites_what_it_may_have_lost(tmp_path: Any, monkeypatc
     assert published(tmp_path) == [1, 2]
 
 
-# ---- the rest of the API ---------------------------------------------------------------------------------
+# ---- the rest of the API ------------------------------------------------------------------------
 
 
 @pytest.mark.timeout(20)
-def test_every_append_reaches_the_file_in_an_order_that_replays_the_same(tmp_path: Any) -> None:
+def test_appends_reach_the_file_in_an_order_that_replays_the_same(tmp_path: Any) -> None:
     async def main() -> None:
         w = await started(tmp_path, fsync="never", wall_ms=lambda: 1_000_000)
         w.append_queue_put("jobs", {"visibility_timeout_ms": 5000})

@@ -1003,10 +1003,15 @@ def _recover(d: str) -> RecoveredState:
         report.segments.append(segments[seq])
         ok = _replay_segment(path, seq, rep, maps, report, chunks if seq == snap_seq else [])
         if seq == snap_seq:
+            # Chunks positioned past the end of the segment (nothing was appended after them,
+            # or its tail was lost) still belong before the next segment.
+            for _pos, secs in chunks:
+                rep.apply_chunk(secs)
             chunks = []
+            rep.recent = None
         if not ok:
             stopped = True
-    # Snapshot chunks whose position lies beyond the end of their segment (it was cut short).
+    # The snapshot's segment is missing altogether: its chunks come after everything.
     for _pos, secs in chunks:
         rep.apply_chunk(secs)
     rep.recent = None
@@ -1390,7 +1395,11 @@ class _SnapshotFile:
         self.tmp = self.final + ".tmp"
         self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self.size = 0
-        self.write(FILE_HEADER.pack(SNAP_MAGIC, FORMAT_VERSION, seq))
+        try:
+            self.write(FILE_HEADER.pack(SNAP_MAGIC, FORMAT_VERSION, seq))
+        except BaseException:
+            self.abort()
+            raise
 
     def write(self, data: bytes) -> None:
         _pwrite_all(self.fd, [data], self.size, len(data))
