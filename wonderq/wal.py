@@ -27,6 +27,7 @@ import collections
 import concurrent.futures
 import contextlib
 import errno
+import functools
 import gc
 import itertools
 import json
@@ -197,7 +198,7 @@ class Chunk(NamedTuple):
 
 
 class End(NamedTuple):
-    count: int
+    messages: int
 
 
 Record = (
@@ -326,7 +327,7 @@ def encode_frame(records: Iterable[Record]) -> bytes:
         elif isinstance(r, Chunk):
             parts.append(_U64.pack(S_CHUNK, r.position))
         elif isinstance(r, End):
-            parts.append(_U64.pack(S_END, r.count))
+            parts.append(_U64.pack(S_END, r.messages))
         else:
             raise TypeError(f"not a log record: {r!r}")
     flush_publishes()
@@ -1810,11 +1811,11 @@ class Wal:
         fut = self._loop.run_in_executor(
             self._wexec, self._writer.run, batch.buf, sync, batch.rotate_to
         )
-        fut.add_done_callback(lambda f, b=batch: self._written(f, b))
+        fut.add_done_callback(functools.partial(self._written, batch=batch))
 
     _force_retry = False
 
-    def _written(self, fut: asyncio.Future[None], batch: _Batch) -> None:
+    def _written(self, fut: asyncio.Future[None], *, batch: _Batch) -> None:
         self._inflight = False
         exc = fut.exception()
         if exc is None:
