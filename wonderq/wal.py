@@ -33,6 +33,7 @@ import itertools
 import json
 import logging
 import mmap
+import operator
 import os
 import re
 import struct
@@ -567,6 +568,7 @@ class _Run:
 
 
 _PUB_ONE = struct.Struct("<QI")  # the id and body length of a one-message publish section
+_FRAME_PUB = struct.Struct("<IIBBBI")  # a frame header and the publish section header after it
 
 
 class _Replayer:
@@ -688,23 +690,26 @@ class _Replayer:
         """Replay the frames of buf[start:end] (one segment), applying each pending snapshot
         chunk before the first frame at or past its position. Stops at the first incomplete
         or corrupt frame. One-message publish frames, the common case at low load, are
-        decoded inline."""
+        decoded inline: that loop is the replay's hot path when frames are small."""
         pos = start
         frames = 0
         mv = memoryview(buf)
         unpack_frame = FRAME_HEADER.unpack_from
-        unpack_pub = _PUB.unpack_from
+        unpack_head = _FRAME_PUB.unpack_from
         unpack_one = _PUB_ONE.unpack_from
-        names = self.names
-        open_runs = self.open_runs
-        epochs = self.epochs
         crc32 = _crc32
         next_chunk = chunks[0][0] if chunks else -1
+        fast_q: bytes | None = None  # queue name (raw) of the run the fast path extends
+        fast_run: _Run | None = None
         try:
             while pos < end:
-                if pos + FRAME_HEADER_SIZE > end:
-                    return _Scan(pos, _tail_reason(mv, pos, end), frames)
-                length, crc = unpack_frame(buf, pos)
+                if pos + _FRAME_PUB.size <= end:
+                    length, crc, kind, flags, qlen, n = unpack_head(buf, pos)
+                else:
+                    if pos + FRAME_HEADER_SIZE > end:
+                        return _Scan(pos, _tail_reason(mv, pos, end), frames)
+                    length, crc = unpack_frame(buf, pos)
+                    kind = 0
                 p0 = pos + FRAME_HEADER_SIZE
                 p1 = p0 + length
                 if length == 0 or length > FRAME_MAX:
@@ -713,47 +718,50 @@ class _Replayer:
                     return _Scan(pos, "torn", frames)
                 if crc32(mv[p0:p1]) != crc:
                     return _Scan(pos, "corrupt", frames)
+                frames += 1
                 if 0 <= next_chunk <= pos:
                     while chunks and chunks[0][0] <= pos:
                         self.apply_chunk(chunks.popleft()[1])
                     next_chunk = chunks[0][0] if chunks else -1
                     if next_chunk < 0:
                         self.recent = None
-                frames += 1
-                if buf[p0] == S_PUBLISH and length >= 19:
-                    _, flags, qlen, n = unpack_pub(buf, p0)
+                    fast_q = None
+                if kind == S_PUBLISH and n == 1 and not flags and length >= 19:
                     q0 = p0 + 7
                     b0 = q0 + qlen + 12
-                    if n == 1 and not flags and b0 <= p1:
+                    if b0 <= p1:
                         msg_id, blen = unpack_one(buf, q0 + qlen)
                         if b0 + blen == p1:
                             qraw = buf[q0 : q0 + qlen]
-                            queue = names.get(qraw)
-                            if queue is None:
-                                queue = names[qraw] = bytes(qraw).decode()
-                            run = open_runs.get(queue)
-                            if (
-                                run is None
-                                or run.buf is not buf
-                                or run.epoch != epochs[queue]
-                                or run.delays is not None
-                                or run.receives is not None
-                                or self.recent is not None
-                            ):
-                                self.apply(_decode_sections(buf, p0, p1, names))
-                            else:
-                                run.ids.append(msg_id)
-                                run.offs.append(b0)
-                                run.lens.append(blen)
+                            if qraw != fast_q:
+                                fast_q, fast_run = self._fast_run(qraw, buf)
+                            if fast_run is not None:
+                                fast_run.ids.append(msg_id)
+                                fast_run.offs.append(b0)
+                                fast_run.lens.append(blen)
                                 if msg_id >= self.next_id:
                                     self.next_id = msg_id + 1
-                            pos = p1
-                            continue
-                self.apply(_decode_sections(buf, p0, p1, names))
+                                pos = p1
+                                continue
+                self.apply(_decode_sections(buf, p0, p1, self.names))
+                fast_q = None  # the sections may have changed epochs or runs
                 pos = p1
             return _Scan(pos, "", frames)
         finally:
             mv.release()
+
+    def _fast_run(self, qraw: bytes, buf: Any) -> tuple[bytes | None, _Run | None]:
+        """The run a plain one-message publish to queue ``qraw`` may be appended to directly,
+        or None when the general path must handle it."""
+        if self.recent is not None:
+            return None, None
+        queue = self.names.get(qraw)
+        if queue is None:
+            queue = self.names[qraw] = qraw.decode()
+        run = self._run_for(queue, buf)
+        if run.delays is not None or run.receives is not None:
+            return None, None
+        return qraw, run
 
 
 class RecoveredState:
@@ -783,10 +791,13 @@ class RecoveredState:
                 m.close()
         self._maps = []
 
-    def _live_runs(self) -> Iterator[tuple[str, list[int], list[bytes], list[int], list[int]]]:
-        """Per run, its live messages as parallel lists (queue, ids, bodies, receives,
-        delay_ends). Runs no later record touched take a path with no per-message Python
-        checks; moved messages come out in one-message groups."""
+    def _live_runs(
+        self,
+    ) -> Iterator[tuple[str, list[int], Iterable[bytes], list[int] | None, list[int] | None]]:
+        """Per run, its live messages as parallel sequences (queue, ids, bodies, receives,
+        delay_ends; None = all 0). Runs no later record touched take a path with no Python
+        code per message (bodies come from a lazy C-level map); moved messages come out in
+        one-message groups."""
         rep = self._rep
         deleted, superseded = rep.deleted, rep.superseded
         rc, moved, epochs, queues = rep.rc, rep.moved, rep.epochs, rep.queues
@@ -804,16 +815,12 @@ class RecoveredState:
                 and (not moved or moved.keys().isdisjoint(run.ids))
             )
             if clean:
-                yield (
-                    run.queue,
-                    run.ids,
-                    [buf[o : o + ln] for o, ln in zip(run.offs, run.lens, strict=True)],
-                    run.receives or [0] * n,
-                    run.delays or [0] * n,
-                )
+                ends = map(operator.add, run.offs, run.lens)
+                bodies = map(buf.__getitem__, map(slice, run.offs, ends))
+                yield run.queue, run.ids, bodies, run.receives, run.delays
                 continue
             ids: list[int] = []
-            bodies: list[bytes] = []
+            some: list[bytes] = []
             recs: list[int] = []
             dels: list[int] = []
             for i, msg_id in enumerate(run.ids):
@@ -831,19 +838,19 @@ class RecoveredState:
                 if not queue_ok:
                     continue
                 ids.append(msg_id)
-                bodies.append(body)
+                some.append(body)
                 recs.append((run.receives[i] if run.receives else 0) + rc.get(msg_id, 0))
                 dels.append(d)
             if ids:
-                yield run.queue, ids, bodies, recs, dels
+                yield run.queue, ids, some, recs, dels
 
     def messages(self) -> list[Publish]:
         """Every live message, in increasing id order (receives = the recovered count)."""
-        out = [
-            Publish(i, q, bytes(b), d, r)
-            for q, ids, bodies, recs, dels in self._live_runs()
-            for i, b, r, d in zip(ids, bodies, recs, dels, strict=False)
-        ]
+        out = []
+        for q, ids, bodies, recs, dels in self._live_runs():
+            zeros = itertools.repeat(0)
+            for i, b, r, d in zip(ids, bodies, recs or zeros, dels or zeros, strict=False):
+                out.append(Publish(i, q, bytes(b), d, r))
         out.sort(key=lambda p: p.msg_id)
         return out
 
@@ -869,11 +876,16 @@ class RecoveredState:
             if not broker.has_queue(queue):
                 dropped += len(ids)
                 continue
-            if not any(dels):
-                for msg_id, body, r in zip(ids, bodies, recs, strict=False):
-                    restore(queue, msg_id, body, r, now_ms, 0)
+            if not dels or not any(dels):
+                if not recs or not any(recs):
+                    for msg_id, body in zip(ids, bodies, strict=False):
+                        restore(queue, msg_id, body, 0, now_ms, 0)
+                else:
+                    for msg_id, body, r in zip(ids, bodies, recs, strict=False):
+                        restore(queue, msg_id, body, r, now_ms, 0)
             else:
-                for msg_id, body, r, d in zip(ids, bodies, recs, dels, strict=False):
+                zeros = itertools.repeat(0)
+                for msg_id, body, r, d in zip(ids, bodies, recs or zeros, dels, strict=False):
                     left = min(max(d - wall_ms, 0), max_delay) if d else 0
                     restore(queue, msg_id, body, r, now_ms, left)
             restored += len(ids)
