@@ -1032,6 +1032,23 @@ def render(runs: list[dict], meta: dict) -> str:
             a(f"| batch of 1,000 -> last of {got:,.0f} waiters answered | {fmt_ms(last)} ms | |")
     a("")
 
+    # ---- WonderQ against the peers
+    a("### WonderQ against the peers (messages/s, medians)")
+    a("")
+    a("| WonderQ workload | peer workload | WonderQ | peer | WonderQ / peer | peer's side |")
+    a("|---|---|--:|--:|--:|---|")
+    for text, wq_rate, peer_rate, peer_gen, peer_srv in comparisons(runs):
+        r = wq_rate / peer_rate if wq_rate and peer_rate else None
+        side = ""
+        if peer_gen is not None and peer_srv is not None:
+            side = (
+                f"client-bound (gen CPU {fmt_pct(peer_gen)}): the peer can do more"
+                if peer_gen > 0.85 and peer_srv < 0.85
+                else f"server {fmt_pct(peer_srv)}, client {fmt_pct(peer_gen)}"
+            )
+        a(f"| {text} | {fmt_rate(wq_rate)} | {fmt_rate(peer_rate)} | {fmt_x(r)} | {side} |")
+    a("")
+
     # ---- goals
     a("### Goals (issues 3, 4, 5)")
     a("")
@@ -1044,6 +1061,30 @@ def render(runs: list[dict], meta: dict) -> str:
     a("Every command this run executed is in the run's JSON file "
       f"(`{meta['json']}`), with the raw figures of every run.")  # fmt: skip
     return "\n".join(out)
+
+
+COMPARISONS = [  # (WonderQ key, peer group, peer key, label)
+    ("publish", "redis", "lpush_p1", "publish 200 B | Redis LPUSH"),
+    ("publish", "beanstalkd", "put_p1", "publish 200 B | beanstalkd put"),
+    ("recv_delete", "redis", "reliable_p1", "receive + delete | Redis LMOVE + LREM"),
+    ("recv_delete", "beanstalkd", "work_p1", "receive + delete | beanstalkd reserve + delete"),
+    ("pipeline_publish", "redis", "lpush_p16", "publish, 16 pipelined | Redis LPUSH, 16 pipelined"),
+    ("pipeline_publish", "beanstalkd", "put_p16", "publish, 16 pipelined | beanstalkd put x16"),
+    ("batch_publish", "redis", "lpush_p16", "batch publish 100 | Redis LPUSH, 16 pipelined"),
+    ("batch_recv_ack", "redis", "reliable_p16", "batch receive + ack | Redis LMOVE + LREM x16"),
+    ("batch_recv_ack", "beanstalkd", "work_p16",
+     "batch receive + ack | beanstalkd reserve + delete x16"),
+]  # fmt: skip
+
+
+def comparisons(runs: list[dict]) -> Iterator[tuple[str, Any, Any, Any, Any]]:
+    for wq_key, group, key, label in COMPARISONS:
+        wq = med([r.get("wonderq", {}).get(wq_key, {}).get("mps") for r in runs])
+        cells = [r.get(group, {}).get(key, {}) for r in runs]
+        peer = med([c.get("mps") for c in cells])
+        gen = med([c.get("loadgen_cpu") for c in cells])
+        srv = med([c.get("server_cpu") for c in cells])
+        yield label, wq, peer, gen, srv
 
 
 def goals(runs: list[dict]) -> list[tuple[str, str, bool | None]]:
