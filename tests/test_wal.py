@@ -67,7 +67,7 @@ records = st.one_of(
 
 
 @pytest.mark.timeout(60)
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(records, min_size=1, max_size=30))
 def test_every_record_type_round_trips(recs: list[Any]) -> None:
     frame = encode_frame(recs)
