@@ -1229,6 +1229,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ensure_tools(not args.no_install)
     server_pin, gen_pin, pinning = cpu_plan()
+    machine = machine_info(pinning)  # before this process pins itself (it reads nproc)
     if gen_pin:  # this process fills queues and drives long polls: keep it off the server's core
         os.sched_setaffinity(0, {int(gen_pin[-1])})
     RESULTS_DIR.mkdir(exist_ok=True)
@@ -1247,7 +1248,7 @@ def main(argv: list[str] | None = None) -> int:
         "connections": args.connections,
         "pinning": pinning,
         "depths": args.depths,
-        "machine": machine_info(pinning),
+        "machine": machine,
         "json": str(json_path.relative_to(ROOT)),
     }
     if {"wonderq", "depth", "longpoll", "sizing"} & set(groups):
