@@ -422,6 +422,11 @@ class Bench:
             out, err = proc.communicate()
             raise RuntimeError(f"load generator timed out: {shlex.join(full)}") from None
         wall = time.perf_counter() - t0
+        if server.proc.poll() is not None:
+            tail = server.log_path.read_bytes()[-1500:].decode(errors="replace")
+            raise RuntimeError(
+                f"{server.name} exited ({server.proc.returncode}) under load: {tail}"
+            )
         cpu1 = server.cpu_s()
         # rusage of the child we just reaped: the load generator's own CPU time
         usage = resource_children_delta()
@@ -522,25 +527,6 @@ HTTP_WORKLOADS = [
 ]
 
 
-def run_ceilings(bench: Bench, out: dict) -> None:
-    for name, start in (("ceiling", bench.launcher.ceiling), ("nginx", bench.launcher.nginx)):
-        rows = out.setdefault(name, {})
-        if shutil.which("wrk") is None:
-            for w in HTTP_WORKLOADS:
-                rows[w.key] = {"na": "n/a (wrk missing)"}
-            continue
-        try:
-            with running(start) as server:
-                for w in HTTP_WORKLOADS:
-                    log(f"{name}: {w.label}")
-                    rows[w.key] = guarded(
-                        lambda w=w: bench.measure(server, wrk_cmd(bench, w.script, server.port))
-                    )
-        except ServerMissing as exc:
-            for w in HTTP_WORKLOADS:
-                rows[w.key] = {"na": MISSING_SERVER, "why": str(exc)}
-
-
 def guarded(fn: Callable[[], dict]) -> dict:
     try:
         return fn()
@@ -569,31 +555,59 @@ def fill_wonderq(bench: Bench, server: Server, count: int) -> dict:
     return result
 
 
-def run_wonderq(bench: Bench, out: dict) -> None:
-    rows = out.setdefault("wonderq", {})
+def run_http(bench: Bench, out: dict, groups: list[str]) -> None:
+    """Every wrk workload against the ceilings and WonderQ, back to back for each workload, so
+    that a ratio compares figures taken within seconds of each other (the machine may be
+    shared). The ceilings are stateless and run for the whole loop; WonderQ gets a fresh
+    process per workload."""
+    for group in ("ceiling", "nginx", "wonderq"):
+        out.setdefault(group, {})
     if shutil.which("wrk") is None:
-        for w in HTTP_WORKLOADS:
-            rows[w.key] = {"na": "n/a (wrk missing)"}
+        for group in ("ceiling", "nginx", "wonderq"):
+            for w in HTTP_WORKLOADS:
+                out[group][w.key] = {"na": "n/a (wrk missing)"}
         return
-    for w in HTTP_WORKLOADS:
-        log(f"wonderq: {w.label}")
+    with contextlib.ExitStack() as stack:
+        ceilings: dict[str, Server | str] = {}
+        if "ceiling" in groups:
+            for name, start in (
+                ("ceiling", bench.launcher.ceiling),
+                ("nginx", bench.launcher.nginx),
+            ):
+                try:
+                    ceilings[name] = stack.enter_context(running(start))
+                except ServerMissing as exc:
+                    ceilings[name] = str(exc)
+        for w in HTTP_WORKLOADS:
+            for name, server in ceilings.items():
+                if isinstance(server, str):
+                    out[name][w.key] = {"na": MISSING_SERVER, "why": server}
+                    continue
+                log(f"{name}: {w.label}")
+                out[name][w.key] = guarded(
+                    lambda w=w, server=server: bench.measure(
+                        server, wrk_cmd(bench, w.script, server.port)
+                    )
+                )
+            if "wonderq" in groups:
+                log(f"wonderq: {w.label}")
+                out["wonderq"][w.key] = guarded(lambda w=w: wonderq_workload(bench, w))
 
-        def one(w: Workload = w) -> dict:
-            check_features(bench, w)
-            with running(bench.launcher.wonderq) as server:
-                prefill = 0
-                if w.prefill:
-                    rate = bench.expected(w.key, w.default_rate)
-                    prefill = int(min(8_000_000, max(20_000, rate * bench.duration * 1.5)))
-                    fill_wonderq(bench, server, prefill)
-                result = bench.measure(server, wrk_cmd(bench, w.script, server.port))
-                result["prefill"] = prefill
-                result["rss_after"] = server.rss()
-                if w.prefill and result["messages"]:
-                    bench.rates[w.key] = result["mps"]
-                return result
 
-        rows[w.key] = guarded(one)
+def wonderq_workload(bench: Bench, w: Workload) -> dict:
+    check_features(bench, w)
+    with running(bench.launcher.wonderq) as server:
+        prefill = 0
+        if w.prefill:
+            rate = bench.expected(w.key, w.default_rate)
+            prefill = int(min(8_000_000, max(20_000, rate * bench.duration * 1.5)))
+            fill_wonderq(bench, server, prefill)
+        result = bench.measure(server, wrk_cmd(bench, w.script, server.port))
+        result["prefill"] = prefill
+        result["rss_after"] = server.rss()
+        if w.prefill and result["messages"]:
+            bench.rates[w.key] = result["mps"]
+        return result
 
 
 def run_depth(bench: Bench, out: dict) -> None:
@@ -1266,10 +1280,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"===== run {i + 1} of {args.runs}")
             out: dict[str, Any] = {}
             runs.append(out)
-            if "ceiling" in groups:
-                run_ceilings(bench, out)
-            if "wonderq" in groups:
-                run_wonderq(bench, out)
+            if "ceiling" in groups or "wonderq" in groups:
+                run_http(bench, out, groups)
             if "depth" in groups:
                 run_depth(bench, out)
             if "longpoll" in groups:
