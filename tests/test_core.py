@@ -1023,3 +1023,17 @@ def test_large_heap_and_table_grow_and_shrink():
     assert b.ready_count(Q) == 19000
     assert ids_of(b.receive(Q, 1, 3, 2000)) == [1, 2, 3]
     b.check_invariants()
+
+
+def test_queue_count_limit():
+    b = _core.Broker()
+    for i in range(_core.MAX_QUEUES - 1):
+        b.put_queue(f"q{i}")
+    with pytest.raises(InvalidArgument) as e:
+        b.put_queue("one-too-many")
+    assert e.value.code == "too_many_queues"
+    b.delete_queue("q7")
+    assert b.put_queue("one-too-many") is True
+    b.publish("one-too-many", b"x", 0)
+    b.receive("one-too-many", 1, 1, 0)
+    b.check_invariants()
