@@ -367,6 +367,10 @@ class RouteMissing(Exception):
 
 
 def wonderq_command() -> list[str] | None:
+    """``$WONDERQ_SERVER_CMD`` when set (to measure another build), else this tree's package."""
+    override = os.environ.get("WONDERQ_SERVER_CMD")
+    if override:
+        return shlex.split(override)
     if (ROOT / "wonderq" / "__main__.py").exists():
         return [sys.executable, "-m", "wonderq"]
     script = shutil.which("wonderq")
@@ -849,7 +853,7 @@ class Row:
         for c in self.cells:
             if c.get("na"):
                 return c["na"]
-        return None if self.cells else "not run"
+        return None if any(self.cells) else "not run"
 
     def m(self, metric: str) -> float | None:
         if metric in ("p50", "p99"):

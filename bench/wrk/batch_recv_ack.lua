@@ -28,27 +28,37 @@ function request()
    return wrk.format("GET", recv_path)
 end
 
-local gmatch, concat = string.gmatch, table.concat
+local find, match, concat = string.find, string.match, table.concat
+-- After an id, the next one is at least a message body further on: skip that far. The bodies
+-- are ours (WQ_BODY_BYTES of plain ASCII), so this is exact, and it keeps wrk's one core from
+-- scanning 20 KB of bodies per answer with a Lua pattern.
+local skip = common.body_bytes
 
 function response(status, headers, body)
    if status ~= 200 then
       wq_bad = wq_bad + 1
       return
    end
-   local deleted = body:match('^{%s*"deleted"%s*:%s*%[([^%]]*)%]')
+   local deleted = match(body, '^{%s*"deleted"%s*:%s*%[([^%]]*)%]')
    if deleted then
-      if deleted:find("%d") then
+      if find(deleted, "%d") then
          local _, commas = deleted:gsub(",", "")
          wq_messages = wq_messages + commas + 1
       end
-      if not body:find('"failed"%s*:%s*%[%s*%]') then wq_bad = wq_bad + 1 end
+      if not find(body, '"failed"%s*:%s*%[%s*%]') then wq_bad = wq_bad + 1 end
       return
    end
-   if body:find('"messages"', 1, true) then
-      local ids, n = {}, 0
-      for id in gmatch(body, '"id"%s*:%s*(%d+)') do
-         n = n + 1
-         ids[n] = id
+   if find(body, '"messages"', 1, true) then
+      local ids, n, pos = {}, 0, 1
+      while true do
+         local _, e = find(body, '"id":', pos, true)
+         if not e then break end
+         local id = match(body, "^%s*(%d+)", e + 1)
+         if id then
+            n = n + 1
+            ids[n] = id
+         end
+         pos = e + skip
       end
       if n == 0 then
          wq_empty = wq_empty + 1
@@ -56,7 +66,7 @@ function response(status, headers, body)
          tail = tail + 1
          pending[tail] = concat(ids, ",")
       end
-   elseif not body:find("ok", 1, true) then
+   elseif not find(body, "ok", 1, true) then
       wq_bad = wq_bad + 1
    end
 end
