@@ -89,11 +89,12 @@ def ensure_tools(install: bool) -> None:
             env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
             log(f"apt-get install {' '.join(missing)}")
             subprocess.run([*sudo, "apt-get", "update", "-q"], check=False, env=env)
-            subprocess.run(
-                [*sudo, "apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-                check=False,
-                env=env,
-            )
+            with no_service_autostart(sudo):
+                subprocess.run(
+                    [*sudo, "apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+                    check=False,
+                    env=env,
+                )
     try:
         import locust  # noqa: F401
     except ImportError:
@@ -102,6 +103,29 @@ def ensure_tools(install: bool) -> None:
             log(f"pip install {' '.join(reqs)} (the bench extra)")
             subprocess.run([sys.executable, "-m", "pip", "install", *reqs], check=False)
     ensure_wonderq_built(install)
+
+
+@contextlib.contextmanager
+def no_service_autostart(sudo: list[str]) -> Iterator[None]:
+    """Debian starts nginx, redis-server and beanstalkd as system services on install (ports
+    80, 6379, 11300). The benchmark starts its own on free ports and stops them; it must not
+    leave daemons behind. A policy-rc.d that answers 101 ("action forbidden") stops invoke-rc.d
+    from starting them, for the length of the install only (and only if none exists already)."""
+    policy = Path("/usr/sbin/policy-rc.d")
+    if policy.exists():
+        yield
+        return
+    script = (
+        "#!/bin/sh\n# written by bench/run.py during apt-get install; removed after\nexit 101\n"
+    )
+    subprocess.run(
+        [*sudo, "tee", str(policy)], input=script, text=True, stdout=subprocess.DEVNULL, check=False
+    )
+    subprocess.run([*sudo, "chmod", "755", str(policy)], check=False)
+    try:
+        yield
+    finally:
+        subprocess.run([*sudo, "rm", "-f", str(policy)], check=False)
 
 
 def bench_extra() -> list[str]:
