@@ -737,7 +737,7 @@ def run_redis(bench: Bench, out: dict) -> None:
                 for depth in (1, 16):
                     key = f"lpush_p{depth}"
                     log(f"redis: LPUSH (redis-benchmark), pipeline {depth}")
-                    rate = bench.expected(f"redis_{key}", 60_000 * depth**0.7)
+                    rate = bench.expected(f"redis_{key}", 30_000 * depth**0.9)
                     n = max(10_000, int(rate * bench.duration))
                     cmd = ["redis-benchmark", *("-h", "127.0.0.1", "-p", str(server.port))]
                     cmd += ["-c", str(bench.args.connections), "-n", str(n), "-P", str(depth)]
