@@ -1,0 +1,310 @@
+"""Engine benchmarks: memory per message, speed against the reference model, expiry bursts and
+cost at depth. Run ``python bench/bench_core.py`` (about a minute); it prints the "## Engine"
+section of bench/RESULTS.md and writes it there (``--no-write`` to only print).
+
+Figures are medians of 3 runs unless said otherwise; the memory figure comes from a fresh
+subprocess that only imports the engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from wonderq import _core  # noqa: E402
+
+Q = "default"
+BODY_BYTES = 200
+RUNS = 3
+
+
+def body(i: int) -> bytes:
+    """A distinct 200-byte ASCII body."""
+    return b"%010d" % i + b"x" * (BODY_BYTES - 10)
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def median_rate(fn, runs: int = RUNS) -> float:
+    """fn() returns (operations, seconds); the median of ops/s over runs."""
+    rates = []
+    for _ in range(runs):
+        ops, seconds = fn()
+        rates.append(ops / seconds)
+    return statistics.median(rates)
+
+
+# ---- memory (in a fresh process) ------------------------------------------------------------
+
+
+def memory_child(n: int, batch: int) -> None:
+    before = rss_bytes()
+    broker = _core.Broker(max_batch=batch)
+    for start in range(0, n, batch):
+        broker.publish_batch(Q, [body(i) for i in range(start, min(n, start + batch))], 0)
+    after = rss_bytes()
+    assert broker.message_count == n
+    print(json.dumps({"before": before, "after": after, "memory_bytes": broker.memory_bytes}))
+
+
+def bench_memory(n: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-child", str(n)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    r = json.loads(out)
+    r["per_message"] = (r["after"] - r["before"]) / n
+    r["overhead"] = r["per_message"] - BODY_BYTES
+    return r
+
+
+# ---- speed against the model ------------------------------------------------------------------
+
+
+def prefilled(cls, n: int, **kwargs):
+    b = cls(max_batch=1000, **kwargs)
+    for start in range(0, n, 1000):
+        b.publish_batch(Q, [body(i) for i in range(start, min(n, start + 1000))], 0)
+    return b
+
+
+def run_publish(cls, n: int):
+    bodies = [body(i) for i in range(n)]
+    b = cls(max_batch=1000)
+    publish = b.publish
+    t = time.perf_counter()
+    for x in bodies:
+        publish(Q, x, 0)
+    return n, time.perf_counter() - t
+
+
+def run_publish_batch(cls, n: int, size: int = 500):
+    batches = [[body(i) for i in range(s, s + size)] for s in range(0, n, size)]
+    b = cls(max_batch=1000)
+    publish_batch = b.publish_batch
+    t = time.perf_counter()
+    for batch in batches:
+        publish_batch(Q, batch, 0)
+    return n, time.perf_counter() - t
+
+
+def run_receive_delete(cls, n: int):
+    """receive(limit=1) then delete of that id, n times (ids are known: 1..n in order)."""
+    b = prefilled(cls, n)
+    receive, delete = b.receive, b.delete
+    t = time.perf_counter()
+    for i in range(1, n + 1):
+        receive(Q, 1, 1, 0, 30000)
+        delete(Q, 1, i, 1)
+    elapsed = time.perf_counter() - t
+    assert b.message_count == 0
+    return n, elapsed
+
+
+def run_receive_delete_batch(cls, n: int, size: int = 100):
+    b = prefilled(cls, n)
+    receive, delete_batch = b.receive, b.delete_batch
+    id_batches = [list(range(s, s + size)) for s in range(1, n + 1, size)]
+    t = time.perf_counter()
+    for ids in id_batches:
+        receive(Q, 1, size, 0, 30000)
+        delete_batch(Q, 1, ids, 1)
+    elapsed = time.perf_counter() - t
+    assert b.message_count == 0
+    return n, elapsed
+
+
+def run_expire(cls, n: int, budget: int = 4096):
+    """n leases with spread deadlines, all due: expire them in slices of `budget`."""
+    b = prefilled(cls, n)
+    for i in range(0, n, 1000):
+        b.receive(Q, 1, 1000, 0, 1 + i % 5000)
+    t = time.perf_counter()
+    done = 0
+    while done < n:
+        done += b.expire(10_000, budget)
+    return n, time.perf_counter() - t
+
+
+def bench_speed(n_engine: int, n_model: int) -> list[tuple[str, float, float]]:
+    import model  # tests/model.py
+
+    rows = []
+    for name, fn in [
+        ("publish (one call per message)", run_publish),
+        ("publish_batch (500 per call)", run_publish_batch),
+        ("receive(limit=1) + delete", run_receive_delete),
+        ("receive(limit=100) + delete_batch", run_receive_delete_batch),
+        ("expire (budget 4096)", run_expire),
+    ]:
+        engine = median_rate(lambda fn=fn: fn(_core.Broker, n_engine))
+        ref = median_rate(lambda fn=fn: fn(model.Broker, n_model))
+        rows.append((name, engine, ref))
+    return rows
+
+
+# ---- expiry burst -----------------------------------------------------------------------------
+
+
+def bench_burst(n: int, budget: int) -> dict:
+    b = prefilled(_core.Broker, n)
+    for _ in range(0, n, 1000):
+        b.receive(Q, 1, 1000, 0, 1000)  # one deadline for all
+    assert b.next_deadline() == 1000
+    times = []
+    clock = time.perf_counter_ns
+    start = clock()
+    while b.next_deadline() != -1:
+        t = clock()
+        b.expire(1000, budget)
+        times.append(clock() - t)
+    total = clock() - start
+    assert b.ready_count(Q) == n
+    b.check_invariants()
+    return {
+        "calls": len(times),
+        "max_ms": max(times) / 1e6,
+        "median_ms": statistics.median(times) / 1e6,
+        "total_ms": total / 1e6,
+    }
+
+
+# ---- depth ------------------------------------------------------------------------------------
+
+
+def run_cycle(depth: int, n: int):
+    """publish + receive + delete, n times, with `depth` older messages ready in the queue."""
+    b = prefilled(_core.Broker, depth)
+    publish, receive, delete = b.publish, b.receive, b.delete
+    x = body(0)
+    head = 1  # lowest ready id: what receive returns
+    t = time.perf_counter()
+    for _ in range(n):
+        publish(Q, x, 0)
+        receive(Q, 1, 1, 0, 30000)
+        delete(Q, 1, head, 1)
+        head += 1
+    elapsed = time.perf_counter() - t
+    assert b.message_count == depth
+    return n, elapsed
+
+
+def bench_depth(depth: int, n: int) -> tuple[float, float]:
+    return median_rate(lambda: run_cycle(0, n)), median_rate(lambda: run_cycle(depth, n))
+
+
+# ---- report -----------------------------------------------------------------------------------
+
+
+def report(args) -> str:
+    mem = bench_memory(args.messages)
+    speed = bench_speed(args.speed_n, args.model_n)
+    burst = bench_burst(args.messages, args.budget)
+    shallow, deep = bench_depth(args.messages, args.cycle_n)
+    mb = mem["after"] / 1e6
+    mib = mem["after"] / 2**20
+    lines = [
+        "## Engine",
+        "",
+        f"`python bench/bench_core.py` ({time.strftime('%Y-%m-%d')}, Python "
+        f"{platform.python_version()}, {platform.machine()}, {os.cpu_count()} shared cores; "
+        "medians of 3 runs unless noted).",
+        "",
+        f"**Memory** - {args.messages:,} messages of {BODY_BYTES} bytes published with "
+        "publish_batch (1000 per call) in a fresh process:",
+        "",
+        "| figure | value | goal |",
+        "|---|---|---|",
+        f"| RSS of the whole process | {mb:.1f} MB ({mib:.1f} MiB) | <= 260 MB |",
+        f"| RSS before publishing (interpreter + engine) | {mem['before'] / 1e6:.1f} MB | |",
+        f"| RSS per message | {mem['per_message']:.1f} bytes | |",
+        f"| overhead per message (RSS per message - {BODY_BYTES}) | {mem['overhead']:.1f} bytes "
+        "| |",
+        f"| accounted memory_bytes | {mem['memory_bytes'] / 1e6:.1f} MB | |",
+        "",
+        f"**Speed against the reference model** (tests/model.py), ops/s; engine runs "
+        f"{args.speed_n:,} ops, the model {args.model_n:,}:",
+        "",
+        "| operation | engine | model | ratio | goal |",
+        "|---|---|---|---|---|",
+    ]
+    for name, engine, ref in speed:
+        goal = ">= 20x" + (", >= 2,000,000/s" if "publish_batch" in name else "")
+        lines.append(f"| {name} | {engine:,.0f} | {ref:,.0f} | {engine / ref:,.0f}x | {goal} |")
+    lines += [
+        "",
+        f"**Expiry burst** - {args.messages:,} leases with one deadline, "
+        f"expire(now, {args.budget}) until empty (one run):",
+        "",
+        "| figure | value | goal |",
+        "|---|---|---|",
+        f"| longest expire call | {burst['max_ms']:.2f} ms | < 5 ms |",
+        f"| median expire call | {burst['median_ms']:.2f} ms | |",
+        f"| total, {burst['calls']} calls | {burst['total_ms']:.0f} ms | |",
+        "",
+        f"**Depth** - publish + receive + delete cycles ({args.cycle_n:,} per run):",
+        "",
+        "| queue depth | cycles/s |",
+        "|---|---|",
+        "| 0 | {:,.0f} |".format(shallow),
+        f"| {args.messages:,} | {deep:,.0f} ({deep / shallow:.2f}x; goal >= 0.8x) |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_section(text: str, path: Path) -> None:
+    """Replace the "## Engine" section of RESULTS.md (up to the next "## "), or append it."""
+    old = path.read_text() if path.exists() else "# Benchmark results\n"
+    lines = old.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == "## Engine"), None)
+    if start is None:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
+        new = "\n".join([*lines[:start], *text.rstrip("\n").splitlines(), "", *lines[end:]])
+    path.write_text(new.rstrip("\n") + "\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--messages", type=int, default=1_000_000, help="memory/burst/depth size")
+    p.add_argument("--speed-n", type=int, default=200_000, help="engine ops per speed run")
+    p.add_argument("--model-n", type=int, default=20_000, help="model ops per speed run")
+    p.add_argument("--cycle-n", type=int, default=200_000, help="cycles per depth run")
+    p.add_argument("--budget", type=int, default=4096, help="expire budget per call")
+    p.add_argument("--no-write", action="store_true", help="print only")
+    p.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child, 1000)
+        return
+    text = report(args)
+    print(text)
+    if not args.no_write:
+        write_section(text, ROOT / "bench" / "RESULTS.md")
+
+
+if __name__ == "__main__":
+    main()
