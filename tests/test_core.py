@@ -1037,3 +1037,85 @@ def test_queue_count_limit():
     b.publish("one-too-many", b"x", 0)
     b.receive("one-too-many", 1, 1, 0)
     b.check_invariants()
+
+
+# ---- slab allocator ---------------------------------------------------------------------
+
+
+def rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_every_block_size_around_the_slab_limit():
+    # Escaped lengths 1..2100 cover every size class and the switch to malloc at 2 KiB blocks.
+    b = _core.Broker(max_batch=100)
+    lengths = list(range(1, 2101))
+    for i in range(0, len(lengths), 100):
+        b.publish_batch(Q, [b"x" * n for n in lengths[i : i + 100]], 0)
+    b.check_invariants()
+    for i in range(0, len(lengths), 100):
+        got = json.loads(b.receive(Q, 1, 100, 0))["messages"]
+        assert [len(m["body"]) for m in got] == lengths[i : i + 100]
+        b.check_invariants()
+        assert b.delete_batch(Q, 1, [m["id"] for m in got[::2]], 1)[1] == []
+    b.check_invariants()
+    assert b.purge(Q) == 1050
+    b.check_invariants()
+    assert b.memory_bytes == 0
+
+
+def test_slabs_are_given_back():
+    b = _core.Broker(max_batch=1000)
+    before = rss()
+    for _ in range(200):
+        b.publish_batch(Q, [b"y" * 200] * 1000, 0)  # 200,000 x 224-byte blocks: 45 MB
+    full = b.allocator_stats()
+    grown = rss() - before
+    assert grown > 40e6
+    assert full["slabs_in_use"] >= 200_000 * 224 // 65536
+    b.check_invariants()
+    # Drain half in id order (the FIFO way), then purge the rest.
+    for _ in range(100):
+        b.receive(Q, 1, 1000, 0)
+    b.expire(30_000, 1_000_000)
+    assert b.ready_count(Q) == 200_000
+    for _ in range(100):
+        got = json.loads(b.receive(Q, 1, 1000, 30_000))["messages"]
+        assert len(b.delete_batch(Q, 1, [m["id"] for m in got], 30_000)[0]) == 1000
+    b.check_invariants()
+    assert b.allocator_stats()["slabs_in_use"] <= full["slabs_in_use"] // 2 + 2
+    assert b.purge(Q) == 100_000
+    b.check_invariants()
+    stats = b.allocator_stats()
+    assert stats["slabs_in_use"] <= 1  # one empty slab kept for the size class
+    assert rss() - before < grown * 0.2  # pages went back to the system
+    # Freed slabs serve any size class.
+    b.publish_batch(Q, [b"z" * 1000] * 1000, 0)
+    assert b.allocator_stats()["arenas"] == stats["arenas"]
+    b.check_invariants()
+
+
+def test_slab_churn_keeps_one_slab():
+    b = _core.Broker()
+    for i in range(2000):
+        b.publish(Q, b"m", 0)
+        b.receive(Q, 1, 1, 0)
+        assert b.delete(Q, 1, i + 1, 0)
+    assert b.allocator_stats()["slabs_in_use"] == 1
+    assert b.allocator_stats()["free_slabs"] == 0
+    b.check_invariants()
+
+
+def test_brokers_free_their_memory():
+    before = rss()
+    for _ in range(5):
+        b = _core.Broker(max_batch=1000)
+        for _ in range(50):
+            b.publish_batch(Q, [b"w" * 300] * 1000, 0)
+            b.publish(Q, b"L" * 5000, 0)
+        del b
+    assert rss() - before < 20e6

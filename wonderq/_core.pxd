@@ -2,7 +2,9 @@
 #
 # Ownership: every Msg is owned by exactly one container at a time - its queue's ready FIFO, its
 # queue's return heap, or the broker's timer heap (leased and delayed messages). The lease table
-# is a non-owning index of the leased messages only.
+# is a non-owning index of the leased messages only. Message memory comes from the broker's slab
+# allocator (blocks up to SLAB_MAX_BLOCK bytes) or from malloc (larger ones); a message's size
+# class follows from its body_len, so nothing records which.
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
@@ -20,14 +22,14 @@ cdef union MsgLink:
     Msg* next               # next message of the queue's ready FIFO (NULL at the tail)
     MsgSlot slot            # heap slot, queue and state while not in a FIFO
 
-# One malloc per message: this 24-byte header, then body_len bytes of JSON-escaped body.
+# One block per message: this 24-byte header, then body_len bytes of JSON-escaped body.
 cdef struct Msg:
     int64_t id              # 1..MAX_ID, unique, kept when dead-lettered
     MsgLink link            # FIFO link or heap slot (see MsgLink)
     uint32_t body_len       # bytes of escaped body following the header (no quotes)
     uint32_t receives       # receive count; saturates at 2**32-1, reset to 0 by dead-lettering
 
-# Entry of the broker-wide timer heap (min-heap by (deadline_ms, msg_id)).
+# Entry of the broker-wide timer heap (4-ary min-heap by (deadline_ms, msg_id)).
 cdef struct TimerEntry:
     int64_t deadline_ms     # lease end or delay end, monotonic ms
     int64_t msg_id          # copy of msg.id so comparisons do not touch the message
@@ -50,6 +52,29 @@ cdef struct LeaseTable:
     uint64_t mask           # capacity - 1
     int shift               # 64 - log2(capacity), for Fibonacci hashing
     int64_t count           # occupied slots
+
+# Header at the start of every 64 KiB slab: blocks of one size, found by masking an address.
+cdef struct Slab:
+    Slab* next              # next slab in its class's list of slabs with room
+    Slab* prev              # previous slab in that list
+    void* free_list         # freed blocks of this slab, linked through their first word
+    uint32_t live           # blocks handed out and not freed
+    uint32_t bump           # offset of the first never-used byte
+    uint32_t block_bytes    # size of every block of this slab (a multiple of 8)
+    uint32_t has_room       # on its class's list (a block free, or bump room left)
+
+# Size-class allocator for message blocks; slabs are carved from mmap'ed arenas.
+cdef struct SlabAllocator:
+    Slab* classes[257]      # per class (block_bytes / 8): first slab with room, or NULL
+    Slab** free_slabs       # empty slabs, pages returned (beyond SLAB_KEEP_DIRTY) or kept
+    int64_t n_free          # entries in free_slabs
+    int64_t free_cap        # entries allocated in free_slabs
+    char* arena_next        # next unused slab of the newest arena
+    char* arena_end         # end of the newest arena
+    void** arenas           # every arena, unmapped on dealloc
+    int64_t n_arenas        # entries in arenas
+    int64_t arenas_cap      # entries allocated in arenas
+    int64_t slabs_in_use    # slabs holding at least one block (for tests and metrics)
 
 # One queue; lives in Broker.queues[idx], its name in Broker.queue_names_by_idx[idx].
 cdef struct Queue:
@@ -83,6 +108,7 @@ cdef class Broker:
     cdef list free_queue_idx        # free slots of queues, reused before growing
     cdef TimerHeap timers           # leases and delays of every queue
     cdef LeaseTable leases          # id -> Msg of leased messages only
+    cdef SlabAllocator slabs        # memory of messages up to SLAB_MAX_BLOCK bytes
     cdef int64_t default_visibility_ms  # visibility of new queues
     cdef int64_t max_message_bytes_     # default and ceiling of queues' max_message_bytes
     cdef int64_t max_batch              # bound of receive limit and batch sizes

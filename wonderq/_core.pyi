@@ -19,7 +19,8 @@ of the signature (see tests/model.py for the exact order); ``now`` must be in 0.
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-#: Bytes accounted per message on top of its JSON-escaped body (the C struct).
+#: Bytes accounted per message on top of its JSON-escaped body: the 24-byte C header plus
+#: allocation slack (an estimate; the memory limit counts against it).
 MESSAGE_OVERHEAD: Final[int]
 #: Largest message id / consumer id (2**63 - 1).
 MAX_ID: Final[int]
@@ -126,9 +127,7 @@ class Broker:
         ``delays[i]`` as ``delay_ms`` of publish (-1 = queue default); ``delays`` of another
         length is ``invalid_delay``."""
 
-    def receive(
-        self, queue: str, cid: int, limit: int, now: int, visibility_ms: int = -1
-    ) -> bytes:
+    def receive(self, queue: str, cid: int, limit: int, now: int, visibility_ms: int = -1) -> bytes:
         """Lease up to ``limit`` available messages (lowest ids first) to ``cid`` until
         ``now + visibility_ms`` (-1 = the queue's visibility timeout) and count one receive on
         each. Returns the JSON response body, exactly
@@ -211,6 +210,12 @@ class Broker:
         and call ``set_next_id`` after the restores, not before."""
 
     # ---- debugging ----------------------------------------------------------------------
+    def allocator_stats(self) -> dict[str, int]:
+        """The slab allocator's state: ``slab_bytes``, ``slabs_in_use`` (slabs holding message
+        blocks, plus at most one empty slab kept per size class), ``free_slabs`` (empty slabs,
+        their pages given back beyond the first 16), ``arenas`` and ``arena_bytes`` (address
+        space mapped). Messages up to 2 KiB live in slabs, larger ones are malloc'ed."""
+
     def check_invariants(self) -> None:
         """Raise AssertionError if any internal invariant is broken: the heap order, each
         entry's stored slot, per-queue counts, memory accounting, ready order."""
