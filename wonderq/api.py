@@ -133,35 +133,48 @@ _NO_PARAMS: dict[str, str] = {}
 def parse_query(query: str) -> dict[str, str]:
     """Split a raw query string into ``{name: value}``; a repeated name maps to REPEATED.
 
-    The hot path (no ``%`` or ``+``) is a plain split. Percent-encoded queries are decoded as
-    UTF-8 (``+`` is a space, as in forms); undecodable bytes are a 400. Do not mutate the
-    result of an empty query (it is shared).
+    The hot path (no ``%`` or ``+``, every part ``name=value``, no repeats) is a handful of
+    C-level string operations. Percent-encoded queries are decoded as UTF-8 (``+`` is a
+    space, as in forms); undecodable bytes are a 400. Do not mutate the result of an empty
+    query (it is shared).
     """
     if not query:
         return _NO_PARAMS
     if "%" in query or "+" in query:
-        return _parse_query_encoded(query)
-    params: dict[str, str] = {}
-    for part in query.split("&"):
-        if part:
-            name, _, value = part.partition("=")
-            params[name] = REPEATED if name in params else value
-    return params
+        return _parse_query_general(query, decode=True)
+    # "a=1&b=2" -> ["a", "1", "b", "2"]: names and values alternate iff each part held
+    # exactly one "=", and the dict has one entry per part iff no name repeated.
+    parts = query.count("&") + 1
+    flat = query.replace("&", "=").split("=")
+    if len(flat) == 2 * parts:
+        params = dict(zip(flat[::2], flat[1::2], strict=True))
+        if len(params) == parts and "" not in params:
+            return params
+    return _parse_query_general(query, decode=False)
 
 
-def _parse_query_encoded(query: str) -> dict[str, str]:
+def _parse_query_general(query: str, decode: bool) -> dict[str, str]:
     params: dict[str, str] = {}
     try:
         for part in query.split("&"):
             if part:
                 name, _, value = part.partition("=")
-                # The query is latin-1 text of the raw bytes; back to bytes, then UTF-8.
-                name = unquote_plus(name.encode("latin-1").decode("utf-8"), errors="strict")
-                value = unquote_plus(value.encode("latin-1").decode("utf-8"), errors="strict")
+                if decode:
+                    # The query is latin-1 text of the raw bytes: back to bytes, then UTF-8.
+                    name = unquote_plus(name.encode("latin-1").decode("utf-8"), errors="strict")
+                    value = unquote_plus(value.encode("latin-1").decode("utf-8"), errors="strict")
                 params[name] = REPEATED if name in params else value
     except UnicodeDecodeError:
         raise BadParameter("invalid_query", "the query string is not valid UTF-8") from None
     return params
+
+
+# Values that passed validation before: consumers send the same cid, limit and visibility
+# strings again and again, so one dict lookup replaces the checks. Bounded (cleared when
+# full); the range of each parameter is still checked on every use.
+_INTS: dict[str, int] = {}  # plain ASCII digits -> int, at most MAX_ID
+_MILLIS: dict[str, int] = {}  # plain decimal seconds -> whole ms rounded up, at most 2**40
+_CACHE_SIZE = 4096
 
 
 def param_int(params: dict[str, str], name: str, lo: int, hi: int, default: int | None) -> int:
@@ -171,17 +184,31 @@ def param_int(params: dict[str, str], name: str, lo: int, hi: int, default: int 
         if default is None:
             raise BadParameter(f"invalid_{name}", f"{name} is required")
         return default
-    if value is REPEATED:
-        raise BadParameter(f"invalid_{name}", f"{name} must be given only once")
-    # isascii() first: str.isdigit() also accepts digits of other scripts and superscripts.
-    if value.isascii() and value.isdigit():
-        if len(value) > 19:  # int() of thousands of digits is slow; only zeros may pad
-            value = value.lstrip("0") or "0"
-        if len(value) <= 19:
-            number = int(value)
-            if lo <= number <= hi:
-                return number
+    number = _INTS.get(value)
+    if number is None:
+        if value is REPEATED:
+            raise BadParameter(f"invalid_{name}", f"{name} must be given only once")
+        number = _parse_digits(value)
+    if lo <= number <= hi:
+        return number
     raise BadParameter(f"invalid_{name}", f"{name} must be an integer from {lo} to {hi}")
+
+
+def _parse_digits(value: str) -> int:
+    """Plain ASCII digits to an int at most MAX_ID (cached); -1 for anything else."""
+    # isascii() first: str.isdigit() also accepts digits of other scripts and superscripts.
+    if not (value.isascii() and value.isdigit()):
+        return -1
+    digits = value.lstrip("0") or "0"
+    if len(digits) > 19:  # also keeps int() away from thousands of digits
+        return -1
+    number = int(digits)
+    if number > MAX_ID:
+        return -1
+    if len(_INTS) >= _CACHE_SIZE:
+        _INTS.clear()
+    _INTS[value] = number
+    return number
 
 
 def param_id(params: dict[str, str], name: str = "id") -> int:
@@ -200,26 +227,38 @@ def param_ms(params: dict[str, str], name: str, max_ms: int, default: int) -> in
     value = params.get(name)
     if value is None:
         return default
-    if value is REPEATED:
-        raise BadParameter(f"invalid_{name}", f"{name} must be given only once")
-    whole, dot, fraction = value.partition(".")
-    if (
-        value.isascii()
-        and whole.isdigit()
-        and (not dot or fraction.isdigit())
-        and len(whole.lstrip("0")) <= 12
-    ):
-        ms = int(whole) * 1000
-        if fraction:
-            ms += int(fraction[:3].ljust(3, "0"))
-            if fraction[3:].strip("0"):
-                ms += 1  # round up: 0.0001 s is 1 ms, never 0
-        if ms <= max_ms:
-            return ms
+    ms = _MILLIS.get(value)
+    if ms is None:
+        if value is REPEATED:
+            raise BadParameter(f"invalid_{name}", f"{name} must be given only once")
+        ms = _parse_seconds(value)
+    if 0 <= ms <= max_ms:
+        return ms
     raise BadParameter(
         f"invalid_{name}",
         f"{name} must be a number of seconds from 0 to {max_ms / 1000:g}, written like 30 or 0.25",
     )
+
+
+def _parse_seconds(value: str) -> int:
+    """``30`` or ``0.25`` to whole milliseconds rounded up (cached); -1 if not that form."""
+    whole, dot, fraction = value.partition(".")
+    if not (
+        value.isascii()
+        and whole.isdigit()
+        and (not dot or fraction.isdigit())
+        and len(whole.lstrip("0")) <= 9  # 10**9 s is far past every limit
+    ):
+        return -1
+    ms = int(whole) * 1000
+    if fraction:
+        ms += int(fraction[:3].ljust(3, "0"))
+        if fraction[3:].strip("0"):
+            ms += 1  # round up: 0.0001 s is 1 ms, never 0
+    if len(_MILLIS) >= _CACHE_SIZE:
+        _MILLIS.clear()
+    _MILLIS[value] = ms
+    return ms
 
 
 # ---- routing ----------------------------------------------------------------------------------
@@ -228,8 +267,10 @@ def param_ms(params: dict[str, str], name: str, max_ms: int, default: int) -> in
 class Route:
     """One path template and its handlers by method.
 
-    ``handlers`` maps a method to ``(handler, label)``; the label (``"GET /v1/consumer"``) is
-    the ``route`` of ``wonderq_http_requests_total``, built once here, not per request.
+    ``handlers`` maps a method to ``(handler, label, counts)``: the label
+    (``"GET /v1/consumer"``) is the ``route`` of ``wonderq_http_requests_total``, built once
+    here, and ``counts`` is a list indexed by status, bumped on the hot path (a list index
+    is the cheapest counter Python has) and read by the collector at scrape time.
     """
 
     __slots__ = ("handlers", "name", "pattern")
@@ -237,7 +278,7 @@ class Route:
     def __init__(self, name: str, pattern: re.Pattern[str] | None) -> None:
         self.name = name  # the template (the metric label of a 405)
         self.pattern = pattern  # None for a path without {params}
-        self.handlers: dict[str, tuple[Handler, str]] = {}
+        self.handlers: dict[str, tuple[Handler, str, list[int]]] = {}
 
 
 class Router:
@@ -262,7 +303,7 @@ class Router:
             self._by_name[template] = route
         if method in route.handlers:
             raise ValueError(f"{method} {template} is routed twice")
-        route.handlers[method] = (handler, f"{method} {template}")
+        route.handlers[method] = (handler, f"{method} {template}", [0] * 600)
 
     def match(self, path: str) -> tuple[Route | None, dict[str, str] | None]:
         """The route of ``path`` and its path parameters, or ``(None, None)``."""
@@ -344,11 +385,13 @@ class Api:
         self._call_later = call_later
         self.closing = False  # shutting down: long polls answer at once
         self.waiters: dict[str, WaitQueue] = {}  # only queues with live waiters
-        # (route template, status) -> responses; read at scrape time only.
-        self.request_counts: dict[tuple[str, int], int] = {}
+        # (route label, status) -> responses not counted by a route's own dict (404, 405,
+        # deferred answers, the protocol's errors); see request_counts().
+        self._other_counts: dict[tuple[str, int], int] = {}
         self.router = Router()
         self.routes(self.router.add)
-        self._static = self.router.static
+        # path -> {method: (handler, label, counts)}: the hot path's one-lookup route table.
+        self._static = {path: route.handlers for path, route in self.router.static.items()}
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
         self.registry.register(EngineCollector(self, connection_count))
@@ -367,39 +410,68 @@ class Api:
 
     def dispatch(self, req: Request) -> Response | None:
         """Route ``req``, run its handler, map errors; None when the answer is deferred."""
-        route = self._static.get(req.path)
-        if route is None:
-            route, req.params = self.router.match(req.path)
-            if route is None:
-                self.count("-", 404)
-                path = req.path if len(req.path) <= 200 else req.path[:200] + "..."
-                return error_response(404, "not_found", f"no route for {req.method} {path}")
-        entry = route.handlers.get(req.method)
-        label = route.name
+        methods = self._static.get(req.path)
+        if methods is None:
+            return self._dispatch_dynamic(req)
+        entry = methods.get(req.method)
+        if entry is None:
+            return self._not_allowed(req, self.router.static[req.path])
         try:
-            if entry is None:
-                raise MethodNotAllowed(req.method, route)
-            handler, label = entry
-            response = handler(req)
-        except ApiError as exc:
-            response = exc.response()
-        except _core.EngineError as exc:
-            response = error_response(exc.status, exc.code, str(exc))
-        except Exception:
-            log.exception("%s %s failed", req.method, req.path)
-            response = _INTERNAL_ERROR
+            response = entry[0](req)
+        except Exception as exc:
+            response = self._error_response(req, exc)
         if response is None:
-            req.route = label
+            req.route = entry[1]
             return None
-        key = (label, response[0])
-        counts = self.request_counts
-        counts[key] = counts.get(key, 0) + 1
+        entry[2][response[0]] += 1
         return response
 
+    def _dispatch_dynamic(self, req: Request) -> Response | None:
+        route, req.params = self.router.match(req.path)
+        if route is None:
+            self.count("-", 404)
+            path = req.path if len(req.path) <= 200 else req.path[:200] + "..."
+            return error_response(404, "not_found", f"no route for {req.method} {path}")
+        entry = route.handlers.get(req.method)
+        if entry is None:
+            return self._not_allowed(req, route)
+        try:
+            response = entry[0](req)
+        except Exception as exc:
+            response = self._error_response(req, exc)
+        if response is None:
+            req.route = entry[1]
+            return None
+        entry[2][response[0]] += 1
+        return response
+
+    def _not_allowed(self, req: Request, route: Route) -> Response:
+        self.count(route.name, 405)
+        return MethodNotAllowed(req.method, route).response()
+
+    def _error_response(self, req: Request, exc: Exception) -> Response:
+        """The one place where a failure becomes an answer."""
+        if isinstance(exc, ApiError):
+            return exc.response()
+        if isinstance(exc, _core.EngineError):
+            return error_response(exc.status, exc.code, str(exc))
+        log.error("%s %s failed", req.method, req.path, exc_info=exc)
+        return _INTERNAL_ERROR
+
     def count(self, route: str, status: int) -> None:
-        """Count one response under ``route`` (the protocol's own errors use ``-``)."""
+        """Count one response under the route label ``route`` (``-``: no route)."""
         key = (route, status)
-        self.request_counts[key] = self.request_counts.get(key, 0) + 1
+        self._other_counts[key] = self._other_counts.get(key, 0) + 1
+
+    def request_counts(self) -> dict[tuple[str, int], int]:
+        """Responses so far by (route label, status), for the metrics."""
+        counts = dict(self._other_counts)
+        for route in [*self.router.static.values(), *self.router.dynamic]:
+            for _, label, by_status in route.handlers.values():
+                for status, n in enumerate(by_status):
+                    if n:
+                        counts[(label, status)] = counts.get((label, status), 0) + n
+        return counts
 
     def _answer(self, req: Request, response: Response) -> None:
         """Answer a deferred request (counted under the route it was dispatched to)."""
@@ -413,24 +485,58 @@ class Api:
         delay_ms = -1
         if req.query:
             delay_ms = param_ms(parse_query(req.query), "delay", MAX_DELAY_MS, -1)
-        msg_id = self.publish_one(DEFAULT_QUEUE, req.body, delay_ms)
+        # publish_one() inlined: this is the hottest route.
+        broker = self.broker
+        msg_id = broker.publish(DEFAULT_QUEUE, req.body, monotonic_ns() // 1_000_000, delay_ms)
+        if self.waiters and DEFAULT_QUEUE in self.waiters:
+            self.wake(DEFAULT_QUEUE)
+        deadline_ms = broker.next_deadline()
+        if 0 <= deadline_ms < self.expiry.armed_ms:
+            self.expiry.arm(deadline_ms)
         return (201, b'{"id":%d}' % msg_id, JSON_HEADERS)
 
     def handle_receive(self, req: Request) -> Response | None:
         """``GET /v1/consumer?cid=&limit=&wait=&visibility=``: lease up to ``limit`` messages."""
+        # The validated-value caches inline; any miss goes through the param_* helpers,
+        # which validate, raise the 400s and fill the caches.
         params = parse_query(req.query)
-        cid = param_cid(params)
-        limit = param_int(params, "limit", 1, self.max_batch, 1)
-        visibility_ms = param_ms(params, "visibility", MAX_VISIBILITY_MS, -1)
-        wait_ms = param_ms(params, "wait", MAX_WAIT_MS, 0)
-        return self.receive_or_park(req, DEFAULT_QUEUE, cid, limit, visibility_ms, wait_ms)
+        get = params.get
+        cid = _INTS.get(get("cid"))  # type: ignore[arg-type]
+        if cid is None:
+            cid = param_cid(params)
+        value = get("limit")
+        limit = 1 if value is None else _INTS.get(value, 0)
+        if not 0 < limit <= self.max_batch:
+            limit = param_int(params, "limit", 1, self.max_batch, 1)
+        value = get("visibility")
+        visibility_ms = -1 if value is None else _MILLIS.get(value, -2)
+        if not -1 <= visibility_ms <= MAX_VISIBILITY_MS:
+            visibility_ms = param_ms(params, "visibility", MAX_VISIBILITY_MS, -1)
+        value = get("wait")
+        if value is not None:
+            wait_ms = _MILLIS.get(value, -1)
+            if not 0 <= wait_ms <= MAX_WAIT_MS:
+                wait_ms = param_ms(params, "wait", MAX_WAIT_MS, 0)
+            if wait_ms:
+                return self.receive_or_park(req, DEFAULT_QUEUE, cid, limit, visibility_ms, wait_ms)
+        broker = self.broker
+        body = broker.receive(DEFAULT_QUEUE, cid, limit, monotonic_ns() // 1_000_000, visibility_ms)
+        deadline_ms = broker.next_deadline()
+        if 0 <= deadline_ms < self.expiry.armed_ms:
+            self.expiry.arm(deadline_ms)
+        return (200, body, JSON_HEADERS)
 
     def handle_delete(self, req: Request) -> Response:
         """``DELETE /v1/consumer?cid=&id=``: ack; 200 ``true`` or ``false``."""
         params = parse_query(req.query)
-        cid = param_cid(params)
-        msg_id = param_id(params)
-        if self.broker.delete(DEFAULT_QUEUE, cid, msg_id, now_ms()):
+        get = params.get
+        cid = _INTS.get(get("cid"))  # type: ignore[arg-type]
+        if cid is None:
+            cid = param_cid(params)
+        msg_id = _INTS.get(get("id"), 0)  # type: ignore[arg-type]
+        if not msg_id:
+            msg_id = param_id(params)
+        if self.broker.delete(DEFAULT_QUEUE, cid, msg_id, monotonic_ns() // 1_000_000):
             return _TRUE
         return _FALSE
 
@@ -454,7 +560,7 @@ class Api:
         """Publish ``body`` to ``queue``, then wake its waiters and re-arm the timer."""
         broker = self.broker
         msg_id: int = broker.publish(queue, body, now_ms(), delay_ms)
-        if queue in self.waiters:
+        if self.waiters and queue in self.waiters:
             self.wake(queue)
         self.note_deadline()
         return msg_id
@@ -476,8 +582,10 @@ class Api:
             wq.live += 1
             req.deferred = waiter
             return None
-        body: bytes = broker.receive(queue, cid, limit, now_ms(), visibility_ms)
-        self.note_deadline()
+        body: bytes = broker.receive(queue, cid, limit, monotonic_ns() // 1_000_000, visibility_ms)
+        deadline_ms = broker.next_deadline()
+        if 0 <= deadline_ms < self.expiry.armed_ms:
+            self.expiry.arm(deadline_ms)
         return (200, body, JSON_HEADERS)
 
     def note_deadline(self) -> None:
@@ -623,7 +731,7 @@ class EngineCollector:
             "HTTP responses by route and status.",
             labels=["route", "status"],
         )
-        for (route, status), n in sorted(self._api.request_counts.items()):
+        for (route, status), n in sorted(self._api.request_counts().items()):
             requests.add_metric([route, str(status)], n)
         yield requests
         yield GaugeMetricFamily(

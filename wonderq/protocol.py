@@ -53,12 +53,18 @@ STATUS_LINES: dict[int, bytes] = {
     s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("ascii")) for s in HTTPStatus
 }
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_CLOSE = b"Connection: close\r\n"
-_KEEP_ALIVE = b"Connection: keep-alive\r\n"
+# What follows the Content-Length value: the Connection header if any, the blank line.
+_CLOSE_TAIL = b"\r\nConnection: close\r\n\r\n"
+_KEEP_ALIVE_TAIL = b"\r\nConnection: keep-alive\r\n\r\n"
 
 # Date + Server + Cache-Control, the same for every response within a second; rebuilt by
 # refresh_date(), which the server calls once a second from a loop timer.
 _common_headers = b""
+
+
+# Response heads up to ``Content-Length: `` by header lines, then status; built on first use
+# and dropped each second with the Date they contain.
+_prefixes: dict[bytes, dict[int, bytes]] = {}
 
 
 def refresh_date(now_s: float | None = None) -> None:
@@ -66,6 +72,14 @@ def refresh_date(now_s: float | None = None) -> None:
     global _common_headers
     date = formatdate(now_s, usegmt=True).encode("ascii")
     _common_headers = b"Date: " + date + b"\r\nServer: wonderq\r\nCache-Control: no-store\r\n"
+    _prefixes.clear()
+
+
+def _build_prefix(status: int, headers: bytes) -> bytes:
+    prefix = STATUS_LINES[status] + _common_headers + headers + b"Content-Length: "
+    if len(_prefixes) < 64:  # header lines are a few constants; never let odd ones pile up
+        _prefixes.setdefault(headers, {})[status] = prefix
+    return prefix
 
 
 refresh_date()
@@ -103,65 +117,55 @@ class Request:
     """One parsed request. ``conn`` answers it later when ``dispatch`` deferred it.
 
     ``path`` and ``query`` are the raw (not percent-decoded) parts of the target, as latin-1
-    text; ``params`` and ``route`` are for the application (path parameters and the route's
-    metric label), ``deferred`` holds the application's state while the request is parked.
-    ``response`` is set only for an error the protocol found itself (answered in turn).
+    text. The class-level defaults are overridden only when needed (a plain class with inline
+    attribute values is cheaper to build than one with __slots__): ``params`` and ``route``
+    are for the application (path parameters, the route's metric label), ``deferred`` holds
+    its state while the request is parked; ``response`` is set only for an error the protocol
+    found itself, answered in turn; ``echo_keep_alive`` when the client sent
+    ``Connection: keep-alive``.
     """
 
-    __slots__ = (
-        "body",
-        "conn",
-        "deferred",
-        "echo_keep_alive",
-        "keep_alive",
-        "method",
-        "params",
-        "path",
-        "query",
-        "response",
-        "route",
-    )
+    params: dict[str, str] | None = None
+    route = ""
+    deferred: Any = None
+    response: Response | None = None
+    echo_keep_alive = False
 
     def __init__(
         self,
         method: str,
-        target: bytes,
+        path: str,
+        query: str,
         body: bytes,
         keep_alive: bool,
-        echo_keep_alive: bool,
         conn: HttpProtocol,
     ) -> None:
         self.method = method
-        path, _, query = target.partition(b"?")
-        if path[:1] != b"/":
-            path = _origin_path(path)
-        self.path = path.decode("latin-1")
-        self.query = query.decode("latin-1")
+        self.path = path
+        self.query = query
         self.body = body
         self.keep_alive = keep_alive
-        self.echo_keep_alive = echo_keep_alive
         self.conn = conn
-        self.params: dict[str, str] | None = None
-        self.route = ""
-        self.deferred: Any = None
-        self.response: Response | None = None
 
     @classmethod
     def failed(cls, conn: HttpProtocol, response: Response) -> Request:
         """A placeholder that answers ``response`` in its turn, then closes the connection."""
-        req = cls("-", b"/", b"", False, False, conn)
+        req = cls("-", "-", "", b"", False, conn)
         req.response = response
         return req
 
 
-def _origin_path(path: bytes) -> bytes:
+_new_request = object.__new__
+
+
+def _origin_form(path: str) -> str:
     """The path of an absolute-form target (RFC 9112 section 3.2.2, which servers MUST
     accept): ``http://host:port/p`` -> ``/p``. Anything else (``*``) keeps a form no route
     matches, so it answers 404."""
-    scheme, sep, rest = path.partition(b"://")
-    if sep and scheme.lower() in (b"http", b"https"):
-        slash = rest.find(b"/")
-        return rest[slash:] if slash >= 0 else b"/"
+    scheme, sep, rest = path.partition("://")
+    if sep and scheme.lower() in ("http", "https"):
+        slash = rest.find("/")
+        return rest[slash:] if slash >= 0 else "/"
     return path
 
 
@@ -198,19 +202,27 @@ MAX_QUEUED_REQUESTS = 32
 # After an error response we keep reading (and discarding) this long before closing, so the
 # client reads our answer instead of a reset (RFC 9112 section 9.6, "lingering close").
 LINGER_S = 2.0
-# Every line of a header costs its bytes plus ": " and CRLF.
-_HEADER_LINE_OVERHEAD = 4
+# Where the parser is in the current message.
+_IDLE, _HEAD, _BODY = 0, 1, 2
 
 # Reasons reading is paused; reading resumes when none is left.
 _PAUSE_WRITE_BUFFER = 1
 _PAUSE_PIPELINE = 2
 
-# What the connection's single timer is guarding.
-_T_IDLE, _T_HEAD, _T_BODY, _T_BUSY, _T_LINGER = range(5)
+# What the connection's single timer is guarding: the parser's progress (see
+# _parse_deadline), nothing while a request is parked, or the end of a lingering close.
+_T_PARSE, _T_BUSY, _T_LINGER = range(3)
 
 
 class HttpProtocol(asyncio.Protocol):
-    """One client connection: feeds bytes to httptools and writes responses in order."""
+    """One client connection: feeds bytes to httptools and writes responses in order.
+
+    Hot path (a complete request in one read): data_received -> feed_data -> on_url,
+    on_header..., on_headers_complete, on_body, on_message_complete -> app.dispatch ->
+    the answer appended to _out; then one transport.write for all the answers of the read
+    and one clock read for the idle timer. Everything unusual (a
+    partial request, a parked one, limits, closing) branches off to a slower path.
+    """
 
     __slots__ = (
         "_app",
@@ -220,27 +232,35 @@ class HttpProtocol(asyncio.Protocol):
         "_content_length",
         "_continue_pending",
         "_deadline",
+        "_dispatch",
         "_echo_keep_alive",
         "_expect",
         "_head_bytes",
         "_head_deadline",
+        "_head_mark",
+        "_head_mark_url",
         "_head_raw_bytes",
         "_header_timeout_s",
         "_idle_timeout_s",
-        "_in_head",
-        "_in_message",
+        "_last_active",
         "_linger",
         "_log_access",
         "_loop",
+        "_loop_time",
         "_max_body_bytes",
         "_max_connections",
         "_max_header_bytes",
         "_max_url_bytes",
+        "_out",
         "_owner",
         "_parser",
         "_paused",
+        "_phase",
+        "_plain",
         "_queue",
         "_reading_done",
+        "_shutting_down",
+        "_special",
         "_timer",
         "_timer_at",
         "_timer_kind",
@@ -252,8 +272,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def __init__(self, app: App, owner: Owner, settings: Any) -> None:
         self._app = app
+        self._dispatch = app.dispatch
         self._owner = owner
         self._loop = asyncio.get_event_loop()
+        self._loop_time = self._loop.time
         self._max_url_bytes: int = settings.max_url_bytes
         self._max_header_bytes: int = settings.max_header_bytes
         self._max_body_bytes: int = settings.max_request_bytes
@@ -265,12 +287,16 @@ class HttpProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self.closed = False  # the connection is gone, or going: answer nothing more
         self.peer = "-"
-        # The message being parsed.
-        self._in_message = False
-        self._in_head = False
+        # The message being parsed. Reset by on_message_complete, so a new message starts
+        # clean without an on_message_begin callback.
+        self._phase = _IDLE  # _IDLE, _HEAD (request line and headers) or _BODY
         self._url: bytes | None = None
         self._head_bytes = 0  # header bytes of this message, counted in on_header
-        self._head_raw_bytes = 0  # bytes fed while this message's head was incomplete
+        self._head_mark = 0  # _head_bytes at the end of the previous read ended in a head
+        self._head_mark_url: bytes | None = None  # _url then (kept alive: `is` stays valid)
+        self._head_raw_bytes = 0  # bytes of reads that completed no header line
+        self._head_deadline = 0.0
+        self._special = False  # one of the headers below was seen
         self._content_length = -1
         self._expect: bytes | None = None
         self._echo_keep_alive = False
@@ -281,14 +307,20 @@ class HttpProtocol(asyncio.Protocol):
         self._queue: deque[Request] = deque()  # parsed, waiting for _busy to be answered
         self._continue_pending = False  # owe a 100 Continue once the pipeline is clear
         self._reading_done = False  # no more requests on this connection: discard input
+        self._shutting_down = False  # the server is stopping: close after the last answer
+        # None of: reading done, shutting down, access log. Lets the hot path write at once.
+        self._plain = not self._log_access
         self._linger = False
         self._paused = 0  # _PAUSE_* bits
-        # The timer: _deadline is loop time; _timer fires at _timer_at <= _deadline or later.
+        self._out: list[bytes] = []  # answers not yet written (see _flush)
+        # The timer. While parsing, the deadline follows from _phase and _last_active, so the
+        # hot path only stores _last_active; a lingering close uses _deadline. The timer fires
+        # at _timer_at and re-arms itself when the deadline has moved later.
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
-        self._timer_kind = _T_IDLE
+        self._timer_kind = _T_PARSE
         self._deadline = 0.0
-        self._head_deadline = 0.0
+        self._last_active = 0.0
 
     # ---- asyncio.Protocol -------------------------------------------------------------------
 
@@ -306,7 +338,8 @@ class HttpProtocol(asyncio.Protocol):
             self._refuse(503, "too_many_connections", "the server has too many open connections")
             return
         connections.add(self)
-        self._set_deadline(_T_IDLE, self._loop.time() + self._idle_timeout_s)
+        self._last_active = self._loop_time()
+        self._arm_for_state()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -345,19 +378,12 @@ class HttpProtocol(asyncio.Protocol):
                 self._close()
         except httptools.HttpParserError as exc:
             self._parse_failed(exc)
-        if self._reading_done or self._busy is not None:
-            return
-        if self._in_head:
-            # httptools buffers a header line until it ends and calls us only then; count the
-            # bytes of chunks that completed nothing, so a line that never ends is bounded.
-            # (A chunk in which a callback ran resets the count: on_url/on_header counted it.)
-            raw = self._head_raw_bytes
-            raw = 0 if raw < 0 else raw + len(data)
-            self._head_raw_bytes = raw
-            if raw + self._head_bytes > self._max_header_bytes + self._max_url_bytes:
-                self._fail(431, "headers_too_large", self._headers_message())
-                return
-        self._arm_for_state()
+        if self._out:
+            self._flush()
+        if self._phase or self._busy is not None or self._reading_done:
+            self._after_partial_read(len(data))
+        else:
+            self._last_active = self._loop_time()  # the idle deadline follows from it
 
     def pause_writing(self) -> None:
         self._pause(_PAUSE_WRITE_BUFFER)
@@ -367,49 +393,43 @@ class HttpProtocol(asyncio.Protocol):
 
     # ---- httptools callbacks ----------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        if self._reading_done:
-            raise _StopParsing  # a request after the last one (Connection: close, an error)
-        self._in_message = True
-        self._in_head = True
-        self._url = None
-        self._head_bytes = 0
-        self._head_raw_bytes = -1
-        self._head_deadline = 0.0
-        self._content_length = -1
-        self._expect = None
-        self._echo_keep_alive = False
-        self._body = None
-        self._body_bytes = 0
-
     def on_url(self, url: bytes) -> None:
         # Called once per fragment when the request line arrives in pieces.
-        if self._url is not None:
+        if self._url is None:
+            if self._reading_done:
+                raise _StopParsing  # a request after the last one (Connection: close, error)
+            self._phase = _HEAD
+            self._head_deadline = 0.0
+            self._url = url
+            if len(url) <= self._max_url_bytes:
+                return
+        else:
             url = self._url + url
-        self._url = url
-        self._head_raw_bytes = -1
-        if len(url) > self._max_url_bytes:
-            raise _Reject(
-                error_response(
-                    414,
-                    "uri_too_long",
-                    f"the request target is longer than {self._max_url_bytes} bytes",
-                )
+            self._url = url
+            if len(url) <= self._max_url_bytes:
+                return
+        raise _Reject(
+            error_response(
+                414,
+                "uri_too_long",
+                f"the request target is longer than {self._max_url_bytes} bytes",
             )
+        )
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        size = self._head_bytes + len(name) + len(value) + _HEADER_LINE_OVERHEAD
-        self._head_bytes = size
-        self._head_raw_bytes = -1
-        if size > self._max_header_bytes:
-            raise _Reject(error_response(431, "headers_too_large", self._headers_message()))
-        kind = _HEADER_KINDS.get(name)
+        # Names and values count towards max_header_bytes. The sum is checked when the headers
+        # end (or a read ends inside them): headers are only counted, never stored, so a long
+        # run of them costs no memory meanwhile.
+        n = len(name)
+        self._head_bytes += n + len(value)
+        if n in _HEADER_LENGTHS:
+            self._header_seen(name, value)
+
+    def _header_seen(self, name: bytes, value: bytes) -> None:
+        kind = _HEADER_KINDS.get(name) or _HEADER_KINDS.get(name.lower())
         if kind is None:
-            if len(name) not in _HEADER_LENGTHS:
-                return
-            kind = _HEADER_KINDS.get(name.lower())
-            if kind is None:
-                return
+            return
+        self._special = True
         if kind == _H_CONTENT_LENGTH:
             # llhttp has already refused anything but digits and conflicting duplicates.
             self._content_length = int(value)
@@ -419,19 +439,38 @@ class HttpProtocol(asyncio.Protocol):
             self._echo_keep_alive = True
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        if self._content_length > self._max_body_bytes:
-            # Refuse before reading the body (DESIGN.md "Limits"); the connection closes.
-            raise _Reject(self._too_large())
-        if self._expect is not None:
-            self._expect_received(self._expect)
+        self._phase = _BODY
+        if self._special or self._head_bytes > self._max_header_bytes:
+            self._check_head()
+
+    def _check_head(self) -> None:
+        if self._head_bytes > self._max_header_bytes:
+            raise _Reject(error_response(431, "headers_too_large", self._headers_message()))
+        if self._special:
+            if self._content_length > self._max_body_bytes:
+                # Refuse before reading the body (DESIGN.md "Limits"); the connection closes.
+                raise _Reject(self._too_large())
+            if self._expect is not None:
+                self._expect_received(self._expect)
 
     def on_body(self, data: bytes) -> None:
-        size = self._body_bytes + len(data)
-        if size > self._max_body_bytes:
-            raise _Reject(self._too_large())  # chunked: no length was declared
-        self._body_bytes = size
+        if self._body is None and len(data) <= self._max_body_bytes:
+            self._body = data  # the usual case: the whole body in one piece
+        else:
+            self._more_body(data)
+
+    def _more_body(self, data: bytes) -> None:
+        # _body_bytes is kept only while _body is a list of pieces.
         body = self._body
+        if body is None:
+            size = len(data)
+        elif type(body) is list:
+            size = self._body_bytes + len(data)
+        else:
+            size = len(body) + len(data)
+        if size > self._max_body_bytes:
+            raise _Reject(self._too_large())  # chunked, or more than the declared length
+        self._body_bytes = size
         if body is None:
             self._body = data
         elif type(body) is list:
@@ -440,60 +479,94 @@ class HttpProtocol(asyncio.Protocol):
             self._body = [body, data]
 
     def on_message_complete(self) -> None:
-        self._in_message = False
-        self._continue_pending = False
         body = self._body
         if body is None:
             body = b""
-        elif type(body) is list:
-            body = b"".join(body)
-        self._body = None
+        else:
+            self._body = None
+            if type(body) is list:
+                body = b"".join(body)
+        target = self._url.decode("latin-1")  # type: ignore[union-attr]
+        self._url = None
+        self._phase = _IDLE
+        self._head_bytes = 0
+        if target[0] != "/":
+            target = _origin_form(target)
         parser = self._parser
+        # Built field by field: cheaper than a call to a Python __init__.
+        req = _new_request(Request)
         method = parser.get_method()
-        keep_alive = parser.should_keep_alive()
-        req = Request(
-            _METHODS.get(method) or method.decode("latin-1"),
-            self._url or b"/",
-            body,
-            keep_alive,
-            self._echo_keep_alive,
-            self,
-        )
+        req.method = method = _METHODS.get(method) or method.decode("latin-1")
+        req.path, _, req.query = target.partition("?")
+        req.body = body
+        req.keep_alive = keep_alive = parser.should_keep_alive()
+        req.conn = self
+        echo = False
+        if self._special:
+            req.echo_keep_alive = echo = self._echo_keep_alive
+            self._special = self._echo_keep_alive = False
+            self._content_length = -1
+            self._expect = None
+            self._continue_pending = False
         if not keep_alive:
             # Connection: close, or HTTP/1.0 without keep-alive: this is the last request
             # (RFC 9112 section 9.6); llhttp would refuse anything after it anyway.
             self._reading_done = True
-        if self._busy is None and not self._queue:
-            self._run(req)
-        else:
-            self._queue.append(req)
+            self._plain = False
+        if self._busy is not None or self._queue:
+            self._queue.append(req)  # behind a parked request
             if len(self._queue) >= MAX_QUEUED_REQUESTS:
                 self._pause(_PAUSE_PIPELINE)
+            return
+        try:
+            response = self._dispatch(req)
+        except Exception:
+            response = self._dispatch_failed(req)
+        if response is None:
+            self._park(req)
+            return
+        # The common answer, inline: keep-alive, a body, a cached head.
+        status, body, headers = response
+        if self._plain and keep_alive and not echo and status != 204 and method != "HEAD":
+            prefixes = _prefixes.get(headers)
+            prefix = None if prefixes is None else prefixes.get(status)
+            if prefix is None:
+                prefix = _build_prefix(status, headers)
+            self._out.append(prefix + b"%d\r\n\r\n" % len(body) + body)
+        else:
+            self._write(req, response)
 
     # ---- the pipeline -----------------------------------------------------------------------
 
     def _run(self, req: Request) -> None:
-        """Dispatch one request at the head of the pipeline and write its answer if ready."""
+        """Dispatch a request that waited in the pipeline, or answer a failed one."""
         response = req.response
         if response is None:
             try:
-                response = self._app.dispatch(req)
+                response = self._dispatch(req)
             except Exception:
-                log.exception("dispatch of %s %s failed", req.method, req.path)
-                response = error_response(500, "internal_error", "internal server error")
-                self._app.count("-", 500)
+                response = self._dispatch_failed(req)
             if response is None:
-                self._busy = req
-                self._set_deadline(_T_BUSY, 0.0)
+                self._park(req)
                 return
         else:
             self._app.count("-", response[0])
         self._write(req, response)
 
+    def _dispatch_failed(self, req: Request) -> Response:
+        log.exception("dispatch of %s %s failed", req.method, req.path)
+        self._app.count("-", 500)
+        return error_response(500, "internal_error", "internal server error")
+
+    def _park(self, req: Request) -> None:
+        self._busy = req
+        self._set_deadline(_T_BUSY, 0.0)
+
     def complete(self, req: Request, response: Response) -> None:
         """Answer the deferred request ``req`` and carry on with the pipeline behind it.
 
         Does nothing if the connection was closed meanwhile (the app was told by ``cancel``).
+        The app must call this from a later callback, never from inside ``dispatch``.
         """
         if req is not self._busy or self.closed:
             return
@@ -503,44 +576,53 @@ class HttpProtocol(asyncio.Protocol):
         while queue and self._busy is None and not self.closed:
             self._run(queue.popleft())
         if self.closed or self._busy is not None:
+            self._flush()
             return
         if self._paused & _PAUSE_PIPELINE:
             self._resume(_PAUSE_PIPELINE)
         if self._continue_pending:
             self._continue_pending = False
-            self._transport.write(_CONTINUE)  # type: ignore[union-attr]
+            self._out.append(_CONTINUE)
+        self._flush()
+        self._last_active = self._loop_time()
         self._arm_for_state()
 
+    def _flush(self) -> None:
+        """Write the answers gathered so far in one go (one send() for a whole pipeline)."""
+        out = self._out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            if self._transport is not None:
+                self._transport.write(data)
+
     def _write(self, req: Request, response: Response) -> None:
+        """Queue the answer to ``req`` for _flush(); close after it if it is the last."""
         status, body, headers = response
-        transport = self._transport
-        if transport is None:
+        if self._transport is None:
             return
-        keep_alive = req.keep_alive and req.response is None
-        if keep_alive and (self._reading_done or self._owner.shutting_down) and not self._queue:
+        keep_alive = req.keep_alive
+        closing = self._reading_done or self._shutting_down or self._owner.shutting_down
+        if keep_alive and closing and not self._queue:
             keep_alive = False  # the last answer: no more requests, or a graceful close
         if not keep_alive:
-            connection = _CLOSE
+            tail = _CLOSE_TAIL
         elif req.echo_keep_alive:
-            connection = _KEEP_ALIVE  # RFC 9112 section 9.3: HTTP/1.0 keep-alive is opt-in
+            tail = _KEEP_ALIVE_TAIL  # RFC 9112 section 9.3: HTTP/1.0 keep-alive is opt-in
         else:
-            connection = b""
+            tail = b"\r\n\r\n"
+        prefixes = _prefixes.get(headers)
+        prefix = None if prefixes is None else prefixes.get(status)
+        if prefix is None:
+            prefix = _build_prefix(status, headers)
         if status == 204:
             # RFC 9110 section 8.6: no Content-Length on 204 (nor a body).
-            transport.write(
-                b"%s%s%s%s\r\n" % (STATUS_LINES[204], _common_headers, headers, connection)
-            )
+            self._out.append(prefix[: prefix.rindex(b"Content-Length: ")] + tail[2:])
         elif req.method == "HEAD":
             # RFC 9110 section 9.3.2: the length of the body a GET would get, but no body.
-            transport.write(
-                b"%s%s%sContent-Length: %d\r\n%s\r\n"
-                % (STATUS_LINES[status], _common_headers, headers, len(body), connection)
-            )
+            self._out.append(prefix + b"%d" % len(body) + tail)
         else:
-            transport.write(
-                b"%s%s%sContent-Length: %d\r\n%s\r\n%s"
-                % (STATUS_LINES[status], _common_headers, headers, len(body), connection, body)
-            )
+            self._out.append(prefix + b"%d" % len(body) + tail + body)
         if self._log_access:
             access_log.info('%s "%s %s" %d %d', self.peer, req.method, req.path, status, len(body))
         if not keep_alive:
@@ -548,6 +630,32 @@ class HttpProtocol(asyncio.Protocol):
                 self._linger_close()
             else:
                 self._close()
+
+    # ---- the slow path of a read ----------------------------------------------------------
+
+    def _after_partial_read(self, nbytes: int) -> None:
+        """A read ended inside a request, behind a parked one, or after the last one."""
+        if self._reading_done or self._busy is not None or self.closed:
+            return
+        if self._phase == _HEAD:
+            # httptools buffers a header line until it ends and calls us only then; count the
+            # bytes of reads that completed nothing, so a line that never ends is bounded.
+            # Progress = a new message (a new _url object), more URL (a longer, new object),
+            # or another complete header line (_head_bytes grew).
+            if self._url is not self._head_mark_url or self._head_bytes != self._head_mark:
+                self._head_mark_url = self._url
+                self._head_mark = self._head_bytes
+                self._head_raw_bytes = 0
+            else:
+                self._head_raw_bytes += nbytes
+            if (
+                self._head_bytes > self._max_header_bytes
+                or self._head_raw_bytes > self._max_header_bytes
+            ):
+                self._fail(431, "headers_too_large", self._headers_message())
+                return
+        self._last_active = self._loop_time()
+        self._arm_for_state()
 
     # ---- errors -------------------------------------------------------------------------------
 
@@ -582,14 +690,14 @@ class HttpProtocol(asyncio.Protocol):
         status, body, headers = error_response(status, code, message)
         self._app.count("-", status)
         self._transport.write(  # type: ignore[union-attr]
-            b"%s%s%sContent-Length: %d\r\n%s\r\n%s"
-            % (STATUS_LINES[status], _common_headers, headers, len(body), _CLOSE, body)
+            _build_prefix(status, headers) + b"%d" % len(body) + _CLOSE_TAIL + body
         )
         self._linger_close()
 
     def _stop_reading(self) -> None:
         self._reading_done = True
-        self._in_message = self._in_head = False
+        self._plain = False
+        self._phase = _IDLE
         self._body = None
 
     def _too_large(self) -> Response:
@@ -616,7 +724,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self._busy is None and not self._queue:
             # The length (if declared) passed the limit, so the body will be accepted.
-            self._transport.write(_CONTINUE)  # type: ignore[union-attr]
+            self._out.append(_CONTINUE)  # flushed when this read is done
         else:
             # A 100 now would land in the middle of an earlier request's answer.
             self._continue_pending = True
@@ -626,8 +734,10 @@ class HttpProtocol(asyncio.Protocol):
     def _close(self) -> None:
         if self.closed:
             return
+        self._flush()
         self.closed = True
         self._reading_done = True
+        self._plain = False
         self._transport.close()  # type: ignore[union-attr]  # flushes what is buffered
 
     def _linger_close(self) -> None:
@@ -635,21 +745,24 @@ class HttpProtocol(asyncio.Protocol):
         if self.closed or self._linger:
             return
         self._linger = True
+        self._flush()
         transport = self._transport
         if transport is None:
             return
         self._resume(self._paused)
         if transport.can_write_eof():
             transport.write_eof()
-            self._set_deadline(_T_LINGER, self._loop.time() + LINGER_S)
+            self._set_deadline(_T_LINGER, self._loop_time() + LINGER_S)
         else:
             self._close()
 
     def shutdown(self) -> None:
         """Graceful stop: close now if idle, else after the answer in progress."""
+        self._shutting_down = True
+        self._plain = False
         if self.closed:
             return
-        if self._busy is None and not self._queue and not self._in_message:
+        if self._busy is None and not self._queue and not self._phase:
             self._close()
         # Otherwise _write closes after the last queued answer (Owner.shutting_down), and the
         # app answers parked requests with their empty results.
@@ -676,17 +789,18 @@ class HttpProtocol(asyncio.Protocol):
     # ---- the timer ------------------------------------------------------------------------
 
     def _arm_for_state(self) -> None:
-        """Point the timer at what this connection is waiting for now (not while busy)."""
-        now = self._loop.time()
-        if not self._in_message:
-            self._set_deadline(_T_IDLE, now + self._idle_timeout_s)
-        elif self._in_head:
-            # Measured from the request's first byte: trickling bytes does not extend it.
+        """Point the timer at what the parser is waiting for now (not while busy)."""
+        self._set_deadline(_T_PARSE, self._parse_deadline())
+
+    def _parse_deadline(self) -> float:
+        """Loop time by which the awaited bytes must come: the next request within the idle
+        timeout, a request's headers within the header timeout of its first read (trickling
+        bytes does not extend it), each piece of a body within the idle timeout."""
+        if self._phase == _HEAD:
             if self._head_deadline == 0.0:
-                self._head_deadline = now + self._header_timeout_s
-            self._set_deadline(_T_HEAD, self._head_deadline)
-        else:
-            self._set_deadline(_T_BODY, now + self._idle_timeout_s)
+                self._head_deadline = self._last_active + self._header_timeout_s
+            return self._head_deadline
+        return self._last_active + self._idle_timeout_s
 
     def _set_deadline(self, kind: int, deadline: float) -> None:
         """Guard ``kind`` until loop time ``deadline`` (_T_BUSY: no deadline)."""
@@ -711,14 +825,17 @@ class HttpProtocol(asyncio.Protocol):
         kind = self._timer_kind
         if kind == _T_BUSY:
             return
-        if self._loop.time() < self._deadline:
-            self._timer = self._loop.call_at(self._deadline, self._on_timer)
-            self._timer_at = self._deadline
+        # For _T_PARSE the deadline moves with every read (_last_active), so it is computed
+        # now rather than stored by the hot path.
+        deadline = self._deadline if kind == _T_LINGER else self._parse_deadline()
+        if self._loop_time() < deadline:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._timer_at = deadline
             return
-        if kind == _T_IDLE:
-            self._close()
-        elif kind == _T_LINGER:
+        if kind == _T_LINGER:
             self.abort()
+        elif self._phase == _IDLE:
+            self._close()  # an idle keep-alive connection: close quietly
         else:
             log.info("closing %s: request not received in time", self.peer)
             self._fail(408, "request_timeout", "the request was not received in time")
