@@ -225,6 +225,7 @@ class HttpProtocol(asyncio.Protocol):
     """
 
     __slots__ = (
+        "_active",
         "_app",
         "_body",
         "_body_bytes",
@@ -320,7 +321,8 @@ class HttpProtocol(asyncio.Protocol):
         self._timer_at = 0.0
         self._timer_kind = _T_PARSE
         self._deadline = 0.0
-        self._last_active = 0.0
+        self._last_active = 0.0  # loop time of the last read the slow path saw
+        self._active = False  # a read completed requests since the timer last fired
 
     # ---- asyncio.Protocol -------------------------------------------------------------------
 
@@ -383,7 +385,10 @@ class HttpProtocol(asyncio.Protocol):
         if self._phase or self._busy is not None or self._reading_done:
             self._after_partial_read(len(data))
         else:
-            self._last_active = self._loop_time()  # the idle deadline follows from it
+            # Cheaper than reading the clock on every read: the idle timer, when it fires,
+            # grants one more idle period if this is set (so idle connections close after
+            # idle_timeout_s to twice that).
+            self._active = True
 
     def pause_writing(self) -> None:
         self._pause(_PAUSE_WRITE_BUFFER)
@@ -825,6 +830,11 @@ class HttpProtocol(asyncio.Protocol):
         kind = self._timer_kind
         if kind == _T_BUSY:
             return
+        if self._active:
+            # Requests came and went since the timer was armed (the hot path only sets this
+            # flag): start a new period from now.
+            self._active = False
+            self._last_active = self._loop_time()
         # For _T_PARSE the deadline moves with every read (_last_active), so it is computed
         # now rather than stored by the hot path.
         deadline = self._deadline if kind == _T_LINGER else self._parse_deadline()
