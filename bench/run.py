@@ -434,6 +434,7 @@ class Bench:
         the server's CPU share and the load generator's CPU share during the run."""
         full = [*self.gen_pin, *cmd]
         resource_children_delta()  # baseline: nothing else is reaped until this child is
+        busy0 = machine_busy_s()
         cpu0, t0 = server.cpu_s(), time.perf_counter()
         proc = subprocess.Popen(
             full,
@@ -456,6 +457,7 @@ class Bench:
                 f"{server.name} exited ({server.proc.returncode}) under load: {tail}"
             )
         cpu1 = server.cpu_s()
+        busy1 = machine_busy_s()
         # rusage of the child we just reaped: the load generator's own CPU time
         usage = resource_children_delta()
         text = out.decode(errors="replace")
@@ -470,8 +472,21 @@ class Bench:
         result["mps"] = result["messages"] / d if d else 0.0
         result["server_cpu"] = (cpu1 - cpu0) / wall if wall else None
         result["loadgen_cpu"] = usage / wall if wall else None
+        # CPU that neither side used: other work on a shared machine (in cores' worth)
+        result["other_cpu"] = max(0.0, (busy1 - busy0) - (cpu1 - cpu0) - usage) / wall
         result["command"] = shlex.join(full)
         return result
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all cores spent not idle since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / httpload.CLK_TCK
 
 
 _last_children_cpu = [0.0]
@@ -604,22 +619,25 @@ def run_http(bench: Bench, out: dict, groups: list[str]) -> None:
             for w in HTTP_WORKLOADS:
                 out[group][w.key] = {"na": "n/a (wrk missing)"}
         return
-    with contextlib.ExitStack() as stack:
-        ceilings: dict[str, Server | str] = {}
+    starters = {"ceiling": bench.launcher.ceiling, "nginx": bench.launcher.nginx}
+    ceilings: dict[str, Server | str] = {}
+    try:
         if "ceiling" in groups:
-            for name, start in (
-                ("ceiling", bench.launcher.ceiling),
-                ("nginx", bench.launcher.nginx),
-            ):
+            for name, start in starters.items():
                 try:
-                    ceilings[name] = stack.enter_context(running(start))
+                    ceilings[name] = start()
                 except ServerMissing as exc:
                     ceilings[name] = str(exc)
         for w in HTTP_WORKLOADS:
-            for name, server in ceilings.items():
+            for name in list(ceilings):
+                server = ceilings[name]
                 if isinstance(server, str):
                     out[name][w.key] = {"na": MISSING_SERVER, "why": server}
                     continue
+                if server.proc.poll() is not None:  # something ended it: a fresh one
+                    log(f"{name} exited ({server.proc.returncode}); starting another")
+                    server.stop()
+                    server = ceilings[name] = starters[name]()
                 log(f"{name}: {w.label}")
                 out[name][w.key] = guarded(
                     lambda w=w, server=server: bench.measure(
@@ -629,6 +647,10 @@ def run_http(bench: Bench, out: dict, groups: list[str]) -> None:
             if "wonderq" in groups:
                 log(f"wonderq: {w.label}")
                 out["wonderq"][w.key] = guarded(lambda w=w: wonderq_workload(bench, w))
+    finally:
+        for server in ceilings.values():
+            if isinstance(server, Server):
+                server.stop()
 
 
 def wonderq_workload(bench: Bench, w: Workload) -> dict:
@@ -883,10 +905,18 @@ class Row:
     how: str = ""
 
     def na(self) -> str | None:
+        """Why there is no figure: only when no run produced one."""
+        if any("requests" in c for c in self.cells):
+            return None
         for c in self.cells:
             if c.get("na"):
                 return c["na"]
-        return None if any(self.cells) else "not run"
+        return "not run"
+
+    def partial(self) -> str:
+        """ "2 of 3 runs" when some runs failed (the median is over the others)."""
+        good = sum(1 for c in self.cells if "requests" in c)
+        return f"{good} of {len(self.cells)} runs" if good < len(self.cells) else ""
 
     def m(self, metric: str) -> float | None:
         if metric in ("p50", "p99"):
@@ -964,23 +994,26 @@ def render(runs: list[dict], meta: dict) -> str:
         "of 16 when pipelined) in milliseconds. *x ceiling* and *x nginx* divide requests/s by the "
         "same workload's requests/s on the Python ceiling and on nginx in the same run, then take "
         "the median. *srv CPU* / *gen CPU*: share of one core used by the server and by the load "
-        "generator during the run (100% = that side is the bottleneck)."
+        "generator during the run (100% = that side is the bottleneck). *other CPU*: what the "
+        "rest of the machine used meanwhile (out of 200% on 2 cores); when it is high, both "
+        "sides were starved and the absolute rates are low, while the ratios, taken seconds "
+        "apart, still compare like with like."
     )
     a("")
     a(
         "| server | workload | requests/s | messages/s | p50 ms | p99 ms | x ceiling | x nginx "
-        "| srv CPU | gen CPU | load |"
+        "| srv CPU | gen CPU | other CPU | load |"
     )
-    a("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|")
+    a("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|")
     for row, base in throughput_rows(runs):
         na = row.na()
         if na:
-            a(f"| {row.server} | {row.workload} | {na} | | | | | | | | {row.how} |")
+            a(f"| {row.server} | {row.workload} | {na} | | | | | | | | | {row.how} |")
             continue
         g = group_key(row)
         xc = ratio(runs, g, base, "ceiling", base) if g and g != "ceiling" and base else None
         xn = ratio(runs, g, base, "nginx", base) if g and g != "nginx" and base else None
-        notes = []
+        notes = [row.partial()] if row.partial() else []
         empties = med([c.get("empty") for c in row.cells])
         if empties and row.server == "WonderQ":
             notes.append(f"{empties:,.0f} empty receives")
@@ -988,7 +1021,8 @@ def render(runs: list[dict], meta: dict) -> str:
             f"| {row.server} | {row.workload} | {fmt_rate(row.m('rps'))} | "
             f"{fmt_rate(row.m('mps'))} | {fmt_ms(row.m('p50'))} | {fmt_ms(row.m('p99'))} | "
             f"{fmt_x(xc)} | {fmt_x(xn)} | {fmt_pct(row.m('server_cpu'))} | "
-            f"{fmt_pct(row.m('loadgen_cpu'))} | {row.how}{'; ' if notes else ''}"
+            f"{fmt_pct(row.m('loadgen_cpu'))} | {fmt_pct(row.m('other_cpu'))} | "
+            f"{row.how}{'; ' if notes else ''}"
             f"{'; '.join(notes)} |"
         )
     a("")
