@@ -14,6 +14,7 @@ Validation order (the first failing check is the one raised), shared with the en
   change_lease   queue, cid, id, timeout, now
   expire         now, budget
   restore        queue, id, body (type, empty, UTF-8), receives, now, delay, id in use
+  dump_messages  cursor, max_count, now
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class Broker:
         max_message_bytes: int = 1048576,
         max_batch: int = 1000,
         max_memory: int = 0,
+        track_dead_letters: bool = False,
     ) -> None:
         self.visibility_ms = _int(
             visibility_ms, 0, MAX_VISIBILITY_MS, "invalid_visibility", "visibility_ms"
@@ -133,6 +135,10 @@ class Broker:
         self.timers: list[tuple[int, int]] = []  # sorted (deadline, id) of leased and delayed
         self._next_id = 1
         self._memory = 0
+        self.track_dead_letters = bool(track_dead_letters)
+        self.dead_letters: list[tuple[int, str]] = []
+        # dump_messages: the messages present when the iteration started, sorted by id.
+        self._dump: list[tuple[int, Message]] | None = None
         self.put_queue("default")
 
     # ---- helpers --------------------------------------------------------------------------
@@ -156,6 +162,8 @@ class Broker:
         max_receives = q.attrs["max_receives"]
         dlq = q.attrs["dead_letter_queue"]
         if max_receives is not None and msg.receives >= max_receives and dlq is not None:
+            if self.track_dead_letters:
+                self.dead_letters.append((msg.id, dlq))
             q.totals["dead_lettered"] += 1
             msg.receives = 0
             self._make_ready(msg, dlq)
@@ -337,7 +345,15 @@ class Broker:
             self._store(msg, now, q.attrs["delay_ms"] if delay < 0 else delay)
         return first
 
-    def receive(self, queue: Any, cid: Any, limit: Any, now: int, visibility_ms: Any = -1) -> bytes:
+    def receive(
+        self,
+        queue: Any,
+        cid: Any,
+        limit: Any,
+        now: int,
+        visibility_ms: Any = -1,
+        leased: list[int] | None = None,
+    ) -> bytes:
         q = self._queue(queue)
         cid = _int(cid, 0, MAX_ID, "invalid_cid", "cid")
         limit = _int(limit, 1, self.max_batch, "invalid_limit", "limit")
@@ -358,6 +374,8 @@ class Broker:
             bisect.insort(self.timers, (msg.deadline, msg.id))
             out.append({"id": msg.id, "body": msg.text, "receives": msg.receives})
         q.totals["delivered"] += len(taken)
+        if leased is not None:
+            leased.extend(taken)
         return json.dumps({"messages": out}, ensure_ascii=False, separators=(",", ":")).encode()
 
     def delete(self, queue: Any, cid: Any, msg_id: Any, now: int) -> bool:
@@ -481,6 +499,32 @@ class Broker:
             raise InvalidArgument("id in use", "invalid_id")
         self._next_id = max(self._next_id, msg_id + 1)
         self._store(Message(msg_id, q.name, text, receives), now, delay)
+
+    def dump_messages(
+        self, cursor: Any, max_count: Any, now: int
+    ) -> tuple[int, list[tuple[int, str, bytes, int, int]]]:
+        cursor = _int(cursor, 0, MAX_ID, "invalid_cursor", "cursor")
+        max_count = _int(max_count, 1, MAX_ID, "invalid_max_count", "max_count")
+        _check_now(now)
+        if cursor == 0 or self._dump is None:
+            self._dump = sorted(self.messages.items())
+        pos = bisect.bisect_right([i for i, _ in self._dump], cursor)
+        out = []
+        while pos < len(self._dump) and len(out) < max_count:
+            msg_id, msg = self._dump[pos]
+            pos += 1
+            if self.messages.get(msg_id) is not msg:
+                continue  # removed since the iteration started
+            delay = max(msg.deadline - now, 0) if msg.state == "delayed" else 0
+            out.append((msg.id, msg.queue, msg.text.encode(), msg.receives, delay))
+        if pos >= len(self._dump):
+            self._dump = None
+            return 0, out
+        return self._dump[pos - 1][0], out
+
+    def take_dead_lettered(self) -> list[tuple[int, str]]:
+        out, self.dead_letters = self.dead_letters, []
+        return out
 
     def check_invariants(self) -> None:
         assert self._memory == sum(m.size for m in self.messages.values())

@@ -79,10 +79,12 @@ class EngineVsModel(RuleBasedStateMachine):
             "max_message_bytes": 64,
             "max_batch": max_batch,
             "max_memory": max_memory,
+            "track_dead_letters": True,
         }
         self.engine = _core.Broker(**kwargs)
         self.model = model.Broker(**kwargs)
         self.now = 0
+        self.dump_cursor = 0
         # Start from a dead-letter chain most of the time: random attributes rarely build one.
         steps = {
             "plain": [("q1", {}), ("q2", {})],
@@ -171,7 +173,17 @@ class EngineVsModel(RuleBasedStateMachine):
 
     @rule(queue=queue_names, cid=cids, limit=st.integers(0, 7), visibility=visibilities)
     def receive(self, queue, cid, limit, visibility):
-        self.both("receive", queue, cid, limit, self.now, visibility)
+        leased = [[], []]
+        outcomes = []
+        for broker, ids in zip((self.engine, self.model), leased, strict=True):
+            try:
+                outcomes.append(
+                    ("ok", broker.receive(queue, cid, limit, self.now, visibility, ids))
+                )
+            except EngineError as exc:
+                outcomes.append(("error", type(exc).__name__, exc.code))
+        assert outcomes[0] == outcomes[1], ("receive", outcomes)
+        assert leased[0] == leased[1], ("receive leased", leased)
 
     # Hypothesis picks rules about evenly: the core operations get extra rules.
     @rule(queue=queue_names, cid=cids, limit=st.integers(1, 3), visibility=visibilities)
@@ -235,6 +247,25 @@ class EngineVsModel(RuleBasedStateMachine):
         else:
             msg_id = data.draw(st.integers(1, self.model.next_id + 5))
             self.both("restore", queue, msg_id, body, receives, self.now, delay)
+
+    @rule(
+        cursor=st.sampled_from(["continue", "continue", "continue", "zero", "other"]),
+        max_count=st.integers(1, 4),
+        data=st.data(),
+    )
+    def dump_step(self, cursor, max_count, data):
+        """One dump_messages call; iterations interleave with every other operation."""
+        if cursor == "zero":
+            self.dump_cursor = 0
+        elif cursor == "other":
+            self.dump_cursor = data.draw(st.integers(-1, self.model.next_id))
+        result = self.both("dump_messages", self.dump_cursor, max_count, self.now)
+        if result[0] == "ok":
+            self.dump_cursor = result[1][0]
+
+    @rule()
+    def take_dead_lettered(self):
+        self.both("take_dead_lettered")
 
     # ---- invariants -----------------------------------------------------------------------
     @invariant()

@@ -76,6 +76,12 @@ cdef struct SlabAllocator:
     int64_t arenas_cap      # entries allocated in arenas
     int64_t slabs_in_use    # slabs holding at least one block (for tests and metrics)
 
+# One message of a dump_messages snapshot, sorted by id.
+cdef struct DumpEntry:
+    int64_t id              # the message's id
+    Msg* msg                # the message, NULL once it is freed during the iteration
+    int64_t queue_idx       # its queue, updated when it is dead-lettered during the iteration
+
 # One queue; lives in Broker.queues[idx], its name in Broker.queue_names_by_idx[idx].
 cdef struct Queue:
     bint active             # slot in use (deleted queues leave a free slot)
@@ -109,6 +115,13 @@ cdef class Broker:
     cdef TimerHeap timers           # leases and delays of every queue
     cdef LeaseTable leases          # id -> Msg of leased messages only
     cdef SlabAllocator slabs        # memory of messages up to SLAB_MAX_BLOCK bytes
+    cdef LeaseTable all_ids         # id -> Msg of every message while restoring (slots NULL else)
+    cdef DumpEntry* dump            # snapshot of a running dump_messages iteration, or NULL
+    cdef int64_t dump_len           # entries in dump
+    cdef int64_t dump_pos           # next entry to return
+    cdef int64_t dump_last          # id returned last (the cursor handed out)
+    cdef bint track_dead_letters    # record dead-letter moves for take_dead_lettered()
+    cdef list dead_letters          # (id, dead-letter queue name) moves not yet taken
     cdef int64_t default_visibility_ms  # visibility of new queues
     cdef int64_t max_message_bytes_     # default and ceiling of queues' max_message_bytes
     cdef int64_t max_batch              # bound of receive limit and batch sizes
@@ -125,7 +138,13 @@ cdef class Broker:
     cdef void end_lease(self, int32_t qi, Msg* m, bint expired) noexcept
     cdef void free_msg(self, Msg* m) noexcept
     cdef int64_t drop_queue_messages(self, int32_t qi) except -1
-    cdef bint id_exists(self, int64_t msg_id) noexcept
+    cdef int id_exists(self, int64_t msg_id) except -1
+    cdef int index_all_ids(self) except -1
+    cdef void drop_all_ids(self) noexcept
+    cdef int64_t dump_find(self, int64_t msg_id) noexcept
+    cdef int build_dump(self) except -1
+    cdef void drop_dump(self) noexcept
+    cdef int note_dead_letter(self, Queue* q, Msg* m) except -1
     cdef bint lease_check(self, int32_t qi, int64_t cid, int64_t msg_id, int64_t now,
                           int64_t* slot_out) noexcept
     cdef bint delete_one(self, int32_t qi, int64_t cid, int64_t msg_id, int64_t now) noexcept

@@ -13,7 +13,8 @@ of the signature (see tests/model.py for the exact order); ``now`` must be in 0.
 ``InvalidArgument.code`` values: ``invalid_queue_name``, ``invalid_attribute``, ``invalid_body``,
 ``invalid_batch``, ``invalid_limit``, ``invalid_cid``, ``invalid_id``, ``invalid_delay``,
 ``invalid_visibility``, ``invalid_timeout``, ``invalid_receives``, ``invalid_budget``,
-``invalid_now``, ``too_many_queues`` (and ``invalid_<setting>`` for Broker's constructor).
+``invalid_now``, ``invalid_cursor``, ``invalid_max_count``, ``too_many_queues`` (and
+``invalid_<setting>`` for Broker's constructor).
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -67,12 +68,14 @@ class Broker:
         max_message_bytes: int = 1048576,
         max_batch: int = 1000,
         max_memory: int = 0,
+        track_dead_letters: bool = False,
     ) -> None:
         """``visibility_ms`` and ``max_message_bytes`` are the defaults of new queues (and of
         ``default``); ``max_message_bytes`` is also the ceiling a queue may be set to.
         ``max_batch`` bounds ``limit`` and batch sizes. ``max_memory`` = 0 means no limit.
         Bounds: visibility_ms 0..MAX_VISIBILITY_MS, max_message_bytes 1..2**28,
-        max_batch 1..2**20, max_memory >= 0; else InvalidArgument."""
+        max_batch 1..2**20, max_memory >= 0; else InvalidArgument. ``track_dead_letters``
+        records dead-letter moves for :meth:`take_dead_lettered` (the durability log)."""
 
     # ---- queues -------------------------------------------------------------------------
     def put_queue(self, name: str, attributes: Mapping[str, Any] | None = None) -> bool:
@@ -127,7 +130,15 @@ class Broker:
         ``delays[i]`` as ``delay_ms`` of publish (-1 = queue default); ``delays`` of another
         length is ``invalid_delay``."""
 
-    def receive(self, queue: str, cid: int, limit: int, now: int, visibility_ms: int = -1) -> bytes:
+    def receive(
+        self,
+        queue: str,
+        cid: int,
+        limit: int,
+        now: int,
+        visibility_ms: int = -1,
+        leased: list[int] | None = None,
+    ) -> bytes:
         """Lease up to ``limit`` available messages (lowest ids first) to ``cid`` until
         ``now + visibility_ms`` (-1 = the queue's visibility timeout) and count one receive on
         each. Returns the JSON response body, exactly
@@ -136,7 +147,8 @@ class Broker:
         ``limit`` outside 1..max_batch: InvalidArgument (``invalid_limit``); ``cid`` outside
         0..MAX_ID: InvalidArgument (``invalid_cid``); ``visibility_ms`` outside
         -1..MAX_VISIBILITY_MS: ``invalid_visibility``. Nothing available: the constant
-        ``b'{"messages":[]}'``. O(k log n) for k messages."""
+        ``b'{"messages":[]}'``. O(k log n) for k messages. ``leased``, if given, gets the
+        leased ids appended, in order (for the durability log)."""
 
     def delete(self, queue: str, cid: int, msg_id: int, now: int) -> bool:
         """Ack: True iff message ``msg_id`` is in ``queue``, leased to ``cid``, and
@@ -205,9 +217,32 @@ class Broker:
         applied (the limit may have changed since). ``receives`` 0..2**32-1
         (``invalid_receives``); ``delay_ms`` 0..MAX_DELAY_MS.
 
-        Cost: O(1) when ``msg_id >= next_id`` or the id is leased, else an O(n) scan (the
-        engine keeps no index of all ids, to save memory). So restore in increasing id order
-        and call ``set_next_id`` after the restores, not before."""
+        Cost: O(1) in any order. The engine keeps no index of all ids (to save memory), so the
+        first restore of an id below ``next_id`` builds one in O(n); it is kept up to date
+        until the next ``publish``/``publish_batch`` (the end of recovery) frees it. Restoring
+        in increasing id order, then calling ``set_next_id``, never needs it."""
+
+    def dump_messages(
+        self, cursor: int, max_count: int, now: int
+    ) -> tuple[int, list[tuple[int, str, bytes, int, int]]]:
+        """Every message for a snapshot, a chunk at a time, in id order. Start with cursor 0;
+        returns ``(next_cursor, batch)``, next_cursor 0 meaning the iteration is complete
+        (otherwise it is the last id of the batch). ``batch`` holds up to ``max_count``
+        ``(id, queue, body, receives, delay_remaining_ms)``: the raw body as published;
+        ``delay_remaining_ms`` = max(0, deadline - now) for a delayed message, else 0 (leased
+        messages too). Cursor 0 takes a sorted snapshot of all messages (O(n), plus a radix
+        sort unless ids are already in order; 24 bytes per message until the iteration ends);
+        each later call is O(max_count). Other calls may change the broker between two calls:
+        a message that exists during the whole iteration is returned exactly once, with its
+        state at the call that returns it (a dead-lettered one under its new queue); messages
+        created meanwhile are not returned, removed ones not after their removal. A cursor
+        other than the last one handed out continues after that id. InvalidArgument
+        (``invalid_cursor``, ``invalid_max_count``) for a cursor outside 0..MAX_ID or a
+        max_count below 1."""
+
+    def take_dead_lettered(self) -> list[tuple[int, str]]:
+        """The ``(id, dead-letter queue)`` moves made by ``expire`` and ``change_lease``
+        since the last call, in order; always empty unless ``track_dead_letters``."""
 
     # ---- debugging ----------------------------------------------------------------------
     def allocator_stats(self) -> dict[str, int]:

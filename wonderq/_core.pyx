@@ -6,7 +6,8 @@ ownership rules are in ``_core.pxd``; the Python-facing contract is in ``_core.p
 
 Complexity (n = messages held, k = messages in one call):
   publish O(1) (O(log n) with a delay); receive O(k) plus O(k log n) for the leases;
-  delete / change_lease O(log n); expire O(log n) per entry; purge / delete_queue O(n).
+  delete / change_lease O(log n); expire O(log n) per entry; purge / delete_queue O(n);
+  dump_messages O(max_count) after an O(n) snapshot at cursor 0.
 """
 
 import re
@@ -17,7 +18,7 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.object cimport PyObject
 from libc.stdint cimport INT64_MAX, UINT32_MAX, uintptr_t
 from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memchr, memcpy, memset
 from posix.mman cimport (
     MADV_DONTNEED, MAP_ANONYMOUS, MAP_FAILED, MAP_PRIVATE, PROT_READ, PROT_WRITE, madvise, mmap,
     munmap,
@@ -278,6 +279,42 @@ cdef void json_escape_into(char* out, const uint8_t* s, int64_t n) noexcept nogi
             out[4] = HEX_DIGITS[c >> 4]
             out[5] = HEX_DIGITS[c & 15]
             out += 6
+
+
+cdef inline int hex_value(char c) noexcept nogil:
+    return c - 48 if c <= b'9' else c - 87  # '0'..'9', 'a'..'f' (json_escape_into's digits)
+
+
+cdef bytes json_unescape(const char* s, int64_t n):
+    """The raw body back from its escaped form (only the escapes json_escape_into writes)."""
+    cdef int64_t i = 0
+    cdef int64_t raw = 0
+    cdef char* p
+    cdef char c
+    if memchr(s, b'\\', n) == NULL:
+        return PyBytes_FromStringAndSize(s, n)
+    while i < n:
+        i += (6 if s[i + 1] == b'u' else 2) if s[i] == b'\\' else 1
+        raw += 1
+    out = PyBytes_FromStringAndSize(NULL, raw)
+    p = PyBytes_AS_STRING(out)
+    i = 0
+    while i < n:
+        c = s[i]
+        if c != b'\\':
+            p[0] = c
+            i += 1
+        else:
+            c = s[i + 1]
+            if c == b'u':
+                p[0] = <char>(hex_value(s[i + 4]) * 16 + hex_value(s[i + 5]))
+                i += 6
+            else:
+                p[0] = (b'\b' if c == b'b' else b'\t' if c == b't' else b'\n' if c == b'n'
+                        else b'\f' if c == b'f' else b'\r' if c == b'r' else c)
+                i += 2
+        p += 1
+    return out
 
 
 cdef inline int64_t body_escaped_len(bytes body, int64_t max_bytes) except -1:
@@ -826,6 +863,54 @@ cdef inline Msg* ready_pop(Queue* q) noexcept nogil:
     return rheap_pop(q)
 
 
+# ---- dump snapshot: every message sorted by id -------------------------------------------------
+
+cdef int dump_sort(DumpEntry* a, int64_t n) except -1:
+    """Sort by id: LSD radix sort on bytes, skipping bytes all ids share; O(n) per pass."""
+    cdef int64_t i, shift
+    cdef int64_t counts[256]
+    cdef int64_t total, c
+    cdef DumpEntry* src = a
+    cdef DumpEntry* dst
+    cdef DumpEntry* tmp
+    cdef bint is_sorted = True
+    for i in range(1, n):
+        if a[i - 1].id > a[i].id:
+            is_sorted = False
+            break
+    if is_sorted:
+        return 0
+    tmp = <DumpEntry*>malloc(n * sizeof(DumpEntry))
+    if tmp == NULL:
+        raise MemoryError()
+    dst = tmp
+    for shift in range(0, 64, 8):
+        memset(counts, 0, sizeof(counts))
+        for i in range(n):
+            counts[(src[i].id >> shift) & 255] += 1
+        if counts[(src[0].id >> shift) & 255] == n:
+            continue  # every id has this byte
+        total = 0
+        for i in range(256):
+            c = counts[i]
+            counts[i] = total
+            total += c
+        for i in range(n):
+            c = (src[i].id >> shift) & 255
+            dst[counts[c]] = src[i]
+            counts[c] += 1
+        src, dst = dst, src
+    if src != a:
+        memcpy(a, src, n * sizeof(DumpEntry))
+    free(tmp)
+    return 0
+
+
+cdef inline bint goes_to_dlq(Queue* q, Msg* m) noexcept nogil:
+    """Whether m, leaving a lease in q, is dead-lettered rather than made available again."""
+    return q.max_receives > 0 and m.receives >= q.max_receives and q.dlq >= 0
+
+
 # ---- the broker ---------------------------------------------------------------------------
 
 cdef class Broker:
@@ -843,9 +928,14 @@ cdef class Broker:
         self.scratch = NULL
         self.scratch_len = NULL
         memset(&self.slabs, 0, sizeof(SlabAllocator))
+        memset(&self.all_ids, 0, sizeof(LeaseTable))
+        self.dump = NULL
+        self.dump_len = 0
 
     def __init__(self, *, visibility_ms=30000, max_message_bytes=1048576, max_batch=1000,
-                 max_memory=0):
+                 max_memory=0, track_dead_letters=False):
+        if self.queue_index is not None:
+            raise RuntimeError("Broker.__init__ called twice")
         self.default_visibility_ms = arg_int(
             visibility_ms, 0, C_MAX_VISIBILITY_MS, "invalid_visibility", "visibility_ms")
         self.max_message_bytes_ = arg_int(
@@ -856,6 +946,8 @@ cdef class Broker:
         self.memory_bytes_ = 0
         self.message_count_ = 0
         self.next_id_ = 1
+        self.track_dead_letters = bool(track_dead_letters)
+        self.dead_letters = []
         self.queue_index = {}
         self.queue_names_by_idx = []
         self.free_queue_idx = []
@@ -889,6 +981,8 @@ cdef class Broker:
             if msg_block_bytes(self.timers.entries[i].msg.body_len) > SLAB_MAX_BLOCK:
                 free(self.timers.entries[i].msg)
         slab_destroy(&self.slabs)
+        free(self.all_ids.slots)
+        free(self.dump)
         free(self.timers.entries)
         free(self.leases.slots)
         free(self.queues)
@@ -932,9 +1026,14 @@ cdef class Broker:
         both queues' return heaps."""
         cdef Queue* q = &self.queues[qi]
         q.leased -= 1
-        if q.max_receives > 0 and m.receives >= q.max_receives and q.dlq >= 0:
+        cdef int64_t slot
+        if goes_to_dlq(q, m):
             q.dead_lettered += 1
             m.receives = 0
+            if self.dump != NULL:
+                slot = self.dump_find(m.id)
+                if slot >= 0:
+                    self.dump[slot].queue_idx = q.dlq
             self.make_available(&self.queues[q.dlq], m)
         else:
             if expired:
@@ -942,6 +1041,13 @@ cdef class Broker:
             self.make_available(q, m)
 
     cdef void free_msg(self, Msg* m) noexcept:
+        cdef int64_t slot
+        if self.all_ids.slots != NULL:
+            ht_remove_at(&self.all_ids, ht_find(&self.all_ids, m.id))
+        if self.dump != NULL:
+            slot = self.dump_find(m.id)
+            if slot >= 0:
+                self.dump[slot].msg = NULL
         self.memory_bytes_ -= C_MESSAGE_OVERHEAD + m.body_len
         self.message_count_ -= 1
         msg_release(&self.slabs, m)
@@ -989,30 +1095,103 @@ cdef class Broker:
         q.delayed = 0
         return n
 
-    cdef bint id_exists(self, int64_t msg_id) noexcept:
-        """Whether any message has this id: O(1) for ids >= next_id or leased, else O(n)."""
+    cdef int id_exists(self, int64_t msg_id) except -1:
+        """Whether a message has this id: O(1) for ids >= next_id or leased; otherwise through
+        the index of all ids, built in O(n) by the first such call and kept until a publish."""
+        if <uint64_t>msg_id >= self.next_id_:
+            return 0
+        if ht_find(&self.leases, msg_id) >= 0:
+            return 1
+        if self.all_ids.slots == NULL:
+            self.index_all_ids()
+        return ht_find(&self.all_ids, msg_id) >= 0
+
+    cdef int index_all_ids(self) except -1:
+        cdef uint64_t cap = MIN_TABLE_CAP
         cdef int32_t qi
         cdef int64_t i
         cdef Msg* m
-        if <uint64_t>msg_id >= self.next_id_:
-            return False
-        if ht_find(&self.leases, msg_id) >= 0:
-            return True
-        for i in range(self.timers.len):
-            if self.timers.entries[i].msg_id == msg_id:
-                return True
+        while <uint64_t>(self.message_count_ + 1) * 5 > cap * 3:
+            cap *= 2
+        ht_init(&self.all_ids, cap)
         for qi in range(len(self.queue_names_by_idx)):
-            if not self.queues[qi].active:
-                continue
             m = self.queues[qi].fifo_head
-            while m != NULL and m.id <= msg_id:
-                if m.id == msg_id:
-                    return True
+            while m != NULL:
+                ht_insert(&self.all_ids, m.id, m)
                 m = m.link.next
             for i in range(self.queues[qi].rheap_len):
-                if self.queues[qi].rheap[i].id == msg_id:
-                    return True
-        return False
+                m = self.queues[qi].rheap[i]
+                ht_insert(&self.all_ids, m.id, m)
+        for i in range(self.timers.len):
+            ht_insert(&self.all_ids, self.timers.entries[i].msg_id, self.timers.entries[i].msg)
+        return 0
+
+    cdef void drop_all_ids(self) noexcept:
+        free(self.all_ids.slots)
+        memset(&self.all_ids, 0, sizeof(LeaseTable))
+
+    cdef int note_dead_letter(self, Queue* q, Msg* m) except -1:
+        """Record a dead-letter move before it happens (so a failure here changes nothing)."""
+        self.dead_letters.append((m.id, self.queue_names_by_idx[q.dlq]))
+        return 0
+
+    cdef int64_t dump_find(self, int64_t msg_id) noexcept:
+        """Index of msg_id in the dump snapshot, or -1; O(log n)."""
+        cdef int64_t lo = 0
+        cdef int64_t hi = self.dump_len
+        cdef int64_t mid
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if self.dump[mid].id < msg_id:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo if lo < self.dump_len and self.dump[lo].id == msg_id else -1
+
+    cdef int build_dump(self) except -1:
+        """Snapshot every message (id, pointer, queue), sorted by id: O(n) plus the sort."""
+        cdef int64_t n = 0
+        cdef int32_t qi
+        cdef int64_t i
+        cdef Msg* m
+        cdef DumpEntry* d = <DumpEntry*>malloc(max(self.message_count_, 1) * sizeof(DumpEntry))
+        if d == NULL:
+            raise MemoryError()
+        for qi in range(len(self.queue_names_by_idx)):
+            m = self.queues[qi].fifo_head
+            while m != NULL:
+                d[n].id = m.id
+                d[n].msg = m
+                d[n].queue_idx = qi
+                n += 1
+                m = m.link.next
+            for i in range(self.queues[qi].rheap_len):
+                m = self.queues[qi].rheap[i]
+                d[n].id = m.id
+                d[n].msg = m
+                d[n].queue_idx = qi
+                n += 1
+        for i in range(self.timers.len):
+            m = self.timers.entries[i].msg
+            d[n].id = m.id
+            d[n].msg = m
+            d[n].queue_idx = m.link.slot.queue_idx
+            n += 1
+        try:
+            dump_sort(d, n)
+        except MemoryError:
+            free(d)
+            raise
+        self.dump = d
+        self.dump_len = n
+        self.dump_pos = 0
+        self.dump_last = 0
+        return 0
+
+    cdef void drop_dump(self) noexcept:
+        free(self.dump)
+        self.dump = NULL
+        self.dump_len = 0
 
     cdef inline bint lease_check(self, int32_t qi, int64_t cid, int64_t msg_id, int64_t now,
                                  int64_t* slot_out) noexcept:
@@ -1226,6 +1405,8 @@ cdef class Broker:
         m = msg_new(&self.slabs, <int64_t>self.next_id_, data, esc)
         if m == NULL:
             raise MemoryError()
+        if self.all_ids.slots != NULL:
+            self.drop_all_ids()  # restoring is over
         self.next_id_ += 1
         self.memory_bytes_ += C_MESSAGE_OVERHEAD + esc
         self.message_count_ += 1
@@ -1301,6 +1482,8 @@ cdef class Broker:
                     msg_release(&self.slabs, self.scratch[i])
                 raise MemoryError()
             self.scratch[i] = m
+        if self.all_ids.slots != NULL:
+            self.drop_all_ids()  # restoring is over
         for i in range(n):
             m = self.scratch[i]
             if delay_items != NULL:
@@ -1323,8 +1506,9 @@ cdef class Broker:
         q.published += n
         return first
 
-    def receive(self, queue, cid, limit, int64_t now, visibility_ms=-1):
-        """Lease up to ``limit`` available messages to ``cid``; returns the JSON response."""
+    def receive(self, queue, cid, limit, int64_t now, visibility_ms=-1, list leased=None):
+        """Lease up to ``limit`` available messages to ``cid``; returns the JSON response.
+        ``leased``, if given, gets the leased ids appended (for the durability log)."""
         cdef int32_t qi = self.lookup(queue)
         cdef Queue* q = &self.queues[qi]
         cdef int64_t c = arg_int(cid, 0, C_MAX_ID, "invalid_cid", "cid")
@@ -1332,6 +1516,7 @@ cdef class Broker:
         cdef int64_t vis, i, deadline
         cdef Msg* m
         cdef Msg** got = self.scratch
+        cdef Py_ssize_t leased_before = 0
         check_now(now)
         vis = arg_int(visibility_ms, -1, C_MAX_VISIBILITY_MS, "invalid_visibility",
                       "visibility_ms")
@@ -1347,7 +1532,13 @@ cdef class Broker:
             got[i] = ready_pop(q)
         try:
             out = build_response(got, n)
+            if leased is not None:
+                leased_before = len(leased)
+                for i in range(n):
+                    leased.append(got[i].id)
         except MemoryError:
+            if leased is not None:
+                del leased[leased_before:]
             # Every taken id is below every remaining ready id: prepend them, newest first.
             i = n
             while i > 0:
@@ -1433,6 +1624,8 @@ cdef class Broker:
         self.reserve_ready(q, 1)
         if q.dlq >= 0:
             self.reserve_ready(&self.queues[q.dlq], 1)
+            if self.track_dead_letters and goes_to_dlq(q, m):
+                self.note_dead_letter(q, m)
         heap_remove(&self.timers, hi)
         ht_remove_at(&self.leases, slot)
         self.end_lease(qi, m, False)
@@ -1466,6 +1659,8 @@ cdef class Broker:
             self.reserve_ready(q, 1)
             if e.cid >= 0 and q.dlq >= 0:
                 self.reserve_ready(&self.queues[q.dlq], 1)
+                if self.track_dead_letters and goes_to_dlq(q, m):
+                    self.note_dead_letter(q, m)
             heap_remove(&self.timers, 0)
             if e.cid >= 0:
                 ht_remove_at(&self.leases, ht_find(&self.leases, e.msg_id))
@@ -1541,10 +1736,14 @@ cdef class Broker:
             heap_reserve(&self.timers, 1)
         else:
             self.reserve_ready(q, 1)
+        if self.all_ids.slots != NULL:
+            ht_reserve(&self.all_ids, 1)
         m = msg_new(&self.slabs, mid, data, esc)
         if m == NULL:
             raise MemoryError()
         m.receives = <uint32_t>r
+        if self.all_ids.slots != NULL:
+            ht_insert(&self.all_ids, mid, m)
         self.memory_bytes_ += C_MESSAGE_OVERHEAD + esc
         self.message_count_ += 1
         if <uint64_t>mid >= self.next_id_:
@@ -1556,6 +1755,62 @@ cdef class Broker:
             q.delayed += 1
         else:
             self.make_available(q, m)
+
+    def dump_messages(self, cursor, max_count, int64_t now):
+        """A chunk of every message for a snapshot, in id order: (next_cursor, [(id, queue,
+        raw body, receives, delay_remaining_ms), ...])."""
+        cdef int64_t c = arg_int(cursor, 0, C_MAX_ID, "invalid_cursor", "cursor")
+        cdef int64_t k = arg_int(max_count, 1, C_MAX_ID, "invalid_max_count", "max_count")
+        cdef int64_t pos, hi, lo, mid, delay
+        cdef DumpEntry* e
+        cdef Msg* m
+        check_now(now)
+        if c == 0 or self.dump == NULL:
+            self.drop_dump()
+            self.build_dump()
+        if c == 0:
+            pos = 0
+        elif c == self.dump_last:
+            pos = self.dump_pos
+        else:
+            lo = 0
+            hi = self.dump_len
+            while lo < hi:  # the first entry with id > c
+                mid = (lo + hi) >> 1
+                if self.dump[mid].id <= c:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            pos = lo
+        out = []
+        while pos < self.dump_len and len(out) < k:
+            e = &self.dump[pos]
+            pos += 1
+            m = e.msg
+            if m == NULL:
+                continue
+            delay = 0
+            # A message is delayed iff the heap slot its union claims holds it with cid -1 (for
+            # a message in a FIFO the union holds a pointer: no heap entry points back at it).
+            hi = m.link.slot.heap_index
+            if (0 <= hi < self.timers.len and self.timers.entries[hi].msg == m
+                    and self.timers.entries[hi].cid < 0):
+                delay = max(self.timers.entries[hi].deadline_ms - now, 0)
+            out.append((m.id, self.queue_names_by_idx[e.queue_idx],
+                        json_unescape(msg_body(m), m.body_len), m.receives, delay))
+        if pos >= self.dump_len:
+            self.drop_dump()
+            return 0, out
+        self.dump_pos = pos
+        self.dump_last = self.dump[pos - 1].id
+        return self.dump_last, out
+
+    def take_dead_lettered(self):
+        """The (id, dead-letter queue) moves since the last call, in order (empty unless the
+        broker was made with track_dead_letters=True)."""
+        out = self.dead_letters
+        self.dead_letters = []
+        return out
 
     # ---- debugging ------------------------------------------------------------------------
 
@@ -1583,6 +1838,7 @@ cdef class Broker:
 
         ids = set()
         ptrs = []
+        where = {}
         leased = {}
         delayed = {}
         refs = {}
@@ -1621,6 +1877,7 @@ cdef class Broker:
                     fail(f"id {m.id} held twice")
                 ids.add(m.id)
                 ptrs.append(<uintptr_t>m)
+                where[m.id] = (qi, <uintptr_t>m)
                 memory += C_MESSAGE_OVERHEAD + m.body_len
                 n_fifo += 1
                 prev = m
@@ -1639,6 +1896,7 @@ cdef class Broker:
                     fail(f"id {m.id} held twice")
                 ids.add(m.id)
                 ptrs.append(<uintptr_t>m)
+                where[m.id] = (qi, <uintptr_t>m)
                 memory += C_MESSAGE_OVERHEAD + m.body_len
             if q.ready != n_fifo + q.rheap_len:
                 fail(f"queue {name}: ready count {q.ready} != {n_fifo + q.rheap_len}")
@@ -1676,6 +1934,7 @@ cdef class Broker:
                 fail(f"id {m.id} held twice")
             ids.add(m.id)
             ptrs.append(<uintptr_t>m)
+            where[m.id] = (qi, <uintptr_t>m)
             memory += C_MESSAGE_OVERHEAD + m.body_len
         for qi in range(n_slots):
             q = &self.queues[qi]
@@ -1700,6 +1959,21 @@ cdef class Broker:
         if ids and max(ids) >= self.next_id_:
             fail("an id is not below next_id")
         self._check_slabs(ptrs)
+        if self.all_ids.slots != NULL:
+            if self.all_ids.count != count:
+                fail("the index of all ids misses messages")
+            for msg_id, (qi, p) in where.items():
+                slot = ht_find(&self.all_ids, msg_id)
+                if slot < 0 or <uintptr_t>self.all_ids.slots[slot].msg != p:
+                    fail(f"the index of all ids is wrong for {msg_id}")
+        for i in range(self.dump_len):
+            if i > 0 and self.dump[i - 1].id >= self.dump[i].id:
+                fail("dump snapshot out of order")
+            if self.dump[i].msg != NULL:
+                found = where.get(self.dump[i].id)
+                if found is None or found != (self.dump[i].queue_idx,
+                                              <uintptr_t>self.dump[i].msg):
+                    fail(f"dump snapshot entry {self.dump[i].id} is stale")
 
     def _check_slabs(self, ptrs):
         """Every small message lies in a slab of its size class, on a block boundary; slab live
