@@ -372,3 +372,22 @@ def test_openapi_document_is_served(wq: ServerProcess) -> None:
     resp = get(wq, "/openapi.json")
     assert resp.status == 200
     assert json.loads(resp.body)["openapi"].startswith("3.1")
+
+
+def test_a_burst_of_expirations_is_processed_in_slices(fresh: ServerProcess) -> None:
+    """10,000 leases running out at once: more than one expiry slice (4096), all processed."""
+    from conftest import RawConnection, http_request
+
+    total = 10_000
+    with RawConnection(fresh.port, timeout=30) as conn:
+        conn.send(b"".join(http_request("POST", "/v1/publish", b"e%d" % i) for i in range(total)))
+        for _ in range(total):
+            assert conn.read_response().status == 201
+    leased = sum(len(receive(fresh, "cid=1&limit=1000&visibility=0.3")) for _ in range(10))
+    assert leased == total
+    time.sleep(0.7)
+    again = [m for _ in range(10) for m in receive(fresh, "cid=2&limit=1000")]
+    assert len(again) == total and {m["receives"] for m in again} == {2}
+    assert [m["id"] for m in again] == sorted(m["id"] for m in again)  # lowest ids first
+    metrics = get(fresh, "/metrics").body.decode()
+    assert 'wonderq_expired_total{queue="default"} 10000.0' in metrics

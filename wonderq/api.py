@@ -1,23 +1,35 @@
 """Routes and validation: the only module that knows both HTTP and the engine.
 
-The interface, for whoever adds routes:
+The interface, for whoever adds routes (the named-queue routes of DESIGN.md come next):
 
-* A handler is a method ``handle_<verb>(self, req: Request) -> Response | None``. It reads
-  ``req.query`` through :func:`parse_query` and the ``param_*`` helpers, ``req.body`` (bytes)
-  and ``req.params`` (path parameters, raw text), calls the engine once with ``now_ms()``, and
-  returns ``(status, body_bytes, header_lines)`` -- usually ``(200, body, JSON_HEADERS)``.
-  Returning ``None`` defers the answer (only :meth:`Api.receive_or_park` does that).
-* Register it in :meth:`Api.routes` with ``add(method, template, handler)``; templates may
-  hold ``{name}`` segments (``/v1/queues/{queue}/messages/{id}``), matched as one path segment
-  each; ``"<METHOD> <template>"`` is the ``route`` label of ``wonderq_http_requests_total``.
-* Raise :class:`ApiError` (or a subclass) for a bad request; engine exceptions
-  (``EngineError``: ``.status``, ``.code``, ``str()``) are mapped too. Both become the JSON
-  error shape in :meth:`Api.dispatch`, the one place errors turn into responses. Anything else
-  is a 500 with a logged traceback.
-* After an engine call that can create an earlier deadline (receive, change lease, a delayed
-  publish) call :meth:`Api.note_deadline`; after one that can make messages available
-  (publish, release) call :meth:`Api.wake` for that queue (:meth:`Api.wake_all` when other
-  queues may gain, e.g. a dead-letter move).
+* A handler is a method ``handle_<verb>(self, req: Request) -> Response | None``.
+  ``req.method``, ``req.path`` and ``req.query`` are str (the query raw, not decoded),
+  ``req.body`` bytes, ``req.params`` the ``{name}`` segments of the route template (raw
+  str). It returns ``(status, body_bytes, header_lines)``: usually
+  ``(200, body, JSON_HEADERS)``; ``(204, b"", b"")`` for no content (the protocol then sends
+  no Content-Length); extra headers are complete ``Name: value\r\n`` lines.
+* Register it in :meth:`Api.routes` with ``add(method, template, handler)``. Templates may
+  hold ``{name}`` segments (``/v1/queues/{queue}/messages/{id}``), each matching one path
+  segment; exact paths are one dict lookup, templates are tried in order. A known path with
+  another method is a 405 with ``Allow``, an unknown path a 404, both built here.
+  ``"<METHOD> <template>"`` is the ``route`` label of ``wonderq_http_requests_total``.
+* Parameters: ``params = parse_query(req.query)``, then :func:`param_cid`,
+  :func:`param_int`, :func:`param_id` and :func:`param_ms` (times in seconds to whole ms,
+  rounded up), which raise the 400s with messages naming the parameter. A body is whatever
+  the route says (raw message, JSON); parse JSON with ``json.loads`` and raise
+  :class:`BadParameter` for a bad one.
+* Errors: raise :class:`ApiError` (or :class:`BadParameter`, :class:`NotFound`); engine
+  exceptions (``EngineError`` with ``.status``, ``.code``, ``str()``) may simply propagate.
+  Both become the JSON error shape in one place, :meth:`Api._error_response`. Anything else
+  is a 500 with a logged traceback; the connection carries on.
+* Engine calls take ``now_ms()``. Use the building blocks: :meth:`Api.publish_one` (publish,
+  wake the queue's long polls, re-arm the expiry timer) and :meth:`Api.receive_or_park`
+  (receive, or park a long poll). After any other call that can create an earlier deadline
+  (change lease) call :meth:`Api.note_deadline`; after one that can make messages available
+  (release with timeout 0, which may also dead-letter) call :meth:`Api.wake_all`.
+
+The three seed routes are written out by hand (validated-value caches, inlined engine
+calls): they are the hot path the benchmarks measure.
 """
 
 from __future__ import annotations
@@ -47,6 +59,7 @@ __all__ = [
     "NotFound",
     "Router",
     "now_ms",
+    "param_cid",
     "param_id",
     "param_int",
     "param_ms",

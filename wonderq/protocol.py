@@ -500,8 +500,8 @@ class HttpProtocol(asyncio.Protocol):
         parser = self._parser
         # Built field by field: cheaper than a call to a Python __init__.
         req = _new_request(Request)
-        method = parser.get_method()
-        req.method = method = _METHODS.get(method) or method.decode("latin-1")
+        raw_method: bytes = parser.get_method()
+        req.method = method = _METHODS.get(raw_method) or raw_method.decode("latin-1")
         req.path, _, req.query = target.partition("?")
         req.body = body
         req.keep_alive = keep_alive = parser.should_keep_alive()
