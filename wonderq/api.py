@@ -39,10 +39,11 @@ import logging
 import re
 from collections import deque
 from collections.abc import Callable, Iterator
+from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from time import monotonic_ns
 from typing import Any, Protocol
-from urllib.parse import unquote_plus
+from urllib.parse import unquote, unquote_plus
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -283,6 +284,167 @@ def _parse_seconds(value: str) -> int:
     return ms
 
 
+# ---- queue names, path ids and JSON bodies ----------------------------------------------------
+
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_NAMES: dict[str, str] = {}  # raw {queue} path segment -> the valid name it spells
+
+
+def param_queue(req: Request) -> str:
+    """The ``{queue}`` path segment as a queue name, else a 400 (checked before any lookup,
+    so a bad name is never a 404). Percent-encoded names are decoded first (RFC 3986 section
+    6.2.2.2: ``%61`` is ``a``); what they spell must match ``[A-Za-z0-9_-]{1,80}``."""
+    raw: str = req.params["queue"]  # type: ignore[index]
+    name = _NAMES.get(raw)
+    if name is not None:
+        return name
+    name = raw
+    if "%" in raw:
+        try:
+            name = unquote(raw, errors="strict")
+        except UnicodeDecodeError:
+            name = ""
+    if _QUEUE_NAME.fullmatch(name) is None:
+        raise BadParameter(
+            "invalid_queue_name", "the queue name must be 1 to 80 characters of A-Z a-z 0-9 _ -"
+        )
+    if len(_NAMES) >= _CACHE_SIZE:
+        _NAMES.clear()
+    _NAMES[raw] = name
+    return name
+
+
+def param_path_id(req: Request) -> int:
+    """The ``{id}`` path segment: a message id, 1..2^63-1, else a 400 naming ``id``."""
+    return param_id({"id": req.params["id"]})  # type: ignore[index]
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# Python's json accepts NaN and Infinity, which are not JSON (RFC 8259 section 6); numbers
+# with a fraction or exponent become Decimal, so that seconds convert to ms exactly.
+_decode_json = json.JSONDecoder(parse_float=Decimal, parse_constant=_refuse_constant).decode
+
+
+def parse_json(body: bytes, what: str) -> Any:
+    """The request body as JSON (strict UTF-8, no NaN/Infinity), else a 400 ``invalid_body``
+    whose message starts with ``what`` (``"the batch"``)."""
+    try:
+        return _decode_json(body.decode())
+    except UnicodeDecodeError:
+        raise BadParameter("invalid_body", f"{what} is not valid UTF-8") from None
+    except (ValueError, RecursionError):
+        raise BadParameter("invalid_body", f"{what} is not valid JSON") from None
+
+
+_MS = Decimal("0.001")
+
+
+def json_seconds_ms(value: Any, name: str, max_ms: int, code: str = "invalid_attribute") -> int:
+    """A JSON number of seconds (int, or Decimal from :func:`parse_json`) as whole ms rounded
+    up, in ``0..max_ms``, else a 400 naming ``name``. Booleans, strings and null are refused."""
+    cls = value.__class__
+    ms = -1
+    if cls is int:
+        ms = value * 1000
+    elif cls is Decimal and 0 <= value <= max_ms // 1000:  # compared first: 1e999 stays cheap
+        ms = int(value.quantize(_MS, rounding=ROUND_CEILING) * 1000)  # exact: 0.0001 -> 1
+    if 0 <= ms <= max_ms:
+        return ms
+    raise BadParameter(code, f"{name} must be a number of seconds from 0 to {max_ms // 1000}")
+
+
+def _seconds(ms: int) -> int | float:
+    """Whole ms as JSON seconds: ``30`` for 30000, ``0.25`` for 250."""
+    return ms // 1000 if ms % 1000 == 0 else ms / 1000
+
+
+def queue_info_json(info: dict[str, Any]) -> dict[str, Any]:
+    """The engine's queue_info() as the API shows it: times in seconds, not ``*_ms``."""
+    attributes = info["attributes"]
+    return {
+        "name": info["name"],
+        "attributes": {
+            "visibility_timeout": _seconds(attributes["visibility_timeout_ms"]),
+            "delay": _seconds(attributes["delay_ms"]),
+            "max_receives": attributes["max_receives"],
+            "dead_letter_queue": attributes["dead_letter_queue"],
+            "max_message_bytes": attributes["max_message_bytes"],
+        },
+        "counts": info["counts"],
+        "totals": info["totals"],
+    }
+
+
+def queue_attributes_ms(doc: Any) -> dict[str, Any]:
+    """A ``PUT`` body (parsed JSON) as the engine's ``put_queue`` attributes, else a 400
+    naming the attribute. The engine checks the integers' types and ranges (it refuses
+    bools and floats) and the attributes as a whole; seconds and names are checked here, so
+    that no message names an engine key (``*_ms``) and no engine key is accepted."""
+    if not isinstance(doc, dict):
+        raise BadParameter("invalid_body", "the body must be a JSON object of queue attributes")
+    attributes: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key == "visibility_timeout":
+            attributes["visibility_timeout_ms"] = json_seconds_ms(value, key, MAX_VISIBILITY_MS)
+        elif key == "delay":
+            attributes["delay_ms"] = json_seconds_ms(value, key, MAX_DELAY_MS)
+        elif key == "max_receives" or key == "max_message_bytes":
+            attributes[key] = value
+        elif key == "dead_letter_queue":
+            if value is not None and (
+                value.__class__ is not str or _QUEUE_NAME.fullmatch(value) is None
+            ):
+                raise BadParameter(
+                    "invalid_attribute",
+                    "dead_letter_queue must be null or a queue name "
+                    "(1 to 80 characters of A-Z a-z 0-9 _ -)",
+                )
+            attributes[key] = value
+        else:
+            raise BadParameter("invalid_attribute", f"unknown attribute {key!r}")
+    return attributes
+
+
+def batch_entries(entries: list[Any]) -> tuple[list[bytes], list[int]]:
+    """The bodies and delays (ms; -1 = the queue's delay) of a batch's entries, each a
+    string or a ``{"body", "delay"}`` object, else a 400 naming the entry and the field.
+    Sizes are the engine's to check (413), against the queue's ``max_message_bytes``."""
+    bodies: list[bytes] = []
+    delays: list[int] = []
+    for i, entry in enumerate(entries):
+        delay_ms = -1
+        if entry.__class__ is dict:
+            for key in entry:
+                if key != "body" and key != "delay":
+                    raise BadParameter(
+                        "invalid_batch", f'entry {i}: unknown key {key!r}; use "body" and "delay"'
+                    )
+            if "delay" in entry:
+                delay_ms = json_seconds_ms(
+                    entry["delay"], f"entry {i}: delay", MAX_DELAY_MS, "invalid_delay"
+                )
+            entry = entry.get("body")
+            if entry.__class__ is not str or not entry:
+                raise BadParameter("invalid_body", f"entry {i}: body must be a non-empty string")
+        elif entry.__class__ is not str:
+            raise BadParameter(
+                "invalid_batch", f'entry {i} must be a string or a {{"body", "delay"}} object'
+            )
+        elif not entry:
+            raise BadParameter("invalid_body", f"entry {i}: the body must not be empty")
+        try:
+            bodies.append(entry.encode())
+        except UnicodeEncodeError:
+            raise BadParameter(
+                "invalid_body", f"entry {i}: the body is not valid UTF-8 (a lone surrogate)"
+            ) from None
+        delays.append(delay_ms)
+    return bodies, delays
+
+
 # ---- routing ----------------------------------------------------------------------------------
 
 
@@ -380,6 +542,7 @@ _EMPTY_MESSAGES = b'{"messages":[]}'
 _TRUE: Response = (200, b"true", JSON_HEADERS)
 _FALSE: Response = (200, b"false", JSON_HEADERS)
 _HEALTHY: Response = (200, b'{"status":"ok"}', JSON_HEADERS)
+_NO_CONTENT: Response = (204, b"", b"")
 _NO_MESSAGES: Response = (200, _EMPTY_MESSAGES, JSON_HEADERS)
 _METRICS_HEADERS = b"Content-Type: " + CONTENT_TYPE_PLAIN_0_0_4.encode() + b"\r\n"
 _INTERNAL_ERROR = error_response(500, "internal_error", "internal server error")
@@ -427,6 +590,19 @@ class Api:
         add("GET", "/healthz", self.handle_health)
         add("GET", "/metrics", self.handle_metrics)
         add("GET", "/openapi.json", self.handle_openapi)
+        # Named queues. Templates are tried in the order first added: the benchmarks' routes
+        # (batch publish, receive, batch ack) first.
+        add("POST", "/v1/queues/{queue}/batch", self.handle_publish_batch)
+        add("GET", "/v1/queues/{queue}/messages", self.handle_receive_messages)
+        add("POST", "/v1/queues/{queue}/messages", self.handle_publish_message)
+        add("POST", "/v1/queues/{queue}/ack", self.handle_ack)
+        add("DELETE", "/v1/queues/{queue}/messages/{id}", self.handle_delete_message)
+        add("POST", "/v1/queues/{queue}/messages/{id}/lease", self.handle_change_lease)
+        add("GET", "/v1/queues", self.handle_list_queues)
+        add("PUT", "/v1/queues/{queue}", self.handle_put_queue)
+        add("GET", "/v1/queues/{queue}", self.handle_get_queue)
+        add("DELETE", "/v1/queues/{queue}", self.handle_delete_queue)
+        add("POST", "/v1/queues/{queue}/purge", self.handle_purge)
 
     # ---- the one place where outcomes become responses ---------------------------------------
 
@@ -576,6 +752,173 @@ class Api:
             self._openapi = (Path(__file__).parent / "openapi.json").read_bytes()
         return (200, self._openapi, JSON_HEADERS)
 
+    # ---- named queues: messages ------------------------------------------------------------------
+    # Each route reads its queue name first (param_queue: a bad name is a 400 before any
+    # lookup), then its parameters; the engine raises QueueNotFound (404) for a well-formed
+    # name of no queue, so no route checks existence itself and none creates a queue.
+
+    def handle_publish_batch(self, req: Request) -> Response:
+        """``POST /v1/queues/{queue}/batch``: a JSON array of 1..max_batch entries, each a
+        string or ``{"body", "delay"}``; all or nothing; 201 ``{"ids": [...]}``."""
+        queue = param_queue(req)
+        entries = parse_json(req.body, "the batch")
+        if entries.__class__ is not list or not 0 < len(entries) <= self.max_batch:
+            raise BadParameter(
+                "invalid_batch",
+                f"the batch must be a JSON array of 1 to {self.max_batch} messages",
+            )
+        delays = None
+        try:
+            # The benchmark's case (all strings) in one C-level pass; anything else, or a
+            # lone surrogate, goes the slow way, which also names the bad entry.
+            bodies = list(map(str.encode, entries))
+        except (TypeError, UnicodeEncodeError):
+            bodies, delays = batch_entries(entries)
+        broker = self.broker
+        first: int = broker.publish_batch(queue, bodies, monotonic_ns() // 1_000_000, delays)
+        if self.waiters and queue in self.waiters:
+            self.wake(queue)
+        deadline_ms = broker.next_deadline()
+        if 0 <= deadline_ms < self.expiry.armed_ms:
+            self.expiry.arm(deadline_ms)
+        ids = ",".join(map(str, range(first, first + len(bodies)))).encode()
+        return (201, b'{"ids":[' + ids + b"]}", JSON_HEADERS)
+
+    def handle_receive_messages(self, req: Request) -> Response | None:
+        """``GET /v1/queues/{queue}/messages?cid=&limit=&wait=&visibility=``: as the seed's
+        receive (:meth:`handle_receive`, whose inlined caches this repeats), on ``queue``."""
+        queue = param_queue(req)
+        params = parse_query(req.query)
+        get = params.get
+        cid = _INTS.get(get("cid"))  # type: ignore[arg-type]
+        if cid is None:
+            cid = param_cid(params)
+        value = get("limit")
+        limit = 1 if value is None else _INTS.get(value, 0)
+        if not 0 < limit <= self.max_batch:
+            limit = param_int(params, "limit", 1, self.max_batch, 1)
+        value = get("visibility")
+        visibility_ms = -1 if value is None else _MILLIS.get(value, -2)
+        if not -1 <= visibility_ms <= MAX_VISIBILITY_MS:
+            visibility_ms = param_ms(params, "visibility", MAX_VISIBILITY_MS, -1)
+        wait_ms = 0
+        value = get("wait")
+        if value is not None:
+            wait_ms = _MILLIS.get(value, -1)
+            if not 0 <= wait_ms <= MAX_WAIT_MS:
+                wait_ms = param_ms(params, "wait", MAX_WAIT_MS, 0)
+        return self.receive_or_park(req, queue, cid, limit, visibility_ms, wait_ms)
+
+    def handle_publish_message(self, req: Request) -> Response:
+        """``POST /v1/queues/{queue}/messages[?delay=]``: the raw body is the message; 201
+        ``{"id": N}``. ``delay=0`` overrides the queue's delay."""
+        queue = param_queue(req)
+        delay_ms = -1
+        if req.query:
+            delay_ms = param_ms(parse_query(req.query), "delay", MAX_DELAY_MS, -1)
+        return (201, b'{"id":%d}' % self.publish_one(queue, req.body, delay_ms), JSON_HEADERS)
+
+    def handle_ack(self, req: Request) -> Response:
+        """``POST /v1/queues/{queue}/ack`` with ``{"cid": C, "ids": [...]}``: delete each id
+        by the rule of a single delete; 200 ``{"deleted": [...], "failed": [...]}``, each in
+        input order (an id given twice fails the second time)."""
+        queue = param_queue(req)
+        doc = parse_json(req.body, "the ack body")
+        if doc.__class__ is not dict:
+            raise BadParameter("invalid_body", 'the ack body must be {"cid": C, "ids": [...]}')
+        for key in doc:
+            if key != "cid" and key != "ids":
+                raise BadParameter("invalid_body", f'unknown key {key!r}; use "cid" and "ids"')
+        cid = doc.get("cid")
+        if cid.__class__ is not int or not 0 <= cid <= MAX_ID:  # bool's class is not int
+            raise BadParameter("invalid_cid", f"cid is required, an integer from 0 to {MAX_ID}")
+        ids = doc.get("ids")
+        if ids.__class__ is not list or not 0 < len(ids) <= self.max_batch:
+            raise BadParameter(
+                "invalid_ids", f"ids is required, an array of 1 to {self.max_batch} message ids"
+            )
+        try:
+            # The engine checks every id (an int, not a bool, in 1..MAX_ID) before deleting any.
+            deleted, failed = self.broker.delete_batch(queue, cid, ids, monotonic_ns() // 1_000_000)
+        except _core.InvalidArgument as exc:
+            if exc.code != "invalid_id":
+                raise
+            raise BadParameter("invalid_ids", f"ids must be integers from 1 to {MAX_ID}") from None
+        return (
+            200,
+            b'{"deleted":[%s],"failed":[%s]}'
+            % (",".join(map(str, deleted)).encode(), ",".join(map(str, failed)).encode()),
+            JSON_HEADERS,
+        )
+
+    def handle_delete_message(self, req: Request) -> Response:
+        """``DELETE /v1/queues/{queue}/messages/{id}?cid=``: ack; 200 ``true`` or ``false``
+        (also for a message of another queue)."""
+        queue = param_queue(req)
+        msg_id = param_path_id(req)
+        cid = param_cid(parse_query(req.query))
+        if self.broker.delete(queue, cid, msg_id, now_ms()):
+            return _TRUE
+        return _FALSE
+
+    def handle_change_lease(self, req: Request) -> Response:
+        """``POST /v1/queues/{queue}/messages/{id}/lease?cid=&timeout=``: the lease now ends
+        ``timeout`` seconds from now (0: released at once); 200 ``true`` or ``false``."""
+        queue = param_queue(req)
+        msg_id = param_path_id(req)
+        params = parse_query(req.query)
+        cid = param_cid(params)
+        if "timeout" not in params:
+            raise BadParameter("invalid_timeout", "timeout is required (seconds, 0 releases)")
+        timeout_ms = param_ms(params, "timeout", MAX_VISIBILITY_MS, 0)
+        if not self.broker.change_lease(queue, cid, msg_id, timeout_ms, now_ms()):
+            return _FALSE
+        if timeout_ms == 0:
+            # Available again in this queue, or moved to its dead-letter queue: either
+            # queue's long polls may now be answered.
+            self.wake_all()
+        self.note_deadline()
+        return _TRUE
+
+    # ---- named queues: administration ------------------------------------------------------------
+
+    def handle_list_queues(self, req: Request) -> Response:
+        """``GET /v1/queues``: every queue's info, sorted by name."""
+        broker = self.broker
+        queues = [queue_info_json(broker.queue_info(name)) for name in broker.queue_names()]
+        return (200, encode_json({"queues": queues}), JSON_HEADERS)
+
+    def handle_put_queue(self, req: Request) -> Response:
+        """``PUT /v1/queues/{queue}``: create (201) or update (200) with the JSON attributes
+        of the body (optional; a missing key keeps its value); answers the info. The engine
+        checks the result as a whole and changes nothing when it refuses."""
+        queue = param_queue(req)
+        attributes = queue_attributes_ms(parse_json(req.body, "the body")) if req.body else None
+        created = self.broker.put_queue(queue, attributes)
+        return (201 if created else 200, self.queue_info(queue), JSON_HEADERS)
+
+    def handle_get_queue(self, req: Request) -> Response:
+        """``GET /v1/queues/{queue}``: attributes and counters."""
+        return (200, self.queue_info(param_queue(req)), JSON_HEADERS)
+
+    def handle_delete_queue(self, req: Request) -> Response:
+        """``DELETE /v1/queues/{queue}``: drop the queue and its messages; 204. Refused (409)
+        for ``default`` and for a queue that is another's dead-letter queue."""
+        queue = param_queue(req)
+        self.broker.delete_queue(queue)
+        self.drop_waiters(queue)
+        return _NO_CONTENT
+
+    def handle_purge(self, req: Request) -> Response:
+        """``POST /v1/queues/{queue}/purge``: drop its ready, delayed and leased messages
+        (the totals stay); 200 ``{"purged": n}``."""
+        purged: int = self.broker.purge(param_queue(req))
+        return (200, b'{"purged":%d}' % purged, JSON_HEADERS)
+
+    def queue_info(self, queue: str) -> bytes:
+        """The info of ``queue`` as the JSON body the queue routes answer (404 if none)."""
+        return encode_json(queue_info_json(self.broker.queue_info(queue)))
+
     # ---- building blocks for handlers ------------------------------------------------------------
 
     def publish_one(self, queue: str, body: bytes, delay_ms: int) -> int:
@@ -670,6 +1013,17 @@ class Api:
                     self._finish(waiter, wq)
                     self._answer(waiter.req, _NO_MESSAGES)
             self.waiters.pop(queue, None)
+
+    def drop_waiters(self, queue: str) -> None:
+        """Answer every waiter of ``queue`` with an empty list at once (it was deleted)."""
+        # Out of the table first: an answer may run a pipelined request that parks again.
+        wq = self.waiters.pop(queue, None)
+        if wq is None:
+            return
+        for waiter in list(wq.fifo):
+            if waiter.active:
+                self._finish(waiter, wq)
+                self._answer(waiter.req, _NO_MESSAGES)
 
     def _finish(self, waiter: Waiter, wq: WaitQueue) -> None:
         waiter.active = False
