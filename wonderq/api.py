@@ -420,7 +420,8 @@ def batch_entries(entries: list[Any]) -> tuple[list[bytes], list[int]]:
             for key in entry:
                 if key != "body" and key != "delay":
                     raise BadParameter(
-                        "invalid_batch", f'entry {i}: unknown key {key!r}; use "body" and "delay"'
+                        "invalid_batch",
+                        f"entry {i}: unknown key {key!r} (an entry has a body and a delay)",
                     )
             if "delay" in entry:
                 delay_ms = json_seconds_ms(
@@ -431,7 +432,7 @@ def batch_entries(entries: list[Any]) -> tuple[list[bytes], list[int]]:
                 raise BadParameter("invalid_body", f"entry {i}: body must be a non-empty string")
         elif entry.__class__ is not str:
             raise BadParameter(
-                "invalid_batch", f'entry {i} must be a string or a {{"body", "delay"}} object'
+                "invalid_batch", f"entry {i} must be a string, or an object with a body and a delay"
             )
         elif not entry:
             raise BadParameter("invalid_body", f"entry {i}: the body must not be empty")
@@ -825,10 +826,14 @@ class Api:
         queue = param_queue(req)
         doc = parse_json(req.body, "the ack body")
         if doc.__class__ is not dict:
-            raise BadParameter("invalid_body", 'the ack body must be {"cid": C, "ids": [...]}')
+            raise BadParameter(
+                "invalid_body", "the ack body must be a JSON object with cid and ids"
+            )
         for key in doc:
             if key != "cid" and key != "ids":
-                raise BadParameter("invalid_body", f'unknown key {key!r}; use "cid" and "ids"')
+                raise BadParameter(
+                    "invalid_body", f"unknown key {key!r} (an ack body has cid and ids)"
+                )
         cid = doc.get("cid")
         if cid.__class__ is not int or not 0 <= cid <= MAX_ID:  # bool's class is not int
             raise BadParameter("invalid_cid", f"cid is required, an integer from 0 to {MAX_ID}")
