@@ -894,7 +894,8 @@ def fmt_pct(v: float | None) -> str:
 
 
 def fmt_mb(v: float | None) -> str:
-    return NONE if v is None else f"{v / 1e6:,.0f} MB"
+    """MB = 10**6 bytes (the goals' unit, read strictly)."""
+    return NONE if v is None else f"{v / 1e6:,.1f} MB"
 
 
 @dataclass
