@@ -28,6 +28,12 @@ The interface, for whoever adds routes (the named-queue routes of DESIGN.md come
   (change lease) call :meth:`Api.note_deadline`; after one that can make messages available
   (release with timeout 0, which may also dead-letter) call :meth:`Api.wake_all`.
 
+Durability (``--data-dir``): ``self.wal`` is the write-ahead log, or None (the default,
+in memory). Every handler that changes durable state appends the change after the engine
+call, behind one ``if self.wal is not None`` so the in-memory path pays nothing more: see the
+helpers in "durability" below (:meth:`Api._log_and_answer` answers a publish or delete only
+once it is on disk under ``--fsync always``, by the long poll's deferral).
+
 The three seed routes are written out by hand (validated-value caches, inlined engine
 calls): they are the hot path the benchmarks measure.
 """
@@ -40,6 +46,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterator
 from decimal import ROUND_CEILING, Decimal
+from functools import partial
 from pathlib import Path
 from time import monotonic_ns
 from typing import Any, Protocol
@@ -51,6 +58,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from . import _core
 from .protocol import JSON_HEADERS, Request, Response, error_response
+from .wal import WalError
 
 __all__ = [
     "Api",
@@ -564,8 +572,11 @@ class Api:
         expiry: Expiry,
         call_later: Callable[..., Any],
         connection_count: Callable[[], int] = lambda: 0,
+        wal: Any = None,
     ) -> None:
         self.broker = broker
+        self.wal = wal  # wonderq.wal.Wal with --data-dir, else None
+        self._default_delays: dict[str, int] = {}  # queue -> its delay_ms, for the log
         self.max_batch = max_batch
         self.expiry = expiry
         self._call_later = call_later
@@ -654,6 +665,8 @@ class Api:
             return exc.response()
         if isinstance(exc, _core.EngineError):
             return error_response(exc.status, exc.code, str(exc))
+        if isinstance(exc, WalError):  # the log cannot be written: 507 storage_error
+            return error_response(exc.status, exc.code, str(exc))
         log.error("%s %s failed", req.method, req.path, exc_info=exc)
         return _INTERNAL_ERROR
 
@@ -679,11 +692,13 @@ class Api:
 
     # ---- the seed's routes on queue `default` ----------------------------------------------------
 
-    def handle_publish(self, req: Request) -> Response:
+    def handle_publish(self, req: Request) -> Response | None:
         """``POST /v1/publish[?delay=]``: the raw body is the message; 201 ``{"id": N}``."""
         delay_ms = -1
         if req.query:
             delay_ms = param_ms(parse_query(req.query), "delay", MAX_DELAY_MS, -1)
+        if self.wal is not None:
+            return self._publish_logged(req, DEFAULT_QUEUE, delay_ms)
         # publish_one() inlined: this is the hottest route.
         broker = self.broker
         msg_id = broker.publish(DEFAULT_QUEUE, req.body, monotonic_ns() // 1_000_000, delay_ms)
@@ -718,6 +733,8 @@ class Api:
                 wait_ms = param_ms(params, "wait", MAX_WAIT_MS, 0)
             if wait_ms:
                 return self.receive_or_park(req, DEFAULT_QUEUE, cid, limit, visibility_ms, wait_ms)
+        if self.wal is not None:
+            return self.receive_or_park(req, DEFAULT_QUEUE, cid, limit, visibility_ms, 0)
         broker = self.broker
         body = broker.receive(DEFAULT_QUEUE, cid, limit, monotonic_ns() // 1_000_000, visibility_ms)
         deadline_ms = broker.next_deadline()
@@ -725,7 +742,7 @@ class Api:
             self.expiry.arm(deadline_ms)
         return (200, body, JSON_HEADERS)
 
-    def handle_delete(self, req: Request) -> Response:
+    def handle_delete(self, req: Request) -> Response | None:
         """``DELETE /v1/consumer?cid=&id=``: ack; 200 ``true`` or ``false``."""
         params = parse_query(req.query)
         get = params.get
@@ -736,6 +753,8 @@ class Api:
         if not msg_id:
             msg_id = param_id(params)
         if self.broker.delete(DEFAULT_QUEUE, cid, msg_id, monotonic_ns() // 1_000_000):
+            if self.wal is not None:
+                return self._delete_logged(req, msg_id)
             return _TRUE
         return _FALSE
 
@@ -758,7 +777,7 @@ class Api:
     # lookup), then its parameters; the engine raises QueueNotFound (404) for a well-formed
     # name of no queue, so no route checks existence itself and none creates a queue.
 
-    def handle_publish_batch(self, req: Request) -> Response:
+    def handle_publish_batch(self, req: Request) -> Response | None:
         """``POST /v1/queues/{queue}/batch``: a JSON array of 1..max_batch entries, each a
         string or ``{"body", "delay"}``; all or nothing; 201 ``{"ids": [...]}``."""
         queue = param_queue(req)
@@ -775,6 +794,8 @@ class Api:
             bodies = list(map(str.encode, entries))
         except (TypeError, UnicodeEncodeError):
             bodies, delays = batch_entries(entries)
+        if self.wal is not None:
+            return self._publish_batch_logged(req, queue, bodies, delays)
         broker = self.broker
         first: int = broker.publish_batch(queue, bodies, monotonic_ns() // 1_000_000, delays)
         if self.waiters and queue in self.waiters:
@@ -810,16 +831,18 @@ class Api:
                 wait_ms = param_ms(params, "wait", MAX_WAIT_MS, 0)
         return self.receive_or_park(req, queue, cid, limit, visibility_ms, wait_ms)
 
-    def handle_publish_message(self, req: Request) -> Response:
+    def handle_publish_message(self, req: Request) -> Response | None:
         """``POST /v1/queues/{queue}/messages[?delay=]``: the raw body is the message; 201
         ``{"id": N}``. ``delay=0`` overrides the queue's delay."""
         queue = param_queue(req)
         delay_ms = -1
         if req.query:
             delay_ms = param_ms(parse_query(req.query), "delay", MAX_DELAY_MS, -1)
+        if self.wal is not None:
+            return self._publish_logged(req, queue, delay_ms)
         return (201, b'{"id":%d}' % self.publish_one(queue, req.body, delay_ms), JSON_HEADERS)
 
-    def handle_ack(self, req: Request) -> Response:
+    def handle_ack(self, req: Request) -> Response | None:
         """``POST /v1/queues/{queue}/ack`` with ``{"cid": C, "ids": [...]}``: delete each id
         by the rule of a single delete; 200 ``{"deleted": [...], "failed": [...]}``, each in
         input order (an id given twice fails the second time)."""
@@ -849,20 +872,26 @@ class Api:
             if exc.code != "invalid_id":
                 raise
             raise BadParameter("invalid_ids", f"ids must be integers from 1 to {MAX_ID}") from None
-        return (
+        response: Response = (
             200,
             b'{"deleted":[%s],"failed":[%s]}'
             % (",".join(map(str, deleted)).encode(), ",".join(map(str, failed)).encode()),
             JSON_HEADERS,
         )
+        if deleted and self.wal is not None:
+            self.wal.append_delete_many(deleted)
+            return self._log_and_answer(req, response)
+        return response
 
-    def handle_delete_message(self, req: Request) -> Response:
+    def handle_delete_message(self, req: Request) -> Response | None:
         """``DELETE /v1/queues/{queue}/messages/{id}?cid=``: ack; 200 ``true`` or ``false``
         (also for a message of another queue)."""
         queue = param_queue(req)
         msg_id = param_path_id(req)
         cid = param_cid(parse_query(req.query))
         if self.broker.delete(queue, cid, msg_id, now_ms()):
+            if self.wal is not None:
+                return self._delete_logged(req, msg_id)
             return _TRUE
         return _FALSE
 
@@ -878,6 +907,8 @@ class Api:
         timeout_ms = param_ms(params, "timeout", MAX_VISIBILITY_MS, 0)
         if not self.broker.change_lease(queue, cid, msg_id, timeout_ms, now_ms()):
             return _FALSE
+        if self.wal is not None:
+            self.log_dead_letters()  # a release may have moved it to the dead-letter queue
         if timeout_ms == 0:
             # Available again in this queue, or moved to its dead-letter queue: either
             # queue's long polls may now be answered.
@@ -893,31 +924,44 @@ class Api:
         queues = [queue_info_json(broker.queue_info(name)) for name in broker.queue_names()]
         return (200, encode_json({"queues": queues}), JSON_HEADERS)
 
-    def handle_put_queue(self, req: Request) -> Response:
+    def handle_put_queue(self, req: Request) -> Response | None:
         """``PUT /v1/queues/{queue}``: create (201) or update (200) with the JSON attributes
         of the body (optional; a missing key keeps its value); answers the info. The engine
         checks the result as a whole and changes nothing when it refuses."""
         queue = param_queue(req)
         attributes = queue_attributes_ms(parse_json(req.body, "the body")) if req.body else None
+        if self.wal is not None:
+            self.wal.check_writable()  # a failed log refuses new state (507)
         created = self.broker.put_queue(queue, attributes)
-        return (201 if created else 200, self.queue_info(queue), JSON_HEADERS)
+        response: Response = (201 if created else 200, self.queue_info(queue), JSON_HEADERS)
+        if self.wal is not None:
+            return self._queue_put_logged(req, queue, response)
+        return response
 
     def handle_get_queue(self, req: Request) -> Response:
         """``GET /v1/queues/{queue}``: attributes and counters."""
         return (200, self.queue_info(param_queue(req)), JSON_HEADERS)
 
-    def handle_delete_queue(self, req: Request) -> Response:
+    def handle_delete_queue(self, req: Request) -> Response | None:
         """``DELETE /v1/queues/{queue}``: drop the queue and its messages; 204. Refused (409)
         for ``default`` and for a queue that is another's dead-letter queue."""
         queue = param_queue(req)
         self.broker.delete_queue(queue)
         self.drop_waiters(queue)
+        if self.wal is not None:
+            self._default_delays.pop(queue, None)
+            self.wal.append_queue_delete(queue)
+            return self._log_and_answer(req, _NO_CONTENT)
         return _NO_CONTENT
 
-    def handle_purge(self, req: Request) -> Response:
+    def handle_purge(self, req: Request) -> Response | None:
         """``POST /v1/queues/{queue}/purge``: drop its ready, delayed and leased messages
         (the totals stay); 200 ``{"purged": n}``."""
-        purged: int = self.broker.purge(param_queue(req))
+        queue = param_queue(req)
+        purged: int = self.broker.purge(queue)
+        if self.wal is not None:
+            self.wal.append_purge(queue)
+            return self._log_and_answer(req, (200, b'{"purged":%d}' % purged, JSON_HEADERS))
         return (200, b'{"purged":%d}' % purged, JSON_HEADERS)
 
     def queue_info(self, queue: str) -> bytes:
@@ -952,7 +996,12 @@ class Api:
             wq.live += 1
             req.deferred = waiter
             return None
-        body: bytes = broker.receive(queue, cid, limit, monotonic_ns() // 1_000_000, visibility_ms)
+        if self.wal is None:
+            body: bytes = broker.receive(
+                queue, cid, limit, monotonic_ns() // 1_000_000, visibility_ms
+            )
+        else:
+            body = self._receive_logged(queue, cid, limit, now_ms(), visibility_ms)
         deadline_ms = broker.next_deadline()
         if 0 <= deadline_ms < self.expiry.armed_ms:
             self.expiry.arm(deadline_ms)
@@ -981,7 +1030,14 @@ class Api:
                 self._finish(waiter, wq)
                 if waiter.req.conn.closed:
                     continue  # its client is gone: lease nothing to it
-                body = broker.receive(queue, waiter.cid, waiter.limit, now, waiter.visibility_ms)
+                if self.wal is None:
+                    body = broker.receive(
+                        queue, waiter.cid, waiter.limit, now, waiter.visibility_ms
+                    )
+                else:
+                    body = self._receive_logged(
+                        queue, waiter.cid, waiter.limit, now, waiter.visibility_ms
+                    )
                 answers.append((waiter, body))
         finally:
             if wq.live == 0 and self.waiters.get(queue) is wq:
@@ -1058,6 +1114,109 @@ class Api:
         elif len(fifo) - wq.live > max(_STALE_WAITERS, wq.live):
             wq.fifo = deque(w for w in fifo if w.active)
 
+    # ---- durability: only with --data-dir (self.wal is not None) ---------------------------------
+    # Each change is appended right after the engine made it, in the engine's order; publishes
+    # check the log first, so a failed log refuses them (507) before the engine stores them.
+
+    def _log_and_answer(self, req: Request, response: Response) -> Response | None:
+        """Have the log write what was appended (at the end of this event-loop turn, one write
+        for every request of the turn) and answer ``response``: at once, or with ``--fsync
+        always`` once the write and fsync are done: ``req`` is deferred like a long poll (the
+        protocol holds pipelined requests behind it, so answers stay in order). A failed
+        write answers 507 ``storage_error`` instead: nothing unwritten is acknowledged."""
+        fut = self.wal.commit()
+        if fut is None:
+            return response
+        req.deferred = fut
+        fut.add_done_callback(partial(self._committed, req, response))
+        return None
+
+    def _committed(self, req: Request, response: Response, fut: Any) -> None:
+        if fut.cancelled():
+            response = error_response(503, "shutting_down", "the server is shutting down")
+        else:
+            exc = fut.exception()
+            if exc is not None:
+                response = self._error_response(req, exc)
+        self._answer(req, response)
+
+    def _effective_delay(self, queue: str, delay_ms: int) -> int:
+        """The delay a publish got: ``delay_ms``, or the queue's (cached; PUT and DELETE of
+        the queue drop the cache entry) when it is -1."""
+        if delay_ms >= 0:
+            return delay_ms
+        queue_delay = self._default_delays.get(queue)
+        if queue_delay is None:
+            queue_delay = self.broker.queue_info(queue)["attributes"]["delay_ms"]
+            self._default_delays[queue] = queue_delay
+        return queue_delay
+
+    def _publish_logged(self, req: Request, queue: str, delay_ms: int) -> Response | None:
+        """:meth:`publish_one` with the log: refuse if it failed, append, then wake."""
+        wal = self.wal
+        wal.check_writable()
+        body = req.body
+        msg_id: int = self.broker.publish(queue, body, now_ms(), delay_ms)
+        wal.append_publish(msg_id, queue, body, self._effective_delay(queue, delay_ms))
+        if self.waiters and queue in self.waiters:
+            self.wake(queue)
+        self.note_deadline()
+        return self._log_and_answer(req, (201, b'{"id":%d}' % msg_id, JSON_HEADERS))
+
+    def _publish_batch_logged(
+        self, req: Request, queue: str, bodies: list[bytes], delays: list[int] | None
+    ) -> Response | None:
+        wal = self.wal
+        wal.check_writable()
+        first: int = self.broker.publish_batch(queue, bodies, now_ms(), delays)
+        queue_delay = self._effective_delay(queue, -1)
+        if delays is not None:
+            delays = [queue_delay if d < 0 else d for d in delays]
+        elif queue_delay:
+            delays = [queue_delay] * len(bodies)
+        wal.append_publish_batch(first, queue, bodies, delays)
+        if self.waiters and queue in self.waiters:
+            self.wake(queue)
+        self.note_deadline()
+        ids = ",".join(map(str, range(first, first + len(bodies)))).encode()
+        return self._log_and_answer(req, (201, b'{"ids":[' + ids + b"]}", JSON_HEADERS))
+
+    def _delete_logged(self, req: Request, msg_id: int) -> Response | None:
+        """A delete that succeeded: logged; answered ``true`` once durable."""
+        self.wal.append_delete(msg_id)
+        return self._log_and_answer(req, _TRUE)
+
+    def _queue_put_logged(self, req: Request, queue: str, response: Response) -> Response | None:
+        self._default_delays.pop(queue, None)
+        self.wal.append_queue_put(queue, self.broker.queue_info(queue)["attributes"])
+        return self._log_and_answer(req, response)
+
+    def _receive_logged(
+        self, queue: str, cid: int, limit: int, now: int, visibility_ms: int
+    ) -> bytes:
+        """``broker.receive`` that logs the receive counts (never waited for: a lost count
+        only lets a message be delivered once more before it is dead-lettered)."""
+        leased: list[int] = []
+        body: bytes = self.broker.receive(queue, cid, limit, now, visibility_ms, leased)
+        if leased:
+            self.wal.append_receive(leased)
+        return body
+
+    def log_dead_letters(self) -> None:
+        """Append the dead-letter moves the engine made (by ``expire`` or ``change_lease``)
+        since the last call. They go out with the next write (at most a tick later)."""
+        moves = self.broker.take_dead_lettered()
+        if moves:
+            append = self.wal.append_dead_letter
+            for msg_id, queue in moves:
+                append(msg_id, queue)
+
+    def after_expiry_logged(self) -> None:
+        """The expiry timer's ``on_expired`` with the log: the moves first, then the wakes
+        (which may receive a moved message)."""
+        self.log_dead_letters()
+        self.wake_all()
+
 
 # ---- metrics ---------------------------------------------------------------------------------
 
@@ -1120,6 +1279,28 @@ class EngineCollector:
         )
         waiting = sum(wq.live for wq in self._api.waiters.values())
         yield GaugeMetricFamily("wonderq_waiting_receives", "Parked long polls.", waiting)
+        wal = self._api.wal
+        if wal is not None:  # wonderq_wal_*: see docs/DURABILITY.md, "Metrics"
+            for name, value in wal.metrics().items():
+                if name.endswith("_total"):
+                    yield CounterMetricFamily(name, _WAL_HELP.get(name, name), value)
+                else:
+                    yield GaugeMetricFamily(name, _WAL_HELP.get(name, name), value)
+
+
+_WAL_HELP = {
+    "wonderq_wal_bytes": "Bytes of the log on disk: snapshot and segments, with what is queued.",
+    "wonderq_wal_segments": "Segment files of the log.",
+    "wonderq_wal_snapshot_bytes": "Size of the current snapshot in bytes.",
+    "wonderq_wal_compactions_total": "Compactions completed.",
+    "wonderq_wal_compaction_failures_total": "Compactions abandoned.",
+    "wonderq_wal_written_bytes_total": "Bytes written to the log.",
+    "wonderq_wal_fsyncs_total": "fsyncs of the log.",
+    "wonderq_wal_last_fsync_seconds": "Duration of the last fsync.",
+    "wonderq_wal_fsync_failures_total": "Failed fsyncs.",
+    "wonderq_wal_write_failures_total": "Failed writes.",
+    "wonderq_wal_failed": "1 while the log cannot be written and publishes are refused.",
+}
 
 
 def encode_json(value: Any) -> bytes:

@@ -1,7 +1,8 @@
 """The command line: ``wonderq serve [flags]`` (also ``python -m wonderq serve``).
 
 Mistakes get one line on stderr and a non-zero exit, never a traceback: 2 for a bad flag or
-value (as argparse does), 1 when the server cannot start (address in use, engine missing).
+value (as argparse does), 1 when the server cannot start (address in use, engine missing, a
+data directory it cannot write or a log it cannot read).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ _DESCRIPTION = "WonderQ, a work queue over plain HTTP: publish, lease, process, 
 _SERVE_EPILOG = (
     "Every flag can also be given as an environment variable WONDERQ_<NAME> "
     "(e.g. WONDERQ_MAX_BATCH=100, WONDERQ_ACCESS_LOG=1); a flag wins over the environment. "
-    "Everything is held in memory. SIGTERM or SIGINT stops the server gracefully."
+    "Everything is held in memory; with --data-dir every change is also logged to disk and "
+    "replayed at start-up, so messages survive restarts and crashes (--fsync says how safely). "
+    "SIGTERM or SIGINT stops the server gracefully."
 )
 
 
@@ -83,12 +86,14 @@ def serve(args: argparse.Namespace) -> int:
         )
         return 1
     configure_logging(settings)
+    server = Server(settings)
     try:
+        server.open()  # with --data-dir: recovery, before the port is bound
         sock = bind(settings.host, settings.port)
     except ServerError as exc:
         sys.stderr.write(f"wonderq serve: error: {exc}\n")
         return 1
-    return Server(settings).run(sock)
+    return server.run(sock)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ MAX_VISIBILITY_S = 43200
 # ids and cids are 63-bit; nothing we count in bytes or connections comes near that.
 _MAX_INT = 2**63 - 1
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_FSYNC_MODES = ("always", "everysec", "never")  # as wonderq.wal.FSYNC_MODES
 # A plain decimal, as the HTTP API reads times: no sign, exponent, nan or inf.
 _DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?\Z")
 
@@ -52,6 +53,10 @@ class Settings:
     max_header_bytes: int = 16 * 1024  # all header lines of one request (431 over it)
     max_url_bytes: int = 8 * 1024  # the request target (414 over it)
     shutdown_timeout_s: float = 5.0  # grace for in-flight requests on SIGTERM/SIGINT
+    # Durability (docs/DURABILITY.md): off unless data_dir is set.
+    data_dir: str | None = None  # directory of the write-ahead log; None = memory only
+    fsync: str = "everysec"  # always | everysec | never
+    compact_min_bytes: int = 64 * 1024 * 1024  # compact once the log passes max(this, 2 x live)
 
     @property
     def visibility_timeout_ms(self) -> int:
@@ -104,6 +109,19 @@ def _log_level(text: str) -> str:
     if level not in _LOG_LEVELS:
         raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
     return level
+
+
+def _directory(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must be a directory path")
+    return text
+
+
+def _fsync_mode(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in _FSYNC_MODES:
+        raise ValueError(f"must be one of {', '.join(_FSYNC_MODES)}")
+    return mode
 
 
 def _boolean(text: str) -> bool:
@@ -225,6 +243,31 @@ FIELDS: tuple[Field, ...] = (
         _seconds(0, 3600),
         "on SIGTERM/SIGINT, wait this long for in-flight requests, in seconds (default 5)",
         "SECONDS",
+    ),
+    Field(
+        "data_dir",
+        "--data-dir",
+        _directory,
+        "keep the queues on disk in DIR too (a write-ahead log, replayed at start-up) so they "
+        "survive restarts and crashes; created if missing (default: memory only)",
+        "DIR",
+    ),
+    Field(
+        "fsync",
+        "--fsync",
+        _fsync_mode,
+        "with --data-dir: 'always' answers a publish or delete once it is on disk (one fsync "
+        "per batch of requests), 'everysec' fsyncs once a second (a crash of the machine loses "
+        "up to ~1 s), 'never' leaves it to the OS (default everysec)",
+        "MODE",
+    ),
+    Field(
+        "compact_min_bytes",
+        "--compact-min-bytes",
+        _integer(1, _MAX_INT),
+        "with --data-dir: compact the log once it passes max(BYTES, 2 x the live data) "
+        "(default 67108864 = 64 MiB)",
+        "BYTES",
     ),
 )
 

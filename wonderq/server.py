@@ -7,13 +7,19 @@ of queues that gained messages are answered.
 
 Shutdown on SIGTERM/SIGINT: stop accepting, answer parked long polls with empty lists, finish
 the requests in flight (closing each connection after its last answer), close idle keep-alive
-connections at once, and exit 0; connections still open after ``shutdown_timeout_s`` are cut.
+connections at once, flush and close the log (with ``--data-dir``), and exit 0; connections
+still open after ``shutdown_timeout_s`` are cut.
+
+Durability (``--data-dir``, docs/DURABILITY.md): :meth:`Server.open` locks the directory and
+replays the log into the engine before the server listens; the log's writer starts with the
+event loop, the API appends every durable change to it, and shutdown closes it last.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import logging
 import os
 import signal
@@ -27,6 +33,7 @@ from . import _core
 from .api import Api, now_ms
 from .config import Settings
 from .protocol import HttpProtocol, protocol_factory, refresh_date
+from .wal import BrokerSnapshotSource, Wal, WalCorruptError
 
 __all__ = ["ExpiryTimer", "Server", "ServerError", "bind"]
 
@@ -37,6 +44,8 @@ log = logging.getLogger("wonderq")
 EXPIRE_BUDGET = 4096
 _NOT_ARMED = 2**63
 _BACKLOG = 1024
+# In the data directory: held (flock) while a server uses it, so two never write one log.
+_LOCK_FILE = "wonderq.lock"
 
 
 class ServerError(Exception):
@@ -118,6 +127,32 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def wall_ms() -> int:
+    """Wall-clock milliseconds: the log stores the end of a delay as wall-clock time."""
+    return time.time_ns() // 1_000_000
+
+
+def _lock_data_dir(data_dir: str) -> int:
+    """Create ``data_dir`` if needed, check that files can be created in it, and lock it for
+    this process (the fd holds the lock until the process exits). Raises OSError, or
+    ServerError if another server holds the lock."""
+    os.makedirs(data_dir, exist_ok=True)
+    # A probe rather than os.access(): root passes every permission check, but not a
+    # read-only file system or an immutable directory. (*.tmp is what recovery cleans up.)
+    probe = os.path.join(data_dir, f"probe-{os.getpid()}.tmp")
+    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+    os.unlink(probe)
+    fd = os.open(os.path.join(data_dir, _LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ServerError(f"the data directory {data_dir} is in use by another server") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, b"%d\n" % os.getpid())
+    return fd
+
+
 def _url(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     if ":" in host:
@@ -133,8 +168,55 @@ class Server:
         self.connections: set[HttpProtocol] = set()
         self.shutting_down = False
         self.api: Api | None = None
+        self.broker: Any = None  # the engine, made by open()
+        self.wal: Wal | None = None  # the write-ahead log; None without --data-dir
+        self._lock_fd: int | None = None
         self._stop: asyncio.Event | None = None
         self._date_timer: asyncio.TimerHandle | None = None
+
+    def open(self) -> None:
+        """Make the engine and, with ``--data-dir``, lock the directory and replay the log
+        into the engine (blocking: call before listening). Raises ServerError with a one-line
+        reason when the directory cannot be used or its log cannot be read."""
+        if self.broker is not None:
+            return
+        settings = self.settings
+        self.broker = _core.Broker(
+            visibility_ms=settings.visibility_timeout_ms,
+            max_message_bytes=settings.max_message_bytes,
+            max_batch=settings.max_batch,
+            max_memory=settings.max_memory,
+            # The engine records dead-letter moves only for the log (else nobody takes them).
+            track_dead_letters=settings.data_dir is not None,
+        )
+        if settings.data_dir is not None:
+            self.wal = self._recover(settings.data_dir)
+
+    def _recover(self, data_dir: str) -> Wal:
+        settings = self.settings
+        t0 = time.perf_counter()
+        try:
+            self._lock_fd = _lock_data_dir(data_dir)
+            wal = Wal(data_dir, fsync=settings.fsync, compact_min_bytes=settings.compact_min_bytes)
+            with wal.recover() as state:
+                read_s = time.perf_counter() - t0
+                restored = state.load_into(self.broker, now_ms(), wall_ms())
+                queues = len(state.queues)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise ServerError(f"cannot use the data directory {data_dir}: {reason}") from None
+        except (WalCorruptError, _core.EngineError) as exc:
+            raise ServerError(f"cannot recover the log in {data_dir}: {exc}") from None
+        log.info(
+            "recovered %d messages in %d queues from %s in %.3f s (read %.3f s); fsync %s",
+            restored,
+            queues,
+            data_dir,
+            time.perf_counter() - t0,
+            read_s,
+            settings.fsync,
+        )
+        return wal
 
     def run(self, sock: socket.socket) -> int:
         """Serve on the listening ``sock`` until SIGTERM/SIGINT; returns the exit status."""
@@ -144,12 +226,15 @@ class Server:
         """The server's whole life inside the event loop."""
         settings = self.settings
         loop = asyncio.get_running_loop()
-        broker = _core.Broker(
-            visibility_ms=settings.visibility_timeout_ms,
-            max_message_bytes=settings.max_message_bytes,
-            max_batch=settings.max_batch,
-            max_memory=settings.max_memory,
-        )
+        self.open()
+        broker = self.broker
+        wal = self.wal
+        if wal is not None:
+            try:
+                await wal.start(BrokerSnapshotSource(broker, now_ms, wall_ms))
+            except OSError as exc:
+                log.error("cannot open the log in %s: %s", settings.data_dir, exc)
+                return 1
         expiry = ExpiryTimer(loop, broker)
         api = Api(
             broker,
@@ -157,8 +242,10 @@ class Server:
             expiry=expiry,
             call_later=loop.call_later,
             connection_count=self.connections.__len__,
+            wal=wal,
         )
-        expiry.on_expired = api.wake_all
+        # With the log, expiry slices also log the dead-letter moves they made.
+        expiry.on_expired = api.wake_all if wal is None else api.after_expiry_logged
         self.api = api
         server = await loop.create_server(
             protocol_factory(api, self, settings), sock=sock, backlog=_BACKLOG
@@ -212,3 +299,7 @@ class Server:
                 conn.abort()
             await asyncio.sleep(0)
         expiry.stop()
+        if self.wal is not None:
+            # After the last answers: whatever they appended is written and fsynced.
+            await self.wal.close()
+            log.info("the log is flushed and closed")
