@@ -151,10 +151,11 @@ def run_receive_delete_batch(cls, n: int, size: int = 100):
 
 
 def run_expire(cls, n: int, budget: int = 4096):
-    """n leases with spread deadlines, all due: expire them in slices of `budget`."""
+    """n leases, 10 per deadline over up to 5000 deadlines, all due: expire them in slices of
+    `budget`."""
     b = prefilled(cls, n)
-    for i in range(0, n, 1000):
-        b.receive(Q, 1, 1000, 0, 1 + i % 5000)
+    for i in range(0, n, 10):
+        b.receive(Q, 1, 10, 0, 1 + (i // 10) % 5000)
     t = time.process_time()
     done = 0
     while done < n:
@@ -172,9 +173,9 @@ def bench_speed(n_small: int, n_large: int) -> list[tuple[str, float, float, flo
         ("publish_batch (500 per call)", run_publish_batch),
         ("receive(limit=1) + delete", run_receive_delete),
         ("receive(limit=100) + delete_batch", run_receive_delete_batch),
-        ("expire (budget 4096, 5000 distinct deadlines)", run_expire),
+        ("expire (budget 4096, up to 5000 deadlines)", run_expire),
     ]:
-        engine = median_rate(lambda fn=fn: fn(_core.Broker, n_small), runs=5)
+        engine = median_rate(lambda fn=fn: fn(_core.Broker, n_small), runs=7)
         ref = median_rate(lambda fn=fn: fn(model.Broker, n_small))
         large = median_rate(lambda fn=fn: fn(_core.Broker, n_large))
         rows.append((name, engine, ref, large))
@@ -229,8 +230,14 @@ def run_cycle(depth: int, n: int):
     return n, elapsed
 
 
-def bench_depth(depth: int, n: int) -> tuple[float, float]:
-    return median_rate(lambda: run_cycle(0, n)), median_rate(lambda: run_cycle(depth, n))
+def bench_depth(depth: int, n: int, runs: int = 5) -> tuple[float, float]:
+    """Median cycles/s at depth 0 and at `depth`, the runs interleaved so that the neighbours'
+    load hits both alike."""
+    shallow, deep = [], []
+    for _ in range(runs):
+        shallow.append(n / run_cycle(0, n)[1])
+        deep.append(n / run_cycle(depth, n)[1])
+    return statistics.median(shallow), statistics.median(deep)
 
 
 # ---- report -----------------------------------------------------------------------------------
@@ -263,8 +270,8 @@ def report(args) -> str:
         f"| accounted memory_bytes | {mem['memory_bytes'] / 1e6:.1f} MB | |",
         "",
         "**Speed against the reference model** (tests/model.py), ops/s of CPU time: engine "
-        f"and model on the same {args.model_n:,} operations, and the engine on "
-        f"{args.speed_n:,} (a deeper queue, a bigger heap):",
+        f"and model on the same {args.model_n:,} operations (engine: median of 7 runs), and "
+        f"the engine alone on {args.speed_n:,} (a deeper queue, a bigger heap):",
         "",
         f"| operation | engine | model | ratio | engine, n={args.speed_n:,} | goal |",
         "|---|---|---|---|---|---|",
@@ -292,7 +299,8 @@ def report(args) -> str:
         )
     lines += [
         "",
-        f"**Depth** - publish + receive + delete cycles ({args.cycle_n:,} per run, CPU time):",
+        f"**Depth** - publish + receive + delete cycles ({args.cycle_n:,} per run, CPU time, "
+        "medians of 5 interleaved runs):",
         "",
         "| queue depth | cycles/s |",
         "|---|---|",
@@ -322,8 +330,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--messages", type=int, default=1_000_000, help="memory/burst/depth size")
     p.add_argument("--speed-n", type=int, default=200_000, help="engine-only ops per speed run")
-    p.add_argument("--model-n", type=int, default=20_000, help="engine+model ops per speed run")
-    p.add_argument("--cycle-n", type=int, default=200_000, help="cycles per depth run")
+    p.add_argument("--model-n", type=int, default=50_000, help="engine+model ops per speed run")
+    p.add_argument("--cycle-n", type=int, default=300_000, help="cycles per depth run")
     p.add_argument(
         "--budget", type=int, default=2048, help="expire budget per call (also run at 2x)"
     )
