@@ -364,6 +364,38 @@ def json_seconds_ms(value: Any, name: str, max_ms: int, code: str = "invalid_att
     raise BadParameter(code, f"{name} must be a number of seconds from 0 to {max_ms // 1000}")
 
 
+# Ids as JSON on the batch routes. str() of each id costs ~13 us CPU for 100 ids, an eighth of
+# what a 100-message batch publish costs in its handler; this costs ~6 us. Consecutive ids (a
+# batch's, and usually what one receive leased) share all digits but the last two within each
+# hundred: in this template "\0" stands for those digits, filled in by one bytes.replace()
+# per hundred.
+_HUNDRED = b",".join(b"\0%02d" % i for i in range(100))
+
+
+def consecutive_ids_json(first: int, n: int) -> bytes:
+    """The ids ``first .. first + n - 1`` as the items of a JSON array (``b"7,8,9"``)."""
+    end = first + n
+    if first < 100:  # no digits before the last two: "07" would not be JSON
+        return ",".join(map(str, range(first, end))).encode()
+    parts = []
+    while first < end:
+        hundred, lo = divmod(first, 100)
+        hi = min(100, lo + end - first)
+        digits = b"%d" % hundred
+        width = len(digits) + 3  # digits, the last two, a comma
+        parts.append(_HUNDRED.replace(b"\0", digits)[lo * width : hi * width - 1])
+        first += hi - lo
+    return b",".join(parts)
+
+
+def ids_json(ids: list[int]) -> bytes:
+    """``ids`` as the items of a JSON array, cheaply when they are consecutive."""
+    n = len(ids)
+    if n > 2 and ids[-1] - ids[0] == n - 1 and ids == list(range(ids[0], ids[0] + n)):
+        return consecutive_ids_json(ids[0], n)
+    return ",".join(map(str, ids)).encode()
+
+
 def _seconds(ms: int) -> int | float:
     """Whole ms as JSON seconds: ``30`` for 30000, ``0.25`` for 250."""
     return ms // 1000 if ms % 1000 == 0 else ms / 1000
@@ -803,7 +835,7 @@ class Api:
         deadline_ms = broker.next_deadline()
         if 0 <= deadline_ms < self.expiry.armed_ms:
             self.expiry.arm(deadline_ms)
-        ids = ",".join(map(str, range(first, first + len(bodies)))).encode()
+        ids = consecutive_ids_json(first, len(bodies))
         return (201, b'{"ids":[' + ids + b"]}", JSON_HEADERS)
 
     def handle_receive_messages(self, req: Request) -> Response | None:
@@ -874,8 +906,7 @@ class Api:
             raise BadParameter("invalid_ids", f"ids must be integers from 1 to {MAX_ID}") from None
         response: Response = (
             200,
-            b'{"deleted":[%s],"failed":[%s]}'
-            % (",".join(map(str, deleted)).encode(), ",".join(map(str, failed)).encode()),
+            b'{"deleted":[%s],"failed":[%s]}' % (ids_json(deleted), ids_json(failed)),
             JSON_HEADERS,
         )
         if deleted and self.wal is not None:
@@ -1178,7 +1209,7 @@ class Api:
         if self.waiters and queue in self.waiters:
             self.wake(queue)
         self.note_deadline()
-        ids = ",".join(map(str, range(first, first + len(bodies)))).encode()
+        ids = consecutive_ids_json(first, len(bodies))
         return self._log_and_answer(req, (201, b'{"ids":[' + ids + b"]}", JSON_HEADERS))
 
     def _delete_logged(self, req: Request, msg_id: int) -> Response | None:
