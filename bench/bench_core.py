@@ -244,6 +244,7 @@ def bench_depth(depth: int, n: int, runs: int = 5) -> tuple[float, float]:
 
 
 def report(args) -> str:
+    load_before = os.getloadavg()[0]
     mem = bench_memory(args.messages)
     speed = bench_speed(args.model_n, args.speed_n)
     bursts = [bench_burst(args.messages, budget) for budget in (args.budget, args.budget * 2)]
@@ -254,7 +255,8 @@ def report(args) -> str:
         "## Engine",
         "",
         f"`python bench/bench_core.py` ({time.strftime('%Y-%m-%d')}, Python "
-        f"{platform.python_version()}, {platform.machine()}, {os.cpu_count()} shared cores; "
+        f"{platform.python_version()}, {platform.machine()}, {os.cpu_count()} shared cores, "
+        f"load average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end; "
         "medians of 3 runs unless noted).",
         "",
         f"**Memory** - {args.messages:,} messages of {BODY_BYTES} bytes published with "
