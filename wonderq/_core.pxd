@@ -29,7 +29,7 @@ cdef struct Msg:
     uint32_t body_len       # bytes of escaped body following the header (no quotes)
     uint32_t receives       # receive count; saturates at 2**32-1, reset to 0 by dead-lettering
 
-# Entry of the broker-wide timer heap (4-ary min-heap by (deadline_ms, msg_id)).
+# Entry of the broker-wide timer heap (binary min-heap by (deadline_ms, msg_id)).
 cdef struct TimerEntry:
     int64_t deadline_ms     # lease end or delay end, monotonic ms
     int64_t msg_id          # copy of msg.id so comparisons do not touch the message
