@@ -150,7 +150,7 @@ def run_receive_delete_batch(cls, n: int, size: int = 100):
     return n, elapsed
 
 
-def run_expire(cls, n: int, budget: int = 4096):
+def run_expire(cls, n: int, budget: int = 1024):
     """n leases, 10 per deadline over up to 5000 deadlines, all due: expire them in slices of
     `budget`."""
     b = prefilled(cls, n)
@@ -173,7 +173,7 @@ def bench_speed(n_small: int, n_large: int) -> list[tuple[str, float, float, flo
         ("publish_batch (500 per call)", run_publish_batch),
         ("receive(limit=1) + delete", run_receive_delete),
         ("receive(limit=100) + delete_batch", run_receive_delete_batch),
-        ("expire (budget 4096, up to 5000 deadlines)", run_expire),
+        ("expire (budget 1024, up to 5000 deadlines)", run_expire),
     ]:
         engine = median_rate(lambda fn=fn: fn(_core.Broker, n_small), runs=7)
         ref = median_rate(lambda fn=fn: fn(model.Broker, n_small))
@@ -335,7 +335,7 @@ def main() -> None:
     p.add_argument("--model-n", type=int, default=50_000, help="engine+model ops per speed run")
     p.add_argument("--cycle-n", type=int, default=300_000, help="cycles per depth run")
     p.add_argument(
-        "--budget", type=int, default=2048, help="expire budget per call (also run at 2x)"
+        "--budget", type=int, default=1024, help="expire budget per call (also run at 2x)"
     )
     p.add_argument("--no-write", action="store_true", help="print only")
     args = p.parse_args()
