@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -830,11 +831,12 @@ def run_sizing(bench: Bench, out: dict) -> None:
         # 1M single publishes and deletes through Locust take the best part of an hour on
         # one core: the runner waits for the batch routes (the scenario itself falls back).
         check_features(bench, Workload("", "", needs=("batch", "ack", "receive", "metrics")))
-        if shutil.which("locust") is None:
+        if importlib.util.find_spec("locust") is None:
             return {"na": "n/a (locust missing)"}
         with running(bench.launcher.wonderq) as server:
             prefix = RESULTS_DIR / "sizing"
-            cmd = ["locust", "-f", str(BENCH / "locust_sizing.py"), "--headless", "--host"]
+            cmd = [sys.executable, "-m", "locust", "-f", str(BENCH / "locust_sizing.py")]
+            cmd += ["--headless", "--host"]
             cmd += [f"http://127.0.0.1:{server.port}", "--csv", str(prefix)]
             cmd += ["--html", f"{prefix}.html", "--only-summary", "--loglevel", "WARNING"]
             full = [*bench.gen_pin, *cmd]
