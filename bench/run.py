@@ -727,6 +727,10 @@ def run_longpoll(bench: Bench, out: dict) -> None:
     out["longpoll"] = guarded(one)
 
 
+PEER_KEYS = ("lpush_p1", "lpush_p16", "reliable_p1", "reliable_p16")
+PEER_KEYS += ("put_p1", "put_p16", "work_p1", "work_p16")
+
+
 def run_redis(bench: Bench, out: dict) -> None:
     rows = out.setdefault("redis", {})
     tool = [sys.executable, str(BENCH / "peers" / "redis_queue.py")]
@@ -772,7 +776,8 @@ def run_redis(bench: Bench, out: dict) -> None:
                 for depth in (1, 16):
                     rows[f"lpush_p{depth}"] = {"na": "n/a (redis-benchmark missing)"}
     except ServerMissing as exc:
-        rows["memory"] = {"na": MISSING_SERVER, "why": str(exc)}
+        for key in ("memory", *PEER_KEYS):
+            rows.setdefault(key, {"na": MISSING_SERVER, "why": str(exc)})
 
 
 def redis_benchmark(bench: Bench, server: Server, cmd: list[str], n: int) -> dict:
@@ -820,7 +825,8 @@ def run_beanstalkd(bench: Bench, out: dict) -> None:
                 cmd += ["--pipeline", str(depth), "--duration", f"{bench.duration:g}"]
                 rows[key] = guarded(lambda cmd=cmd: bench.measure(server, cmd))
     except ServerMissing as exc:
-        rows["memory"] = {"na": MISSING_SERVER, "why": str(exc)}
+        for key in ("memory", *PEER_KEYS):
+            rows.setdefault(key, {"na": MISSING_SERVER, "why": str(exc)})
 
 
 def run_sizing(bench: Bench, out: dict) -> None:
