@@ -1805,6 +1805,9 @@ class Wal:
         elif self._cur:
             if self._failed is not None and not self._cur.waiters and not self._force_retry:
                 return  # failed: try again on the tick or when an answer waits
+            # A waiter in this batch waits for every record appended before it: seal them in
+            # (they are not yet, when a write completes before this turn's flush runs).
+            self._seal()
             batch, self._cur = self._cur, _Batch()
         else:
             return
