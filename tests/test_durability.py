@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 from _server import ServerProcess, server_command
 from conftest import RawConnection, http_request
+from prometheus_client.parser import text_string_to_metric_families
 
 SEED = int(os.environ.get("WONDERQ_TEST_SEED", random.randrange(2**32)))
 CHECKER_CID = 999_999  # the cid the checks drain with (load consumers use 1 and 2)
@@ -635,6 +636,24 @@ def test_every_fsync_mode_keeps_messages_over_a_graceful_restart(tmp_path: Path,
         for msg_id in ids[:10]:
             assert [m["id"] for m in receive(srv, "default", 1, 1)] == [msg_id]
             assert call(srv, "DELETE", f"/v1/consumer?cid=1&id={msg_id}") == (200, True)
+        # The log's figures are in /metrics, in a text Prometheus' own parser reads.
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        for name, kind in (
+            ("wonderq_wal_bytes", "gauge"),
+            ("wonderq_wal_segments", "gauge"),
+            ("wonderq_wal_compactions", "counter"),
+            ("wonderq_wal_fsyncs", "counter"),
+            ("wonderq_wal_fsync_failures", "counter"),
+            ("wonderq_wal_write_failures", "counter"),
+            ("wonderq_wal_failed", "gauge"),
+        ):
+            assert families[name].type == kind, name
+        assert families["wonderq_wal_bytes"].samples[0].value > 50 * 10
+        assert families["wonderq_wal_failed"].samples[0].value == 0
     finally:
         assert srv.stop() == 0
     assert "the log is flushed and closed" in srv.output()
