@@ -164,10 +164,15 @@ class RateResults:
     def median(self, mode: str) -> float:
         return statistics.median(r.rate for r in self.runs if r.mode == mode)
 
-    def paired_ratio(self, mode: str) -> float:
-        """Median over repetitions of (mode rate / in-memory rate of the same repetition)."""
-        mem = [r.rate for r in self.runs if r.mode == "memory"]
-        this = [r.rate for r in self.runs if r.mode == mode]
+    def paired_ratio(self, mode: str, per_cpu: bool = False) -> float:
+        """Median over repetitions of (mode rate / in-memory rate of the same repetition);
+        ``per_cpu``: of requests per server CPU-second instead."""
+
+        def value(r: RateRun) -> float:
+            return r.rate / r.server_cpu if per_cpu else r.rate
+
+        mem = [value(r) for r in self.runs if r.mode == "memory"]
+        this = [value(r) for r in self.runs if r.mode == mode]
         return statistics.median(t / m for t, m in zip(this, mem, strict=True))
 
 
@@ -317,12 +322,16 @@ def report(args: argparse.Namespace, rate: RateResults | None, rec: RecoveryResu
             f"Medians of {rate.reps} repetitions of {rate.duration_s:g} s; each repetition runs "
             "the four modes back to back on fresh servers and data directories. *x in-memory*: "
             "median over the repetitions of the mode's rate divided by the in-memory rate of "
-            "the same repetition. *srv CPU*: share of core 0 the server used (100% = it is "
-            f"the bottleneck). Load average {rate.load_start} at the start, {rate.load_end} at "
+            "the same repetition. *srv CPU*: share of core 0 the server process used, its "
+            "log threads included (100% = the server is the bottleneck; less = it waited for "
+            "the disk, for wrk, or for the other work on the machine). *per CPU-s*: requests "
+            "per second of server CPU, the cost of a request whatever else ran, and its ratio "
+            f"to in memory. Load average {rate.load_start} at the start, {rate.load_end} at "
             "the end.",
             "",
-            "| mode | requests/s | x in-memory | goal | p50 ms | p99 ms | srv CPU | each run |",
-            "|---|--:|--:|---|--:|--:|--:|---|",
+            "| mode | requests/s | x in-memory | goal | p50 ms | p99 ms | srv CPU | per CPU-s "
+            "| each run |",
+            "|---|--:|--:|---|--:|--:|--:|--:|---|",
         ]
         for mode in MODES:
             runs = [r for r in rate.runs if r.mode == mode]
@@ -333,10 +342,22 @@ def report(args: argparse.Namespace, rate: RateResults | None, rec: RecoveryResu
                 f"{statistics.median(r.p50_ms for r in runs):.2f} | "
                 f"{statistics.median(r.p99_ms for r in runs):.2f} | "
                 f"{statistics.median(r.server_cpu for r in runs):.0%} | "
+                f"{fmt_rate(statistics.median(r.rate / r.server_cpu for r in runs))} "
+                f"({rate.paired_ratio(mode, per_cpu=True):.2f}x) | "
                 + ", ".join(fmt_rate(r.rate) for r in runs)
                 + " |"
             )
         lines.append("")
+        mem_cpu = statistics.median(r.server_cpu for r in rate.runs if r.mode == "memory")
+        if mem_cpu < 0.9 and any(rate.paired_ratio(m) > 1 for m in MODES[1:]):
+            lines += [
+                f"Reading the ratios: the in-memory server used only {mem_cpu:.0%} of its core "
+                "(as in the side-by-side table), so something other than its CPU bounded its "
+                "rate, while the `everysec` and `never` servers kept their core busy; their "
+                "requests/s can therefore exceed the in-memory rate. *per CPU-s* is the "
+                "figure that compares what a request costs.",
+                "",
+            ]
     if rec is not None:
         per_msg = rec.disk_bytes / rec.messages
         lines += [
