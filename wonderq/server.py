@@ -25,7 +25,7 @@ import os
 import signal
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvloop
 
@@ -33,7 +33,9 @@ from . import _core
 from .api import Api, now_ms
 from .config import Settings
 from .protocol import HttpProtocol, protocol_factory, refresh_date
-from .wal import BrokerSnapshotSource, Wal, WalCorruptError
+
+if TYPE_CHECKING:  # imported for real only with --data-dir (see Server._recover)
+    from .wal import Wal
 
 __all__ = ["ExpiryTimer", "Server", "ServerError", "bind"]
 
@@ -195,6 +197,8 @@ class Server:
             self.wal = self._recover(settings.data_dir)
 
     def _recover(self, data_dir: str) -> Wal:
+        from .wal import Wal, WalCorruptError
+
         settings = self.settings
         t0 = time.perf_counter()
         try:
@@ -232,6 +236,8 @@ class Server:
         broker = self.broker
         wal = self.wal
         if wal is not None:
+            from .wal import BrokerSnapshotSource
+
             try:
                 await wal.start(BrokerSnapshotSource(broker, now_ms, wall_ms))
             except OSError as exc:
