@@ -5,6 +5,9 @@ from setuptools import Extension, setup
 
 extensions = [
     Extension("wonderq._core", ["wonderq/_core.pyx"], extra_compile_args=["-O2"]),
+    # Plain Python compiled in Cython's pure-Python mode, its C types in protocol.pxd; the .py
+    # also runs as is when not built.
+    Extension("wonderq.protocol", ["wonderq/protocol.py"], extra_compile_args=["-O2"]),
 ]
 
 setup(

@@ -4,10 +4,12 @@ deferral, limits, flow control and failure handling, without sockets or an engin
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -437,3 +439,111 @@ def test_shutdown_closes_idle_and_finishes_busy(loop: asyncio.AbstractEventLoop)
     busy.proto.complete(busy.app.parked[0], (200, b"[]", JSON_HEADERS))
     [(_, headers, body)] = busy.responses()
     assert body == b"[]" and headers["connection"] == "close" and busy.transport.closed
+
+
+# ---- headers the protocol reads, in any casing ---------------------------------------------
+@pytest.mark.parametrize(
+    "name", ["Content-Length", "content-length", "CONTENT-LENGTH", "cOnTeNt-LeNgTh"]
+)
+def test_content_length_in_any_casing(loop: asyncio.AbstractEventLoop, name: str) -> None:
+    c = Conn(loop)  # max_request_bytes 1000
+    c.feed(f"POST /p HTTP/1.1\r\n{name}: 5000\r\n\r\n".encode())
+    [(status, _, _)] = c.responses()
+    assert status == 413 and c.transport.eof  # refused before any body byte
+
+
+def test_content_length_with_leading_zeros(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"POST /p HTTP/1.1\r\nContent-Length: 00000000000000000000003\r\n\r\nabc")
+    assert c.responses()[0][2] == b"POST /p? abc"
+    c.feed(b"POST /p HTTP/1.1\r\nContent-Length: 00000000000000000001001\r\n\r\n")
+    assert c.responses()[0][0] == 413
+
+
+@pytest.mark.parametrize("name", ["Expect", "expect", "EXPECT"])
+def test_expect_in_any_casing(loop: asyncio.AbstractEventLoop, name: str) -> None:
+    c = Conn(loop)
+    c.feed(f"POST /p HTTP/1.1\r\nContent-Length: 2\r\n{name}: 100-continue\r\n\r\n".encode())
+    assert bytes(c.transport.out) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    c.feed(b"ab")
+    assert bytes(c.transport.out).endswith(b"POST /p? ab")
+
+
+def test_expect_with_zero_length_gets_no_100(loop: asyncio.AbstractEventLoop) -> None:
+    c = Conn(loop)
+    c.feed(b"POST /p HTTP/1.1\r\nContent-Length: 00\r\nExpect: 100-continue\r\n\r\n")
+    assert bytes(c.transport.out).startswith(b"HTTP/1.1 200 ")
+
+
+@pytest.mark.parametrize(
+    "header", ["Connection: keep-alive", "connection: Keep-Alive", "CONNECTION: KEEP-ALIVE"]
+)
+def test_http10_keep_alive_in_any_casing(loop: asyncio.AbstractEventLoop, header: str) -> None:
+    c = Conn(loop)
+    c.feed(f"GET /a HTTP/1.0\r\n{header}\r\n\r\n".encode())
+    [(status, headers, _)] = c.responses()
+    assert status == 200 and headers["connection"] == "keep-alive"
+    assert not c.transport.closed
+
+
+def test_a_header_of_the_same_length_is_not_mistaken(loop: asyncio.AbstractEventLoop) -> None:
+    # "User-Agent" has the length of "Connection", "Accept" that of "Expect",
+    # "Content-Lengtx" that of "Content-Length": none of them changes anything.
+    c = Conn(loop)
+    c.feed(
+        b"GET /a HTTP/1.0\r\nUser-Agent: keep-alive\r\nAccept: 100-continue\r\n"
+        b"Content-Lengtx: 99999\r\n\r\n"
+    )
+    [(status, headers, _)] = c.responses()
+    assert status == 200 and headers["connection"] == "close"
+    assert c.transport.closed  # HTTP/1.0 without keep-alive
+
+
+# ---- the compiled build ----------------------------------------------------------------------
+def test_compiled_protocol_is_not_stale() -> None:
+    """setup.py compiles protocol.py (types in protocol.pxd). A build older than its source
+    would run old code without a word: `make build` refreshes it."""
+    built = Path(protocol.__file__)
+    if built.suffix == ".py":
+        pytest.skip("protocol.py runs uncompiled")
+    sources = [built.with_name("protocol.py"), built.with_name("protocol.pxd")]
+    newest = max(p.stat().st_mtime for p in sources if p.exists())
+    assert built.stat().st_mtime >= newest, (
+        f"{built.name} is older than protocol.py/.pxd: run `make build`"
+    )
+
+
+def _source_protocol() -> Any:
+    """wonderq/protocol.py run as plain Python, whether or not it is compiled."""
+    path = Path(protocol.__file__).with_name("protocol.py")
+    spec = importlib.util.spec_from_file_location("wonderq_protocol_source", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_source_and_build_answer_byte_for_byte(loop: asyncio.AbstractEventLoop) -> None:
+    """The .py is the readable source of the compiled module: both must behave the same."""
+    stream = [
+        get("/a?x=1") + post("/p", b"hello") + get("/park") + get("/after"),
+        b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"GET /h HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        b"POST /e HTTP/1.1\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n",
+        b"ok",
+        b"HEAD /x HTTP/1.1\r\n\r\n" + get("/boom") + get("/last", "Connection: close\r\n"),
+    ]
+    outputs = []
+    for module in (protocol, _source_protocol()):
+        module.refresh_date(0)
+        app, owner, transport = StubApp(), Owner(), FakeTransport()
+        proto = module.HttpProtocol(app, owner, Limits())
+        proto.connection_made(transport)
+        for i, data in enumerate(stream):
+            proto.data_received(data)
+            if i == 0:
+                proto.complete(app.parked[0], (200, b"parked", JSON_HEADERS))
+        outputs.append((bytes(transport.out), transport.closed, dict(app.counts)))
+        module.refresh_date()
+    assert outputs[0] == outputs[1]
+    assert outputs[0][0].count(b"HTTP/1.1 ") == 11 and outputs[0][1]

@@ -1,3 +1,4 @@
+# cython: language_level=3, annotation_typing=False, always_allow_keywords=False
 """HTTP/1.1 over httptools: framing, keep-alive, pipelining, limits, timeouts, back-pressure.
 
 This module knows HTTP and nothing about queues. Each complete request becomes a
@@ -13,6 +14,13 @@ make us buffer without bound.
 Per-connection state is grouped below as: the connection, the message being parsed, the
 pipeline, and the timer. There is one timer per connection; moving its deadline is a field
 store, and the timer re-arms itself lazily when it fires early.
+
+Compiled. The build compiles this file with Cython in pure-Python mode: ``protocol.pxd``
+beside it declares the C types (``Request`` and ``HttpProtocol`` become extension types, the
+helpers C methods), so the httptools callbacks and the answer cost C calls instead of Python
+frames (``bench/README.md``; about a third of the instructions of a publish). The file runs
+unchanged as plain Python when it is not compiled. Types come only from the ``.pxd``
+(``annotation_typing=False``): the annotations here are for readers and mypy.
 """
 
 from __future__ import annotations
@@ -56,15 +64,20 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # What follows the Content-Length value: the Connection header if any, the blank line.
 _CLOSE_TAIL = b"\r\nConnection: close\r\n\r\n"
 _KEEP_ALIVE_TAIL = b"\r\nConnection: keep-alive\r\n\r\n"
+_PLAIN_TAIL = b"\r\n\r\n"
 
 # Date + Server + Cache-Control, the same for every response within a second; rebuilt by
 # refresh_date(), which the server calls once a second from a loop timer.
 _common_headers = b""
 
-
 # Response heads up to ``Content-Length: `` by header lines, then status; built on first use
 # and dropped each second with the Date they contain.
 _prefixes: dict[bytes, dict[int, bytes]] = {}
+
+# ``<n>\r\n\r\n`` for the body lengths most answers have (ids, acks, one message): the hot
+# path picks the end of its head here instead of formatting a number (about 90 KB).
+_LENGTH_TAILS_MAX = 2048
+_LENGTH_TAILS: tuple[bytes, ...] = tuple(b"%d\r\n\r\n" % n for n in range(_LENGTH_TAILS_MAX))
 
 
 def refresh_date(now_s: float | None = None) -> None:
@@ -80,6 +93,16 @@ def _build_prefix(status: int, headers: bytes) -> bytes:
     if len(_prefixes) < 64:  # header lines are a few constants; never let odd ones pile up
         _prefixes.setdefault(headers, {})[status] = prefix
     return prefix
+
+
+def _prefix(status: int, headers: bytes) -> bytes:
+    """The cached head of an answer up to ``Content-Length: ``."""
+    prefixes = _prefixes.get(headers)
+    if prefixes is not None:
+        prefix = prefixes.get(status)
+        if prefix is not None:
+            return prefix
+    return _build_prefix(status, headers)
 
 
 refresh_date()
@@ -117,19 +140,12 @@ class Request:
     """One parsed request. ``conn`` answers it later when ``dispatch`` deferred it.
 
     ``path`` and ``query`` are the raw (not percent-decoded) parts of the target, as latin-1
-    text. The class-level defaults are overridden only when needed (a plain class with inline
-    attribute values is cheaper to build than one with __slots__): ``params`` and ``route``
-    are for the application (path parameters, the route's metric label), ``deferred`` holds
-    its state while the request is parked; ``response`` is set only for an error the protocol
-    found itself, answered in turn; ``echo_keep_alive`` when the client sent
-    ``Connection: keep-alive``.
+    text. ``params`` and ``route`` are for the application (path parameters, the route's
+    metric label), ``deferred`` holds its state while the request is parked; ``response`` is
+    set only for an error the protocol found itself, answered in turn; ``echo_keep_alive``
+    when the client sent ``Connection: keep-alive``. Other attributes may be added (compiled,
+    the class keeps a ``__dict__`` for them, created only when one is set).
     """
-
-    params: dict[str, str] | None = None
-    route = ""
-    deferred: Any = None
-    response: Response | None = None
-    echo_keep_alive = False
 
     def __init__(
         self,
@@ -146,6 +162,11 @@ class Request:
         self.body = body
         self.keep_alive = keep_alive
         self.conn = conn
+        self.params: dict[str, str] | None = None
+        self.route = ""
+        self.deferred: Any = None
+        self.response: Response | None = None
+        self.echo_keep_alive = False
 
     @classmethod
     def failed(cls, conn: HttpProtocol, response: Response) -> Request:
@@ -155,7 +176,24 @@ class Request:
         return req
 
 
-_new_request = object.__new__
+def _new_request(
+    method: str, path: str, query: str, body: bytes, keep_alive: bool, conn: HttpProtocol
+) -> Request:
+    """Request(...) for the hot path: compiled, a bare allocation and eleven field stores,
+    without the argument parsing of a call to the class."""
+    req = Request.__new__(Request)
+    req.method = method
+    req.path = path
+    req.query = query
+    req.body = body
+    req.keep_alive = keep_alive
+    req.conn = conn
+    req.params = None
+    req.route = ""
+    req.deferred = None
+    req.response = None
+    req.echo_keep_alive = False
+    return req
 
 
 def _origin_form(path: str) -> str:
@@ -186,17 +224,6 @@ _METHODS = {
     m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE")
 }
 
-# Header names the protocol acts on. Exact-case hits are one dict lookup; other casings are
-# lowered only when the length could match (RFC 9110 section 5.1: names are case-insensitive).
-_H_CONTENT_LENGTH, _H_EXPECT, _H_CONNECTION = 1, 2, 3
-_HEADER_KINDS = {
-    b"content-length": _H_CONTENT_LENGTH,
-    b"expect": _H_EXPECT,
-    b"connection": _H_CONNECTION,
-}
-_HEADER_KINDS.update({k.title(): v for k, v in list(_HEADER_KINDS.items())})
-_HEADER_LENGTHS = frozenset(len(k) for k in _HEADER_KINDS)
-
 # Pipelined requests parked behind an unanswered one before we stop reading.
 MAX_QUEUED_REQUESTS = 32
 # After an error response we keep reading (and discarding) this long before closing, so the
@@ -211,65 +238,21 @@ _PAUSE_PIPELINE = 2
 
 # What the connection's single timer is guarding: the parser's progress (see
 # _parse_deadline), nothing while a request is parked, or the end of a lingering close.
-_T_PARSE, _T_BUSY, _T_LINGER = range(3)
+_T_PARSE, _T_BUSY, _T_LINGER = 0, 1, 2
 
 
-class HttpProtocol(asyncio.Protocol):
+class HttpProtocol:
     """One client connection: feeds bytes to httptools and writes responses in order.
+
+    An asyncio protocol by duck typing (the methods of ``asyncio.Protocol``, not the class:
+    compiled, it is an extension type, which cannot derive from a Python class).
 
     Hot path (a complete request in one read): data_received -> feed_data -> on_url,
     on_header..., on_headers_complete, on_body, on_message_complete -> app.dispatch ->
-    the answer appended to _out; then one transport.write for all the answers of the read
-    and one clock read for the idle timer. Everything unusual (a
-    partial request, a parked one, limits, closing) branches off to a slower path.
+    the pieces of the answer appended to _out; then one join and one transport.write for all
+    the answers of the read. Everything unusual (a partial request, a parked one, limits,
+    closing) branches off to a slower path.
     """
-
-    __slots__ = (
-        "_active",
-        "_app",
-        "_body",
-        "_body_bytes",
-        "_busy",
-        "_content_length",
-        "_continue_pending",
-        "_deadline",
-        "_dispatch",
-        "_echo_keep_alive",
-        "_expect",
-        "_head_bytes",
-        "_head_deadline",
-        "_head_mark",
-        "_head_mark_url",
-        "_head_raw_bytes",
-        "_header_timeout_s",
-        "_idle_timeout_s",
-        "_last_active",
-        "_linger",
-        "_log_access",
-        "_loop",
-        "_loop_time",
-        "_max_body_bytes",
-        "_max_connections",
-        "_max_header_bytes",
-        "_max_url_bytes",
-        "_out",
-        "_owner",
-        "_parser",
-        "_paused",
-        "_phase",
-        "_plain",
-        "_queue",
-        "_reading_done",
-        "_shutting_down",
-        "_special",
-        "_timer",
-        "_timer_at",
-        "_timer_kind",
-        "_transport",
-        "_url",
-        "closed",
-        "peer",
-    )
 
     def __init__(self, app: App, owner: Owner, settings: Any) -> None:
         self._app = app
@@ -280,11 +263,16 @@ class HttpProtocol(asyncio.Protocol):
         self._max_url_bytes: int = settings.max_url_bytes
         self._max_header_bytes: int = settings.max_header_bytes
         self._max_body_bytes: int = settings.max_request_bytes
+        self._max_body_digits = len(str(self._max_body_bytes))
         self._max_connections: int = settings.max_connections
         self._idle_timeout_s: float = settings.idle_timeout_s
         self._header_timeout_s: float = settings.header_timeout_s
         self._log_access: bool = settings.access_log
         self._parser = httptools.HttpRequestParser(self)
+        # Bound once: the hot path calls these for every request.
+        self._feed = self._parser.feed_data
+        self._get_method = self._parser.get_method
+        self._should_keep_alive = self._parser.should_keep_alive
         self._transport: asyncio.Transport | None = None
         self.closed = False  # the connection is gone, or going: answer nothing more
         self.peer = "-"
@@ -298,7 +286,7 @@ class HttpProtocol(asyncio.Protocol):
         self._head_raw_bytes = 0  # bytes of reads that completed no header line
         self._head_deadline = 0.0
         self._special = False  # one of the headers below was seen
-        self._content_length = -1
+        self._content_length: bytes | None = None  # its digits, as sent
         self._expect: bytes | None = None
         self._echo_keep_alive = False
         self._body: Any = None  # None, one bytes, or a list of chunks
@@ -313,7 +301,7 @@ class HttpProtocol(asyncio.Protocol):
         self._plain = not self._log_access
         self._linger = False
         self._paused = 0  # _PAUSE_* bits
-        self._out: list[bytes] = []  # answers not yet written (see _flush)
+        self._out: list[bytes] = []  # pieces of answers not yet written (see _flush)
         # The timer. While parsing, the deadline follows from _phase and _last_active, so the
         # hot path only stores _last_active; a lingering close uses _deadline. The timer fires
         # at _timer_at and re-arms itself when the deadline has moved later.
@@ -354,6 +342,7 @@ class HttpProtocol(asyncio.Protocol):
         self._busy = None
         self._queue.clear()
         self._body = None
+        self._out.clear()
         if busy is not None:
             try:
                 self._app.cancel(busy)
@@ -371,7 +360,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._reading_done:
             return  # lingering close, or after the last request: discard
         try:
-            self._parser.feed_data(data)
+            self._feed(data)
         except httptools.HttpParserUpgrade:
             # Upgrade (RFC 9110 section 7.8) is not offered. The request itself was answered
             # as plain HTTP, but what follows on the wire is not HTTP/1.1 any more.
@@ -424,24 +413,26 @@ class HttpProtocol(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         # Names and values count towards max_header_bytes. The sum is checked when the headers
         # end (or a read ends inside them): headers are only counted, never stored, so a long
-        # run of them costs no memory meanwhile.
+        # run of them costs no memory meanwhile. The three the protocol acts on are told by
+        # their length first, then by name: the usual spelling, else any casing (RFC 9110
+        # section 5.1: names are case-insensitive).
         n = len(name)
         self._head_bytes += n + len(value)
-        if n in _HEADER_LENGTHS:
-            self._header_seen(name, value)
-
-    def _header_seen(self, name: bytes, value: bytes) -> None:
-        kind = _HEADER_KINDS.get(name) or _HEADER_KINDS.get(name.lower())
-        if kind is None:
-            return
-        self._special = True
-        if kind == _H_CONTENT_LENGTH:
-            # llhttp has already refused anything but digits and conflicting duplicates.
-            self._content_length = int(value)
-        elif kind == _H_EXPECT:
-            self._expect = value
-        elif b"keep-alive" in value.lower():
-            self._echo_keep_alive = True
+        if n == 14:
+            if name == b"Content-Length" or name.lower() == b"content-length":
+                # llhttp has already refused anything but digits and conflicting duplicates.
+                # Kept as digits: the number is needed only when it could pass the limit.
+                self._special = True
+                self._content_length = value
+        elif n == 6:
+            if name == b"Expect" or name.lower() == b"expect":
+                self._special = True
+                self._expect = value
+        elif n == 10:
+            if name == b"Connection" or name.lower() == b"connection":
+                self._special = True
+                if b"keep-alive" in value.lower():
+                    self._echo_keep_alive = True
 
     def on_headers_complete(self) -> None:
         self._phase = _BODY
@@ -452,7 +443,12 @@ class HttpProtocol(asyncio.Protocol):
         if self._head_bytes > self._max_header_bytes:
             raise _Reject(error_response(431, "headers_too_large", self._headers_message()))
         if self._special:
-            if self._content_length > self._max_body_bytes:
+            length = self._content_length
+            if (
+                length is not None
+                and len(length) >= self._max_body_digits
+                and int(length) > self._max_body_bytes
+            ):
                 # Refuse before reading the body (DESIGN.md "Limits"); the connection closes.
                 raise _Reject(self._too_large())
             if self._expect is not None:
@@ -497,20 +493,16 @@ class HttpProtocol(asyncio.Protocol):
         self._head_bytes = 0
         if target[0] != "/":
             target = _origin_form(target)
-        parser = self._parser
-        # Built field by field: cheaper than a call to a Python __init__.
-        req = _new_request(Request)
-        raw_method: bytes = parser.get_method()
-        req.method = method = _METHODS.get(raw_method) or raw_method.decode("latin-1")
-        req.path, _, req.query = target.partition("?")
-        req.body = body
-        req.keep_alive = keep_alive = parser.should_keep_alive()
-        req.conn = self
+        raw_method: bytes = self._get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode("latin-1")
+        path, _, query = target.partition("?")
+        keep_alive = self._should_keep_alive()
+        req = _new_request(method, path, query, body, keep_alive, self)
         echo = False
         if self._special:
             req.echo_keep_alive = echo = self._echo_keep_alive
             self._special = self._echo_keep_alive = False
-            self._content_length = -1
+            self._content_length = None
             self._expect = None
             self._continue_pending = False
         if not keep_alive:
@@ -530,14 +522,15 @@ class HttpProtocol(asyncio.Protocol):
         if response is None:
             self._park(req)
             return
-        # The common answer, inline: keep-alive, a body, a cached head.
+        # The common answer, inline: keep-alive, a body, a cached head; three pieces that
+        # _flush joins with the rest of the read's answers.
         status, body, headers = response
-        if self._plain and keep_alive and not echo and status != 204 and method != "HEAD":
-            prefixes = _prefixes.get(headers)
-            prefix = None if prefixes is None else prefixes.get(status)
-            if prefix is None:
-                prefix = _build_prefix(status, headers)
-            self._out.append(prefix + b"%d\r\n\r\n" % len(body) + body)
+        if self._plain and not echo and status != 204 and method != "HEAD":
+            out = self._out
+            out.append(_prefix(status, headers))
+            n = len(body)
+            out.append(_LENGTH_TAILS[n] if n < _LENGTH_TAILS_MAX else b"%d\r\n\r\n" % n)
+            out.append(body)
         else:
             self._write(req, response)
 
@@ -596,7 +589,7 @@ class HttpProtocol(asyncio.Protocol):
         """Write the answers gathered so far in one go (one send() for a whole pipeline)."""
         out = self._out
         if out:
-            data = out[0] if len(out) == 1 else b"".join(out)
+            data = b"".join(out)
             out.clear()
             if self._transport is not None:
                 self._transport.write(data)
@@ -615,19 +608,18 @@ class HttpProtocol(asyncio.Protocol):
         elif req.echo_keep_alive:
             tail = _KEEP_ALIVE_TAIL  # RFC 9112 section 9.3: HTTP/1.0 keep-alive is opt-in
         else:
-            tail = b"\r\n\r\n"
-        prefixes = _prefixes.get(headers)
-        prefix = None if prefixes is None else prefixes.get(status)
-        if prefix is None:
-            prefix = _build_prefix(status, headers)
+            tail = _PLAIN_TAIL
+        prefix = _prefix(status, headers)
+        out = self._out
         if status == 204:
             # RFC 9110 section 8.6: no Content-Length on 204 (nor a body).
-            self._out.append(prefix[: prefix.rindex(b"Content-Length: ")] + tail[2:])
+            out.append(prefix[: prefix.rindex(b"Content-Length: ")] + tail[2:])
         elif req.method == "HEAD":
             # RFC 9110 section 9.3.2: the length of the body a GET would get, but no body.
-            self._out.append(prefix + b"%d" % len(body) + tail)
+            out.append(prefix + b"%d" % len(body) + tail)
         else:
-            self._out.append(prefix + b"%d" % len(body) + tail + body)
+            out.append(prefix + b"%d" % len(body) + tail)
+            out.append(body)
         if self._log_access:
             access_log.info('%s "%s %s" %d %d', self.peer, req.method, req.path, status, len(body))
         if not keep_alive:
@@ -725,7 +717,7 @@ class HttpProtocol(asyncio.Protocol):
             )
         if self._parser.get_http_version() == "1.0":
             return  # RFC 9110 section 10.1.1: ignore 100-continue from HTTP/1.0 clients
-        if self._content_length == 0:
+        if self._content_length is not None and int(self._content_length) == 0:
             return
         if self._busy is None and not self._queue:
             # The length (if declared) passed the limit, so the body will be accepted.
