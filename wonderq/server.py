@@ -255,8 +255,12 @@ class Server:
         # With the log, expiry slices also log the dead-letter moves they made.
         expiry.on_expired = api.wake_all if wal is None else api.after_expiry_logged
         self.api = api
+        # HttpProtocol is an asyncio protocol by duck typing: compiled, it cannot derive from
+        # asyncio.Protocol, so mypy cannot see it as one.
         server = await loop.create_server(
-            protocol_factory(api, self, settings), sock=sock, backlog=_BACKLOG
+            protocol_factory(api, self, settings),  # type: ignore[arg-type]
+            sock=sock,
+            backlog=_BACKLOG,
         )
         self._tick_date(loop)
         self._stop = asyncio.Event()
