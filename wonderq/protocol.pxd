@@ -16,7 +16,6 @@ cdef int _PAUSE_WRITE_BUFFER, _PAUSE_PIPELINE  # bits of HttpProtocol._paused
 cdef int _T_PARSE, _T_BUSY, _T_LINGER          # HttpProtocol._timer_kind
 
 
-
 @cython.final
 @cython.freelist(64)
 cdef class Request:
@@ -63,7 +62,7 @@ cdef class HttpProtocol:
     cdef Py_ssize_t _head_bytes     # header names + values of this message
     cdef Py_ssize_t _head_mark      # _head_bytes when the previous read ended in a head
     cdef object _head_mark_url      # _url then
-    cdef Py_ssize_t _head_raw_bytes # bytes of reads that completed no header line
+    cdef Py_ssize_t _head_raw_bytes  # bytes of reads that completed no header line
     cdef double _head_deadline      # loop time the headers must be complete by; 0: unset
     cdef bint _special              # Content-Length, Expect or Connection was seen
     cdef bytes _content_length      # its digits as sent, or None
@@ -91,10 +90,12 @@ cdef class HttpProtocol:
 
     cpdef data_received(self, object data)
     cpdef on_url(self, bytes url)
+
     @cython.locals(n=Py_ssize_t)
     cpdef on_header(self, bytes name, bytes value)
     cpdef on_headers_complete(self)
     cpdef on_body(self, bytes data)
+
     @cython.locals(n=Py_ssize_t, keep_alive=bint, echo=bint, target=str, out=list)
     cpdef on_message_complete(self)
 
@@ -126,6 +127,7 @@ cdef class HttpProtocol:
 
 @cython.locals(prefixes=dict)
 cdef bytes _prefix(object status, object headers)
+
 
 @cython.locals(req=Request)
 cdef Request _new_request(object method, object path, object query, object body,
