@@ -547,3 +547,22 @@ def test_source_and_build_answer_byte_for_byte(loop: asyncio.AbstractEventLoop) 
         module.refresh_date()
     assert outputs[0] == outputs[1]
     assert outputs[0][0].count(b"HTTP/1.1 ") == 11 and outputs[0][1]
+
+
+# ---- query strings ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", {}),
+        ("cid=7", {"cid": "7"}),
+        ("cid=7&limit=1&visibility=0.5", {"cid": "7", "limit": "1", "visibility": "0.5"}),
+        ("a=1&&b=2&", {"a": "1", "b": "2"}),  # empty parts are skipped
+        ("&a", {"a": ""}),  # no "=": an empty value
+        ("a=1=2&=x", {"a": "1=2", "": "x"}),  # split at the first "="
+        ("a=1&a=2", None),  # a name twice: the application's own parse says so
+        ("a=%31", None),  # something to decode
+        ("a=1+2", None),
+    ],
+)
+def test_split_query(query: str, expected: dict[str, str] | None) -> None:
+    assert protocol.split_query(query) == expected

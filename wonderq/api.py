@@ -57,7 +57,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from . import _core
-from .protocol import JSON_HEADERS, Request, Response, error_response
+from .protocol import JSON_HEADERS, Request, Response, error_response, split_query
 
 __all__ = [
     "Api",
@@ -154,22 +154,16 @@ _NO_PARAMS: dict[str, str] = {}
 def parse_query(query: str) -> dict[str, str]:
     """Split a raw query string into ``{name: value}``; a repeated name maps to REPEATED.
 
-    The hot path (no ``%`` or ``+``) is a plain split, which measured cheaper than any
-    "clever" C-level trick for the two or three parameters a request has. Percent-encoded
-    queries are decoded as UTF-8 (``+`` is a space, as in forms); undecodable bytes are a
-    400. Do not mutate the result of an empty query (it is shared).
+    The hot path (nothing to decode, no name twice) is the protocol's compiled
+    :func:`~wonderq.protocol.split_query`. Percent-encoded queries are decoded as UTF-8
+    (``+`` is a space, as in forms); undecodable bytes are a 400. Do not mutate the result of
+    an empty query (it is shared).
     """
     if not query:
         return _NO_PARAMS
-    if "%" in query or "+" in query:
-        return _parse_query_general(query, decode=True)
-    params: dict[str, str] = {}
-    for part in query.split("&"):
-        name, _, value = part.partition("=")
-        if name in params:
-            params[name] = REPEATED
-        elif part:
-            params[name] = value
+    params = split_query(query)
+    if params is None:
+        return _parse_query_general(query, decode="%" in query or "+" in query)
     return params
 
 
@@ -631,6 +625,8 @@ class Api:
         ProcessCollector(registry=self.registry)
         self.registry.register(EngineCollector(self, connection_count))
         self._openapi: bytes | None = None
+        # Receive queries that passed validation -> their arguments (see receive_args).
+        self._receive_queries: dict[str, tuple[int, int, int, int]] = {}
 
     def routes(self, add: Callable[[str, str, Handler], None]) -> None:
         """The route table."""
@@ -749,30 +745,12 @@ class Api:
 
     def handle_receive(self, req: Request) -> Response | None:
         """``GET /v1/consumer?cid=&limit=&wait=&visibility=``: lease up to ``limit`` messages."""
-        # The validated-value caches inline; any miss goes through the param_* helpers,
-        # which validate, raise the 400s and fill the caches.
-        params = parse_query(req.query)
-        get = params.get
-        cid = _INTS.get(get("cid"))  # type: ignore[arg-type]
-        if cid is None:
-            cid = param_cid(params)
-        value = get("limit")
-        limit = 1 if value is None else _INTS.get(value, 0)
-        if not 0 < limit <= self.max_batch:
-            limit = param_int(params, "limit", 1, self.max_batch, 1)
-        value = get("visibility")
-        visibility_ms = -1 if value is None else _MILLIS.get(value, -2)
-        if not -1 <= visibility_ms <= MAX_VISIBILITY_MS:
-            visibility_ms = param_ms(params, "visibility", MAX_VISIBILITY_MS, -1)
-        value = get("wait")
-        if value is not None:
-            wait_ms = _MILLIS.get(value, -1)
-            if not 0 <= wait_ms <= MAX_WAIT_MS:
-                wait_ms = param_ms(params, "wait", MAX_WAIT_MS, 0)
-            if wait_ms:
-                return self.receive_or_park(req, DEFAULT_QUEUE, cid, limit, visibility_ms, wait_ms)
-        if self.wal is not None:
-            return self.receive_or_park(req, DEFAULT_QUEUE, cid, limit, visibility_ms, 0)
+        args = self._receive_queries.get(req.query)
+        if args is None:
+            args = self.receive_args(req.query)
+        cid, limit, visibility_ms, wait_ms = args
+        if wait_ms or self.wal is not None:
+            return self.receive_or_park(req, DEFAULT_QUEUE, cid, limit, visibility_ms, wait_ms)
         broker = self.broker
         body = broker.receive(DEFAULT_QUEUE, cid, limit, monotonic_ns() // 1_000_000, visibility_ms)
         deadline_ms = broker.next_deadline()
@@ -780,14 +758,36 @@ class Api:
             self.expiry.arm(deadline_ms)
         return (200, body, JSON_HEADERS)
 
+    def receive_args(self, query: str) -> tuple[int, int, int, int]:
+        """``(cid, limit, visibility_ms, wait_ms)`` of a receive's query (visibility -1: the
+        queue's), else the 400 naming the parameter. A consumer sends the same query again and
+        again: a valid one is remembered (bounded), so the next costs one dict lookup."""
+        params = parse_query(query)
+        args = (
+            param_cid(params),
+            param_int(params, "limit", 1, self.max_batch, 1),
+            param_ms(params, "visibility", MAX_VISIBILITY_MS, -1),
+            param_ms(params, "wait", MAX_WAIT_MS, 0),
+        )
+        queries = self._receive_queries
+        if len(queries) >= _CACHE_SIZE:
+            queries.clear()
+        queries[query] = args
+        return args
+
     def handle_delete(self, req: Request) -> Response | None:
         """``DELETE /v1/consumer?cid=&id=``: ack; 200 ``true`` or ``false``."""
-        params = parse_query(req.query)
+        params = split_query(req.query) or parse_query(req.query)  # parse_query() inlined
         get = params.get
         cid = _INTS.get(get("cid"))  # type: ignore[arg-type]
         if cid is None:
             cid = param_cid(params)
-        msg_id = _INTS.get(get("id"), 0)  # type: ignore[arg-type]
+        # A new id every time, so no cache: up to 18 plain digits are an id as they stand;
+        # anything else (0, long, REPEATED, absent) goes through param_id and its 400s.
+        value = get("id")
+        msg_id = 0
+        if value.__class__ is str and len(value) <= 18 and value.isdigit() and value.isascii():
+            msg_id = int(value)
         if not msg_id:
             msg_id = param_id(params)
         if self.broker.delete(DEFAULT_QUEUE, cid, msg_id, monotonic_ns() // 1_000_000):
@@ -846,28 +846,12 @@ class Api:
 
     def handle_receive_messages(self, req: Request) -> Response | None:
         """``GET /v1/queues/{queue}/messages?cid=&limit=&wait=&visibility=``: as the seed's
-        receive (:meth:`handle_receive`, whose inlined caches this repeats), on ``queue``."""
+        receive (:meth:`handle_receive`), on ``queue``."""
         queue = param_queue(req)
-        params = parse_query(req.query)
-        get = params.get
-        cid = _INTS.get(get("cid"))  # type: ignore[arg-type]
-        if cid is None:
-            cid = param_cid(params)
-        value = get("limit")
-        limit = 1 if value is None else _INTS.get(value, 0)
-        if not 0 < limit <= self.max_batch:
-            limit = param_int(params, "limit", 1, self.max_batch, 1)
-        value = get("visibility")
-        visibility_ms = -1 if value is None else _MILLIS.get(value, -2)
-        if not -1 <= visibility_ms <= MAX_VISIBILITY_MS:
-            visibility_ms = param_ms(params, "visibility", MAX_VISIBILITY_MS, -1)
-        wait_ms = 0
-        value = get("wait")
-        if value is not None:
-            wait_ms = _MILLIS.get(value, -1)
-            if not 0 <= wait_ms <= MAX_WAIT_MS:
-                wait_ms = param_ms(params, "wait", MAX_WAIT_MS, 0)
-        return self.receive_or_park(req, queue, cid, limit, visibility_ms, wait_ms)
+        args = self._receive_queries.get(req.query)
+        if args is None:
+            args = self.receive_args(req.query)
+        return self.receive_or_park(req, queue, *args)
 
     def handle_publish_message(self, req: Request) -> Response | None:
         """``POST /v1/queues/{queue}/messages[?delay=]``: the raw body is the message; 201

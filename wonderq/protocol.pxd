@@ -132,3 +132,8 @@ cdef bytes _prefix(object status, object headers)
 @cython.locals(req=Request)
 cdef Request _new_request(object method, object path, object query, object body,
                           bint keep_alive, object conn)
+
+
+@cython.locals(params=dict, end=Py_ssize_t, start=Py_ssize_t, stop=Py_ssize_t, eq=Py_ssize_t,
+               name=str, value=str)
+cpdef dict split_query(str query)

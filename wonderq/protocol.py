@@ -43,6 +43,7 @@ __all__ = [
     "Response",
     "error_response",
     "refresh_date",
+    "split_query",
 ]
 
 log = logging.getLogger("wonderq.http")
@@ -205,6 +206,35 @@ def _origin_form(path: str) -> str:
         slash = rest.find("/")
         return rest[slash:] if slash >= 0 else "/"
     return path
+
+
+def split_query(query: str) -> dict[str, str] | None:
+    """``{name: value}`` of a plain query string (``cid=7&limit=1``: nothing percent-encoded,
+    no ``+``, no name twice), in one pass; None for any other, which the application parses
+    its own way. A part without ``=`` is a name with an empty value; empty parts are skipped.
+    Compiled, it takes about half the instructions of the split in Python."""
+    if "%" in query or "+" in query:
+        return None
+    params: dict[str, str] = {}
+    end = len(query)
+    start = 0
+    while start < end:
+        stop = query.find("&", start)
+        if stop < 0:
+            stop = end
+        if stop > start:
+            eq = query.find("=", start, stop)
+            if eq < 0:
+                name = query[start:stop]
+                value = ""
+            else:
+                name = query[start:eq]
+                value = query[eq + 1 : stop]
+            if name in params:
+                return None
+            params[name] = value
+        start = stop + 1
+    return params
 
 
 class _StopParsing(Exception):
