@@ -15,12 +15,14 @@ Per-connection state is grouped below as: the connection, the message being pars
 pipeline, and the timer. There is one timer per connection; moving its deadline is a field
 store, and the timer re-arms itself lazily when it fires early.
 
-Compiled. The build compiles this file with Cython in pure-Python mode: ``protocol.pxd``
+Compiled. setup.py compiles this file with Cython in pure-Python mode: ``protocol.pxd``
 beside it declares the C types (``Request`` and ``HttpProtocol`` become extension types, the
 helpers C methods), so the httptools callbacks and the answer cost C calls instead of Python
-frames (``bench/README.md``; about a third of the instructions of a publish). The file runs
-unchanged as plain Python when it is not compiled. Types come only from the ``.pxd``
-(``annotation_typing=False``): the annotations here are for readers and mypy.
+frames (callgrind, a publish to a stub application: 29.7k instructions as Python, 11.6k
+compiled; the Python ceiling of bench/ceiling.py takes 6.5k). The file runs unchanged as
+plain Python when it is not built. Types come only from the ``.pxd``
+(``annotation_typing=False``): the annotations here are for readers and mypy. After an edit,
+``make build``: a build older than its source fails tests/test_protocol.py.
 """
 
 from __future__ import annotations
