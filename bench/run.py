@@ -574,7 +574,7 @@ HTTP_WORKLOADS = [
         "batch_recv_ack",
         ("receive", "batch", "ack"),
         "batch",
-        300_000,
+        700_000,
     ),
     Workload("pipeline_publish", "publish 200 B, 16 pipelined", "pipeline_publish", ("publish",)),
 ]

@@ -6,6 +6,7 @@
 # allocator (blocks up to SLAB_MAX_BLOCK bytes) or from malloc (larger ones); a message's size
 # class follows from its body_len, so nothing records which.
 
+from cpython.object cimport PyObject
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef struct Msg
@@ -133,6 +134,8 @@ cdef class Broker:
     cdef uint64_t next_id_              # id of the next publish (may be MAX_ID + 1)
     cdef Msg** scratch                  # max_batch message pointers for receive/publish_batch
     cdef int64_t* scratch_len           # max_batch escaped lengths for publish_batch
+    cdef const uint8_t** scratch_src    # max_batch bodies (raw bytes) for publish_batch
+    cdef int64_t* scratch_raw           # max_batch raw body lengths for publish_batch
 
     cdef int32_t lookup(self, object name) except -1
     cdef int reserve_ready(self, Queue* q, int64_t extra) except -1
@@ -152,3 +155,5 @@ cdef class Broker:
     cdef bint delete_one(self, int32_t qi, int64_t cid, int64_t msg_id, int64_t now) noexcept
     cdef void after_removals(self) noexcept
     cdef dict queue_attributes(self, int32_t qi)
+    cdef int64_t store_batch(self, int32_t qi, int64_t n, int64_t total, int64_t n_delayed,
+                             PyObject** delay_items, int64_t now) except -1

@@ -130,6 +130,14 @@ class Broker:
         ``delays[i]`` as ``delay_ms`` of publish (-1 = queue default); ``delays`` of another
         length is ``invalid_delay``."""
 
+    def publish_batch_json(self, queue: str, data: bytes, now: int) -> bytes | None:
+        """The fast path of a JSON batch: when ``data`` is a JSON array of 1..max_batch
+        strings without a backslash, each a valid body for the queue (non-empty, UTF-8, no
+        control character, at most max_message_bytes), publish them all (as publish_batch
+        with the queue's delay) and return ``b'{"ids":[...]}'``. Otherwise store nothing and
+        return None: the caller parses ``data`` itself and reports what is wrong. Raises as
+        publish_batch when the memory limit or the ids run out."""
+
     def receive(
         self,
         queue: str,

@@ -368,6 +368,65 @@ cdef inline int64_t body_escaped_len(bytes body, int64_t max_bytes) except -1:
     return esc
 
 
+cdef inline const uint8_t* bytes_ptr(bytes b) noexcept:
+    return <const uint8_t*>PyBytes_AS_STRING(b)
+
+
+cdef inline int64_t skip_json_ws(const uint8_t* s, int64_t i, int64_t n) noexcept nogil:
+    while i < n and (s[i] == b' ' or s[i] == b'\n' or s[i] == b'\r' or s[i] == b'\t'):
+        i += 1
+    return i
+
+
+cdef int64_t split_plain_strings(const uint8_t* s, int64_t n, const uint8_t** starts,
+                                 int64_t* lens, int64_t max_items) noexcept nogil:
+    """The strings of a JSON array of 1..max_items strings without a backslash: their texts
+    into starts/lens, returning how many; 0 when ``s`` is anything else (the caller parses it
+    the general way). The texts are not checked here (UTF-8, control characters)."""
+    cdef int64_t i = skip_json_ws(s, 0, n)
+    cdef int64_t count = 0
+    cdef const uint8_t* quote
+    if i >= n or s[i] != b'[':
+        return 0
+    i = skip_json_ws(s, i + 1, n)
+    while True:
+        if i >= n or s[i] != b'"' or count == max_items:
+            return 0
+        i += 1
+        quote = <const uint8_t*>memchr(s + i, b'"', n - i)
+        if quote == NULL or memchr(s + i, b'\\', quote - (s + i)) != NULL:
+            return 0
+        starts[count] = s + i
+        lens[count] = quote - (s + i)
+        count += 1
+        i = skip_json_ws(s, quote - s + 1, n)
+        if i < n and s[i] == b',':
+            i = skip_json_ws(s, i + 1, n)
+        elif i < n and s[i] == b']':
+            return count if skip_json_ws(s, i + 1, n) == n else 0
+        else:
+            return 0
+
+
+cdef bytes consecutive_ids_json(int64_t first, int64_t n):
+    """``{"ids":[first,...,first+n-1]}``, one allocation."""
+    cdef int64_t size = 8 + 2 + (n - 1)
+    cdef int64_t i
+    cdef char* p
+    for i in range(n):
+        size += digits_u64(<uint64_t>(first + i))
+    out = PyBytes_FromStringAndSize(NULL, size)
+    p = PyBytes_AS_STRING(out)
+    p = put(p, b'{"ids":[', 8)
+    for i in range(n):
+        if i:
+            p[0] = b','
+            p += 1
+        p = write_u64(p, <uint64_t>(first + i), digits_u64(<uint64_t>(first + i)))
+    put(p, b']}', 2)
+    return out
+
+
 # ---- slab allocator: memory of message blocks -------------------------------------------------
 # Blocks up to SLAB_MAX_BLOCK bytes come from 64 KiB slabs, one size class per 8 bytes, with no
 # per-block header: with glibc, malloc(24 + 200) takes a 240-byte chunk, a slab block 224 bytes
@@ -528,11 +587,9 @@ cdef inline void msg_release(SlabAllocator* a, Msg* m) noexcept nogil:
         free(m)
 
 
-cdef inline Msg* msg_new(SlabAllocator* a, int64_t msg_id, bytes body,
+cdef inline Msg* msg_new(SlabAllocator* a, int64_t msg_id, const uint8_t* src, int64_t n,
                          int64_t esc_len) noexcept:
-    """A new message holding the escaped body; NULL when out of memory."""
-    cdef int64_t n = PyBytes_GET_SIZE(body)
-    cdef const uint8_t* src = <const uint8_t*>PyBytes_AS_STRING(body)
+    """A new message holding the ``n`` bytes at ``src`` escaped; NULL when out of memory."""
     cdef Msg* m = msg_alloc(a, esc_len)
     if m == NULL:
         return NULL
@@ -971,6 +1028,8 @@ cdef class Broker:
         self.leases.count = 0
         self.scratch = NULL
         self.scratch_len = NULL
+        self.scratch_src = NULL
+        self.scratch_raw = NULL
         memset(&self.slabs, 0, sizeof(SlabAllocator))
         memset(&self.all_ids, 0, sizeof(LeaseTable))
         self.dump = NULL
@@ -1001,7 +1060,10 @@ cdef class Broker:
         if self.scratch == NULL:
             self.scratch = <Msg**>malloc(self.max_batch * sizeof(Msg*))
             self.scratch_len = <int64_t*>malloc(self.max_batch * sizeof(int64_t))
-            if self.scratch == NULL or self.scratch_len == NULL:
+            self.scratch_src = <const uint8_t**>malloc(self.max_batch * sizeof(uint8_t*))
+            self.scratch_raw = <int64_t*>malloc(self.max_batch * sizeof(int64_t))
+            if (self.scratch == NULL or self.scratch_len == NULL or self.scratch_src == NULL
+                    or self.scratch_raw == NULL):
                 raise MemoryError()
         self.put_queue("default")
 
@@ -1033,6 +1095,8 @@ cdef class Broker:
         free(self.queues)
         free(self.scratch)
         free(self.scratch_len)
+        free(self.scratch_src)
+        free(self.scratch_raw)
 
     # ---- internals ------------------------------------------------------------------------
 
@@ -1454,7 +1518,8 @@ cdef class Broker:
             raise MemoryLimitExceeded("the broker's memory limit is reached")
         if delay > 0:
             heap_reserve(&self.timers, 1)
-        m = msg_new(&self.slabs, <int64_t>self.next_id_, data, esc)
+        m = msg_new(&self.slabs, <int64_t>self.next_id_, bytes_ptr(data), PyBytes_GET_SIZE(data),
+                    esc)
         if m == NULL:
             raise MemoryError()
         if self.all_ids.slots != NULL:
@@ -1480,10 +1545,8 @@ cdef class Broker:
         cdef int64_t n, i, delay, esc
         cdef int64_t total = 0
         cdef int64_t n_delayed = 0
-        cdef int64_t first
         cdef PyObject** items
         cdef PyObject** delay_items = NULL
-        cdef Msg* m
         check_now(now)
         if isinstance(bodies, (bytes, bytearray, memoryview, str)):
             raise InvalidArgument("bodies must be a sequence of bodies", "invalid_batch")
@@ -1515,19 +1578,56 @@ cdef class Broker:
                 if delay > 0:
                     n_delayed += 1
             esc = body_escaped_len(<bytes><object>items[i], q.max_message_bytes)
+            self.scratch_src[i] = bytes_ptr(<bytes><object>items[i])
+            self.scratch_raw[i] = PyBytes_GET_SIZE(<bytes><object>items[i])
             self.scratch_len[i] = esc
             total += C_MESSAGE_OVERHEAD + esc
         if delay_items == NULL and q.delay_ms > 0:
             n_delayed = n
+        return self.store_batch(qi, n, total, n_delayed, delay_items, now)
+
+    def publish_batch_json(self, queue, bytes data, int64_t now):
+        """Publish the batch ``data`` when it is a JSON array of plain strings (no backslash,
+        each a valid message for the queue) and return the answer, ``{"ids":[...]}``; else
+        store nothing and return None, for the caller to parse the general way and name the
+        error. A plain string's text is its body, already in the stored (escaped) form."""
+        cdef int32_t qi = self.lookup(queue)
+        cdef Queue* q = &self.queues[qi]
+        cdef int64_t n, i, raw
+        cdef int64_t total = 0
+        check_now(now)
+        n = split_plain_strings(bytes_ptr(data), PyBytes_GET_SIZE(data), self.scratch_src,
+                                self.scratch_raw, self.max_batch)
+        if n <= 0:
+            return None
+        for i in range(n):
+            raw = self.scratch_raw[i]
+            if (raw == 0 or raw > q.max_message_bytes
+                    or utf8_escaped_len(self.scratch_src[i], raw) != raw):
+                return None  # empty, too long, control characters or not UTF-8
+            self.scratch_len[i] = raw
+            total += C_MESSAGE_OVERHEAD + raw
+        return consecutive_ids_json(
+            self.store_batch(qi, n, total, n if q.delay_ms > 0 else 0, NULL, now), n)
+
+    cdef int64_t store_batch(self, int32_t qi, int64_t n, int64_t total, int64_t n_delayed,
+                             PyObject** delay_items, int64_t now) except -1:
+        """Pass 2 of a batch publish: store the ``n`` validated bodies of scratch_src /
+        scratch_raw (escaped lengths in scratch_len, ``total`` bytes with overheads) under
+        consecutive ids, all or nothing; returns the first id."""
+        cdef Queue* q = &self.queues[qi]
+        cdef int64_t i, delay
+        cdef int64_t first
+        cdef Msg* m
         if self.next_id_ + <uint64_t>n - 1 > <uint64_t>C_MAX_ID:
             raise IdsExhausted("message ids are exhausted")
         if self.max_memory_ and self.memory_bytes_ + total > self.max_memory_:
             raise MemoryLimitExceeded("the broker's memory limit is reached")
         heap_reserve(&self.timers, n_delayed)
-        # Pass 2: allocate every message, then link them.
         first = <int64_t>self.next_id_
         for i in range(n):
-            m = msg_new(&self.slabs, first + i, <bytes><object>items[i], self.scratch_len[i])
+            m = msg_new(&self.slabs, first + i, self.scratch_src[i], self.scratch_raw[i],
+                        self.scratch_len[i])
             if m == NULL:
                 while i > 0:
                     i -= 1
@@ -1790,7 +1890,7 @@ cdef class Broker:
             self.reserve_ready(q, 1)
         if self.all_ids.slots != NULL:
             ht_reserve(&self.all_ids, 1)
-        m = msg_new(&self.slabs, mid, data, esc)
+        m = msg_new(&self.slabs, mid, bytes_ptr(data), PyBytes_GET_SIZE(data), esc)
         if m == NULL:
             raise MemoryError()
         m.receives = <uint32_t>r

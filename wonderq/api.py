@@ -819,6 +819,14 @@ class Api:
         """``POST /v1/queues/{queue}/batch``: a JSON array of 1..max_batch entries, each a
         string or ``{"body", "delay"}``; all or nothing; 201 ``{"ids": [...]}``."""
         queue = param_queue(req)
+        broker = self.broker
+        if self.wal is None:
+            # The usual batch (plain strings) parsed, checked and stored in one C pass; None
+            # for anything else, which the general way below parses, and names if it is bad.
+            answer = broker.publish_batch_json(queue, req.body, monotonic_ns() // 1_000_000)
+            if answer is not None:
+                self._after_publish(queue)
+                return (201, answer, JSON_HEADERS)
         entries = parse_json(req.body, "the batch")
         if entries.__class__ is not list or not 0 < len(entries) <= self.max_batch:
             raise BadParameter(
@@ -834,13 +842,8 @@ class Api:
             bodies, delays = batch_entries(entries)
         if self.wal is not None:
             return self._publish_batch_logged(req, queue, bodies, delays)
-        broker = self.broker
         first: int = broker.publish_batch(queue, bodies, monotonic_ns() // 1_000_000, delays)
-        if self.waiters and queue in self.waiters:
-            self.wake(queue)
-        deadline_ms = broker.next_deadline()
-        if 0 <= deadline_ms < self.expiry.armed_ms:
-            self.expiry.arm(deadline_ms)
+        self._after_publish(queue)
         ids = consecutive_ids_json(first, len(bodies))
         return (201, b'{"ids":[' + ids + b"]}", JSON_HEADERS)
 
@@ -995,10 +998,14 @@ class Api:
         """Publish ``body`` to ``queue``, then wake its waiters and re-arm the timer."""
         broker = self.broker
         msg_id: int = broker.publish(queue, body, now_ms(), delay_ms)
+        self._after_publish(queue)
+        return msg_id
+
+    def _after_publish(self, queue: str) -> None:
+        """After messages were stored in ``queue``: wake its waiters, re-arm the timer."""
         if self.waiters and queue in self.waiters:
             self.wake(queue)
         self.note_deadline()
-        return msg_id
 
     def receive_or_park(
         self, req: Request, queue: str, cid: int, limit: int, visibility_ms: int, wait_ms: int

@@ -1,0 +1,169 @@
+"""Broker.publish_batch_json, the C fast path of a JSON batch: whenever it answers, it must
+have done exactly what parsing the JSON and calling publish_batch does; whenever it declines
+(None), it must have stored nothing, so the general path can parse the batch and name what
+is wrong."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wonderq import _core
+
+NOW = 1_000
+
+
+def brokers(**kwargs):
+    return _core.Broker(**kwargs), _core.Broker(**kwargs)
+
+
+def general(broker, data: bytes) -> bytes | None:
+    """What the API's general path stores for ``data``: its answer, or None for a 400."""
+    try:
+        entries = json.loads(data.decode())
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if entries.__class__ is not list or not all(e.__class__ is str and e for e in entries):
+        return None
+    try:
+        bodies = [e.encode() for e in entries]
+        first = broker.publish_batch("default", bodies, NOW)
+    except (UnicodeEncodeError, _core.InvalidArgument, _core.MessageTooLarge):
+        return None
+    return b'{"ids":[' + b",".join(b"%d" % (first + i) for i in range(len(bodies))) + b"]}"
+
+
+def drained(broker) -> bytes:
+    broker.check_invariants()
+    return broker.receive("default", 1, 1000, NOW + 1, 60_000)
+
+
+def check_same(data: bytes, **kwargs) -> bytes | None:
+    fast, slow = brokers(**kwargs)
+    answer = fast.publish_batch_json("default", data, NOW)
+    if answer is None:
+        assert fast.message_count == 0, "declined but stored"
+        assert fast.memory_bytes == 0
+    else:
+        assert answer == general(slow, data)
+        assert json.loads(answer) == {"ids": list(range(1, len(json.loads(data)) + 1))}
+        assert drained(fast) == drained(slow)
+    return answer
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'["a"]',
+        b'["hello","world"]',
+        b' \t\r\n[ "a" ,\n"b" ] \n',
+        '["h\u00e9llo", "\u2603", "\U0001f600"]'.encode(),
+        b'["' + b"x" * 200 + b'"]',
+        b'["<>&\'/ \x7f"]',
+    ],
+)
+def test_plain_strings_take_the_fast_path(data: bytes) -> None:
+    assert check_same(data) is not None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"[]",
+        b"[ ]",
+        b"{}",
+        b'"a"',
+        b'["a",]',
+        b'["a" "b"]',
+        b'["a"] x',
+        b'["a"',
+        b'["a',
+        b'["a\\"b"]',  # an escape: the general path decodes it
+        b'["a\\nb"]',
+        b'["\\u00e9"]',
+        b'[""]',  # empty body: the general path names it
+        b'["a\tb"]',  # a raw control character: invalid JSON
+        b'["a\x00b"]',
+        b'["\xff"]',  # not UTF-8
+        b'["\xed\xa0\x80"]',  # an encoded surrogate
+        b'["a", 1]',
+        b'["a", null]',
+        b'[{"body": "a"}]',
+        b'[["a"]]',
+        b'\xef\xbb\xbf["a"]',  # a BOM
+    ],
+)
+def test_anything_else_is_declined_and_nothing_stored(data: bytes) -> None:
+    assert check_same(data) is None
+
+
+def test_more_than_max_batch_is_declined() -> None:
+    fast = _core.Broker(max_batch=3)
+    assert fast.publish_batch_json("default", b'["a","b","c","d"]', NOW) is None
+    assert fast.message_count == 0
+    assert fast.publish_batch_json("default", b'["a","b","c"]', NOW) == b'{"ids":[1,2,3]}'
+
+
+def test_a_body_over_the_queue_limit_is_declined() -> None:
+    fast = _core.Broker()
+    fast.put_queue("small", {"max_message_bytes": 3})
+    assert fast.publish_batch_json("small", b'["abc","abcd"]', NOW) is None
+    assert fast.message_count == 0
+    assert fast.publish_batch_json("small", b'["abc","ab"]', NOW) == b'{"ids":[1,2]}'
+
+
+def test_the_memory_limit_refuses_the_whole_batch() -> None:
+    fast = _core.Broker(max_memory=2 * (_core.MESSAGE_OVERHEAD + 10))
+    assert fast.publish_batch_json("default", b'["' + b"x" * 10 + b'"]', NOW) == b'{"ids":[1]}'
+    with pytest.raises(_core.MemoryLimitExceeded):
+        fast.publish_batch_json("default", b'["' + b"x" * 10 + b'","y"]', NOW)
+    assert fast.message_count == 1
+    fast.check_invariants()
+
+
+def test_the_queue_delay_applies() -> None:
+    fast = _core.Broker()
+    fast.put_queue("later", {"delay_ms": 5_000})
+    assert fast.publish_batch_json("later", b'["a","b"]', NOW) == b'{"ids":[1,2]}'
+    assert fast.receive("later", 1, 10, NOW + 4_999) == b'{"messages":[]}'
+    assert fast.next_deadline() == NOW + 5_000
+    fast.expire(NOW + 5_000, 100)
+    assert json.loads(fast.receive("later", 1, 10, NOW + 5_000))["messages"][1]["body"] == "b"
+    fast.check_invariants()
+
+
+def test_a_missing_queue_raises() -> None:
+    with pytest.raises(_core.QueueNotFound):
+        _core.Broker().publish_batch_json("nope", b'["a"]', NOW)
+
+
+json_text = st.text(st.characters(codec="utf-8"), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    entries=st.lists(json_text, min_size=0, max_size=8),
+    ascii_only=st.booleans(),
+    spaces=st.sampled_from(["", " ", "\n\t"]),
+)
+def test_agrees_with_the_general_path(entries: list[str], ascii_only: bool, spaces: str) -> None:
+    data = json.dumps(entries, ensure_ascii=ascii_only, separators=("," + spaces, ":"))
+    try:
+        encoded = data.encode()
+    except UnicodeEncodeError:  # a lone surrogate: not a body anyone can send as UTF-8
+        return
+    answer = check_same(encoded)
+    plain = entries and all(e and "\\" not in json.dumps(e, ensure_ascii=False) for e in entries)
+    if plain and (ascii_only is False or all(e.isascii() for e in entries)):
+        assert answer is not None, data
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=40))
+def test_arbitrary_bytes_never_store_what_the_general_path_would_not(raw: bytes) -> None:
+    check_same(b'["' + raw + b'"]')
+    check_same(raw)
