@@ -167,3 +167,134 @@ def test_agrees_with_the_general_path(entries: list[str], ascii_only: bool, spac
 def test_arbitrary_bytes_never_store_what_the_general_path_would_not(raw: bytes) -> None:
     check_same(b'["' + raw + b'"]')
     check_same(raw)
+
+
+# ---- Broker.ack_json ---------------------------------------------------------------------
+
+
+def leased_twins(n: int = 6, cid: int = 7):
+    """Two brokers holding messages 1..n, 1..n-1 leased to ``cid`` (n stays ready)."""
+    pair = brokers(max_batch=10)
+    for broker in pair:
+        broker.publish_batch("default", [b"m%d" % i for i in range(n)], NOW)
+        broker.receive("default", cid, n - 1, NOW, 60_000)
+    return pair
+
+
+def general_ack(broker, data: bytes) -> bytes | None:
+    """What the API's general path answers for ``data``, or None for a 400."""
+    try:
+        doc = json.loads(data.decode())
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if doc.__class__ is not dict or set(doc) != {"cid", "ids"}:
+        return None
+    cid, ids = doc["cid"], doc["ids"]
+    if cid.__class__ is not int or not 0 <= cid <= _core.MAX_ID:
+        return None
+    if ids.__class__ is not list or not 0 < len(ids) <= 10:
+        return None
+    try:
+        deleted, failed = broker.delete_batch("default", cid, ids, NOW + 1)
+    except _core.InvalidArgument:
+        return None
+    return json.dumps({"deleted": deleted, "failed": failed}, separators=(",", ":")).encode()
+
+
+def check_same_ack(data: bytes) -> bytes | None:
+    fast, slow = leased_twins()
+    answer = fast.ack_json("default", data, NOW + 1)
+    if answer is None:
+        assert fast.message_count == 6, "declined but deleted"
+    else:
+        assert answer == general_ack(slow, data)
+        assert fast.message_count == slow.message_count
+    fast.check_invariants()
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("data", "answer"),
+    [
+        (b'{"cid":7,"ids":[1,2]}', b'{"deleted":[1,2],"failed":[]}'),
+        (b'{"ids":[3,99,1,1],"cid":7}', b'{"deleted":[3,1],"failed":[99,1]}'),
+        (b' {\n"cid" : 7 ,\t"ids":[ 6 , 5 ] }\r\n', b'{"deleted":[5],"failed":[6]}'),
+        (b'{"cid":8,"ids":[1,2]}', b'{"deleted":[],"failed":[1,2]}'),
+        (b'{"cid":0,"ids":[%d]}' % _core.MAX_ID, b'{"deleted":[],"failed":[%d]}' % _core.MAX_ID),
+    ],
+)
+def test_ack_takes_the_fast_path(data: bytes, answer: bytes) -> None:
+    assert check_same_ack(data) == answer
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"{}",
+        b"[]",
+        b'{"cid":7}',
+        b'{"ids":[1]}',
+        b'{"cid":7,"ids":[]}',
+        b'{"cid":-1,"ids":[1]}',
+        b'{"cid":7.0,"ids":[1]}',
+        b'{"cid":7e0,"ids":[1]}',
+        b'{"cid":07,"ids":[1]}',
+        b'{"cid":"7","ids":[1]}',
+        b'{"cid":true,"ids":[1]}',
+        b'{"cid":9223372036854775808,"ids":[1]}',
+        b'{"cid":12345678901234567890,"ids":[1]}',
+        b'{"cid":7,"ids":[0]}',
+        b'{"cid":7,"ids":[-1]}',
+        b'{"cid":7,"ids":[1.5]}',
+        b'{"cid":7,"ids":[null]}',
+        b'{"cid":7,"ids":[1,]}',
+        b'{"cid":7,"ids":[1 2]}',
+        b'{"cid":7,"ids":[[1]]}',
+        b'{"cid":7,"ids":[1,2,3,4,5,6,7,8,9,10,11]}',
+        b'{"cid":7,"cid":7,"ids":[1]}',
+        b'{"cid":7,"ids":[1],"ids":[2]}',
+        b'{"cid":7,"ids":[1],"x":1}',
+        b'{"cid":7,"ids":[1]} x',
+        b'{"cid":7,"ids":[1]',
+        b'{"cid":7,"ids":[1],}',
+        b'{"cid" 7,"ids":[1]}',
+        b'{"\\u0063id":7,"ids":[1]}',
+    ],
+)
+def test_ack_declines_anything_else_and_deletes_nothing(data: bytes) -> None:
+    assert check_same_ack(data) is None
+
+
+ack_values = st.one_of(
+    st.integers(min_value=-2, max_value=12),
+    st.just(2**63),
+    st.sampled_from([1.0, "1", None, True, [1]]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cid=st.one_of(st.sampled_from([7, 8, 0]), ack_values),
+    ids=st.lists(ack_values, max_size=12),
+    ids_first=st.booleans(),
+    spaces=st.sampled_from(["", " ", "\n"]),
+)
+def test_ack_agrees_with_the_general_path(cid, ids, ids_first: bool, spaces: str) -> None:
+    doc = {"ids": ids, "cid": cid} if ids_first else {"cid": cid, "ids": ids}
+    data = json.dumps(doc, separators=("," + spaces, ":" + spaces)).encode()
+    answer = check_same_ack(data)
+    valid = (
+        cid.__class__ is int
+        and 0 <= cid < 2**63
+        and 0 < len(ids) <= 10
+        and all(i.__class__ is int and 0 < i < 2**63 for i in ids)
+    )
+    assert (answer is not None) == valid, data
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=40))
+def test_ack_arbitrary_bytes(raw: bytes) -> None:
+    check_same_ack(raw)
+    check_same_ack(b'{"cid":7,"ids":[' + raw + b"]}")

@@ -138,6 +138,13 @@ class Broker:
         return None: the caller parses ``data`` itself and reports what is wrong. Raises as
         publish_batch when the memory limit or the ids run out."""
 
+    def ack_json(self, queue: str, data: bytes, now: int) -> bytes | None:
+        """The fast path of a JSON batch ack: when ``data`` is ``{"cid": C, "ids": [...]}``
+        (either key order, JSON whitespace anywhere) with C in 0..MAX_ID and 1..max_batch
+        ids in 1..MAX_ID written as plain JSON integers, delete each as delete_batch does and
+        return ``b'{"deleted":[...],"failed":[...]}'`` (input order). Otherwise delete
+        nothing and return None: the caller parses ``data`` itself and names the error."""
+
     def receive(
         self,
         queue: str,

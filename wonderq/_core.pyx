@@ -18,7 +18,7 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.object cimport PyObject
 from libc.stdint cimport INT64_MAX, UINT32_MAX, uintptr_t
 from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memchr, memcpy, memset
+from libc.string cimport memchr, memcmp, memcpy, memset
 from posix.mman cimport (
     MADV_DONTNEED, MAP_ANONYMOUS, MAP_FAILED, MAP_PRIVATE, PROT_READ, PROT_WRITE, madvise, mmap,
     munmap,
@@ -406,6 +406,96 @@ cdef int64_t split_plain_strings(const uint8_t* s, int64_t n, const uint8_t** st
             return count if skip_json_ws(s, i + 1, n) == n else 0
         else:
             return 0
+
+
+cdef inline bint is_digit(uint8_t c) noexcept nogil:
+    return <uint8_t>(c - 48) < 10
+
+
+cdef int64_t parse_json_id(const uint8_t* s, int64_t* pos, int64_t n) noexcept nogil:
+    """The JSON integer at s[pos[0]] (no sign, fraction or exponent; at most INT64_MAX),
+    moving pos past it; -1 for anything else."""
+    cdef int64_t i = pos[0]
+    cdef int64_t start = i
+    cdef uint64_t v = 0
+    while i < n and is_digit(s[i]) and i - start < 19:
+        v = v * 10 + (s[i] - 48)
+        i += 1
+    if (i == start or (s[start] == 48 and i - start > 1) or v > <uint64_t>INT64_MAX
+            or (i < n and (is_digit(s[i]) or s[i] == b'.' or s[i] == b'e' or s[i] == b'E'))):
+        return -1
+    pos[0] = i
+    return <int64_t>v
+
+
+cdef int64_t parse_ack(const uint8_t* s, int64_t n, int64_t* cid, int64_t* ids,
+                       int64_t max_ids) noexcept nogil:
+    """``{"cid": C, "ids": [I, ...]}`` (either order, JSON whitespace anywhere): C into cid,
+    the 1..max_ids ids (each >= 1) into ids, returning how many; 0 for anything else."""
+    cdef int64_t i = skip_json_ws(s, 0, n)
+    cdef int64_t count = 0
+    cdef int64_t v
+    cdef bint seen_cid = False
+    if i >= n or s[i] != b'{':
+        return 0
+    i = skip_json_ws(s, i + 1, n)
+    while True:
+        if i + 5 > n or s[i] != b'"' or s[i + 4] != b'"':
+            return 0
+        if memcmp(s + i + 1, b"cid", 3) == 0 and not seen_cid:
+            seen_cid = True
+            i = skip_json_ws(s, i + 5, n)
+            if i >= n or s[i] != b':':
+                return 0
+            i = skip_json_ws(s, i + 1, n)
+            cid[0] = parse_json_id(s, &i, n)
+            if cid[0] < 0:
+                return 0
+        elif memcmp(s + i + 1, b"ids", 3) == 0 and count == 0:
+            i = skip_json_ws(s, i + 5, n)
+            if i >= n or s[i] != b':':
+                return 0
+            i = skip_json_ws(s, i + 1, n)
+            if i >= n or s[i] != b'[':
+                return 0
+            while True:
+                i = skip_json_ws(s, i + 1, n)
+                v = parse_json_id(s, &i, n)
+                if v < 1 or count == max_ids:
+                    return 0
+                ids[count] = v
+                count += 1
+                i = skip_json_ws(s, i, n)
+                if i < n and s[i] == b']':
+                    break
+                if i >= n or s[i] != b',':
+                    return 0
+            i += 1
+        else:
+            return 0
+        i = skip_json_ws(s, i, n)
+        if i < n and s[i] == b',':
+            i = skip_json_ws(s, i + 1, n)
+        elif i < n and s[i] == b'}':
+            if not seen_cid or count == 0 or skip_json_ws(s, i + 1, n) != n:
+                return 0
+            return count
+        else:
+            return 0
+
+
+cdef char* write_ids(char* p, const int64_t* ids, const int64_t* flags, int64_t n,
+                     int64_t flag) noexcept nogil:
+    """The ids whose flag is ``flag``, comma-separated."""
+    cdef char* start = p
+    cdef int64_t i
+    for i in range(n):
+        if flags[i] == flag:
+            if p != start:
+                p[0] = b','
+                p += 1
+            p = write_u64(p, <uint64_t>ids[i], digits_u64(<uint64_t>ids[i]))
+    return p
 
 
 cdef bytes consecutive_ids_json(int64_t first, int64_t n):
@@ -1752,6 +1842,38 @@ cdef class Broker:
         if deleted:
             self.after_removals()
         return deleted, failed
+
+    def ack_json(self, queue, bytes data, int64_t now):
+        """The fast path of a batch ack: when ``data`` is ``{"cid": C, "ids": [...]}`` with a
+        valid cid and 1..max_batch valid ids, delete each as delete_batch does and return
+        ``b'{"deleted":[...],"failed":[...]}'``; otherwise delete nothing and return None."""
+        cdef int32_t qi = self.lookup(queue)
+        cdef int64_t cid = -1
+        cdef int64_t* ids = self.scratch_len
+        cdef int64_t* done = self.scratch_raw
+        cdef int64_t n, i, size
+        cdef int64_t n_deleted = 0
+        cdef char* p
+        check_now(now)
+        n = parse_ack(bytes_ptr(data), PyBytes_GET_SIZE(data), &cid, ids, self.max_batch)
+        if n == 0:
+            return None
+        size = 12 + 12 + 2
+        for i in range(n):
+            done[i] = self.delete_one(qi, cid, ids[i], now)
+            n_deleted += done[i]
+            size += digits_u64(<uint64_t>ids[i])
+        if n_deleted:
+            self.after_removals()
+        size += (n_deleted - 1 if n_deleted else 0) + (n - n_deleted - 1 if n > n_deleted else 0)
+        out = PyBytes_FromStringAndSize(NULL, size)
+        p = PyBytes_AS_STRING(out)
+        p = put(p, b'{"deleted":[', 12)
+        p = write_ids(p, ids, done, n, 1)
+        p = put(p, b'],"failed":[', 12)
+        p = write_ids(p, ids, done, n, 0)
+        put(p, b']}', 2)
+        return out
 
     def change_lease(self, queue, cid, msg_id, timeout_ms, int64_t now):
         """Extend (timeout_ms > 0) or release (0) a lease; same rule and answer as delete."""
