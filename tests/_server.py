@@ -233,3 +233,33 @@ def check_error(
     if code is not None:
         assert err["code"] == code, err
     return dict(err)
+
+
+# ---- named queues -----------------------------------------------------------------------------
+def make_queue(srv: ServerProcess, prefix: str = "q", **attrs: Any) -> str:
+    """A new queue with a fresh name and ``attrs`` (the PUT body), asserting 201."""
+    name = unique_name(prefix)
+    resp = request(srv, "PUT", f"/v1/queues/{name}", body=json.dumps(attrs))
+    assert resp.status == 201, resp.body
+    return name
+
+
+def publish(srv: ServerProcess, name: str, body: str = "m", query: str = "") -> int:
+    """Publish one message to queue ``name``; its id."""
+    resp = request(srv, "POST", f"/v1/queues/{name}/messages{query}", body=body)
+    assert resp.status == 201, resp.body
+    return int(resp.json()["id"])
+
+
+def receive(srv: ServerProcess, name: str, query: str) -> list[dict[str, Any]]:
+    """The messages one receive of queue ``name`` with ``query`` leased."""
+    resp = get(srv, f"/v1/queues/{name}/messages?{query}")
+    assert resp.status == 200, resp.body
+    return list(resp.json()["messages"])
+
+
+def info(srv: ServerProcess, name: str) -> dict[str, Any]:
+    """The queue's info document (attributes, counts, totals)."""
+    resp = get(srv, f"/v1/queues/{name}")
+    assert resp.status == 200, resp.body
+    return dict(resp.json())

@@ -9,7 +9,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _server import ServerProcess, check_error, get, request, running_server, unique_name
+from _server import (
+    ServerProcess,
+    check_error,
+    get,
+    info,
+    make_queue,
+    publish,
+    receive,
+    request,
+    running_server,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -24,34 +34,10 @@ def put(srv: ServerProcess, name: str, **attrs: Any) -> int:
     return request(srv, "PUT", f"/v1/queues/{name}", body=json.dumps(attrs)).status
 
 
-def make_queue(srv: ServerProcess, **attrs: Any) -> str:
-    name = unique_name("dl")
-    assert put(srv, name, **attrs) == 201
-    return name
-
-
-def publish(srv: ServerProcess, name: str, body: str = "m") -> int:
-    resp = request(srv, "POST", f"/v1/queues/{name}/messages", body=body)
-    assert resp.status == 201, resp.body
-    return int(resp.json()["id"])
-
-
-def receive(srv: ServerProcess, name: str, query: str) -> list[dict[str, Any]]:
-    resp = get(srv, f"/v1/queues/{name}/messages?{query}")
-    assert resp.status == 200, resp.body
-    return list(resp.json()["messages"])
-
-
 def release(srv: ServerProcess, name: str, msg_id: int, cid: int) -> Any:
     resp = request(srv, "POST", f"/v1/queues/{name}/messages/{msg_id}/lease?cid={cid}&timeout=0")
     assert resp.status == 200, resp.body
     return resp.json()
-
-
-def info(srv: ServerProcess, name: str) -> dict[str, Any]:
-    resp = get(srv, f"/v1/queues/{name}")
-    assert resp.status == 200, resp.body
-    return dict(resp.json())
 
 
 def wait_for(predicate: Any, timeout: float = 5.0) -> None:

@@ -12,7 +12,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _server import ServerProcess, get, request, running_server, unique_name
+from _server import (
+    ServerProcess,
+    info,
+    make_queue,
+    publish,
+    receive,
+    request,
+    running_server,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -43,28 +51,6 @@ class Parked:
 
     def close(self) -> None:
         self.conn.close()
-
-
-def make_queue(srv: ServerProcess, **attrs: Any) -> str:
-    name = unique_name("lp")
-    assert request(srv, "PUT", f"/v1/queues/{name}", body=json.dumps(attrs)).status == 201
-    return name
-
-
-def publish(srv: ServerProcess, name: str, body: str = "m", query: str = "") -> int:
-    resp = request(srv, "POST", f"/v1/queues/{name}/messages{query}", body=body)
-    assert resp.status == 201, resp.body
-    return int(resp.json()["id"])
-
-
-def receive(srv: ServerProcess, name: str, query: str) -> list[dict[str, Any]]:
-    resp = get(srv, f"/v1/queues/{name}/messages?{query}")
-    assert resp.status == 200, resp.body
-    return list(resp.json()["messages"])
-
-
-def info(srv: ServerProcess, name: str) -> dict[str, Any]:
-    return dict(get(srv, f"/v1/queues/{name}").json())
 
 
 def settle() -> None:
