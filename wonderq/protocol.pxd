@@ -68,6 +68,8 @@ cdef class HttpProtocol:
     cdef bytes _content_length      # its digits as sent, or None
     cdef object _expect             # the Expect value, or None
     cdef bint _echo_keep_alive      # Connection: keep-alive was sent
+    cdef bytes _raw_method          # the method of the last request, from httptools
+    cdef str _method                # ... as the application sees it
     cdef object _body               # None, one bytes, or a list of pieces
     cdef Py_ssize_t _body_bytes     # size of the pieces while _body is a list
     # The pipeline.
@@ -96,7 +98,8 @@ cdef class HttpProtocol:
     cpdef on_headers_complete(self)
     cpdef on_body(self, bytes data)
 
-    @cython.locals(n=Py_ssize_t, keep_alive=bint, echo=bint, target=str, out=list)
+    @cython.locals(n=Py_ssize_t, keep_alive=bint, echo=bint, url=bytes, mark=Py_ssize_t,
+                   path=str, query=str, raw_method=bytes, method=str, out=list)
     cpdef on_message_complete(self)
 
     @cython.locals(length=bytes)
@@ -132,6 +135,10 @@ cdef bytes _prefix(object status, object headers)
 @cython.locals(req=Request)
 cdef Request _new_request(object method, object path, object query, object body,
                           bint keep_alive, object conn)
+
+
+@cython.locals(i=Py_ssize_t)
+cdef Py_ssize_t _query_mark(bytes url)
 
 
 @cython.locals(params=dict, end=Py_ssize_t, start=Py_ssize_t, stop=Py_ssize_t, eq=Py_ssize_t,

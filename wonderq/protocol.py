@@ -210,6 +210,15 @@ def _origin_form(path: str) -> str:
     return path
 
 
+def _query_mark(url: bytes) -> int:
+    """Where the ``?`` of a request target is, or -1. Compiled, a C loop over the bytes (a
+    short URL costs less than the argument parsing of ``bytes.find``)."""
+    for i in range(len(url)):
+        if url[i] == 63:  # "?"
+            return i
+    return -1
+
+
 def split_query(query: str) -> dict[str, str] | None:
     """``{name: value}`` of a plain query string (``cid=7&limit=1``: nothing percent-encoded,
     no ``+``, no name twice), in one pass; None for any other, which the application parses
@@ -321,6 +330,8 @@ class HttpProtocol:
         self._content_length: bytes | None = None  # its digits, as sent
         self._expect: bytes | None = None
         self._echo_keep_alive = False
+        self._raw_method = b""  # the method of the last request, as httptools gave it
+        self._method = ""  # ... and as the application sees it
         self._body: Any = None  # None, one bytes, or a list of chunks
         self._body_bytes = 0
         # The pipeline.
@@ -519,15 +530,26 @@ class HttpProtocol:
             self._body = None
             if type(body) is list:
                 body = b"".join(body)
-        target = self._url.decode("latin-1")  # type: ignore[union-attr]
+        url: bytes = self._url  # type: ignore[assignment]
         self._url = None
         self._phase = _IDLE
         self._head_bytes = 0
-        if target[0] != "/":
-            target = _origin_form(target)
+        mark = _query_mark(url)
+        if url[0] != 47:  # not "/": the absolute form, or "*"
+            path, _, query = _origin_form(url.decode("latin-1")).partition("?")
+        elif mark < 0:
+            path = url.decode("latin-1")
+            query = ""
+        else:  # compiled, each slice decodes in place, without a bytes copy first
+            path = url[:mark].decode("latin-1")
+            query = url[mark + 1 :].decode("latin-1")
         raw_method: bytes = self._get_method()
-        method = _METHODS.get(raw_method) or raw_method.decode("latin-1")
-        path, _, query = target.partition("?")
+        if raw_method == self._raw_method:  # the method of the previous request, usually
+            method = self._method
+        else:
+            method = _METHODS.get(raw_method) or raw_method.decode("latin-1")
+            self._raw_method = raw_method
+            self._method = method
         keep_alive = self._should_keep_alive()
         req = _new_request(method, path, query, body, keep_alive, self)
         echo = False
