@@ -1,3 +1,4 @@
+# cython: language_level=3, annotation_typing=False, always_allow_keywords=False
 """Routes and validation: the only module that knows both HTTP and the engine.
 
 The interface, for whoever adds routes (the named-queue routes of DESIGN.md come next):
@@ -778,13 +779,12 @@ class Api:
     def handle_delete(self, req: Request) -> Response | None:
         """``DELETE /v1/consumer?cid=&id=``: ack; 200 ``true`` or ``false``."""
         params = split_query(req.query) or parse_query(req.query)  # parse_query() inlined
-        get = params.get
-        cid = _INTS.get(get("cid"))  # type: ignore[arg-type]
+        cid = _INTS.get(params.get("cid"))  # type: ignore[arg-type]
         if cid is None:
             cid = param_cid(params)
         # A new id every time, so no cache: up to 18 plain digits are an id as they stand;
         # anything else (0, long, REPEATED, absent) goes through param_id and its 400s.
-        value = get("id")
+        value = params.get("id")
         msg_id = 0
         if value.__class__ is str and len(value) <= 18 and value.isdigit() and value.isascii():
             msg_id = int(value)
@@ -851,7 +851,8 @@ class Api:
         args = self._receive_queries.get(req.query)
         if args is None:
             args = self.receive_args(req.query)
-        return self.receive_or_park(req, queue, *args)
+        cid, limit, visibility_ms, wait_ms = args
+        return self.receive_or_park(req, queue, cid, limit, visibility_ms, wait_ms)
 
     def handle_publish_message(self, req: Request) -> Response | None:
         """``POST /v1/queues/{queue}/messages[?delay=]``: the raw body is the message; 201

@@ -1,0 +1,104 @@
+# cython: language_level=3
+# C types for api.py, compiled in Cython's pure-Python mode (this file augments it; the .py
+# stays the readable source). Only what the hot path touches is typed: the seed's routes,
+# the named-queue receive, publish and delete, dispatch and the parameter helpers. Names
+# other modules import stay Python globals; everything the server, the metrics collector or
+# the tests read or set on Api is a public attribute.
+
+cimport cython
+
+from wonderq.protocol cimport Request, split_query
+
+# Validated-value caches and shared answers (C globals: no dict lookup).
+cdef dict _NO_PARAMS                # the params of an empty query (shared, never mutated)
+cdef dict _INTS                     # plain ASCII digits -> int
+cdef dict _MILLIS                   # plain decimal seconds -> whole ms
+cdef dict _NAMES                    # raw {queue} path segment -> queue name
+cdef Py_ssize_t _CACHE_SIZE         # each cache is cleared when it holds this many
+cdef tuple _TRUE, _FALSE            # a delete's answers
+
+
+cpdef dict parse_query(str query)
+
+cpdef param_int(dict params, str name, lo, hi, default, bint cache=*)
+
+cdef _parse_digits(str value, bint cache)
+
+cpdef param_id(dict params, str name=*)
+
+cpdef param_cid(dict params)
+
+cpdef param_ms(dict params, str name, max_ms, default)
+
+cdef _parse_seconds(str value)
+
+cpdef str param_queue(Request req)
+
+cpdef param_path_id(Request req)
+
+cpdef bytes consecutive_ids_json(first, n)
+
+cpdef bytes ids_json(list ids)
+
+
+@cython.final
+cdef class Router:
+    cdef public dict static          # path without {params} -> Route
+    cdef public list dynamic         # Routes with {params}, in the order first added
+    cdef dict _by_name               # template -> Route
+
+    cpdef tuple match(self, str path)
+
+
+@cython.final
+cdef class Api:
+    cdef public object broker            # the engine, a _core.Broker (its methods are def)
+    cdef public object wal               # wonderq.wal.Wal with --data-dir, else None
+    cdef tuple _storage_errors           # exception classes answered 507
+    cdef dict _default_delays            # queue -> its delay_ms, for the log
+    cdef public Py_ssize_t max_batch     # bound of limit, batch and ack sizes
+    cdef public object expiry            # the server's Expiry timer
+    cdef object _call_later              # loop.call_later
+    cdef public bint closing             # shutting down: long polls answer at once
+    cdef public dict waiters             # queue -> WaitQueue, only queues with live waiters
+    cdef dict _other_counts              # (route label, status) -> responses not by a route
+    cdef public Router router            # the route table
+    cdef dict _static                    # path -> {method: (handler, label, counts)}
+    cdef public object registry          # the Prometheus CollectorRegistry
+    cdef object _openapi                 # bytes of openapi.json once read, else None
+    cdef dict _receive_queries           # receive query -> (cid, limit, visibility, wait)
+
+    @cython.locals(methods=dict, entry=tuple, response=tuple)
+    cpdef dispatch(self, Request req)
+
+    @cython.locals(entry=tuple, response=tuple)
+    cdef _dispatch_dynamic(self, Request req)
+
+    cpdef count(self, str route, int status)
+
+    @cython.locals(broker=object)
+    cpdef handle_publish(self, Request req)
+
+    @cython.locals(args=tuple, broker=object)
+    cpdef handle_receive(self, Request req)
+
+    @cython.locals(params=dict, queries=dict, args=tuple)
+    cpdef tuple receive_args(self, str query)
+
+    @cython.locals(params=dict)
+    cpdef handle_delete(self, Request req)
+
+    @cython.locals(queue=str, args=tuple)
+    cpdef handle_receive_messages(self, Request req)
+
+    @cython.locals(queue=str)
+    cpdef handle_publish_message(self, Request req)
+
+    @cython.locals(queue=str)
+    cpdef handle_delete_message(self, Request req)
+
+    @cython.locals(broker=object)
+    cpdef publish_one(self, str queue, bytes body, delay_ms)
+
+    @cython.locals(broker=object)
+    cpdef receive_or_park(self, Request req, str queue, cid, limit, visibility_ms, wait_ms)
