@@ -18,6 +18,8 @@ cdef Py_ssize_t _CACHE_SIZE         # each cache is cleared when it holds this m
 cdef tuple _TRUE, _FALSE            # a delete's answers
 
 
+cpdef now_ms()
+
 cpdef dict parse_query(str query)
 
 cpdef param_int(dict params, str name, lo, hi, default, bint cache=*)
@@ -42,11 +44,24 @@ cpdef bytes ids_json(list ids)
 
 
 @cython.final
+cdef class Route:
+    cdef public str name             # the template
+    cdef public dict handlers        # method -> (handler, label, counts by status)
+    cdef Py_ssize_t segments         # of the template split at "/"
+    cdef tuple literals              # (index, text) of the literal segments, the last first
+    cdef public tuple params         # (index, name) of the {name} segments
+
+    @cython.locals(i=Py_ssize_t, text=str, name=str, value=str, found=dict)
+    cpdef dict match(self, list segments)
+
+
+@cython.final
 cdef class Router:
     cdef public dict static          # path without {params} -> Route
     cdef public list dynamic         # Routes with {params}, in the order first added
     cdef dict _by_name               # template -> Route
 
+    @cython.locals(route=Route, params=dict)
     cpdef tuple match(self, str path)
 
 
@@ -68,10 +83,10 @@ cdef class Api:
     cdef object _openapi                 # bytes of openapi.json once read, else None
     cdef dict _receive_queries           # receive query -> (cid, limit, visibility, wait)
 
-    @cython.locals(methods=dict, entry=tuple, response=tuple)
+    @cython.locals(methods=dict, entry=tuple, response=tuple, status=Py_ssize_t)
     cpdef dispatch(self, Request req)
 
-    @cython.locals(entry=tuple, response=tuple)
+    @cython.locals(route=Route, entry=tuple, response=tuple, status=Py_ssize_t)
     cdef _dispatch_dynamic(self, Request req)
 
     cpdef count(self, str route, int status)

@@ -318,7 +318,14 @@ def param_queue(req: Request) -> str:
 
 def param_path_id(req: Request) -> int:
     """The ``{id}`` path segment: a message id, 1..2^63-1, else a 400 naming ``id``."""
-    return param_id({"id": req.params["id"]})  # type: ignore[index]
+    value: str = req.params["id"]  # type: ignore[index]
+    # As in handle_delete: up to 18 plain digits are an id as they stand (a new id every
+    # time, so no cache); anything else goes through param_id and its 400s.
+    if len(value) <= 18 and value.isdigit() and value.isascii():
+        msg_id = int(value)
+        if msg_id:
+            return msg_id
+    return param_id({"id": value})
 
 
 def _refuse_constant(name: str) -> Any:
@@ -490,14 +497,44 @@ class Route:
     (``"GET /v1/consumer"``) is the ``route`` of ``wonderq_http_requests_total``, built once
     here, and ``counts`` is a list indexed by status, bumped on the hot path (a list index
     is the cheapest counter Python has) and read by the collector at scrape time.
+
+    A template with ``{params}`` is matched segment by segment against the path split at
+    ``/``, not by a regular expression: a regex per template tried cost ~1.5k instructions
+    (callgrind), a named-queue route behind four others ~8k.
     """
 
-    __slots__ = ("handlers", "name", "pattern")
+    __slots__ = ("handlers", "literals", "name", "params", "segments")
 
-    def __init__(self, name: str, pattern: re.Pattern[str] | None) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name  # the template (the metric label of a 405)
-        self.pattern = pattern  # None for a path without {params}
+        parts = name.split("/")
+        for part in parts:
+            if "{" in part and _PARAM_SEGMENT.fullmatch(part) is None:
+                raise ValueError(f"{name}: a {{param}} must be a whole path segment")
+        self.segments = len(parts)  # a matching path has as many
+        # (index, text) of the literal segments, the last first: it tells routes apart.
+        self.literals = tuple((i, p) for i, p in reversed(list(enumerate(parts))) if p[:1] != "{")
+        # (index, name) of the {name} segments, each matching one non-empty segment.
+        self.params = tuple((i, p[1:-1]) for i, p in enumerate(parts) if p[:1] == "{")
         self.handlers: dict[str, tuple[Handler, str, list[int]]] = {}
+
+    def match(self, segments: list[str]) -> dict[str, str] | None:
+        """The path parameters if the path, split at ``/``, matches the template; else None."""
+        if len(segments) != self.segments:
+            return None
+        for i, text in self.literals:
+            if segments[i] != text:
+                return None
+        found = {}
+        for i, name in self.params:
+            value = segments[i]
+            if not value:
+                return None
+            found[name] = value
+        return found
+
+
+_PARAM_SEGMENT = re.compile(r"\{\w+\}")
 
 
 class Router:
@@ -512,12 +549,10 @@ class Router:
         """Route ``method template`` to ``handler``."""
         route = self._by_name.get(template)
         if route is None:
-            if "{" in template:
-                regex = re.sub(r"\\{(\w+)\\}", r"(?P<\1>[^/]+)", re.escape(template))
-                route = Route(template, re.compile(regex + r"\Z"))
+            route = Route(template)
+            if route.params:
                 self.dynamic.append(route)
             else:
-                route = Route(template, None)
                 self.static[template] = route
             self._by_name[template] = route
         if method in route.handlers:
@@ -529,10 +564,11 @@ class Router:
         route = self.static.get(path)
         if route is not None:
             return route, None
+        segments = path.split("/")
         for route in self.dynamic:
-            m = route.pattern.match(path)  # type: ignore[union-attr]
-            if m is not None:
-                return route, m.groupdict()
+            params = route.match(segments)
+            if params is not None:
+                return route, params
         return None, None
 
 
@@ -668,7 +704,8 @@ class Api:
         if response is None:
             req.route = entry[1]
             return None
-        entry[2][response[0]] += 1
+        status = response[0]
+        entry[2][status] += 1
         return response
 
     def _dispatch_dynamic(self, req: Request) -> Response | None:
@@ -687,7 +724,8 @@ class Api:
         if response is None:
             req.route = entry[1]
             return None
-        entry[2][response[0]] += 1
+        status = response[0]
+        entry[2][status] += 1
         return response
 
     def _not_allowed(self, req: Request, route: Route) -> Response:
