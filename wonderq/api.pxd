@@ -18,38 +18,33 @@ cdef Py_ssize_t _CACHE_SIZE         # each cache is cleared when it holds this m
 cdef tuple _TRUE, _FALSE            # a delete's answers
 
 
+# Module functions: C calls from the handlers; the cpdef ones are also the Python API.
 cpdef now_ms()
-
 cpdef dict parse_query(str query)
-
 cpdef param_int(dict params, str name, lo, hi, default, bint cache=*)
-
 cdef _parse_digits(str value, bint cache)
-
 cpdef param_id(dict params, str name=*)
-
 cpdef param_cid(dict params)
-
 cpdef param_ms(dict params, str name, max_ms, default)
-
 cdef _parse_seconds(str value)
-
 cpdef str param_queue(Request req)
-
 cpdef param_path_id(Request req)
-
 cpdef bytes consecutive_ids_json(first, n)
-
 cpdef bytes ids_json(list ids)
+
+
+# A plain id's digits summed in C (18 digits fit a long long).
+@cython.locals(text=str, msg_id=cython.longlong, char=Py_UCS4)
+cpdef long long _plain_id(object value) except -1
 
 
 @cython.final
 cdef class Route:
-    cdef public str name             # the template
-    cdef public dict handlers        # method -> (handler, label, counts by status)
+    cdef readonly str name           # the template
+    cdef readonly dict handlers      # method -> (handler, label, counts by status)
     cdef Py_ssize_t segments         # of the template split at "/"
     cdef tuple literals              # (index, text) of the literal segments, the last first
-    cdef public tuple params         # (index, name) of the {name} segments
+    cdef readonly tuple params       # (index, name) of the {name} segments
 
     @cython.locals(i=Py_ssize_t, text=str, name=str, value=str, found=dict)
     cpdef dict match(self, list segments)
@@ -91,10 +86,10 @@ cdef class Api:
 
     cpdef count(self, str route, int status)
 
-    @cython.locals(broker=object)
+    # The hot routes; C calls from dispatch through the route table's bound methods.
     cpdef handle_publish(self, Request req)
 
-    @cython.locals(args=tuple, broker=object)
+    @cython.locals(args=tuple)
     cpdef handle_receive(self, Request req)
 
     @cython.locals(params=dict, queries=dict, args=tuple)
@@ -112,8 +107,6 @@ cdef class Api:
     @cython.locals(queue=str)
     cpdef handle_delete_message(self, Request req)
 
-    @cython.locals(broker=object)
+    # Building blocks of the handlers.
     cpdef publish_one(self, str queue, bytes body, delay_ms)
-
-    @cython.locals(broker=object)
     cpdef receive_or_park(self, Request req, str queue, cid, limit, visibility_ms, wait_ms)

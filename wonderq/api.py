@@ -236,6 +236,21 @@ def _parse_digits(value: str, cache: bool) -> int:
     return number
 
 
+def _plain_id(value: Any) -> int:
+    """``value`` as a message id if it is 1 to 18 plain ASCII digits, not all zeros (an id as
+    it stands: ids are new every time, so not worth a cache), else 0. One pass over the
+    characters: compiled, a tenth of the instructions of isdigit(), isascii() and int()."""
+    if type(value) is not str or len(value) > 18:
+        return 0
+    text: str = value
+    msg_id = 0
+    for char in text:
+        if not "0" <= char <= "9":
+            return 0
+        msg_id = msg_id * 10 + (ord(char) - 48)
+    return msg_id
+
+
 def param_id(params: dict[str, str], name: str = "id") -> int:
     """A required message id, 1..2^63-1."""
     return param_int(params, name, 1, MAX_ID, None, cache=False)
@@ -319,13 +334,7 @@ def param_queue(req: Request) -> str:
 def param_path_id(req: Request) -> int:
     """The ``{id}`` path segment: a message id, 1..2^63-1, else a 400 naming ``id``."""
     value: str = req.params["id"]  # type: ignore[index]
-    # As in handle_delete: up to 18 plain digits are an id as they stand (a new id every
-    # time, so no cache); anything else goes through param_id and its 400s.
-    if len(value) <= 18 and value.isdigit() and value.isascii():
-        msg_id = int(value)
-        if msg_id:
-            return msg_id
-    return param_id({"id": value})
+    return _plain_id(value) or param_id({"id": value})
 
 
 def _refuse_constant(name: str) -> Any:
@@ -820,12 +829,9 @@ class Api:
         cid = _INTS.get(params.get("cid"))  # type: ignore[arg-type]
         if cid is None:
             cid = param_cid(params)
-        # A new id every time, so no cache: up to 18 plain digits are an id as they stand;
-        # anything else (0, long, REPEATED, absent) goes through param_id and its 400s.
-        value = params.get("id")
-        msg_id = 0
-        if value.__class__ is str and len(value) <= 18 and value.isdigit() and value.isascii():
-            msg_id = int(value)
+        # A new id every time, so no cache; anything but a plain id (0, long, REPEATED,
+        # absent) goes through param_id and its 400s.
+        msg_id = _plain_id(params.get("id"))
         if not msg_id:
             msg_id = param_id(params)
         if self.broker.delete(DEFAULT_QUEUE, cid, msg_id, monotonic_ns() // 1_000_000):
