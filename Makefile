@@ -6,7 +6,7 @@ PY ?= python
 install:            ## install WonderQ with the test and dev extras, compiling the engine
 	$(PY) -m pip install -e '.[test,dev]'
 
-build:              ## recompile the Cython engine in place after editing _core.pyx
+build:              ## recompile in place after editing _core.pyx, protocol.py or api.py (or their .pxd)
 	$(PY) setup.py build_ext --inplace
 
 test: build
@@ -15,7 +15,7 @@ test: build
 lint:
 	ruff check wonderq tests bench
 	ruff format --check wonderq tests bench
-	cython-lint wonderq/_core.pyx wonderq/_core.pxd wonderq/protocol.pxd
+	cython-lint wonderq/_core.pyx wonderq/_core.pxd wonderq/protocol.pxd wonderq/api.pxd
 	mypy
 
 annotate:           ## writes wonderq/_core.html: yellow lines call into the Python C-API

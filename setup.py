@@ -8,6 +8,8 @@ extensions = [
     # Plain Python compiled in Cython's pure-Python mode, its C types in protocol.pxd; the .py
     # also runs as is when not built.
     Extension("wonderq.protocol", ["wonderq/protocol.py"], extra_compile_args=["-O2"]),
+    # The same for the routes: types in api.pxd.
+    Extension("wonderq.api", ["wonderq/api.py"], extra_compile_args=["-O2"]),
 ]
 
 setup(

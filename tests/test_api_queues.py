@@ -7,6 +7,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -1050,3 +1051,76 @@ def test_ids_json_of_any_ids() -> None:
 
     for ids in ([], [5], [3, 2, 1], [7, 9, 8, 10], [1, 2, 4], [100, 101, 101], [99, 100, 101]):
         assert ids_json(ids) == ",".join(map(str, ids)).encode()
+
+
+# ---- the compiled build (in-process) ------------------------------------------------------------
+def _source_api() -> Any:
+    """wonderq/api.py run as plain Python, whether or not it is compiled."""
+    import importlib.util
+
+    import wonderq.api
+
+    path = Path(wonderq.api.__file__).with_name("api.py")
+    spec = importlib.util.spec_from_file_location("wonderq._api_source", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compiled_api_is_not_stale() -> None:
+    """setup.py compiles api.py (types in api.pxd). A build older than its source would run
+    old code without a word: `make build` refreshes it."""
+    import wonderq.api
+
+    built = Path(wonderq.api.__file__)
+    if built.suffix == ".py":
+        pytest.skip("api.py runs uncompiled")
+    sources = [built.with_name("api.py"), built.with_name("api.pxd")]
+    newest = max(p.stat().st_mtime for p in sources if p.exists())
+    assert built.stat().st_mtime >= newest, (
+        f"{built.name} is older than api.py/.pxd: run `make build`"
+    )
+
+
+@pytest.mark.parametrize("source", [False, True], ids=["build", "source"])
+def test_router_matches_whole_segments(source: bool) -> None:
+    import wonderq.api
+
+    api = _source_api() if source else wonderq.api
+    router = api.Router()
+    for template in ("/v1/queues/{queue}/messages", "/v1/queues/{queue}/messages/{id}", "/v1/x"):
+        router.add("GET", template, print)
+    route, params = router.match("/v1/queues/q%2Fa/messages/17")
+    assert route is not None and route.name == "/v1/queues/{queue}/messages/{id}"
+    assert params == {"queue": "q%2Fa", "id": "17"}
+    route, params = router.match("/v1/x")
+    assert route is not None and route.name == "/v1/x" and params is None
+    for path in ("/v1/queues//messages", "/v1/queues/q/messages/", "/v1/queues/q/Messages", "/v1"):
+        assert router.match(path) == (None, None), path
+    with pytest.raises(ValueError, match="whole path segment"):
+        router.add("GET", "/v1/queues/q{queue}", print)
+
+
+@pytest.mark.parametrize("source", [False, True], ids=["build", "source"])
+def test_plain_id_reads_only_plain_ids(source: bool) -> None:
+    """The fast path of a delete's id: anything it refuses (0) goes through param_id."""
+    import wonderq.api
+
+    api = _source_api() if source else wonderq.api
+    for value, expected in [("1", 1), ("007", 7), ("9" * 18, 10**18 - 1), (str(MAX_ID), 0)]:
+        assert api._plain_id(value) == expected, value
+    for value in (
+        "0",
+        "",
+        " 1",
+        "1a",
+        "-1",
+        "+1",
+        "\uff11\uff12",  # fullwidth digits: str.isdigit() says yes
+        "\u0663",  # an Arabic-Indic digit
+        None,
+        api.REPEATED,
+        "9" * 19,
+    ):
+        assert api._plain_id(value) == 0, value
