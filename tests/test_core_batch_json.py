@@ -298,3 +298,29 @@ def test_ack_agrees_with_the_general_path(cid, ids, ids_first: bool, spaces: str
 def test_ack_arbitrary_bytes(raw: bytes) -> None:
     check_same_ack(raw)
     check_same_ack(b'{"cid":7,"ids":[' + raw + b"]}")
+
+
+# ---- the clock and the publish answer ---------------------------------------------------------
+
+
+def test_now_ms_is_the_monotonic_clock_in_ms() -> None:
+    import time
+
+    for _ in range(100):
+        before = time.monotonic_ns() // 1_000_000
+        now = _core.now_ms()
+        after = time.monotonic_ns() // 1_000_000
+        assert before <= now <= after
+
+
+@pytest.mark.parametrize("msg_id", [0, 1, 9, 10, 12345, 10**18, _core.MAX_ID])
+def test_id_json(msg_id: int) -> None:
+    assert _core.id_json(msg_id) == b'{"id":%d}' % msg_id
+    assert json.loads(_core.id_json(msg_id)) == {"id": msg_id}
+
+
+def test_id_json_refuses_what_is_not_an_id() -> None:
+    with pytest.raises(ValueError):
+        _core.id_json(-1)
+    with pytest.raises(OverflowError):
+        _core.id_json(2**63)

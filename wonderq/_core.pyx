@@ -19,6 +19,7 @@ from cpython.object cimport PyObject
 from libc.stdint cimport INT64_MAX, UINT32_MAX, uintptr_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy, memset
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.mman cimport (
     MADV_DONTNEED, MAP_ANONYMOUS, MAP_FAILED, MAP_PRIVATE, PROT_READ, PROT_WRITE, madvise, mmap,
     munmap,
@@ -154,6 +155,27 @@ class MemoryLimitExceeded(EngineError):
 class IdsExhausted(EngineError):
     status = 507
     code = "ids_exhausted"
+
+
+def now_ms():
+    """The server's clock: CLOCK_MONOTONIC in whole milliseconds, the same clock and value as
+    ``time.monotonic_ns() // 1_000_000`` at a fraction of its cost (a C call, no big-int
+    division); the ``now`` the server passes to every engine call."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000 + ts.tv_nsec // 1000000
+
+
+def id_json(int64_t msg_id):
+    """``b'{"id":N}'``, a publish's answer, built in C (``%d`` formatting costs ~800
+    instructions)."""
+    cdef char buf[32]
+    cdef char* p = put(buf, b'{"id":', 6)
+    if msg_id < 0:
+        raise ValueError("a message id is not negative")
+    p = write_u64(p, <uint64_t>msg_id, digits_u64(<uint64_t>msg_id))
+    p[0] = b'}'
+    return PyBytes_FromStringAndSize(buf, p + 1 - buf)
 
 
 def fail(what):

@@ -19,7 +19,6 @@ cdef tuple _TRUE, _FALSE            # a delete's answers
 
 
 # Module functions: C calls from the handlers; the cpdef ones are also the Python API.
-cpdef now_ms()
 cpdef dict parse_query(str query)
 cpdef param_int(dict params, str name, lo, hi, default, bint cache=*)
 cdef _parse_digits(str value, bint cache)

@@ -62,7 +62,6 @@ from collections.abc import Callable, Iterator
 from decimal import ROUND_CEILING, Decimal
 from functools import partial
 from pathlib import Path
-from time import monotonic_ns
 from typing import Any, Protocol
 from urllib.parse import unquote, unquote_plus
 
@@ -71,6 +70,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from . import _core
+from ._core import id_json, now_ms
 from .protocol import JSON_HEADERS, Request, Response, error_response, split_query
 
 __all__ = [
@@ -99,11 +99,6 @@ MAX_WAIT_MS = 20_000
 _STALE_WAITERS = 64
 
 Handler = Callable[[Request], "Response | None"]
-
-
-def now_ms() -> int:
-    """The server's clock: monotonic milliseconds, the ``now`` of every engine call."""
-    return monotonic_ns() // 1_000_000
 
 
 # ---- errors ---------------------------------------------------------------------------------
@@ -796,13 +791,13 @@ class Api:
             return self._publish_logged(req, DEFAULT_QUEUE, delay_ms)
         # publish_one() inlined: this is the hottest route.
         broker = self.broker
-        msg_id = broker.publish(DEFAULT_QUEUE, req.body, monotonic_ns() // 1_000_000, delay_ms)
+        msg_id = broker.publish(DEFAULT_QUEUE, req.body, now_ms(), delay_ms)
         if self.waiters and DEFAULT_QUEUE in self.waiters:
             self.wake(DEFAULT_QUEUE)
         deadline_ms = broker.next_deadline()
         if 0 <= deadline_ms < self.expiry.armed_ms:
             self.expiry.arm(deadline_ms)
-        return (201, b'{"id":%d}' % msg_id, JSON_HEADERS)
+        return (201, id_json(msg_id), JSON_HEADERS)
 
     def handle_receive(self, req: Request) -> Response | None:
         """``GET /v1/consumer?cid=&limit=&wait=&visibility=``: lease up to ``limit`` messages."""
@@ -813,7 +808,7 @@ class Api:
         if wait_ms or self.wal is not None:
             return self.receive_or_park(req, DEFAULT_QUEUE, cid, limit, visibility_ms, wait_ms)
         broker = self.broker
-        body = broker.receive(DEFAULT_QUEUE, cid, limit, monotonic_ns() // 1_000_000, visibility_ms)
+        body = broker.receive(DEFAULT_QUEUE, cid, limit, now_ms(), visibility_ms)
         deadline_ms = broker.next_deadline()
         if 0 <= deadline_ms < self.expiry.armed_ms:
             self.expiry.arm(deadline_ms)
@@ -847,7 +842,7 @@ class Api:
         msg_id = _plain_id(params.get("id"))
         if not msg_id:
             msg_id = param_id(params)
-        if self.broker.delete(DEFAULT_QUEUE, cid, msg_id, monotonic_ns() // 1_000_000):
+        if self.broker.delete(DEFAULT_QUEUE, cid, msg_id, now_ms()):
             if self.wal is not None:
                 return self._delete_logged(req, msg_id)
             return _TRUE
@@ -880,7 +875,7 @@ class Api:
         if self.wal is None:
             # The usual batch (plain strings) parsed, checked and stored in one C pass; None
             # for anything else, which the general way below parses, and names if it is bad.
-            answer = broker.publish_batch_json(queue, req.body, monotonic_ns() // 1_000_000)
+            answer = broker.publish_batch_json(queue, req.body, now_ms())
             if answer is not None:
                 self._after_publish(queue)
                 return (201, answer, JSON_HEADERS)
@@ -899,7 +894,7 @@ class Api:
             bodies, delays = batch_entries(entries)
         if self.wal is not None:
             return self._publish_batch_logged(req, queue, bodies, delays)
-        first: int = broker.publish_batch(queue, bodies, monotonic_ns() // 1_000_000, delays)
+        first: int = broker.publish_batch(queue, bodies, now_ms(), delays)
         self._after_publish(queue)
         ids = consecutive_ids_json(first, len(bodies))
         return (201, b'{"ids":[' + ids + b"]}", JSON_HEADERS)
@@ -923,7 +918,7 @@ class Api:
             delay_ms = param_ms(parse_query(req.query), "delay", MAX_DELAY_MS, -1)
         if self.wal is not None:
             return self._publish_logged(req, queue, delay_ms)
-        return (201, b'{"id":%d}' % self.publish_one(queue, req.body, delay_ms), JSON_HEADERS)
+        return (201, id_json(self.publish_one(queue, req.body, delay_ms)), JSON_HEADERS)
 
     def handle_ack(self, req: Request) -> Response | None:
         """``POST /v1/queues/{queue}/ack`` with ``{"cid": C, "ids": [...]}``: delete each id
@@ -933,7 +928,7 @@ class Api:
         if self.wal is None:
             # The usual body parsed and acted on in one C pass; None for anything else, which
             # the general way below parses, and names if it is bad.
-            answer = self.broker.ack_json(queue, req.body, monotonic_ns() // 1_000_000)
+            answer = self.broker.ack_json(queue, req.body, now_ms())
             if answer is not None:
                 return (200, answer, JSON_HEADERS)
         doc = parse_json(req.body, "the ack body")
@@ -956,7 +951,7 @@ class Api:
             )
         try:
             # The engine checks every id (an int, not a bool, in 1..MAX_ID) before deleting any.
-            deleted, failed = self.broker.delete_batch(queue, cid, ids, monotonic_ns() // 1_000_000)
+            deleted, failed = self.broker.delete_batch(queue, cid, ids, now_ms())
         except _core.InvalidArgument as exc:
             if exc.code != "invalid_id":
                 raise
@@ -1089,9 +1084,7 @@ class Api:
             req.deferred = waiter
             return None
         if self.wal is None:
-            body: bytes = broker.receive(
-                queue, cid, limit, monotonic_ns() // 1_000_000, visibility_ms
-            )
+            body: bytes = broker.receive(queue, cid, limit, now_ms(), visibility_ms)
         else:
             body = self._receive_logged(queue, cid, limit, now_ms(), visibility_ms)
         deadline_ms = broker.next_deadline()
@@ -1253,7 +1246,7 @@ class Api:
         if self.waiters and queue in self.waiters:
             self.wake(queue)
         self.note_deadline()
-        return self._log_and_answer(req, (201, b'{"id":%d}' % msg_id, JSON_HEADERS))
+        return self._log_and_answer(req, (201, id_json(msg_id), JSON_HEADERS))
 
     def _publish_batch_logged(
         self, req: Request, queue: str, bodies: list[bytes], delays: list[int] | None
