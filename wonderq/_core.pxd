@@ -155,5 +155,13 @@ cdef class Broker:
     cdef bint delete_one(self, int32_t qi, int64_t cid, int64_t msg_id, int64_t now) noexcept
     cdef void after_removals(self) noexcept
     cdef dict queue_attributes(self, int32_t qi)
+    # The hot calls of the server (also Python methods): C calls from the compiled api.
+    cpdef publish(self, queue, body, int64_t now, delay_ms=*)
+    cpdef publish_batch_json(self, queue, bytes data, int64_t now)
+    cpdef receive(self, queue, cid, limit, int64_t now, visibility_ms=*, list leased=*)
+    cpdef delete(self, queue, cid, msg_id, int64_t now)
+    cpdef ack_json(self, queue, bytes data, int64_t now)
+    cpdef ready_count(self, name)
+    cpdef int64_t next_deadline(self) noexcept
     cdef int64_t store_batch(self, int32_t qi, int64_t n, int64_t total, int64_t n_delayed,
                              PyObject** delay_items, int64_t now) except -1

@@ -1605,13 +1605,13 @@ cdef class Broker:
             },
         }
 
-    def ready_count(self, name):
+    cpdef ready_count(self, name):
         """Messages available now."""
         return self.queues[self.lookup(name)].ready
 
     # ---- messages -------------------------------------------------------------------------
 
-    def publish(self, queue, body, int64_t now, delay_ms=-1):
+    cpdef publish(self, queue, body, int64_t now, delay_ms=-1):
         """Store one message and return its id."""
         cdef int32_t qi = self.lookup(queue)
         cdef Queue* q = &self.queues[qi]
@@ -1698,7 +1698,7 @@ cdef class Broker:
             n_delayed = n
         return self.store_batch(qi, n, total, n_delayed, delay_items, now)
 
-    def publish_batch_json(self, queue, bytes data, int64_t now):
+    cpdef publish_batch_json(self, queue, bytes data, int64_t now):
         """Publish the batch ``data`` when it is a JSON array of plain strings (no backslash,
         each a valid message for the queue) and return the answer, ``{"ids":[...]}``; else
         store nothing and return None, for the caller to parse the general way and name the
@@ -1770,7 +1770,7 @@ cdef class Broker:
         q.published += n
         return first
 
-    def receive(self, queue, cid, limit, int64_t now, visibility_ms=-1, list leased=None):
+    cpdef receive(self, queue, cid, limit, int64_t now, visibility_ms=-1, list leased=None):
         """Lease up to ``limit`` available messages to ``cid``; returns the JSON response.
         ``leased``, if given, gets the leased ids appended (for the durability log)."""
         cdef int32_t qi = self.lookup(queue)
@@ -1826,7 +1826,7 @@ cdef class Broker:
         q.delivered += n
         return out
 
-    def delete(self, queue, cid, msg_id, int64_t now):
+    cpdef delete(self, queue, cid, msg_id, int64_t now):
         """Ack: True iff msg_id is in queue, leased to cid and now < deadline."""
         cdef int32_t qi = self.lookup(queue)
         cdef int64_t c = arg_int(cid, 0, C_MAX_ID, "invalid_cid", "cid")
@@ -1865,7 +1865,7 @@ cdef class Broker:
             self.after_removals()
         return deleted, failed
 
-    def ack_json(self, queue, bytes data, int64_t now):
+    cpdef ack_json(self, queue, bytes data, int64_t now):
         """The fast path of a batch ack: when ``data`` is ``{"cid": C, "ids": [...]}`` with a
         valid cid and 1..max_batch valid ids, delete each as delete_batch does and return
         ``b'{"deleted":[...],"failed":[...]}'``; otherwise delete nothing and return None."""
@@ -1930,7 +1930,7 @@ cdef class Broker:
 
     # ---- timers ---------------------------------------------------------------------------
 
-    def next_deadline(self):
+    cpdef int64_t next_deadline(self) noexcept:
         """The earliest lease/delay deadline, or -1 if there is none."""
         return self.timers.entries[0].deadline_ms if self.timers.len else -1
 

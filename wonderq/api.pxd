@@ -7,6 +7,7 @@
 
 cimport cython
 
+from wonderq._core cimport Broker
 from wonderq.protocol cimport Request, split_query
 
 # Validated-value caches and shared answers (C globals: no dict lookup).
@@ -61,7 +62,7 @@ cdef class Router:
 
 @cython.final
 cdef class Api:
-    cdef public object broker            # the engine, a _core.Broker (its methods are def)
+    cdef public Broker broker            # the engine (its hot methods are C calls)
     cdef public object wal               # wonderq.wal.Wal with --data-dir, else None
     cdef tuple _storage_errors           # exception classes answered 507
     cdef dict _default_delays            # queue -> its delay_ms, for the log
@@ -86,9 +87,10 @@ cdef class Api:
     cpdef count(self, str route, int status)
 
     # The hot routes; C calls from dispatch through the route table's bound methods.
+    @cython.locals(broker=Broker)
     cpdef handle_publish(self, Request req)
 
-    @cython.locals(args=tuple)
+    @cython.locals(args=tuple, broker=Broker)
     cpdef handle_receive(self, Request req)
 
     @cython.locals(params=dict, queries=dict, args=tuple)
@@ -106,6 +108,17 @@ cdef class Api:
     @cython.locals(queue=str)
     cpdef handle_delete_message(self, Request req)
 
+    @cython.locals(queue=str, broker=Broker)
+    cpdef handle_publish_batch(self, Request req)
+
+    @cython.locals(queue=str)
+    cpdef handle_ack(self, Request req)
+
     # Building blocks of the handlers.
+    @cython.locals(broker=Broker)
     cpdef publish_one(self, str queue, bytes body, delay_ms)
+    cpdef _after_publish(self, str queue)
+    cpdef note_deadline(self)
+
+    @cython.locals(broker=Broker)
     cpdef receive_or_park(self, Request req, str queue, cid, limit, visibility_ms, wait_ms)

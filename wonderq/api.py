@@ -1137,8 +1137,8 @@ class Api:
         """wake() every queue that has waiters (after expiry, or a dead-letter move)."""
         if not self.waiters:
             return
-        ready_count = self.broker.ready_count
-        for queue in [q for q in self.waiters if ready_count(q) > 0]:
+        broker = self.broker
+        for queue in [q for q in self.waiters if broker.ready_count(q) > 0]:
             self.wake(queue)
 
     def cancel(self, req: Request) -> None:
