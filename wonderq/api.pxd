@@ -74,11 +74,14 @@ cdef class Api:
     cdef dict _other_counts              # (route label, status) -> responses not by a route
     cdef public Router router            # the route table
     cdef dict _static                    # path -> {method: (handler, label, counts)}
+    cdef str _last_path                  # the static path dispatched last (None at first)
+    cdef dict _last_methods              # _static[_last_path]
     cdef public object registry          # the Prometheus CollectorRegistry
     cdef object _openapi                 # bytes of openapi.json once read, else None
     cdef dict _receive_queries           # receive query -> (cid, limit, visibility, wait)
 
-    @cython.locals(methods=dict, entry=tuple, response=tuple, status=Py_ssize_t)
+    @cython.locals(path=str, methods=dict, found=dict, entry=tuple, response=tuple,
+                   status=Py_ssize_t)
     cpdef dispatch(self, Request req)
 
     @cython.locals(route=Route, entry=tuple, response=tuple, status=Py_ssize_t)

@@ -675,6 +675,11 @@ class Api:
         self.routes(self.router.add)
         # path -> {method: (handler, label, counts)}: the hot path's one-lookup route table.
         self._static = {path: route.handlers for path, route in self.router.static.items()}
+        # The static path dispatched last and its methods: consecutive requests (a connection's
+        # publishes, a consumer's receives and deletes) usually share it, and comparing the new
+        # path string is cheaper than hashing it.
+        self._last_path: str | None = None
+        self._last_methods: dict[str, tuple[Handler, str, list[int]]] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
         self.registry.register(EngineCollector(self, connection_count))
@@ -708,9 +713,15 @@ class Api:
 
     def dispatch(self, req: Request) -> Response | None:
         """Route ``req``, run its handler, map errors; None when the answer is deferred."""
-        methods = self._static.get(req.path)
-        if methods is None:
-            return self._dispatch_dynamic(req)
+        path = req.path
+        if path == self._last_path:
+            methods = self._last_methods
+        else:
+            found = self._static.get(path)
+            if found is None:
+                return self._dispatch_dynamic(req)
+            self._last_path = path
+            self._last_methods = methods = found
         entry = methods.get(req.method)
         if entry is None:
             return self._not_allowed(req, self.router.static[req.path])
