@@ -48,10 +48,11 @@ instructions per request, whole requests fed in-process to the compiled protocol
 that replaced a regex per template); since then publish 12.9k (16 pipelined 10.8k) and seed
 receive + delete 13.4k, with the engine's hot methods called in C through the typed
 ``broker``, its clock (``_core.now_ms``) and publish answer (``_core.id_json``), and the last
-static route remembered. The file runs unchanged as plain Python when it is not built. Types come only from the ``.pxd`` (``annotation_typing=False``): the annotations here
-are for readers and mypy. An extension type takes no attribute it does not declare: a new
-attribute of ``Api`` goes into ``api.pxd`` too (``public`` if another module reads it). After
-an edit, ``make build``: a build older than its source fails tests/test_api_queues.py.
+static route remembered. The file runs unchanged as plain Python when it is not built.
+Types come only from the ``.pxd`` (``annotation_typing=False``): the annotations here are for
+readers and mypy. An extension type takes no attribute it does not declare: a new attribute
+of ``Api`` goes into ``api.pxd`` too (``public`` if another module reads it). After an edit,
+``make build``: a build older than its source fails tests/test_api_queues.py.
 """
 
 from __future__ import annotations
