@@ -1068,21 +1068,6 @@ def _source_api() -> Any:
     return module
 
 
-def test_compiled_api_is_not_stale() -> None:
-    """setup.py compiles api.py (types in api.pxd). A build older than its source would run
-    old code without a word: `make build` refreshes it."""
-    import wonderq.api
-
-    built = Path(wonderq.api.__file__)
-    if built.suffix == ".py":
-        pytest.skip("api.py runs uncompiled")
-    sources = [built.with_name("api.py"), built.with_name("api.pxd")]
-    newest = max(p.stat().st_mtime for p in sources if p.exists())
-    assert built.stat().st_mtime >= newest, (
-        f"{built.name} is older than api.py/.pxd: run `make build`"
-    )
-
-
 @pytest.mark.parametrize("source", [False, True], ids=["build", "source"])
 def test_router_matches_whole_segments(source: bool) -> None:
     import wonderq.api

@@ -500,19 +500,6 @@ def test_a_header_of_the_same_length_is_not_mistaken(loop: asyncio.AbstractEvent
 
 
 # ---- the compiled build ----------------------------------------------------------------------
-def test_compiled_protocol_is_not_stale() -> None:
-    """setup.py compiles protocol.py (types in protocol.pxd). A build older than its source
-    would run old code without a word: `make build` refreshes it."""
-    built = Path(protocol.__file__)
-    if built.suffix == ".py":
-        pytest.skip("protocol.py runs uncompiled")
-    sources = [built.with_name("protocol.py"), built.with_name("protocol.pxd")]
-    newest = max(p.stat().st_mtime for p in sources if p.exists())
-    assert built.stat().st_mtime >= newest, (
-        f"{built.name} is older than protocol.py/.pxd: run `make build`"
-    )
-
-
 def _source_protocol() -> Any:
     """wonderq/protocol.py run as plain Python, whether or not it is compiled."""
     path = Path(protocol.__file__).with_name("protocol.py")

@@ -52,7 +52,7 @@ static route remembered. The file runs unchanged as plain Python when it is not 
 Types come only from the ``.pxd`` (``annotation_typing=False``): the annotations here are for
 readers and mypy. An extension type takes no attribute it does not declare: a new attribute
 of ``Api`` goes into ``api.pxd`` too (``public`` if another module reads it). After an edit,
-``make build``: a build older than its source fails tests/test_api_queues.py.
+``make build``: a build older than its source fails tests/test_build.py.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ compiled, 10.9k since the target split became a C loop; the Python ceiling of
 bench/ceiling.py takes 6.5k). The file runs unchanged as plain Python when it is not
 built. Types come only from the ``.pxd`` (``annotation_typing=False``): the annotations here
 are for readers and mypy. After an edit, ``make build``: a build older than its source fails
-tests/test_protocol.py.
+tests/test_build.py.
 """
 
 from __future__ import annotations
