@@ -504,6 +504,23 @@ def test_batch_of_strings_and_objects(server: ServerProcess) -> None:
     assert [(m["id"], m["body"]) for m in got] == list(zip(ids, "abcd", strict=True))
 
 
+@pytest.mark.parametrize(
+    ("raw", "bodies"),
+    [
+        (b' [ "a" ,\n"b" ]\r\n', ["a", "b"]),  # plain strings: the engine's C pass
+        ('["h\u00e9", "\u2603"]'.encode(), ["h\u00e9", "\u2603"]),
+        (b'["a\\"b", "c\\nd", "\\u00e9"]', ['a"b', "c\nd", "\u00e9"]),  # escapes: json
+    ],
+)
+def test_batch_bodies_as_written(server: ServerProcess, raw: bytes, bodies: list[str]) -> None:
+    name = make_queue(server)
+    resp = request(server, "POST", f"/v1/queues/{name}/batch", body=raw)
+    assert resp.status == 201, resp.body
+    got = receive(server, name, "cid=1&limit=10")
+    assert [m["body"] for m in got] == bodies
+    assert [m["id"] for m in got] == resp.json()["ids"]
+
+
 def test_batch_delays_override_the_queue_delay(server: ServerProcess) -> None:
     name = make_queue(server, delay=60)
     resp = batch(server, name, ["x", {"body": "y", "delay": 0}, {"body": "z", "delay": 0.2}])
@@ -735,6 +752,16 @@ def test_ack_batch(server: ServerProcess) -> None:
     assert resp.json() == {"deleted": [], "failed": [ids[1]]}
     counts, totals = totals_and_counts(server, name)
     assert counts == {"ready": 1, "leased": 1, "delayed": 0} and totals["deleted"] == 2
+
+
+def test_ack_body_in_any_key_order_and_spacing(server: ServerProcess) -> None:
+    name = make_queue(server)
+    ids = [publish(server, name, f"m{i}") for i in range(2)]
+    receive(server, name, "cid=5&limit=2")
+    raw = b' {\n "ids" : [ %d ,%d ] ,"cid":5 }\t' % (ids[1], ids[0])
+    resp = request(server, "POST", f"/v1/queues/{name}/ack", body=raw)
+    assert resp.status == 200, resp.body
+    assert resp.json() == {"deleted": [ids[1], ids[0]], "failed": []}
 
 
 def test_ack_batch_up_to_max_batch(server: ServerProcess) -> None:
