@@ -1,0 +1,220 @@
+"""Instructions per request, counted by valgrind's callgrind: repeatable where wall-clock rates
+on a shared machine are not (the figures quoted in commit messages, docstrings and
+bench/RESULTS.md's notes).
+
+Each workload feeds whole HTTP requests to one connection's protocol object in this process,
+over a fake transport, with no sockets: the WonderQ protocol + api + engine as the server
+builds them, the same protocol in front of an application that returns a constant answer
+(``stub``), or the Python ceiling of bench/ceiling.py. The script runs itself under callgrind
+twice, with N1 and N2 requests, and divides the difference by N2 - N1, so start-up and
+import cost cancel out.
+
+    python bench/instructions.py                      # every workload (needs valgrind)
+    python bench/instructions.py publish publish16    # some of them
+    python bench/instructions.py --feed publish 1000  # one run, no valgrind (what is measured)
+
+Batch workloads count per message, the others per request. ``*16`` workloads send 16
+pipelined requests per read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+BODY = b"x" * 200
+HOST = b"Host: 127.0.0.1:8080\r\n"
+PUBLISH = (
+    b"POST /v1/publish HTTP/1.1\r\n" + HOST + b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 200\r\n\r\n" + BODY
+)
+RECEIVE = b"GET /v1/consumer?cid=1001&limit=1&visibility=60 HTTP/1.1\r\n" + HOST + b"\r\n"
+DELETE = b"DELETE /v1/consumer?cid=1001&id=%d HTTP/1.1\r\n" + HOST + b"\r\n"
+Q = b"/v1/queues/default"
+Q_RECEIVE = b"GET " + Q + b"/messages?cid=1001&limit=1&visibility=60 HTTP/1.1\r\n" + HOST + b"\r\n"
+Q_DELETE = b"DELETE " + Q + b"/messages/%d?cid=1001 HTTP/1.1\r\n" + HOST + b"\r\n"
+Q_RECEIVE_100 = (
+    b"GET " + Q + b"/messages?cid=1001&limit=100&visibility=60 HTTP/1.1\r\n" + HOST + b"\r\n"
+)
+BATCH_BODY = b"[" + b",".join([b'"' + BODY + b'"'] * 100) + b"]"
+BATCH = (
+    b"POST " + Q + b"/batch HTTP/1.1\r\n" + HOST + b"Content-Type: application/json\r\n"
+    b"Content-Length: %d\r\n\r\n" % len(BATCH_BODY)
+) + BATCH_BODY
+
+# name -> (what it measures, requests or messages per unit of N)
+WORKLOADS = {
+    "ceiling": "the Python ceiling (bench/ceiling.py), one publish per read",
+    "ceiling16": "the Python ceiling, 16 pipelined publishes per read",
+    "stub": "WonderQ's protocol before a constant answer, one publish per read",
+    "stub16": "WonderQ's protocol before a constant answer, 16 pipelined publishes per read",
+    "publish": "POST /v1/publish, one per read",
+    "publish16": "POST /v1/publish, 16 pipelined per read",
+    "recvdel": "GET + DELETE /v1/consumer, alternating (per request)",
+    "recvdel_q": "named-queue receive + delete, alternating (per request)",
+    "batch": "batch publish of 100 x 200 B (per message)",
+    "recvack": "batch receive of 100 + batch ack (per message; ack bodies built outside)",
+}
+
+
+class Transport(asyncio.Transport):
+    """Takes what the protocol writes; nothing goes anywhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = b""
+
+    def write(self, data: Any) -> None:
+        self.last = data
+
+    def close(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 5555) if name == "peername" else default
+
+
+def protocol_for(workload: str, transport: Transport) -> Any:
+    if workload.startswith("ceiling"):
+        sys.path.insert(0, str(HERE))
+        import ceiling
+
+        proto: Any = ceiling.CeilingProtocol(ceiling.Clock())
+        proto.connection_made(transport)
+        return proto
+    from wonderq import _core, protocol
+    from wonderq.api import Api
+    from wonderq.config import Settings
+
+    settings = Settings()
+
+    class Owner:
+        connections: set[Any] = set()
+        shutting_down = False
+
+    class Expiry:
+        armed_ms = 2**62
+
+        def arm(self, deadline_ms: int) -> None:
+            self.armed_ms = deadline_ms
+
+    broker = _core.Broker(max_batch=1000)
+    app: Any
+    if workload.startswith("stub"):
+
+        class Stub:
+            answer = (201, b'{"id":1}', protocol.JSON_HEADERS)
+
+            def dispatch(self, req: Any) -> Any:
+                return self.answer
+
+            def cancel(self, req: Any) -> None:
+                pass
+
+            def count(self, route: str, status: int) -> None:
+                pass
+
+        app = Stub()
+    else:
+        loop = asyncio.get_event_loop()
+        app = Api(broker, max_batch=1000, expiry=Expiry(), call_later=loop.call_later)
+    for _ in range(60):  # messages for the consuming workloads, the same whatever N
+        broker.publish_batch("default", [BODY] * 1000, _core.now_ms())
+    proto = protocol.HttpProtocol(app, Owner(), settings)
+    proto.connection_made(transport)
+    return proto
+
+
+def feed(workload: str, n: int) -> None:
+    """Send ``n`` requests (messages, for the batch workloads) of ``workload``."""
+    import uvloop
+
+    asyncio.set_event_loop(uvloop.new_event_loop())
+    transport = Transport()
+    received = protocol_for(workload, transport).data_received
+    if workload in ("ceiling", "stub", "publish"):
+        for _ in range(n):
+            received(PUBLISH)
+    elif workload in ("ceiling16", "stub16", "publish16"):
+        data = PUBLISH * 16
+        for _ in range(n // 16):
+            received(data)
+    elif workload in ("recvdel", "recvdel_q"):
+        receive, delete = (RECEIVE, DELETE) if workload == "recvdel" else (Q_RECEIVE, Q_DELETE)
+        for i in range(n // 2):  # the i-th receive leases id i + 1
+            received(receive)
+            received(delete % (i + 1))
+        assert transport.last.endswith(b"true"), transport.last
+    elif workload == "batch":
+        for _ in range(n // 100):
+            received(BATCH)
+        assert transport.last.startswith(b"HTTP/1.1 201"), transport.last[:200]
+    elif workload == "recvack":
+        for first in range(1, n + 1 - 99, 100):
+            received(Q_RECEIVE_100)
+            body = b'{"cid":1001,"ids":[%s]}' % b",".join(
+                b"%d" % i for i in range(first, first + 100)
+            )
+            head = b"POST " + Q + b"/ack HTTP/1.1\r\n" + HOST
+            received(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            assert b'"failed":[]' in transport.last, transport.last[-200:]
+    else:
+        raise SystemExit(f"unknown workload {workload!r}")
+
+
+def collected(workload: str, n: int) -> int:
+    """Instructions callgrind counts for the whole run of ``feed(workload, n)``."""
+    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    cmd += [sys.executable, __file__, "--feed", workload, str(n)]
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stderr
+    m = re.search(r"Collected : (\d+)", out)
+    if m is None:
+        raise RuntimeError(f"no callgrind total in:\n{out[-2000:]}")
+    return int(m.group(1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workloads", nargs="*", help=", ".join(WORKLOADS))
+    parser.add_argument("--n1", type=int, default=1600)
+    parser.add_argument("--n2", type=int, default=9600)
+    parser.add_argument("--feed", nargs=2, metavar=("WORKLOAD", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.feed:
+        feed(args.feed[0], int(args.feed[1]))
+        return 0
+    unknown = set(args.workloads) - set(WORKLOADS)
+    if unknown:
+        parser.error(f"unknown workloads {sorted(unknown)}: choose from {', '.join(WORKLOADS)}")
+    for workload in args.workloads or list(WORKLOADS):
+        a, b = collected(workload, args.n1), collected(workload, args.n2)
+        per = (b - a) / (args.n2 - args.n1)
+        print(f"{workload:10} {per:8,.0f} instructions  {WORKLOADS[workload]}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
