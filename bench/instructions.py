@@ -25,6 +25,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,7 @@ def protocol_for(workload: str, transport: Transport) -> Any:
         loop = asyncio.get_event_loop()
         app = Api(broker, max_batch=1000, expiry=Expiry(), call_later=loop.call_later)
     for _ in range(60):  # messages for the consuming workloads, the same whatever N
-        broker.publish_batch("default", [BODY] * 1000, _core.now_ms())
+        broker.publish_batch("default", [BODY] * 1000, time.monotonic_ns() // 1_000_000)
     proto = protocol.HttpProtocol(app, Owner(), settings)
     proto.connection_made(transport)
     return proto
