@@ -754,6 +754,23 @@ def test_ack_batch(server: ServerProcess) -> None:
     assert counts == {"ready": 1, "leased": 1, "delayed": 0} and totals["deleted"] == 2
 
 
+@pytest.mark.parametrize("route", ["batch", "ack", ""])
+@pytest.mark.parametrize("number", [b"1e-99999999999999999999", b"1e99999999999999999999"])
+def test_json_number_out_of_range_is_400(server: ServerProcess, route: str, number: bytes) -> None:
+    """Found by fuzzing: Decimal refuses such exponents with its own exception (a 500)."""
+    name = make_queue(server)
+    body = {
+        "batch": b'[{"body": "a", "delay": %s}]' % number,
+        "ack": b'{"cid": 1, "ids": [%s]}' % number,
+        "": b'{"delay": %s}' % number,
+    }[route]
+    method, path = (
+        ("PUT", f"/v1/queues/{name}") if not route else ("POST", f"/v1/queues/{name}/{route}")
+    )
+    check_error(request(server, method, path, body=body), 400, code="invalid_body")
+    assert get(server, "/healthz").status == 200
+
+
 def test_ack_body_in_any_key_order_and_spacing(server: ServerProcess) -> None:
     name = make_queue(server)
     ids = [publish(server, name, f"m{i}") for i in range(2)]

@@ -62,7 +62,7 @@ import logging
 import re
 from collections import deque
 from collections.abc import Callable, Iterator
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, Decimal, DecimalException
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -366,6 +366,8 @@ def parse_json(body: bytes, what: str) -> Any:
         raise BadParameter("invalid_body", f"{what} is not valid UTF-8") from None
     except (ValueError, RecursionError):
         raise BadParameter("invalid_body", f"{what} is not valid JSON") from None
+    except DecimalException:  # an exponent Decimal cannot hold: 1e-99999999999999999999
+        raise BadParameter("invalid_body", f"{what} holds a number out of range") from None
 
 
 _MS = Decimal("0.001")
