@@ -1078,15 +1078,20 @@ def test_memory_limit_refuses_publishes_and_keeps_serving(small_server: ServerPr
     assert request(small_server, "DELETE", f"/v1/queues/{name}").status == 204
 
 
-# ---- the ids' JSON (in-process: the fast path of the batch routes) ----------------------------
+# ---- the ids' JSON (in-process: the answers of the batch routes) -------------------------------
 @pytest.mark.parametrize("n", [1, 2, 3, 99, 100, 101, 250, MAX_BATCH])
-def test_consecutive_ids_json_is_the_plain_join(n: int) -> None:
-    from wonderq.api import consecutive_ids_json, ids_json
+def test_batch_ids_json_is_the_plain_join(n: int) -> None:
+    from wonderq._core import batch_ids_json
+    from wonderq.api import ids_json
 
     firsts = [*range(1, 230), *(10**k + d for k in range(2, 19) for d in (-101, -1, 0, 1, 99))]
     for first in [*firsts, MAX_ID - n + 1]:
         expected = ",".join(map(str, range(first, first + n))).encode()
-        assert consecutive_ids_json(first, n) == expected, (first, n)
+        if first >= 1:
+            assert batch_ids_json(first, n) == b'{"ids":[' + expected + b"]}", (first, n)
+        else:
+            with pytest.raises(ValueError):
+                batch_ids_json(first, n)
         assert ids_json(list(range(first, first + n))) == expected, (first, n)
 
 

@@ -154,6 +154,8 @@ cdef class Broker:
                           int64_t* slot_out) noexcept
     cdef bint delete_one(self, int32_t qi, int64_t cid, int64_t msg_id, int64_t now) noexcept
     cdef void after_removals(self) noexcept
+    cdef int64_t delete_many(self, int32_t qi, int64_t cid, const int64_t* ids, int64_t n,
+                             int64_t now, int64_t* done) noexcept
     cdef dict queue_attributes(self, int32_t qi)
     # The hot calls of the server (also Python methods): C calls from the compiled api.
     cpdef publish(self, queue, body, int64_t now, delay_ms=*)

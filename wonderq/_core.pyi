@@ -35,6 +35,9 @@ def now_ms() -> int:
     """CLOCK_MONOTONIC in whole milliseconds: ``time.monotonic_ns() // 1_000_000``, cheaper.
     The ``now`` the server passes to every engine call."""
 
+def batch_ids_json(first: int, n: int) -> bytes:
+    """``b'{"ids":[first,...,first+n-1]}'``, the answer to a batch publish."""
+
 def id_json(msg_id: int) -> bytes:
     """``b'{"id":N}'``, the answer to a publish."""
 

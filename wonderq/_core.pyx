@@ -374,6 +374,10 @@ cdef bytes json_unescape(const char* s, int64_t n):
     return out
 
 
+cdef inline const uint8_t* bytes_ptr(bytes b) noexcept:
+    return <const uint8_t*>PyBytes_AS_STRING(b)
+
+
 cdef inline int64_t body_escaped_len(bytes body, int64_t max_bytes) except -1:
     """Validate a body (1..max_bytes bytes of UTF-8); return its escaped length."""
     cdef int64_t n = PyBytes_GET_SIZE(body)
@@ -382,16 +386,12 @@ cdef inline int64_t body_escaped_len(bytes body, int64_t max_bytes) except -1:
         raise InvalidArgument("body must not be empty", "invalid_body")
     if n > max_bytes:
         raise MessageTooLarge(f"body is {n} bytes, more than max_message_bytes ({max_bytes})")
-    esc = utf8_escaped_len(<const uint8_t*>PyBytes_AS_STRING(body), n)
+    esc = utf8_escaped_len(bytes_ptr(body), n)
     if esc < 0:
         raise InvalidArgument("body must be valid UTF-8", "invalid_body")
     if esc > UINT32_MAX:
         raise MessageTooLarge("body is too large once escaped")
     return esc
-
-
-cdef inline const uint8_t* bytes_ptr(bytes b) noexcept:
-    return <const uint8_t*>PyBytes_AS_STRING(b)
 
 
 cdef inline int64_t skip_json_ws(const uint8_t* s, int64_t i, int64_t n) noexcept nogil:
@@ -520,8 +520,10 @@ cdef char* write_ids(char* p, const int64_t* ids, const int64_t* flags, int64_t 
     return p
 
 
-cdef bytes consecutive_ids_json(int64_t first, int64_t n):
-    """``{"ids":[first,...,first+n-1]}``, one allocation."""
+cpdef bytes batch_ids_json(int64_t first, int64_t n):
+    """``{"ids":[first,...,first+n-1]}``, a batch publish's answer, in one allocation."""
+    if first < 1 or n < 1 or first > C_MAX_ID - n + 1:
+        raise ValueError("the ids of a batch are 1 or more of 1..MAX_ID")
     cdef int64_t size = 8 + 2 + (n - 1)
     cdef int64_t i
     cdef char* p
@@ -1719,7 +1721,7 @@ cdef class Broker:
                 return None  # empty, too long, control characters or not UTF-8
             self.scratch_len[i] = raw
             total += C_MESSAGE_OVERHEAD + raw
-        return consecutive_ids_json(
+        return batch_ids_json(
             self.store_batch(qi, n, total, n if q.delay_ms > 0 else 0, NULL, now), n)
 
     cdef int64_t store_batch(self, int32_t qi, int64_t n, int64_t total, int64_t n_delayed,
@@ -1854,16 +1856,25 @@ cdef class Broker:
         for i in range(n):
             ids[i] = arg_int(<object>items[i], 1, C_MAX_ID, "invalid_id", "id")
         check_now(now)
+        self.delete_many(qi, c, ids, n, now, self.scratch_raw)
         deleted = []
         failed = []
         for i in range(n):
-            if self.delete_one(qi, c, ids[i], now):
-                deleted.append(ids[i])
-            else:
-                failed.append(ids[i])
-        if deleted:
-            self.after_removals()
+            (deleted if self.scratch_raw[i] else failed).append(ids[i])
         return deleted, failed
+
+    cdef int64_t delete_many(self, int32_t qi, int64_t cid, const int64_t* ids, int64_t n,
+                             int64_t now, int64_t* done) noexcept:
+        """Delete each of ``ids`` in order by the rule of delete: done[i] is 1 if ids[i] was
+        deleted, else 0. Returns how many were."""
+        cdef int64_t i
+        cdef int64_t n_deleted = 0
+        for i in range(n):
+            done[i] = self.delete_one(qi, cid, ids[i], now)
+            n_deleted += done[i]
+        if n_deleted:
+            self.after_removals()
+        return n_deleted
 
     cpdef ack_json(self, queue, bytes data, int64_t now):
         """The fast path of a batch ack: when ``data`` is ``{"cid": C, "ids": [...]}`` with a
@@ -1873,20 +1884,16 @@ cdef class Broker:
         cdef int64_t cid = -1
         cdef int64_t* ids = self.scratch_len
         cdef int64_t* done = self.scratch_raw
-        cdef int64_t n, i, size
-        cdef int64_t n_deleted = 0
+        cdef int64_t n, i, size, n_deleted
         cdef char* p
         check_now(now)
         n = parse_ack(bytes_ptr(data), PyBytes_GET_SIZE(data), &cid, ids, self.max_batch)
         if n == 0:
             return None
+        n_deleted = self.delete_many(qi, cid, ids, n, now, done)
         size = 12 + 12 + 2
         for i in range(n):
-            done[i] = self.delete_one(qi, cid, ids[i], now)
-            n_deleted += done[i]
             size += digits_u64(<uint64_t>ids[i])
-        if n_deleted:
-            self.after_removals()
         size += (n_deleted - 1 if n_deleted else 0) + (n - n_deleted - 1 if n > n_deleted else 0)
         out = PyBytes_FromStringAndSize(NULL, size)
         p = PyBytes_AS_STRING(out)

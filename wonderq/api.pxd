@@ -29,7 +29,6 @@ cpdef param_ms(dict params, str name, max_ms, default)
 cdef _parse_seconds(str value)
 cpdef str param_queue(Request req)
 cpdef param_path_id(Request req)
-cpdef bytes consecutive_ids_json(first, n)
 cpdef bytes ids_json(list ids)
 
 
@@ -90,10 +89,9 @@ cdef class Api:
     cpdef count(self, str route, int status)
 
     # The hot routes; C calls from dispatch through the route table's bound methods.
-    @cython.locals(broker=Broker)
     cpdef handle_publish(self, Request req)
 
-    @cython.locals(args=tuple, broker=Broker)
+    @cython.locals(args=tuple)
     cpdef handle_receive(self, Request req)
 
     @cython.locals(params=dict, queries=dict, args=tuple)

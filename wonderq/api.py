@@ -35,8 +35,8 @@ call, behind one ``if self.wal is not None`` so the in-memory path pays nothing 
 helpers in "durability" below (:meth:`Api._log_and_answer` answers a publish or delete only
 once it is on disk under ``--fsync always``, by the long poll's deferral).
 
-The three seed routes are written out by hand (validated-value caches, inlined engine
-calls): they are the hot path the benchmarks measure.
+The three seed routes are written out by hand (validated-value caches, engine calls in C):
+they are the hot path the benchmarks measure.
 
 Compiled. setup.py compiles this file with Cython in pure-Python mode: ``api.pxd`` beside it
 declares the C types (``Api``, ``Router`` and ``Route`` become final extension types,
@@ -73,7 +73,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from . import _core
-from ._core import id_json, now_ms
+from ._core import batch_ids_json, id_json, now_ms
 from .protocol import JSON_HEADERS, Request, Response, error_response, split_query
 
 __all__ = [
@@ -387,35 +387,9 @@ def json_seconds_ms(value: Any, name: str, max_ms: int, code: str = "invalid_att
     raise BadParameter(code, f"{name} must be a number of seconds from 0 to {max_ms // 1000}")
 
 
-# Ids as JSON on the batch routes. str() of each id costs ~13 us CPU for 100 ids, an eighth of
-# what a 100-message batch publish costs in its handler; this costs ~6 us. Consecutive ids (a
-# batch's, and usually what one receive leased) share all digits but the last two within each
-# hundred: in this template "\0" stands for those digits, filled in by one bytes.replace()
-# per hundred.
-_HUNDRED = b",".join(b"\0%02d" % i for i in range(100))
-
-
-def consecutive_ids_json(first: int, n: int) -> bytes:
-    """The ids ``first .. first + n - 1`` as the items of a JSON array (``b"7,8,9"``)."""
-    end = first + n
-    if first < 100:  # no digits before the last two: "07" would not be JSON
-        return ",".join(map(str, range(first, end))).encode()
-    parts = []
-    while first < end:
-        hundred, lo = divmod(first, 100)
-        hi = min(100, lo + end - first)
-        digits = b"%d" % hundred
-        width = len(digits) + 3  # digits, the last two, a comma
-        parts.append(_HUNDRED.replace(b"\0", digits)[lo * width : hi * width - 1])
-        first += hi - lo
-    return b",".join(parts)
-
-
 def ids_json(ids: list[int]) -> bytes:
-    """``ids`` as the items of a JSON array, cheaply when they are consecutive."""
-    n = len(ids)
-    if n > 2 and ids[-1] - ids[0] == n - 1 and ids == list(range(ids[0], ids[0] + n)):
-        return consecutive_ids_json(ids[0], n)
+    """``ids`` as the items of a JSON array (``b"7,8,9"``). The batch routes' usual answers
+    are built in C (``_core.batch_ids_json``, ``Broker.ack_json``); this serves the rest."""
     return ",".join(map(str, ids)).encode()
 
 
@@ -805,15 +779,7 @@ class Api:
             delay_ms = param_ms(parse_query(req.query), "delay", MAX_DELAY_MS, -1)
         if self.wal is not None:
             return self._publish_logged(req, DEFAULT_QUEUE, delay_ms)
-        # publish_one() inlined: this is the hottest route.
-        broker = self.broker
-        msg_id = broker.publish(DEFAULT_QUEUE, req.body, now_ms(), delay_ms)
-        if self.waiters and DEFAULT_QUEUE in self.waiters:
-            self.wake(DEFAULT_QUEUE)
-        deadline_ms = broker.next_deadline()
-        if 0 <= deadline_ms < self.expiry.armed_ms:
-            self.expiry.arm(deadline_ms)
-        return (201, id_json(msg_id), JSON_HEADERS)
+        return (201, id_json(self.publish_one(DEFAULT_QUEUE, req.body, delay_ms)), JSON_HEADERS)
 
     def handle_receive(self, req: Request) -> Response | None:
         """``GET /v1/consumer?cid=&limit=&wait=&visibility=``: lease up to ``limit`` messages."""
@@ -823,11 +789,8 @@ class Api:
         cid, limit, visibility_ms, wait_ms = args
         if wait_ms or self.wal is not None:
             return self.receive_or_park(req, DEFAULT_QUEUE, cid, limit, visibility_ms, wait_ms)
-        broker = self.broker
-        body = broker.receive(DEFAULT_QUEUE, cid, limit, now_ms(), visibility_ms)
-        deadline_ms = broker.next_deadline()
-        if 0 <= deadline_ms < self.expiry.armed_ms:
-            self.expiry.arm(deadline_ms)
+        body = self.broker.receive(DEFAULT_QUEUE, cid, limit, now_ms(), visibility_ms)
+        self.note_deadline()
         return (200, body, JSON_HEADERS)
 
     def receive_args(self, query: str) -> tuple[int, int, int, int]:
@@ -912,8 +875,7 @@ class Api:
             return self._publish_batch_logged(req, queue, bodies, delays)
         first: int = broker.publish_batch(queue, bodies, now_ms(), delays)
         self._after_publish(queue)
-        ids = consecutive_ids_json(first, len(bodies))
-        return (201, b'{"ids":[' + ids + b"]}", JSON_HEADERS)
+        return (201, batch_ids_json(first, len(bodies)), JSON_HEADERS)
 
     def handle_receive_messages(self, req: Request) -> Response | None:
         """``GET /v1/queues/{queue}/messages?cid=&limit=&wait=&visibility=``: as the seed's
@@ -1103,9 +1065,7 @@ class Api:
             body: bytes = broker.receive(queue, cid, limit, now_ms(), visibility_ms)
         else:
             body = self._receive_logged(queue, cid, limit, now_ms(), visibility_ms)
-        deadline_ms = broker.next_deadline()
-        if 0 <= deadline_ms < self.expiry.armed_ms:
-            self.expiry.arm(deadline_ms)
+        self.note_deadline()
         return (200, body, JSON_HEADERS)
 
     def note_deadline(self) -> None:
@@ -1259,9 +1219,7 @@ class Api:
         body = req.body
         msg_id: int = self.broker.publish(queue, body, now_ms(), delay_ms)
         wal.append_publish(msg_id, queue, body, self._effective_delay(queue, delay_ms))
-        if self.waiters and queue in self.waiters:
-            self.wake(queue)
-        self.note_deadline()
+        self._after_publish(queue)
         return self._log_and_answer(req, (201, id_json(msg_id), JSON_HEADERS))
 
     def _publish_batch_logged(
@@ -1276,11 +1234,8 @@ class Api:
         elif queue_delay:
             delays = [queue_delay] * len(bodies)
         wal.append_publish_batch(first, queue, bodies, delays)
-        if self.waiters and queue in self.waiters:
-            self.wake(queue)
-        self.note_deadline()
-        ids = consecutive_ids_json(first, len(bodies))
-        return self._log_and_answer(req, (201, b'{"ids":[' + ids + b"]}", JSON_HEADERS))
+        self._after_publish(queue)
+        return self._log_and_answer(req, (201, batch_ids_json(first, len(bodies)), JSON_HEADERS))
 
     def _delete_logged(self, req: Request, msg_id: int) -> Response | None:
         """A delete that succeeded: logged; answered ``true`` once durable."""

@@ -535,15 +535,16 @@ class HttpProtocol:
         self._url = None
         self._phase = _IDLE
         self._head_bytes = 0
-        mark = _query_mark(url)
         if url[0] != 47:  # not "/": the absolute form, or "*"
             path, _, query = _origin_form(url.decode("latin-1")).partition("?")
-        elif mark < 0:
-            path = url.decode("latin-1")
-            query = ""
-        else:  # compiled, each slice decodes in place, without a bytes copy first
-            path = url[:mark].decode("latin-1")
-            query = url[mark + 1 :].decode("latin-1")
+        else:
+            mark = _query_mark(url)
+            if mark < 0:
+                path = url.decode("latin-1")
+                query = ""
+            else:  # compiled, each slice decodes in place, without a bytes copy first
+                path = url[:mark].decode("latin-1")
+                query = url[mark + 1 :].decode("latin-1")
         raw_method: bytes = self._get_method()
         if raw_method == self._raw_method:  # the method of the previous request, usually
             method = self._method
