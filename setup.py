@@ -10,6 +10,7 @@ extensions = [
     Extension("wonderq.protocol", ["wonderq/protocol.py"], extra_compile_args=["-O2"]),
     # The same for the routes: types in api.pxd.
     Extension("wonderq.api", ["wonderq/api.py"], extra_compile_args=["-O2"]),
+    Extension("wonderq.store", ["wonderq/store.py"], extra_compile_args=["-O2"]),
 ]
 
 setup(

@@ -1,0 +1,63 @@
+# cython: language_level=3
+# C types for store.py, compiled in Cython's pure-Python mode (the .py stays the readable
+# source). The faces hold a typed Store, so every call below is a C call through the vtable;
+# a Python subclass (RedisStore) overrides the cpdef methods like any Python method.
+
+cimport cython
+
+from wonderq._core cimport Broker
+
+
+@cython.final
+cdef class Deferred:
+    cdef public bint done             # the answer (or the error) is known
+    cdef public object value          # the answer once done
+    cdef public object error          # the exception once failed, else None
+    cdef list _callbacks              # callbacks waiting for done, or None
+
+    cpdef add(self, object callback)
+    cpdef resolve(self, object value)
+    cpdef fail(self, object error)
+    cdef _run(self)
+
+
+cdef class Store:
+    cdef public object listener       # the Listener (long polls) told of available messages
+    cdef dict _waiting                # listener.waiting: queues with parked receives
+
+    cpdef put_queue(self, str name, object attributes)
+    cpdef delete_queue(self, str name)
+    cpdef purge(self, str name)
+    cpdef queue_info(self, str name)
+    cpdef list_queues(self, str prefix, str after, Py_ssize_t limit)
+    cpdef publish(self, str queue, object body, long long delay_ms)
+    cpdef publish_batch(self, str queue, list bodies, object delays)
+    cpdef publish_batch_json(self, str queue, bytes data)
+    cpdef receive(self, str queue, object cid, object limit, long long visibility_ms)
+    cpdef peek(self, str queue, object limit)
+    cpdef delete(self, str queue, object cid, object msg_id)
+    cpdef delete_batch(self, str queue, object cid, list ids)
+    cpdef ack_json(self, str queue, bytes data)
+    cpdef change_lease(self, str queue, object cid, object msg_id, long long timeout_ms)
+
+
+cdef class MemoryStore(Store):
+    cdef public Broker broker         # the engine
+    cdef public object clock          # a test's clock, or None: _core.now_ms
+    cdef object _loop                 # the serving loop, None until start()
+    cdef object _timer                # the expiry timer's handle, or None
+    cdef public long long armed_ms    # the deadline the timer is armed for (huge: none)
+
+    cpdef long long now(self) except -1
+    cpdef after_publish(self, str queue)
+    cpdef after_change_lease(self, long long timeout_ms)
+    cpdef note_deadline(self)
+    cpdef arm(self, long long deadline_ms)
+
+
+cdef class DurableStore(MemoryStore):
+    cdef public object settings       # the server's Settings (data_dir, fsync, ...)
+    cdef public object wall_ms        # wall-clock ms (delays are logged as wall-clock ends)
+    cdef public object wal            # the wonderq.wal.Wal once open() ran, else None
+    cdef public Py_ssize_t recovered  # messages restored by open()
+    cdef public Py_ssize_t recovered_queues  # queues restored by open()

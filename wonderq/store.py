@@ -1,0 +1,721 @@
+# cython: language_level=3, annotation_typing=False
+"""The store: the one object the faces (``api``, ``sqs``) call for queue state.
+
+Every store keeps the semantics of DESIGN.md ("Semantics"); a store that cannot in some
+respect says so in its docs. Three implementations:
+
+* :class:`MemoryStore` — the Cython engine in this process, nothing else (the default).
+* :class:`DurableStore` — the engine plus the write-ahead log (``--data-dir``): the one place
+  that knows the durability recipe (check writable, engine call, append, commit, answer once
+  durable), dead-letter logging and the mapping of log failures to 507.
+* ``wonderq.redis.RedisStore`` — the queues in Redis/Valkey (``--backend redis://...``).
+
+**Answers that come later.** A store method returns its answer, or a :class:`Deferred` when
+the answer is not ready yet (the durable store under ``--fsync always``; a networked store
+always). The caller tests ``type(result) is Deferred``: for the in-memory path that is one
+pointer comparison, no coroutine, no future, no allocation. A Deferred calls its callbacks
+from a later event-loop callback, never from inside the method that returned it.
+
+**Time.** The faces never pass a time: the store reads the clock (``_core.now_ms``, monotonic
+milliseconds) unless a test gave it a ``clock`` to advance by hand.
+
+**Expiry and long polls.** A store owns what makes leases run out (the engine's timer heap
+and one loop timer for :class:`MemoryStore`; a sweeper for Redis) and tells its
+:class:`Listener` (the long-poll layer) when messages may have become available: after a
+publish to a queue that has parked receives, after an expiry slice, after a release.
+
+Errors: bad arguments and refusals are the engine's ``EngineError`` family (status + code);
+what the store itself cannot do is :class:`~wonderq.errors.StoreError` (507, 503). Both
+become the JSON error shape in :func:`wonderq.errors.answer_error`.
+
+Compiled with Cython in pure-Python mode (``store.pxd`` beside it types the hot path: the
+faces call the store's methods as C calls, and ``MemoryStore`` calls the engine in C).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ._core import Broker, now_ms
+from .errors import ShuttingDown, StorageError
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .wal import Wal
+
+__all__ = [
+    "EXPIRE_BUDGET",
+    "Deferred",
+    "DurableStore",
+    "Listener",
+    "MemoryStore",
+    "Store",
+    "open_store",
+]
+
+log = logging.getLogger("wonderq.store")
+
+# Heap entries handled per expiry slice; a burst of a million expirations is processed
+# 1024 at a time with the event loop's I/O in between, so no request waits long behind it.
+# bench/bench_core.py (1M-lease burst): budget 2048 took up to 4.9 ms a call under load,
+# 4096 up to 12.7 ms; 1024 keeps a slice near 1-2 ms for the same total time.
+EXPIRE_BUDGET = 1024
+_NOT_ARMED = 2**63
+
+
+class Listener(Protocol):
+    """What a store tells the long-poll layer (wonderq.longpoll.LongPoll implements it)."""
+
+    #: Queues that have parked receives. The store reads it (never changes it) to skip the
+    #: call on the hot path: a publish to a queue nobody waits on costs one dict check.
+    waiting: dict[str, Any]
+
+    def available(self, queue: str) -> None:
+        """Messages may be available in ``queue`` now."""
+
+    def available_any(self) -> None:
+        """Messages may be available in any queue (after an expiry slice or a release)."""
+
+
+class _NoListener:
+    waiting: dict[str, Any] = {}
+
+    def available(self, queue: str) -> None:
+        pass
+
+    def available_any(self) -> None:
+        pass
+
+
+class Deferred:
+    """A store answer that comes later: ``value`` once ``done`` (or ``error``).
+
+    ``add(callback)`` runs ``callback(self)`` once it is done; callbacks run from the
+    event-loop callback that resolved it, in the order added. Cheaper than an asyncio
+    future (no loop, no scheduling of its own), which matters under ``--fsync always``.
+    """
+
+    def __init__(self) -> None:
+        self.done = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self._callbacks: list[Callable[[Deferred], None]] | None = None
+
+    def add(self, callback: Callable[[Deferred], None]) -> None:
+        """Call ``callback(self)`` when done (at once if it already is)."""
+        if self.done:
+            callback(self)
+        elif self._callbacks is None:
+            self._callbacks = [callback]
+        else:
+            self._callbacks.append(callback)
+
+    def resolve(self, value: Any) -> None:
+        """The answer is ``value``."""
+        if not self.done:
+            self.done = True
+            self.value = value
+            self._run()
+
+    def fail(self, error: BaseException) -> None:
+        """The operation failed with ``error`` (raised to whoever reads the answer)."""
+        if not self.done:
+            self.done = True
+            self.error = error
+            self._run()
+
+    def result(self) -> Any:
+        """The value, or raise the error (only once done)."""
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+    def _run(self) -> None:
+        callbacks = self._callbacks
+        self._callbacks = None
+        if callbacks:
+            for callback in callbacks:
+                try:
+                    callback(self)
+                except Exception:
+                    log.exception("a store answer's callback failed")
+
+
+def after_future(fut: asyncio.Future[Any], value: Any) -> Deferred:
+    """A Deferred answering ``value`` once ``fut`` is done (its error if it failed; a
+    cancelled future means the server stopped first)."""
+    d = Deferred()
+    fut.add_done_callback(partial(_future_done, d, value))
+    return d
+
+
+def _future_done(d: Deferred, value: Any, fut: asyncio.Future[Any]) -> None:
+    if fut.cancelled():
+        d.fail(ShuttingDown("the server is shutting down"))
+        return
+    exc = fut.exception()
+    if exc is None:
+        d.resolve(value)
+    elif isinstance(exc, StorageError):
+        d.fail(exc)
+    else:
+        d.fail(StorageError(str(exc)))
+
+
+class Store:
+    """The interface. Every method may return a :class:`Deferred` instead of its answer.
+
+    Queues (names are already validated by the caller; a well-formed name of no queue is
+    the engine's ``QueueNotFound``, 404):
+
+    * ``put_queue(name, attributes)`` -> bool (created); attributes as the engine's
+      ``put_queue`` takes them (``visibility_timeout_ms``, ``delay_ms``, ``max_receives``,
+      ``dead_letter_queue``, ``max_message_bytes``, ``retention_ms``), None = defaults.
+    * ``delete_queue(name)`` -> int (messages dropped); ``purge(name)`` -> int.
+    * ``queue_info(name)`` -> dict in the engine's ``queue_info`` shape (times in ms).
+    * ``list_queues(prefix, after, limit)`` -> ``(infos, next_name or None)``, by name.
+
+    Messages (ids 1..2^63-1, cids 0..2^63-1, times in ms; -1 = the queue's default):
+
+    * ``publish(queue, body, delay_ms)`` -> id; ``publish_batch(queue, bodies, delays)`` ->
+      first id (consecutive ids; ``delays`` None or one per body).
+    * ``publish_batch_json(queue, data)`` -> ``b'{"ids":[...]}'``, or None when ``data`` is
+      not the plain form (the caller then parses it and calls ``publish_batch``).
+    * ``receive(queue, cid, limit, visibility_ms)`` -> the JSON answer
+      ``{"messages":[{"id","body","receives"},...]}`` (exactly ``EMPTY_MESSAGES`` if none).
+    * ``peek(queue, limit)`` -> the same JSON, leasing and counting nothing.
+    * ``delete(queue, cid, id)`` -> bool; ``delete_batch(queue, cid, ids)`` ->
+      ``(deleted, failed)``; ``ack_json(queue, data)`` -> the ack answer, or None when
+      ``data`` is not the plain form.
+    * ``change_lease(queue, cid, id, timeout_ms)`` -> bool (0 releases).
+
+    Operations: ``health()`` -> bool (the backend answers), ``stats()`` -> one row per queue
+    ``(name, ready, leased, delayed, published, delivered, deleted, expired, dead_lettered)``
+    (never deferred: a networked store answers from a cache it refreshes),
+    ``memory_bytes()``, ``memory_limit()``, ``metrics()`` -> extra ``(name, kind, help,
+    value)`` rows (``kind`` is ``"counter"`` or ``"gauge"``), ``kind`` ("memory", "durable",
+    "redis"). Lifecycle: ``open()`` (blocking, before the loop serves: recovery),
+    ``start(loop, listener)`` -> awaitable or None, ``close()`` -> awaitable or None.
+    """
+
+    kind = "abstract"
+
+    def __init__(self) -> None:
+        self.listener: Listener = _NoListener()
+        self._waiting: dict[str, Any] = self.listener.waiting
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def open(self) -> None:
+        """Blocking preparation before the loop serves (recovery); may raise."""
+
+    def start(self, loop: asyncio.AbstractEventLoop, listener: Listener) -> Any:
+        """Begin serving in ``loop``: timers, connections. Returns an awaitable or None."""
+        self.listener = listener
+        self._waiting = listener.waiting
+        return None
+
+    def close(self) -> Any:
+        """Stop: flush what must be flushed. Returns an awaitable or None."""
+        return None
+
+    # ---- queues ---------------------------------------------------------------------------
+    def put_queue(self, name: str, attributes: dict[str, Any] | None) -> Any:
+        raise NotImplementedError
+
+    def delete_queue(self, name: str) -> Any:
+        raise NotImplementedError
+
+    def purge(self, name: str) -> Any:
+        raise NotImplementedError
+
+    def queue_info(self, name: str) -> Any:
+        raise NotImplementedError
+
+    def list_queues(self, prefix: str, after: str, limit: int) -> Any:
+        raise NotImplementedError
+
+    # ---- messages -------------------------------------------------------------------------
+    def publish(self, queue: str, body: bytes, delay_ms: int) -> Any:
+        raise NotImplementedError
+
+    def publish_batch(self, queue: str, bodies: list[bytes], delays: list[int] | None) -> Any:
+        raise NotImplementedError
+
+    def publish_batch_json(self, queue: str, data: bytes) -> Any:
+        return None  # no fast path: the caller takes the general one
+
+    def receive(self, queue: str, cid: int, limit: int, visibility_ms: int) -> Any:
+        raise NotImplementedError
+
+    def peek(self, queue: str, limit: int) -> Any:
+        raise NotImplementedError
+
+    def delete(self, queue: str, cid: int, msg_id: int) -> Any:
+        raise NotImplementedError
+
+    def delete_batch(self, queue: str, cid: int, ids: list[Any]) -> Any:
+        raise NotImplementedError
+
+    def ack_json(self, queue: str, data: bytes) -> Any:
+        return None
+
+    def change_lease(self, queue: str, cid: int, msg_id: int, timeout_ms: int) -> Any:
+        raise NotImplementedError
+
+    # ---- operations -----------------------------------------------------------------------
+    def health(self) -> Any:
+        return True
+
+    def stats(self) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def memory_bytes(self) -> int:
+        return 0
+
+    def memory_limit(self) -> int:
+        return 0
+
+    def metrics(self) -> list[tuple[str, str, str, float]]:
+        return []
+
+
+class MemoryStore(Store):
+    """The engine in this process: every call a C call, every answer ready at once.
+
+    ``clock`` replaces ``_core.now_ms`` (tests advance time by hand); ``broker`` may be given
+    (tests, tools), else one is made from ``settings``.
+    """
+
+    kind = "memory"
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        broker: Broker | None = None,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        super().__init__()
+        if broker is None:
+            broker = _make_broker(settings, track_dead_letters=False)
+        self.broker = broker
+        self.clock = clock
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.Handle | None = None
+        self.armed_ms = _NOT_ARMED  # the deadline the expiry timer is armed for
+
+    def now(self) -> int:
+        """The store's clock: monotonic ms."""
+        if self.clock is None:
+            return now_ms()
+        return self.clock()
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop, listener: Listener) -> Any:
+        self.listener = listener
+        self._waiting = listener.waiting
+        self._loop = loop
+        self.note_deadline()
+        return None
+
+    def close(self) -> Any:
+        self.stop_timer()
+        return None
+
+    # ---- queues ---------------------------------------------------------------------------
+    def put_queue(self, name: str, attributes: dict[str, Any] | None) -> Any:
+        return self.broker.put_queue(name, attributes)
+
+    def delete_queue(self, name: str) -> Any:
+        return self.broker.delete_queue(name)
+
+    def purge(self, name: str) -> Any:
+        return self.broker.purge(name)
+
+    def queue_info(self, name: str) -> Any:
+        return self.broker.queue_info(name)
+
+    def list_queues(self, prefix: str, after: str, limit: int) -> Any:
+        broker = self.broker
+        names = broker.queue_names()  # sorted
+        i = bisect_left(names, prefix)
+        if after:
+            i = max(i, bisect_right(names, after))
+        infos = []
+        n = len(names)
+        while i < n and len(infos) < limit and names[i].startswith(prefix):
+            infos.append(broker.queue_info(names[i]))
+            i += 1
+        more = i < n and names[i].startswith(prefix)
+        return infos, (names[i - 1] if more else None)
+
+    # ---- messages -------------------------------------------------------------------------
+    def publish(self, queue: str, body: bytes, delay_ms: int) -> Any:
+        msg_id = self.broker.publish(queue, body, self.now(), delay_ms)
+        self.after_publish(queue)
+        return msg_id
+
+    def publish_batch(self, queue: str, bodies: list[bytes], delays: list[int] | None) -> Any:
+        first = self.broker.publish_batch(queue, bodies, self.now(), delays)
+        self.after_publish(queue)
+        return first
+
+    def publish_batch_json(self, queue: str, data: bytes) -> Any:
+        answer = self.broker.publish_batch_json(queue, data, self.now())
+        if answer is not None:
+            self.after_publish(queue)
+        return answer
+
+    def receive(self, queue: str, cid: int, limit: int, visibility_ms: int) -> Any:
+        body = self.broker.receive(queue, cid, limit, self.now(), visibility_ms)
+        self.note_deadline()
+        return body
+
+    def peek(self, queue: str, limit: int) -> Any:
+        return self.broker.peek(queue, limit, self.now())
+
+    def delete(self, queue: str, cid: int, msg_id: int) -> Any:
+        return self.broker.delete(queue, cid, msg_id, self.now())
+
+    def delete_batch(self, queue: str, cid: int, ids: list[Any]) -> Any:
+        return self.broker.delete_batch(queue, cid, ids, self.now())
+
+    def ack_json(self, queue: str, data: bytes) -> Any:
+        return self.broker.ack_json(queue, data, self.now())
+
+    def change_lease(self, queue: str, cid: int, msg_id: int, timeout_ms: int) -> Any:
+        changed = self.broker.change_lease(queue, cid, msg_id, timeout_ms, self.now())
+        if changed:
+            self.after_change_lease(timeout_ms)
+        return changed
+
+    # ---- operations -----------------------------------------------------------------------
+    def stats(self) -> list[tuple[Any, ...]]:
+        return self.broker.stats()
+
+    def memory_bytes(self) -> int:
+        return self.broker.memory_bytes
+
+    def memory_limit(self) -> int:
+        return self.broker.memory_limit
+
+    # ---- after a change: long polls and the expiry timer ------------------------------------
+    def after_publish(self, queue: str) -> None:
+        """Messages were stored in ``queue``: wake its long polls; a delayed one may be the
+        earliest deadline now."""
+        if self._waiting and queue in self._waiting:
+            self.listener.available(queue)
+        self.note_deadline()
+
+    def after_change_lease(self, timeout_ms: int) -> None:
+        if timeout_ms == 0:
+            # Available again in its queue, or moved to the dead-letter queue: either
+            # queue's long polls may now be answered.
+            self.listener.available_any()
+        self.note_deadline()
+
+    def note_deadline(self) -> None:
+        """Re-arm the expiry timer if the engine's next deadline is now earlier."""
+        deadline_ms = self.broker.next_deadline()
+        if 0 <= deadline_ms < self.armed_ms:
+            self.arm(deadline_ms)
+
+    def arm(self, deadline_ms: int) -> None:
+        """The single timer of the whole store, armed at the engine's next deadline (never
+        one timer per message)."""
+        if self._loop is None:
+            return  # not serving yet (tests drive expire() themselves)
+        if self._timer is not None:
+            self._timer.cancel()
+        # +1 ms: the loop's timers round to whole ms against a cached clock, and firing a
+        # hair early would find nothing due and have to re-arm.
+        delay_s = max(0, deadline_ms - self.now() + 1) / 1000
+        self._timer = self._loop.call_later(delay_s, self._fire)
+        self.armed_ms = deadline_ms
+
+    def _fire(self) -> None:
+        self._timer = None
+        self.armed_ms = _NOT_ARMED
+        processed = 0
+        try:
+            processed = self.expire(EXPIRE_BUDGET)
+        except Exception:
+            log.exception("expiring leases failed")
+        if processed >= EXPIRE_BUDGET:
+            # More may be due: continue after the loop has served I/O once.
+            self._timer = self._loop.call_soon(self._fire)  # type: ignore[union-attr]
+            self.armed_ms = self.now()
+            return
+        self.note_deadline()
+
+    def expire(self, budget: int) -> int:
+        """Expire at most ``budget`` due leases and delays; tell the listener. Returns how
+        many were processed."""
+        processed = self.broker.expire(self.now(), budget)
+        if processed:
+            self.after_expiry()
+        return processed
+
+    def after_expiry(self) -> None:
+        self.listener.available_any()
+
+    def stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.armed_ms = _NOT_ARMED
+        self._loop = None
+
+
+def _untyped(value: Any) -> Any:
+    return value
+
+
+def _make_broker(settings: Settings | None, track_dead_letters: bool) -> Broker:
+    if settings is None:
+        return Broker(track_dead_letters=track_dead_letters)
+    return Broker(
+        visibility_ms=settings.visibility_timeout_ms,
+        max_message_bytes=settings.max_message_bytes,
+        max_batch=settings.max_batch,
+        max_memory=settings.max_memory,
+        track_dead_letters=track_dead_letters,
+    )
+
+
+class DurableStore(MemoryStore):
+    """The engine plus the write-ahead log (docs/DURABILITY.md).
+
+    The recipe, for every change: refuse while the log is failed (507), make the change in
+    the engine, append it to the log in the engine's order, and answer once it is durable:
+    at once under ``--fsync everysec|never``, after the group commit (one write + fsync for
+    every request of the event-loop turn) under ``always``, through a :class:`Deferred`.
+    Receive counts and dead-letter moves are appended but never waited for (a lost count
+    only lets a message be delivered once more before it is dead-lettered).
+    """
+
+    kind = "durable"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        broker: Broker | None = None,
+        clock: Callable[[], int] | None = None,
+        wall_ms: Callable[[], int] | None = None,
+    ) -> None:
+        if broker is None:
+            # The engine records dead-letter moves only for the log (else nobody takes them).
+            broker = _make_broker(settings, track_dead_letters=True)
+        super().__init__(settings, broker=broker, clock=clock)
+        self.settings = settings
+        self.wall_ms = wall_ms or _wall_ms
+        self.wal: Wal | None = None
+        self.recovered = 0  # messages restored by open()
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def open(self) -> None:
+        """Lock the data directory and replay its log into the engine. Raises OSError, or
+        ``WalCorruptError`` / ``EngineError`` for a log this program must not start on."""
+        if self.wal is not None:
+            return
+        from .wal import Wal
+
+        settings = self.settings
+        assert settings.data_dir is not None
+        wal = Wal(settings.data_dir, fsync=settings.fsync, compact_min_bytes=settings.compact_min_bytes)
+        with wal.recover() as state:
+            self.recovered = state.load_into(self.broker, self.now(), self.wall_ms())
+            self.recovered_queues = len(state.queues)
+        self.wal = wal
+
+    async def _start(self, loop: asyncio.AbstractEventLoop, listener: Listener) -> None:
+        from .wal import BrokerSnapshotSource
+
+        MemoryStore.start(self, loop, listener)
+        assert self.wal is not None
+        await self.wal.start(BrokerSnapshotSource(self.broker, self.now, self.wall_ms))
+
+    def start(self, loop: asyncio.AbstractEventLoop, listener: Listener) -> Any:
+        return self._start(loop, listener)
+
+    async def _close(self) -> None:
+        self.stop_timer()
+        if self.wal is not None:
+            # After the last answers: whatever they appended is written and fsynced.
+            await self.wal.close()
+
+    def close(self) -> Any:
+        return self._close()
+
+    # ---- the recipe -----------------------------------------------------------------------
+    def _writable(self) -> Wal:
+        wal = self.wal
+        assert wal is not None
+        try:
+            wal.check_writable()
+        except Exception as exc:
+            raise StorageError(str(exc)) from None
+        return wal
+
+    def _durable(self, value: Any) -> Any:
+        """``value`` once what was appended is durable: at once, or a Deferred."""
+        fut = self.wal.commit()  # type: ignore[union-attr]
+        if fut is None:
+            return value
+        return after_future(fut, value)
+
+    def _delay(self, queue: str, delay_ms: int) -> int:
+        """The delay a publish got: its own, or the queue's when it asked for the default."""
+        if delay_ms >= 0:
+            return delay_ms
+        return self.broker.queue_delay_ms(queue)
+
+    # ---- queues ---------------------------------------------------------------------------
+    def put_queue(self, name: str, attributes: dict[str, Any] | None) -> Any:
+        wal = self._writable()  # a failed log refuses new state (507)
+        created = self.broker.put_queue(name, attributes)
+        wal.append_queue_put(name, self.broker.queue_info(name)["attributes"])
+        return self._durable(created)
+
+    def delete_queue(self, name: str) -> Any:
+        dropped = self.broker.delete_queue(name)
+        self.wal.append_queue_delete(name)  # type: ignore[union-attr]
+        return self._durable(dropped)
+
+    def purge(self, name: str) -> Any:
+        purged = self.broker.purge(name)
+        self.wal.append_purge(name)  # type: ignore[union-attr]
+        return self._durable(purged)
+
+    # ---- messages -------------------------------------------------------------------------
+    def publish(self, queue: str, body: bytes, delay_ms: int) -> Any:
+        wal = self._writable()
+        msg_id = self.broker.publish(queue, body, self.now(), delay_ms)
+        wal.append_publish(msg_id, queue, body, self._delay(queue, delay_ms))
+        self.after_publish(queue)
+        return self._durable(msg_id)
+
+    def publish_batch(self, queue: str, bodies: list[bytes], delays: list[int] | None) -> Any:
+        wal = self._writable()
+        first = self.broker.publish_batch(queue, bodies, self.now(), delays)
+        queue_delay = self.broker.queue_delay_ms(queue)
+        if delays is not None:
+            delays = [queue_delay if d < 0 else d for d in delays]
+        elif queue_delay:
+            delays = [queue_delay] * len(bodies)
+        wal.append_publish_batch(first, queue, bodies, delays)
+        self.after_publish(queue)
+        return self._durable(first)
+
+    def publish_batch_json(self, queue: str, data: bytes) -> Any:
+        wal = self._writable()
+        bodies: list[bytes] = []
+        broker = _untyped(self.broker)  # TODO(core): typed call once the engine takes `bodies`
+        answer = broker.publish_batch_json(queue, data, self.now(), bodies)
+        if answer is None:
+            return None
+        queue_delay = self.broker.queue_delay_ms(queue)
+        first = self.broker.next_id - len(bodies)
+        wal.append_publish_batch(first, queue, bodies, [queue_delay] * len(bodies) if queue_delay else None)
+        self.after_publish(queue)
+        return self._durable(answer)
+
+    def receive(self, queue: str, cid: int, limit: int, visibility_ms: int) -> Any:
+        leased: list[int] = []
+        body = self.broker.receive(queue, cid, limit, self.now(), visibility_ms, leased)
+        if leased:
+            self.wal.append_receive(leased)  # type: ignore[union-attr]
+        self.note_deadline()
+        return body
+
+    def delete(self, queue: str, cid: int, msg_id: int) -> Any:
+        if not self.broker.delete(queue, cid, msg_id, self.now()):
+            return False
+        self.wal.append_delete(msg_id)  # type: ignore[union-attr]
+        return self._durable(True)
+
+    def delete_batch(self, queue: str, cid: int, ids: list[Any]) -> Any:
+        deleted, failed = self.broker.delete_batch(queue, cid, ids, self.now())
+        if not deleted:
+            return deleted, failed
+        self.wal.append_delete_many(deleted)  # type: ignore[union-attr]
+        return self._durable((deleted, failed))
+
+    def ack_json(self, queue: str, data: bytes) -> Any:
+        deleted: list[int] = []
+        broker = _untyped(self.broker)  # TODO(core): typed call once the engine takes `deleted`
+        answer = broker.ack_json(queue, data, self.now(), deleted)
+        if answer is None or not deleted:
+            return answer
+        self.wal.append_delete_many(deleted)  # type: ignore[union-attr]
+        return self._durable(answer)
+
+    def change_lease(self, queue: str, cid: int, msg_id: int, timeout_ms: int) -> Any:
+        changed = self.broker.change_lease(queue, cid, msg_id, timeout_ms, self.now())
+        if changed:
+            self.log_dead_letters()  # a release may have moved it to the dead-letter queue
+            self.after_change_lease(timeout_ms)
+        return changed
+
+    def after_expiry(self) -> None:
+        # The moves first, then the wakes (which may receive a moved message).
+        self.log_dead_letters()
+        self.listener.available_any()
+
+    def log_dead_letters(self) -> None:
+        """Append the dead-letter moves the engine made (by expiry or a release) since the
+        last call. They go out with the next write (at most a tick later)."""
+        moves = self.broker.take_dead_lettered()
+        if moves:
+            append = self.wal.append_dead_letter  # type: ignore[union-attr]
+            for msg_id, queue in moves:
+                append(msg_id, queue)
+
+    # ---- operations -----------------------------------------------------------------------
+    def metrics(self) -> list[tuple[str, str, str, float]]:
+        if self.wal is None:
+            return []
+        rows = []
+        for name, value in self.wal.metrics().items():
+            kind = "counter" if name.endswith("_total") else "gauge"
+            rows.append((name, kind, _WAL_HELP.get(name, name), value))
+        return rows
+
+
+_WAL_HELP = {
+    "wonderq_wal_bytes": "Bytes of the log on disk: snapshot and segments, with what is queued.",
+    "wonderq_wal_segments": "Segment files of the log.",
+    "wonderq_wal_snapshot_bytes": "Size of the current snapshot in bytes.",
+    "wonderq_wal_compactions_total": "Compactions completed.",
+    "wonderq_wal_compaction_failures_total": "Compactions abandoned.",
+    "wonderq_wal_written_bytes_total": "Bytes written to the log.",
+    "wonderq_wal_fsyncs_total": "fsyncs of the log.",
+    "wonderq_wal_last_fsync_seconds": "Duration of the last fsync.",
+    "wonderq_wal_fsync_failures_total": "Failed fsyncs.",
+    "wonderq_wal_write_failures_total": "Failed writes.",
+    "wonderq_wal_failed": "1 while the log cannot be written and publishes are refused.",
+}
+
+
+def _wall_ms() -> int:
+    """Wall-clock ms: the log stores the end of a delay as wall-clock time."""
+    return time.time_ns() // 1_000_000
+
+
+def open_store(settings: Settings) -> Store:
+    """The store the settings ask for (not opened yet)."""
+    backend = getattr(settings, "backend", None)
+    if backend:
+        from .redis import RedisStore  # type: ignore[import-not-found]
+
+        return RedisStore(settings)  # type: ignore[no-any-return]
+    if settings.data_dir is not None:
+        return DurableStore(settings)
+    return MemoryStore(settings)
