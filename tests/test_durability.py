@@ -759,54 +759,32 @@ def test_bad_fsync_mode_is_refused() -> None:
 # ---- 507 when the log cannot write (in-process: a full disk is hard to make for real) ----------
 
 
-class FakeConnection:
-    """What the API needs of a connection to answer a deferred request."""
-
-    closed = False
-
-    def __init__(self) -> None:
-        self.answers: dict[Any, Any] = {}  # by the request itself (an id() may be reused)
-
-    def complete(self, req: Any, response: Any) -> None:
-        self.answers[req] = response
-
-
-class FakeExpiry:
-    armed_ms = 2**63
-
-    def arm(self, deadline_ms: int) -> None:
-        pass
-
-
 @pytest.mark.timeout(30)
 def test_a_failed_log_answers_publishes_507_and_keeps_serving_reads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from wonderq import _core
-    from wonderq.api import Api
-    from wonderq.protocol import Request
+    from _harness import Harness
+
+    from wonderq.config import Settings
+    from wonderq.store import DurableStore
     from wonderq.wal import Wal
 
     async def main() -> None:
+        settings = Settings(data_dir=str(tmp_path), fsync="always")
+        store = DurableStore(settings)
+        # The log by hand (not store.open()): a short tick, so the writer retries quickly.
         wal = Wal(tmp_path, fsync="always", tick_s=0.05)
         wal.recover().close()
-        await wal.start()
-        loop = asyncio.get_running_loop()
-        broker = _core.Broker(track_dead_letters=True)
-        api = Api(broker, max_batch=100, expiry=FakeExpiry(), call_later=loop.call_later, wal=wal)
-        conn = FakeConnection()
+        store.wal = wal
+        h = Harness(store, settings=settings, loop=asyncio.get_running_loop())
+        await h.start()
 
         async def ask(method: str, target: str, body: bytes = b"") -> tuple[int, Any, bool]:
             """(status, JSON, whether the answer was deferred)."""
-            path, _, query = target.partition("?")
-            req = Request(method, path, query, body, True, conn)  # type: ignore[arg-type]
-            response = api.dispatch(req)
-            deferred = response is None
-            while response is None:
+            pending = h.send(method, target, body)
+            while not pending.answered:
                 await asyncio.sleep(0.001)
-                response = conn.answers.get(req)
-            status, data, _ = response
-            return status, json.loads(data) if data else None, deferred
+            return pending.status, pending.json, not pending.immediate
 
         status, doc, deferred = await ask("POST", "/v1/publish", b"one")
         assert (status, deferred) == (201, True)  # answered only after its fsync
@@ -841,7 +819,7 @@ def test_a_failed_log_answers_publishes_507_and_keeps_serving_reads(
         await asyncio.sleep(0.3)
         status, doc, deferred = await ask("POST", "/v1/publish", b"four")
         assert (status, deferred) == (201, True), doc
-        await wal.close()
+        await store.close()
 
     asyncio.run(asyncio.wait_for(main(), 20))
 
