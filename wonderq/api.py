@@ -267,7 +267,9 @@ class Api:
         if "timeout" not in params:
             raise BadParameter("invalid_timeout", "timeout is required (seconds, 0 releases)")
         timeout_ms = param_ms(params, "timeout", MAX_VISIBILITY_MS, 0)
-        return self.reply(req, self.store.change_lease(queue, cid, msg_id, timeout_ms), _render_bool)
+        return self.reply(
+            req, self.store.change_lease(queue, cid, msg_id, timeout_ms), _render_bool
+        )
 
     def handle_peek(self, req: Request) -> Response | None:
         """``GET /v1/queues/{queue}/peek?limit=``: the next available messages, as a receive

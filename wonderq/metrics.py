@@ -84,7 +84,7 @@ class _Collector:
             messages.add_metric([name, "ready"], row[1])
             messages.add_metric([name, "leased"], row[2])
             messages.add_metric([name, "delayed"], row[3])
-            for family, value in zip(totals, row[4:9]):
+            for family, value in zip(totals, row[4:9], strict=False):
                 family.add_metric([name], value)
         yield messages
         yield from totals
@@ -111,5 +111,7 @@ class _Collector:
             "wonderq_waiting_receives", "Parked long polls.", self._longpoll.count
         )
         for name, kind, help_text, value in store.metrics():
-            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
-            yield family(name, help_text, value)
+            if kind == "counter":
+                yield CounterMetricFamily(name, help_text, value)
+            else:
+                yield GaugeMetricFamily(name, help_text, value)

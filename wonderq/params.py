@@ -31,9 +31,9 @@ from .protocol import Request, split_query
 __all__ = [
     "REPEATED",
     "batch_entries",
+    "delete_args",
     "json_seconds_ms",
     "list_args",
-    "delete_args",
     "param_cid",
     "param_delay",
     "param_id",

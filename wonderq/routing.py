@@ -137,6 +137,7 @@ class Router:
     def dispatch(self, req: Request) -> Response | None:
         """Route ``req``, run its handler, map errors; None when the answer comes later."""
         path = req.path
+        methods: dict[str, tuple[Handler, str, list[int]]] | None
         if path == self._last_path:
             methods = self._last_methods
         else:
@@ -204,4 +205,3 @@ class Router:
         assert route is not None
         self.count(route.name, 405)
         return answer_error(MethodNotAllowed(req.method, route), "")
-

@@ -347,7 +347,7 @@ class MemoryStore(Store):
         i = bisect_left(names, prefix)
         if after:
             i = max(i, bisect_right(names, after))
-        infos = []
+        infos: list[dict[str, Any]] = []
         n = len(names)
         while i < n and len(infos) < limit and names[i].startswith(prefix):
             infos.append(broker.queue_info(names[i]))
@@ -529,7 +529,9 @@ class DurableStore(MemoryStore):
 
         settings = self.settings
         assert settings.data_dir is not None
-        wal = Wal(settings.data_dir, fsync=settings.fsync, compact_min_bytes=settings.compact_min_bytes)
+        wal = Wal(
+            settings.data_dir, fsync=settings.fsync, compact_min_bytes=settings.compact_min_bytes
+        )
         with wal.recover() as state:
             self.recovered = state.load_into(self.broker, self.now(), self.wall_ms())
             self.recovered_queues = len(state.queues)
@@ -623,7 +625,9 @@ class DurableStore(MemoryStore):
             return None
         queue_delay = self.broker.queue_delay_ms(queue)
         first = self.broker.next_id - len(bodies)
-        wal.append_publish_batch(first, queue, bodies, [queue_delay] * len(bodies) if queue_delay else None)
+        wal.append_publish_batch(
+            first, queue, bodies, [queue_delay] * len(bodies) if queue_delay else None
+        )
         self.after_publish(queue)
         return self._durable(answer)
 
@@ -713,9 +717,9 @@ def open_store(settings: Settings) -> Store:
     """The store the settings ask for (not opened yet)."""
     backend = getattr(settings, "backend", None)
     if backend:
-        from .redis import RedisStore  # type: ignore[import-not-found]
+        from .redis import RedisStore
 
-        return RedisStore(settings)  # type: ignore[no-any-return]
+        return RedisStore(settings)
     if settings.data_dir is not None:
         return DurableStore(settings)
     return MemoryStore(settings)
