@@ -108,18 +108,15 @@ def protocol_for(workload: str, transport: Transport) -> Any:
     from wonderq import _core, protocol
     from wonderq.api import Api
     from wonderq.config import Settings
+    from wonderq.longpoll import LongPoll
+    from wonderq.routing import Router
+    from wonderq.store import MemoryStore
 
     settings = Settings()
 
     class Owner:
         connections: set[Any] = set()
         shutting_down = False
-
-    class Expiry:
-        armed_ms = 2**62
-
-        def arm(self, deadline_ms: int) -> None:
-            self.armed_ms = deadline_ms
 
     broker = _core.Broker(max_batch=1000)
     app: Any
@@ -140,7 +137,11 @@ def protocol_for(workload: str, transport: Transport) -> Any:
         app = Stub()
     else:
         loop = asyncio.get_event_loop()
-        app = Api(broker, max_batch=1000, expiry=Expiry(), call_later=loop.call_later)
+        store = MemoryStore(broker=broker)
+        app = Router()
+        longpoll = LongPoll(app.answer, loop.call_later)
+        store.start(loop, longpoll)
+        Api(store, app, longpoll, 1000).routes(app.add)
     for _ in range(60):  # messages for the consuming workloads, the same whatever N
         broker.publish_batch("default", [BODY] * 1000, time.monotonic_ns() // 1_000_000)
     proto = protocol.HttpProtocol(app, Owner(), settings)
