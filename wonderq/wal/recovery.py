@@ -89,10 +89,6 @@ class _Run:
         self.receives: list[int] | None = None  # receive count per message, if any (snapshots)
 
 
-_PUB_ONE = struct.Struct("<QI")  # the id and body length of a one-message publish section
-_FRAME_PUB = struct.Struct("<IIBBBI")  # a frame header and the publish section header after it
-
-
 class _Replayer:
     """Folds sections into the state they describe.
 
@@ -413,13 +409,8 @@ class RecoveredState:
         """Create the queues, restore every live message (available again: leases are not
         durable; delays resume with what was left of them by the wall clock) and move the id
         counter above every id ever issued. Returns the number of messages restored."""
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with _cyclic_gc_paused():
             return self._load_into(broker, now_ms, wall_ms)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
 
     def _load_into(self, broker: Any, now_ms: int, wall_ms: int) -> int:
         t0 = time.perf_counter()
@@ -500,14 +491,20 @@ def recover(data_dir: str | os.PathLike[str]) -> RecoveredState:
     older than the snapshot, unfinished snapshots) are removed. A snapshot that does not read
     back whole raises WalCorruptError: snapshots are written atomically, so that is damage.
     """
-    # The replay allocates millions of objects and no cycles: the cyclic GC would only rescan
-    # them over and over.
-    gc_was_enabled = gc.isenabled()
+    with _cyclic_gc_paused():
+        return _recover(os.fspath(data_dir))
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Replay and load allocate millions of objects and no cycles: the cyclic GC would only
+    rescan them over and over."""
+    was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _recover(os.fspath(data_dir))
+        yield
     finally:
-        if gc_was_enabled:
+        if was_enabled:
             gc.enable()
 
 
