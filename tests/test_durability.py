@@ -690,6 +690,37 @@ def test_pipelined_answers_stay_in_order_with_fsync_always(tmp_path: Path) -> No
         srv.stop()
 
 
+# ---- the in-memory server does not pay for the log ----------------------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("durable", [False, True], ids=["in-memory", "data-dir"])
+def test_only_a_server_with_a_data_dir_imports_the_log(tmp_path: Path, durable: bool) -> None:
+    """The server and the api import ``wonderq.wal`` lazily, only with --data-dir. Python's own
+    import log (PYTHONPROFILEIMPORTTIME, on stderr) of a real server that served a publish, a
+    receive and a delete says which modules it loaded; with --data-dir the same log lists the
+    package, which shows the check sees it."""
+    flags = ["--data-dir", str(tmp_path / "data")] if durable else []
+    srv = ServerProcess(*flags, env={"PYTHONPROFILEIMPORTTIME": "1"}).start()
+    try:
+        msg_id = call(srv, "POST", "/v1/publish", "m")[1]["id"]
+        assert [m["id"] for m in receive(srv, "default", 1)] == [msg_id]
+        assert call(srv, "DELETE", f"/v1/consumer?cid=1&id={msg_id}") == (200, True)
+    finally:
+        assert srv.stop() == 0
+    loaded = {
+        line.rsplit("|", 1)[1].strip()
+        for line in srv.lines
+        if line.startswith("import time:") and "|" in line
+    }
+    assert "wonderq.api" in loaded  # the import log is there at all
+    wal_modules = sorted(m for m in loaded if m == "wonderq.wal" or m.startswith("wonderq.wal."))
+    if durable:
+        assert "wonderq.wal.log" in wal_modules
+    else:
+        assert wal_modules == []
+
+
 # ---- a data directory the server cannot use -----------------------------------------------------
 
 
