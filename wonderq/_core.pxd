@@ -30,7 +30,7 @@ cdef struct Msg:
     uint32_t body_len       # bytes of escaped body following the header (no quotes)
     uint32_t receives       # receive count; saturates at 2**32-1, reset to 0 by dead-lettering
 
-# Entry of the broker-wide timer heap (binary min-heap by (deadline_ms, msg_id)).
+# Entry of the broker-wide timer heap (binary min-heap by (deadline_ms, msg_id); timers.pxi).
 cdef struct TimerEntry:
     int64_t deadline_ms     # lease end or delay end, monotonic ms
     int64_t msg_id          # copy of msg.id so comparisons do not touch the message
@@ -138,8 +138,6 @@ cdef class Broker:
     cdef int64_t* scratch_raw           # max_batch raw body lengths for publish_batch
 
     cdef int32_t lookup(self, object name) except -1
-    cdef int reserve_ready(self, Queue* q, int64_t extra) except -1
-    cdef void make_available(self, Queue* q, Msg* m) noexcept
     cdef void end_lease(self, int32_t qi, Msg* m, bint expired) noexcept
     cdef void free_msg(self, Msg* m) noexcept
     cdef int64_t drop_queue_messages(self, int32_t qi) except -1
