@@ -308,19 +308,58 @@ cdef class Broker:
         slot_out[0] = slot
         return 1
 
+    cdef inline int64_t token_check(self, int32_t qi, int64_t msg_id, int64_t receives,
+                                    int64_t now) noexcept:
+        """Table slot of msg_id if it is in queue qi, leased (to anyone) by the receive that
+        counted ``receives``, with now < deadline; else -1 (the rule of a lease token)."""
+        cdef int64_t slot = ht_find(&self.leases, msg_id)
+        cdef Msg* m
+        if slot < 0:
+            return -1
+        m = self.leases.slots[slot].msg
+        if (m.link.slot.queue_idx != qi or m.receives != receives
+                or now >= self.timers.entries[m.link.slot.heap_index].deadline_ms):
+            return -1
+        return slot
+
     cdef inline bint delete_one(self, int32_t qi, int64_t cid, int64_t msg_id,
                                 int64_t now) noexcept:
         cdef int64_t slot = -1
-        cdef Msg* m
         if not self.lease_check(qi, cid, msg_id, now, &slot):
             return False
-        m = self.leases.slots[slot].msg
+        self.delete_at(qi, slot)
+        return True
+
+    cdef inline void delete_at(self, int32_t qi, int64_t slot) noexcept:
+        """Delete the leased message of lease table slot ``slot`` (its lease checked)."""
+        cdef Msg* m = self.leases.slots[slot].msg
         heap_remove(&self.timers, m.link.slot.heap_index)
         ht_remove_at(&self.leases, slot)
         self.queues[qi].leased -= 1
         self.queues[qi].deleted += 1
         self.free_msg(m)
-        return True
+
+    cdef int change_at(self, int32_t qi, int64_t slot, int64_t timeout,
+                       int64_t now) except -1:
+        """Set the lease of table slot ``slot`` (checked) to end at now + timeout, or end it
+        now (timeout 0: available again or dead-lettered, not counted as expired)."""
+        cdef Queue* q = &self.queues[qi]
+        cdef Msg* m = self.leases.slots[slot].msg
+        cdef int64_t hi = m.link.slot.heap_index
+        if timeout > 0:
+            self.timers.entries[hi].deadline_ms = now + timeout
+            heap_fix(&self.timers, hi)
+            return 0
+        ready_reserve(q, 1)
+        if q.dlq >= 0:
+            ready_reserve(&self.queues[q.dlq], 1)
+            if self.track_dead_letters and goes_to_dlq(q, m):
+                self.note_dead_letter(q, m)
+        heap_remove(&self.timers, hi)
+        ht_remove_at(&self.leases, slot)
+        self.end_lease(qi, m, False)
+        self.after_removals()
+        return 0
 
     cdef void after_removals(self) noexcept:
         heap_maybe_shrink(&self.timers)
@@ -451,6 +490,10 @@ cdef class Broker:
         """Messages available now."""
         return self.queues[self.lookup(name)].ready
 
+    cpdef int64_t queue_delay_ms(self, queue) except -1:
+        """The queue's default publish delay (what a publish with delay_ms=-1 gets)."""
+        return self.queues[self.lookup(queue)].delay_ms
+
     # ---- messages -------------------------------------------------------------------------
 
     cpdef publish(self, queue, body, int64_t now, delay_ms=-1):
@@ -540,15 +583,17 @@ cdef class Broker:
             n_delayed = n
         return self.store_batch(qi, n, total, n_delayed, delay_items, now)
 
-    cpdef publish_batch_json(self, queue, bytes data, int64_t now):
+    cpdef publish_batch_json(self, queue, bytes data, int64_t now, list bodies=None):
         """Publish the batch ``data`` when it is a JSON array of plain strings (no backslash,
         each a valid message for the queue) and return the answer, ``{"ids":[...]}``; else
         store nothing and return None, for the caller to parse the general way and name the
-        error. A plain string's text is its body, already in the stored (escaped) form."""
+        error. A plain string's text is its body, already in the stored (escaped) form.
+        ``bodies``, if given, gets the stored bodies appended (for the durability log)."""
         cdef int32_t qi = self.lookup(queue)
         cdef Queue* q = &self.queues[qi]
-        cdef int64_t n, i, raw
+        cdef int64_t n, i, raw, first
         cdef int64_t total = 0
+        cdef Py_ssize_t bodies_before = 0
         check_now(now)
         n = split_plain_strings(bytes_ptr(data), PyBytes_GET_SIZE(data), self.scratch_src,
                                 self.scratch_raw, self.max_batch)
@@ -561,8 +606,20 @@ cdef class Broker:
                 return None  # empty, too long, control characters or not UTF-8
             self.scratch_len[i] = raw
             total += C_MESSAGE_OVERHEAD + raw
-        return batch_ids_json(
-            self.store_batch(qi, n, total, n if q.delay_ms > 0 else 0, NULL, now), n)
+        if bodies is None:
+            return batch_ids_json(
+                self.store_batch(qi, n, total, n if q.delay_ms > 0 else 0, NULL, now), n)
+        # Appended before storing, taken back on failure: nothing can fail after the store.
+        bodies_before = len(bodies)
+        try:
+            for i in range(n):
+                bodies.append(PyBytes_FromStringAndSize(<const char*>self.scratch_src[i],
+                                                        self.scratch_raw[i]))
+            first = self.store_batch(qi, n, total, n if q.delay_ms > 0 else 0, NULL, now)
+        except BaseException:
+            del bodies[bodies_before:]
+            raise
+        return batch_ids_json(first, n)
 
     cdef int64_t store_batch(self, int32_t qi, int64_t n, int64_t total, int64_t n_delayed,
                              PyObject** delay_items, int64_t now) except -1:
@@ -637,7 +694,7 @@ cdef class Broker:
         for i in range(n):
             got[i] = ready_pop(q)
         try:
-            out = build_response(got, n)
+            out = build_response(got, n, True)
             if leased is not None:
                 leased_before = len(leased)
                 for i in range(n):
@@ -667,6 +724,39 @@ cdef class Broker:
         q.leased += n
         q.delivered += n
         return out
+
+    cpdef bytes peek(self, queue, limit, int64_t now):
+        """The messages a receive would take now, in its JSON format with their current receive
+        counts; nothing is leased or counted."""
+        cdef int32_t qi = self.lookup(queue)
+        cdef int64_t n = arg_int(limit, 1, self.max_batch, "invalid_limit", "limit")
+        check_now(now)
+        n = self.peek_ready(&self.queues[qi], n)
+        if n == 0:
+            return EMPTY_RESPONSE
+        return build_response(self.scratch, n, False)
+
+    cdef int64_t peek_ready(self, Queue* q, int64_t n) noexcept:
+        """The (up to) n lowest-id ready messages of q into scratch, in id order, leaving the
+        ready set as it was (its return heap reshuffled); O(n log n). Returns how many."""
+        cdef Msg* f = q.fifo_head
+        cdef Msg** got = self.scratch
+        cdef int64_t* popped_at = self.scratch_raw
+        cdef int64_t i
+        cdef int64_t popped = 0
+        if n > q.ready:
+            n = q.ready
+        for i in range(n):
+            if f != NULL and (q.rheap_len == 0 or f.id < q.rheap[0].id):
+                got[i] = f
+                f = f.link.next
+            else:
+                got[i] = rheap_pop(q)
+                popped_at[popped] = i
+                popped += 1
+        for i in range(popped):
+            rheap_push(q, got[popped_at[i]])
+        return n
 
     cpdef delete(self, queue, cid, msg_id, int64_t now):
         """Ack: True iff msg_id is in queue, leased to cid and now < deadline."""
@@ -716,21 +806,36 @@ cdef class Broker:
             self.after_removals()
         return n_deleted
 
-    cpdef ack_json(self, queue, bytes data, int64_t now):
+    cpdef ack_json(self, queue, bytes data, int64_t now, list deleted=None):
         """The fast path of a batch ack: when ``data`` is ``{"cid": C, "ids": [...]}`` with a
         valid cid and 1..max_batch valid ids, delete each as delete_batch does and return
-        ``b'{"deleted":[...],"failed":[...]}'``; otherwise delete nothing and return None."""
+        ``b'{"deleted":[...],"failed":[...]}'``; otherwise delete nothing and return None.
+        ``deleted``, if given, gets the deleted ids appended (for the durability log)."""
         cdef int32_t qi = self.lookup(queue)
         cdef int64_t cid = -1
         cdef int64_t* ids = self.scratch_len
         cdef int64_t* done = self.scratch_raw
         cdef int64_t n, i, size, n_deleted
+        cdef Py_ssize_t before = 0
+        cdef Py_ssize_t j
         cdef char* p
         check_now(now)
         n = parse_ack(bytes_ptr(data), PyBytes_GET_SIZE(data), &cid, ids, self.max_batch)
         if n == 0:
             return None
+        if deleted is not None:
+            # Every id goes in before deleting (this may fail: nothing changed yet); the ones
+            # not deleted are taken out after, which allocates nothing.
+            before = len(deleted)
+            deleted.extend([ids[i] for i in range(n)])
         n_deleted = self.delete_many(qi, cid, ids, n, now, done)
+        if deleted is not None:
+            j = before
+            for i in range(n):
+                if done[i]:
+                    deleted[j] = deleted[before + i]
+                    j += 1
+            del deleted[j:]
         size = 12 + 12 + 2
         for i in range(n):
             size += digits_u64(<uint64_t>ids[i])
@@ -747,32 +852,45 @@ cdef class Broker:
     def change_lease(self, queue, cid, msg_id, timeout_ms, int64_t now):
         """Extend (timeout_ms > 0) or release (0) a lease; same rule and answer as delete."""
         cdef int32_t qi = self.lookup(queue)
-        cdef Queue* q = &self.queues[qi]
         cdef int64_t c = arg_int(cid, 0, C_MAX_ID, "invalid_cid", "cid")
         cdef int64_t mid = arg_int(msg_id, 1, C_MAX_ID, "invalid_id", "id")
         cdef int64_t timeout = arg_int(timeout_ms, 0, C_MAX_VISIBILITY_MS, "invalid_timeout",
                                        "timeout_ms")
         cdef int64_t slot = -1
-        cdef int64_t hi
-        cdef Msg* m
         check_now(now)
         if not self.lease_check(qi, c, mid, now, &slot):
             return False
-        m = self.leases.slots[slot].msg
-        hi = m.link.slot.heap_index
-        if timeout > 0:
-            self.timers.entries[hi].deadline_ms = now + timeout
-            heap_fix(&self.timers, hi)
-            return True
-        ready_reserve(q, 1)
-        if q.dlq >= 0:
-            ready_reserve(&self.queues[q.dlq], 1)
-            if self.track_dead_letters and goes_to_dlq(q, m):
-                self.note_dead_letter(q, m)
-        heap_remove(&self.timers, hi)
-        ht_remove_at(&self.leases, slot)
-        self.end_lease(qi, m, False)
+        self.change_at(qi, slot, timeout, now)
+        return True
+
+    def delete_token(self, queue, msg_id, receives, int64_t now):
+        """Delete by lease token (id, receives): True iff msg_id is in queue, leased by the
+        receive that counted ``receives`` and now < deadline."""
+        cdef int32_t qi = self.lookup(queue)
+        cdef int64_t mid = arg_int(msg_id, 1, C_MAX_ID, "invalid_id", "id")
+        cdef int64_t r = arg_int(receives, 0, UINT32_MAX, "invalid_receives", "receives")
+        cdef int64_t slot
+        check_now(now)
+        slot = self.token_check(qi, mid, r, now)
+        if slot < 0:
+            return False
+        self.delete_at(qi, slot)
         self.after_removals()
+        return True
+
+    def change_lease_token(self, queue, msg_id, receives, timeout_ms, int64_t now):
+        """change_lease by lease token (id, receives); the rule of delete_token."""
+        cdef int32_t qi = self.lookup(queue)
+        cdef int64_t mid = arg_int(msg_id, 1, C_MAX_ID, "invalid_id", "id")
+        cdef int64_t r = arg_int(receives, 0, UINT32_MAX, "invalid_receives", "receives")
+        cdef int64_t timeout = arg_int(timeout_ms, 0, C_MAX_VISIBILITY_MS, "invalid_timeout",
+                                       "timeout_ms")
+        cdef int64_t slot
+        check_now(now)
+        slot = self.token_check(qi, mid, r, now)
+        if slot < 0:
+            return False
+        self.change_at(qi, slot, timeout, now)
         return True
 
     # ---- timers ---------------------------------------------------------------------------

@@ -392,17 +392,23 @@ cdef inline char* put(char* p, const char* s, Py_ssize_t n) noexcept nogil:
     return p + n
 
 
-cdef bytes build_response(Msg** msgs, int64_t n):
+cdef inline uint32_t shown_receives(Msg* m, bint received) noexcept nogil:
+    return receives_after(m.receives) if received else m.receives
+
+
+cdef bytes build_response(Msg** msgs, int64_t n, bint received):
     """``{"messages":[{"id":..,"body":"..","receives":..},...]}`` with each receive count as it
-    will be after this receive. One allocation, no Python object per message."""
+    will be after this receive (``received``) or as it is (a peek). One allocation, no Python
+    object per message."""
     cdef int64_t size = 13 + 2 + (n - 1)
     cdef int64_t i
     cdef Msg* m
     cdef char* p
+    cdef uint32_t r
     for i in range(n):
         m = msgs[i]
         size += (6 + digits_u64(<uint64_t>m.id) + 9 + m.body_len + 13
-                 + digits_u64(receives_after(m.receives)) + 1)
+                 + digits_u64(shown_receives(m, received)) + 1)
     out = PyBytes_FromStringAndSize(NULL, size)
     p = PyBytes_AS_STRING(out)
     p = put(p, b'{"messages":[', 13)
@@ -416,7 +422,8 @@ cdef bytes build_response(Msg** msgs, int64_t n):
         p = put(p, b',"body":"', 9)
         p = put(p, msg_body(m), m.body_len)
         p = put(p, b'","receives":', 13)
-        p = write_u64(p, receives_after(m.receives), digits_u64(receives_after(m.receives)))
+        r = shown_receives(m, received)
+        p = write_u64(p, r, digits_u64(r))
         p[0] = b'}'
         p += 1
     put(p, b']}', 2)
