@@ -473,10 +473,6 @@ class MemoryStore(Store):
         self._loop = None
 
 
-def _untyped(value: Any) -> Any:
-    return value
-
-
 def _make_broker(settings: Settings | None, track_dead_letters: bool) -> Broker:
     if settings is None:
         return Broker(track_dead_letters=track_dead_letters)
@@ -619,8 +615,7 @@ class DurableStore(MemoryStore):
     def publish_batch_json(self, queue: str, data: bytes) -> Any:
         wal = self._writable()
         bodies: list[bytes] = []
-        broker = _untyped(self.broker)  # TODO(core): typed call once the engine takes `bodies`
-        answer = broker.publish_batch_json(queue, data, self.now(), bodies)
+        answer = self.broker.publish_batch_json(queue, data, self.now(), bodies)
         if answer is None:
             return None
         queue_delay = self.broker.queue_delay_ms(queue)
@@ -654,8 +649,7 @@ class DurableStore(MemoryStore):
 
     def ack_json(self, queue: str, data: bytes) -> Any:
         deleted: list[int] = []
-        broker = _untyped(self.broker)  # TODO(core): typed call once the engine takes `deleted`
-        answer = broker.ack_json(queue, data, self.now(), deleted)
+        answer = self.broker.ack_json(queue, data, self.now(), deleted)
         if answer is None or not deleted:
             return answer
         self.wal.append_delete_many(deleted)  # type: ignore[union-attr]
