@@ -54,6 +54,8 @@ BATCH = (
 WORKLOADS = {
     "ceiling": "the Python ceiling (bench/ceiling.py), one publish per read",
     "ceiling16": "the Python ceiling, 16 pipelined publishes per read",
+    "reading": "the Python reading ceiling (ceiling.py --reading), one publish per read",
+    "reading16": "the Python reading ceiling, 16 pipelined publishes per read",
     "stub": "WonderQ's protocol before a constant answer, one publish per read",
     "stub16": "WonderQ's protocol before a constant answer, 16 pipelined publishes per read",
     "publish": "POST /v1/publish, one per read",
@@ -98,11 +100,14 @@ class Transport(asyncio.Transport):
 
 
 def protocol_for(workload: str, transport: Transport) -> Any:
-    if workload.startswith("ceiling"):
+    if workload.startswith(("ceiling", "reading")):
         sys.path.insert(0, str(HERE))
         import ceiling
 
-        proto: Any = ceiling.CeilingProtocol(ceiling.Clock())
+        kind = (
+            ceiling.ReadingProtocol if workload.startswith("reading") else ceiling.CeilingProtocol
+        )
+        proto: Any = kind(ceiling.Clock())
         proto.connection_made(transport)
         return proto
     from wonderq import _core, protocol
@@ -155,10 +160,10 @@ def feed(workload: str, n: int) -> None:
     asyncio.set_event_loop(uvloop.new_event_loop())
     transport = Transport()
     received = protocol_for(workload, transport).data_received
-    if workload in ("ceiling", "stub", "publish"):
+    if workload in ("ceiling", "reading", "stub", "publish"):
         for _ in range(n):
             received(PUBLISH)
-    elif workload in ("ceiling16", "stub16", "publish16"):
+    elif workload in ("ceiling16", "reading16", "stub16", "publish16"):
         data = PUBLISH * 16
         for _ in range(n // 16):
             received(data)
