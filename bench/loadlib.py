@@ -11,6 +11,7 @@ bench/run.py records the load generator's CPU use next to each figure to show wh
 
 from __future__ import annotations
 
+import argparse
 import array
 import asyncio
 import json
@@ -170,3 +171,39 @@ def run(main: Awaitable[Any]) -> Any:
     if uvloop is not None:
         return uvloop.run(main)  # type: ignore[arg-type]
     return asyncio.run(main)  # type: ignore[arg-type]
+
+
+Workload = Callable[[argparse.Namespace], Awaitable[dict]]
+
+
+def peer_main(
+    doc: str,
+    port: int,
+    fill: Workload,
+    timed: dict[str, Workload],
+    argv: list[str] | None = None,
+    options: Callable[[argparse.ArgumentParser, argparse.ArgumentParser], None] | None = None,
+) -> int:
+    """The command line every bench/peers/ tool shares: ``--host --port --size``, a ``fill``
+    workload (``--count``) and timed workloads (``-c --pipeline --duration``); ``options``
+    adds a tool's own to the main parser and to ``fill``'s. Runs the chosen workload, prints
+    its LOADJSON line, exits 1 on bad answers."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--size", type=int, default=200, help="bytes per message")
+    sub = parser.add_subparsers(dest="workload", required=True)
+    f = sub.add_parser("fill")
+    f.add_argument("--count", type=int, default=1_000_000)
+    if options is not None:
+        options(parser, f)
+    for name in timed:
+        p = sub.add_parser(name)
+        p.add_argument("-c", "--connections", type=int, default=64)
+        p.add_argument("--pipeline", type=int, default=1)
+        p.add_argument("--duration", type=float, default=10.0, help="seconds")
+    args = parser.parse_args(argv)
+    work = fill if args.workload == "fill" else timed[args.workload]
+    result = run(work(args))
+    emit(result)
+    return 1 if result["bad"] else 0

@@ -160,23 +160,7 @@ async def work(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=11300)
-    parser.add_argument("--size", type=int, default=200, help="bytes per job")
-    sub = parser.add_subparsers(dest="workload", required=True)
-    f = sub.add_parser("fill")
-    f.add_argument("--count", type=int, default=1_000_000)
-    for name in ("put", "work"):
-        p = sub.add_parser(name)
-        p.add_argument("-c", "--connections", type=int, default=64)
-        p.add_argument("--pipeline", type=int, default=1)
-        p.add_argument("--duration", type=float, default=10.0, help="seconds")
-    args = parser.parse_args(argv)
-    job = {"fill": fill, "put": put, "work": work}[args.workload]
-    result = loadlib.run(job(args))
-    loadlib.emit(result)
-    return 1 if result["bad"] else 0
+    return loadlib.peer_main(__doc__ or "", 11300, fill, {"put": put, "work": work}, argv)
 
 
 if __name__ == "__main__":

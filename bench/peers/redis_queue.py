@@ -191,25 +191,12 @@ async def lpush(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=6379)
-    parser.add_argument("--key", default="wonderq-bench")
-    parser.add_argument("--size", type=int, default=200, help="bytes per message")
-    sub = parser.add_subparsers(dest="workload", required=True)
-    f = sub.add_parser("fill")
-    f.add_argument("--count", type=int, default=1_000_000)
-    f.add_argument("--start", type=int, default=0, help="first value's number (unique values)")
-    for name in ("reliable", "lpush"):
-        p = sub.add_parser(name)
-        p.add_argument("-c", "--connections", type=int, default=64)
-        p.add_argument("--pipeline", type=int, default=1)
-        p.add_argument("--duration", type=float, default=10.0, help="seconds")
-    args = parser.parse_args(argv)
-    work = {"fill": fill, "reliable": reliable, "lpush": lpush}[args.workload]
-    result = loadlib.run(work(args))
-    loadlib.emit(result)
-    return 1 if result["bad"] else 0
+    def options(parser: argparse.ArgumentParser, fill: argparse.ArgumentParser) -> None:
+        parser.add_argument("--key", default="wonderq-bench")
+        fill.add_argument("--start", type=int, default=0, help="first value's number (unique)")
+
+    timed = {"reliable": reliable, "lpush": lpush}
+    return loadlib.peer_main(__doc__ or "", 6379, fill, timed, argv, options)
 
 
 if __name__ == "__main__":
