@@ -317,62 +317,62 @@ class Launcher:
         proc, log_path = self._spawn(name, [*cmd, "--reading"] if reading else cmd)
         return Server(name, proc, self._announced_port(proc, log_path, 20), log_path)
 
-    def nginx(self) -> Server:
-        exe = shutil.which("nginx")
+    def _on_free_port(
+        self,
+        name: str,
+        program: str,
+        args: Callable[[str, int], list[str]],
+        tmp: tempfile.TemporaryDirectory | None = None,
+    ) -> Server:
+        """Starts ``program`` (from PATH) as ``args(exe, port)`` on a free port it is told to
+        use, and waits until it listens; ``tmp`` goes when the server stops."""
+        exe = shutil.which(program)
         if exe is None:
-            raise ServerMissing("nginx is not installed")
-        tmp = tempfile.TemporaryDirectory(prefix="wonderq-nginx-")
+            if tmp is not None:
+                tmp.cleanup()
+            raise ServerMissing(f"{program} is not installed")
         port = free_port()
-        conf = Path(tmp.name) / "nginx.conf"
-        template = (BENCH / "peers" / "nginx.conf.template").read_text()
-        user = "user root;" if os.geteuid() == 0 else ""  # root: no setuid, temp dirs stay ours
-        conf.write_text(
-            template.replace("@PORT@", str(port))
-            .replace("@PREFIX@", tmp.name)
-            .replace("@USER@", user)
-        )
-        proc, log_path = self._spawn(
-            "nginx", [exe, "-p", tmp.name, "-c", str(conf), "-e", f"{tmp.name}/error.log"]
-        )
-        server = Server("nginx", proc, port, log_path, tmp)
+        proc, log_path = self._spawn(name, args(exe, port))
+        server = Server(name, proc, port, log_path, tmp)
         try:
             wait_port(port, proc)
         except RuntimeError as exc:
             server.stop()
-            raise ServerMissing(f"nginx: {exc}") from exc
-        server.pids_for_cpu = [proc.pid, *proc_children(proc.pid)]  # master + its one worker
+            raise ServerMissing(f"{program}: {exc}") from exc
+        return server
+
+    def nginx(self) -> Server:
+        tmp = tempfile.TemporaryDirectory(prefix="wonderq-nginx-")
+        conf = Path(tmp.name) / "nginx.conf"
+
+        def args(exe: str, port: int) -> list[str]:
+            template = (BENCH / "peers" / "nginx.conf.template").read_text()
+            user = "user root;" if os.geteuid() == 0 else ""  # root: no setuid, dirs stay ours
+            conf.write_text(
+                template.replace("@PORT@", str(port))
+                .replace("@PREFIX@", tmp.name)
+                .replace("@USER@", user)
+            )
+            return [exe, "-p", tmp.name, "-c", str(conf), "-e", f"{tmp.name}/error.log"]
+
+        server = self._on_free_port("nginx", "nginx", args, tmp)
+        server.pids_for_cpu = [server.pid, *proc_children(server.pid)]  # master + its worker
         return server
 
     def redis(self) -> Server:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise ServerMissing("redis-server is not installed")
         tmp = tempfile.TemporaryDirectory(prefix="wonderq-redis-")
-        port = free_port()
-        cmd = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
-        cmd += ["no", "--dir", tmp.name, "--daemonize", "no"]
-        proc, log_path = self._spawn("redis", cmd)
-        server = Server("redis", proc, port, log_path, tmp)
-        try:
-            wait_port(port, proc)
-        except RuntimeError as exc:
-            server.stop()
-            raise ServerMissing(f"redis-server: {exc}") from exc
-        return server
+
+        def args(exe: str, port: int) -> list[str]:
+            cmd = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
+            return [*cmd, "no", "--dir", tmp.name, "--daemonize", "no"]
+
+        return self._on_free_port("redis", "redis-server", args, tmp)
 
     def beanstalkd(self) -> Server:
-        exe = shutil.which("beanstalkd")
-        if exe is None:
-            raise ServerMissing("beanstalkd is not installed")
-        port = free_port()  # no -b: no binlog, jobs in memory only, like the others here
-        proc, log_path = self._spawn("beanstalkd", [exe, "-l", "127.0.0.1", "-p", str(port)])
-        server = Server("beanstalkd", proc, port, log_path)
-        try:
-            wait_port(port, proc)
-        except RuntimeError as exc:
-            server.stop()
-            raise ServerMissing(f"beanstalkd: {exc}") from exc
-        return server
+        # no -b: no binlog, jobs in memory only, like the others here
+        return self._on_free_port(
+            "beanstalkd", "beanstalkd", lambda exe, port: [exe, "-l", "127.0.0.1", "-p", str(port)]
+        )
 
 
 def wonderq_command() -> list[str] | None:
