@@ -130,30 +130,32 @@ class CeilingProtocol(asyncio.Protocol):
 
 
 class ReadingProtocol(CeilingProtocol):
-    """The reading ceiling: keeps the request's URL, headers and body until it is answered."""
+    """The reading ceiling: keeps the request's URL, headers and body until it is answered.
+
+    Each callback does the least a server can do with what it is handed: keep a reference.
+    (The pieces of a URL or body that arrives in fragments are joined.)"""
 
     __slots__ = ("body", "headers", "url")
 
     def __init__(self, clock: Clock) -> None:
         self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.body: list[bytes] = []
+        self.headers: list[bytes] = []  # name, value, name, value, ...
+        self.body = b""
         super().__init__(clock)  # last: the parser looks the callbacks up when it is made
 
     def on_url(self, url: bytes) -> None:
-        self.url += url  # once per fragment of the request line
+        self.url += url  # b"" + url is url itself: no copy unless the line came in pieces
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        self.headers += (name, value)
 
-    def on_body(self, data: bytes) -> None:
-        self.body.append(data)
+    def on_body(self, body: bytes) -> None:
+        self.body += body
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self.url = b""
+        self.url = self.body = b""
         self.headers = []
-        self.body = []
+        CeilingProtocol.on_message_complete(self)
 
 
 async def serve(host: str, port: int, reading: bool = False) -> None:
