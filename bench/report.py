@@ -434,7 +434,8 @@ def write_results_md(region: str, path: Path) -> None:
     for byte (the "## Engine" section and hand-written notes belong to others)."""
     block = f"{BEGIN}\n{region}\n{END}"
     if path.exists():
-        text = path.read_text()
+        with open(path, encoding="utf-8", newline="") as f:  # newline="": \r\n stays \r\n
+            text = f.read()
         if BEGIN in text and END in text:
             head, rest = text.split(BEGIN, 1)
             _, tail = rest.split(END, 1)
@@ -454,4 +455,5 @@ def write_results_md(region: str, path: Path) -> None:
             "How to reproduce and what each number means: bench/README.md.\n\n"
             f"## Side by side (bench/run.py)\n\n{block}\n"
         )
-    path.write_text(text)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
