@@ -129,8 +129,10 @@ INSTRUCTIONS = {
     ("wonderq", "batch_recv_ack"): "recvack",
     ("wonderq", "pipeline_publish"): "publish16",
     ("ceiling", "publish"): "ceiling",
+    ("ceiling", "recv_delete"): "ceiling_recvdel",
     ("ceiling", "pipeline_publish"): "ceiling16",
     ("reading", "publish"): "reading",
+    ("reading", "recv_delete"): "reading_recvdel",
     ("reading", "pipeline_publish"): "reading16",
 }
 
