@@ -267,24 +267,25 @@ def wonderq_workload(bench: Bench, w: Workload) -> dict:
 def run_depth(bench: Bench, out: dict) -> None:
     rows = out.setdefault("depth", {})
     for depth in bench.args.depths:
-        key = f"depth_{depth}"
         log(f"wonderq: publish + receive + delete at depth {depth:,}")
+        rows[f"depth_{depth}"] = guarded(depth_sweep, bench, depth)
 
-        def one(depth: int = depth) -> dict:
-            check_features(bench, DEPTH_SWEEP.needs)
-            with running(bench.launcher.wonderq) as server:
-                rss_empty = server.rss()
-                fill = fill_wonderq(bench, server, depth) if depth else None
-                memory = None
-                if depth == 1_000_000:
-                    memory = read_wonderq_memory(bench, server, rss_empty)
-                result = bench.measure(server, bench.http_load(DEPTH_SWEEP, server.port))
-                result["depth"] = depth
-                result["memory"] = memory
-                result["fill_s"] = fill["duration_s"] if fill else 0
-                return result
 
-        rows[key] = guarded(one)
+def depth_sweep(bench: Bench, depth: int) -> dict:
+    """The publish, receive, delete cycle on a fresh WonderQ filled to ``depth`` messages
+    (and its memory, at 1,000,000)."""
+    check_features(bench, DEPTH_SWEEP.needs)
+    with running(bench.launcher.wonderq) as server:
+        rss_empty = server.rss()
+        fill = fill_wonderq(bench, server, depth) if depth else None
+        memory = None
+        if depth == 1_000_000:
+            memory = read_wonderq_memory(bench, server, rss_empty)
+        result = measure_http(bench, server, DEPTH_SWEEP)
+        result["depth"] = depth
+        result["memory"] = memory
+        result["fill_s"] = fill["duration_s"] if fill else 0
+        return result
 
 
 def read_wonderq_memory(bench: Bench, server: Server, rss_empty: int | None) -> dict:
