@@ -173,6 +173,73 @@ def run(main: Awaitable[Any]) -> Any:
     return asyncio.run(main)  # type: ignore[arg-type]
 
 
+async def consume(
+    args: argparse.Namespace,
+    parse: Parser,
+    name: str,
+    take: bytes,
+    lease: Callable[[Any], Any],
+    ack: Callable[[Any], bytes],
+    acked: Callable[[Any], bool],
+) -> dict:
+    """The consumer's loop of a peer tool, on ``args.connections`` connections for
+    ``args.duration`` seconds. ``take`` leases the next message; ``lease(reply)`` is the
+    handle its reply gives, or None when the queue was empty; ``ack(handle)`` acknowledges it
+    and ``acked(reply)`` says whether that went through (a message). With ``args.pipeline``
+    1 a connection strictly alternates take, wait, ack, wait; with P, each round writes the
+    acks of the previous round's messages and P new takes at once."""
+    stats = Stats()
+    depth = args.pipeline
+
+    def count_acks(replies: list[Any]) -> None:
+        for reply in replies:
+            if acked(reply):
+                stats.messages += 1
+            else:
+                stats.bad += 1
+
+    async def worker(running: Callable[[], bool]) -> None:
+        proto = await connect(args.host, args.port, parse)
+        try:
+            if depth == 1:
+                while running():
+                    t0 = time.perf_counter_ns()
+                    (reply,) = await proto.round_trip(take, 1)
+                    stats.record(t0)
+                    stats.requests += 1
+                    handle = lease(reply)
+                    if handle is None:
+                        stats.empty += 1
+                        continue
+                    t0 = time.perf_counter_ns()
+                    count_acks(await proto.round_trip(ack(handle), 1))
+                    stats.record(t0)
+                    stats.requests += 1
+                return
+            held: list[Any] = []
+            while True:
+                more = running()
+                cmds = [ack(handle) for handle in held]
+                if more:
+                    cmds.append(take * depth)
+                n = len(held) + (depth if more else 0)
+                if n == 0:
+                    break
+                t0 = time.perf_counter_ns()
+                replies = await proto.round_trip(b"".join(cmds), n)
+                stats.record(t0)
+                stats.requests += n
+                count_acks(replies[: len(held)])
+                held = [h for h in map(lease, replies[len(held) :]) if h is not None]
+                if more and not held:
+                    stats.empty += 1
+        finally:
+            proto.close()
+
+    elapsed = await run_for(args.duration, [worker] * args.connections)
+    return summary(f"{name}_p{depth}", stats, elapsed, depth)
+
+
 Workload = Callable[[argparse.Namespace], Awaitable[dict]]
 
 

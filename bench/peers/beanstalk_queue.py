@@ -106,57 +106,15 @@ async def put(args: argparse.Namespace) -> dict:
 
 
 async def work(args: argparse.Namespace) -> dict:
-    stats = loadlib.Stats()
-    reserve = b"reserve-with-timeout 0\r\n"
-    depth = args.pipeline
-
-    def count_deletes(replies: list[Any]) -> None:
-        for word, _ in replies:
-            if word == b"DELETED":
-                stats.messages += 1
-            else:
-                stats.bad += 1
-
-    async def worker(running: Any) -> None:
-        proto = await loadlib.connect(args.host, args.port, parse_reply)
-        try:
-            if depth == 1:
-                while running():
-                    t0 = time.perf_counter_ns()
-                    ((word, job),) = await proto.round_trip(reserve, 1)
-                    stats.record(t0)
-                    stats.requests += 1
-                    if word != b"RESERVED":
-                        stats.empty += 1
-                        continue
-                    t0 = time.perf_counter_ns()
-                    replies = await proto.round_trip(b"delete %s\r\n" % job, 1)
-                    stats.record(t0)
-                    stats.requests += 1
-                    count_deletes(replies)
-                return
-            held: list[bytes] = []
-            while True:
-                more = running()
-                cmds = [b"delete %s\r\n" % job for job in held]
-                if more:
-                    cmds.append(reserve * depth)
-                n = len(held) + (depth if more else 0)
-                if n == 0:
-                    break
-                t0 = time.perf_counter_ns()
-                replies = await proto.round_trip(b"".join(cmds), n)
-                stats.record(t0)
-                stats.requests += n
-                count_deletes(replies[: len(held)])
-                held = [job for word, job in replies[len(held) :] if word == b"RESERVED"]
-                if more and not held:
-                    stats.empty += 1
-        finally:
-            proto.close()
-
-    elapsed = await loadlib.run_for(args.duration, [worker] * args.connections)
-    return loadlib.summary(f"beanstalk_work_p{depth}", stats, elapsed, depth)
+    return await loadlib.consume(
+        args,
+        parse_reply,
+        "beanstalk_work",
+        b"reserve-with-timeout 0\r\n",
+        lease=lambda reply: reply[1] if reply[0] == b"RESERVED" else None,
+        ack=lambda job: b"delete %s\r\n" % job,
+        acked=lambda reply: reply[0] == b"DELETED",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -107,62 +107,16 @@ async def fill(args: argparse.Namespace) -> dict:
 
 
 async def reliable(args: argparse.Namespace) -> dict:
-    stats = loadlib.Stats()
-    key = args.key.encode()
-    processing = key + b":processing"
-    lmove = command(b"LMOVE", key, processing, b"RIGHT", b"LEFT")
-    depth = args.pipeline
-
-    def lrem(v: bytes) -> bytes:
-        return command(b"LREM", processing, b"1", v)
-
-    async def worker(running: Any) -> None:
-        proto = await loadlib.connect(args.host, args.port, parse_resp)
-        try:
-            if depth == 1:
-                while running():
-                    t0 = time.perf_counter_ns()
-                    (v,) = await proto.round_trip(lmove, 1)
-                    stats.record(t0)
-                    stats.requests += 1
-                    if not isinstance(v, bytes):
-                        stats.empty += 1
-                        continue
-                    t0 = time.perf_counter_ns()
-                    (removed,) = await proto.round_trip(lrem(v), 1)
-                    stats.record(t0)
-                    stats.requests += 1
-                    if removed == 1:
-                        stats.messages += 1
-                    else:
-                        stats.bad += 1
-                return
-            held: list[bytes] = []
-            while True:
-                more = running()
-                cmds = [lrem(v) for v in held]
-                if more:
-                    cmds.append(lmove * depth)
-                n = len(held) + (depth if more else 0)
-                if n == 0:
-                    break
-                t0 = time.perf_counter_ns()
-                replies = await proto.round_trip(b"".join(cmds), n)
-                stats.record(t0)
-                stats.requests += n
-                for r in replies[: len(held)]:
-                    if r == 1:
-                        stats.messages += 1
-                    else:
-                        stats.bad += 1
-                held = [r for r in replies[len(held) :] if isinstance(r, bytes)]
-                if more and not held:
-                    stats.empty += 1
-        finally:
-            proto.close()
-
-    elapsed = await loadlib.run_for(args.duration, [worker] * args.connections)
-    return loadlib.summary(f"redis_reliable_p{depth}", stats, elapsed, depth)
+    processing = args.key.encode() + b":processing"
+    return await loadlib.consume(
+        args,
+        parse_resp,
+        "redis_reliable",
+        command(b"LMOVE", args.key.encode(), processing, b"RIGHT", b"LEFT"),
+        lease=lambda value: value if isinstance(value, bytes) else None,
+        ack=lambda value: command(b"LREM", processing, b"1", value),
+        acked=lambda removed: removed == 1,
+    )
 
 
 async def lpush(args: argparse.Namespace) -> dict:
