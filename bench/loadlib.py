@@ -173,6 +173,35 @@ def run(main: Awaitable[Any]) -> Any:
     return asyncio.run(main)  # type: ignore[arg-type]
 
 
+async def produce(
+    args: argparse.Namespace, parse: Parser, name: str, put: bytes, stored: Callable[[Any], bool]
+) -> dict:
+    """The producer's loop of a peer tool, on ``args.connections`` connections for
+    ``args.duration`` seconds: each round writes ``args.pipeline`` copies of the command
+    ``put`` and waits for their replies; ``stored(reply)`` says whether one went through."""
+    stats = Stats()
+    payload = put * args.pipeline
+
+    async def worker(running: Callable[[], bool]) -> None:
+        proto = await connect(args.host, args.port, parse)
+        try:
+            while running():
+                t0 = time.perf_counter_ns()
+                replies = await proto.round_trip(payload, args.pipeline)
+                stats.record(t0)
+                stats.requests += args.pipeline
+                for reply in replies:
+                    if stored(reply):
+                        stats.messages += 1
+                    else:
+                        stats.bad += 1
+        finally:
+            proto.close()
+
+    elapsed = await run_for(args.duration, [worker] * args.connections)
+    return summary(f"{name}_p{args.pipeline}", stats, elapsed, args.pipeline)
+
+
 async def consume(
     args: argparse.Namespace,
     parse: Parser,

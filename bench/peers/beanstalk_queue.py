@@ -82,27 +82,10 @@ async def fill(args: argparse.Namespace) -> dict:
 
 
 async def put(args: argparse.Namespace) -> dict:
-    stats = loadlib.Stats()
-    payload = put_command(args.size) * args.pipeline
-
-    async def worker(running: Any) -> None:
-        proto = await loadlib.connect(args.host, args.port, parse_reply)
-        try:
-            while running():
-                t0 = time.perf_counter_ns()
-                replies = await proto.round_trip(payload, args.pipeline)
-                stats.record(t0)
-                stats.requests += args.pipeline
-                for word, _ in replies:
-                    if word == b"INSERTED":
-                        stats.messages += 1
-                    else:
-                        stats.bad += 1
-        finally:
-            proto.close()
-
-    elapsed = await loadlib.run_for(args.duration, [worker] * args.connections)
-    return loadlib.summary(f"beanstalk_put_p{args.pipeline}", stats, elapsed, args.pipeline)
+    one = put_command(args.size)
+    return await loadlib.produce(
+        args, parse_reply, "beanstalk_put", one, lambda r: r[0] == b"INSERTED"
+    )
 
 
 async def work(args: argparse.Namespace) -> dict:

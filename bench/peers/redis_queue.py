@@ -120,28 +120,8 @@ async def reliable(args: argparse.Namespace) -> dict:
 
 
 async def lpush(args: argparse.Namespace) -> dict:
-    stats = loadlib.Stats()
     one = command(b"LPUSH", args.key.encode(), value(0, args.size))
-    payload = one * args.pipeline
-
-    async def worker(running: Any) -> None:
-        proto = await loadlib.connect(args.host, args.port, parse_resp)
-        try:
-            while running():
-                t0 = time.perf_counter_ns()
-                replies = await proto.round_trip(payload, args.pipeline)
-                stats.record(t0)
-                stats.requests += args.pipeline
-                for r in replies:
-                    if isinstance(r, int):
-                        stats.messages += 1
-                    else:
-                        stats.bad += 1
-        finally:
-            proto.close()
-
-    elapsed = await loadlib.run_for(args.duration, [worker] * args.connections)
-    return loadlib.summary(f"redis_lpush_p{args.pipeline}", stats, elapsed, args.pipeline)
+    return await loadlib.produce(args, parse_resp, "redis_lpush", one, lambda n: isinstance(n, int))
 
 
 def main(argv: list[str] | None = None) -> int:
