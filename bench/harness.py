@@ -561,6 +561,7 @@ def machine_info(pinning: str) -> dict[str, str]:
         "Python": f"{platform.python_version()} (uvloop {versions['uvloop']}, httptools "
         f"{versions['httptools']}, locust {versions['locust']})",
         "WonderQ": f"commit {commit}{' + uncommitted changes in wonderq/' if dirty else ''}",
+        "httpgen": f"bench/gen/httpgen.c, built by {first_line(['cc', '--version'])}",
         "wrk": first_line(["wrk", "-v"]),
         "nginx": first_line(["nginx", "-v"]),
         "Redis": first_line(["redis-server", "--version"]),
