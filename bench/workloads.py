@@ -201,15 +201,12 @@ def fill_wonderq(bench: Bench, server: Server, count: int) -> dict:
     return result
 
 
-CEILINGS = ("ceiling", "reading", "nginx")  # the stateless servers every HTTP workload meets
-
-
 def run_http(bench: Bench, out: dict, groups: list[str]) -> None:
     """Every HTTP workload against the ceilings and WonderQ, back to back for each workload, so
     that a ratio compares figures taken within seconds of each other (the machine may be
     shared). The ceilings are stateless and run for the whole loop; WonderQ gets a fresh
     process per workload."""
-    starters: dict[str, Callable[[], Server]] = {
+    starters: dict[str, Callable[[], Server]] = {  # result group -> how to start it
         "ceiling": bench.launcher.ceiling,
         "reading": lambda: bench.launcher.ceiling(reading=True),
         "nginx": bench.launcher.nginx,
