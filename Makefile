@@ -1,7 +1,7 @@
 # Developer shortcuts. `make test` is exactly what CI runs (see .ci/run and README.md).
 PY ?= python
 
-.PHONY: install build test lint annotate bench bench-quick clean
+.PHONY: install build test lint annotate bench bench-quick bench-smoke clean
 
 install:            ## install WonderQ with the test and dev extras, compiling the engine
 	$(PY) -m pip install -e '.[test,dev]'
@@ -30,6 +30,9 @@ bench:              ## the whole benchmark run; rewrites bench/RESULTS.md
 
 bench-quick:
 	$(PY) bench/run.py --quick
+
+bench-smoke:        ## < 1 min, every HTTP server and workload for 1 s: checks the chain, figures are noise, writes no .md
+	$(PY) bench/run.py --only ceiling wonderq --runs 1 --duration 1 --no-write --no-install
 
 clean:
 	rm -rf build *.egg-info wonderq/*.c wonderq/*.so wonderq/*.html
