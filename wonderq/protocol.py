@@ -490,7 +490,7 @@ class HttpProtocol:
             if name == b"Expect" or name.lower() == b"expect":
                 self._special = True
                 self._expect = value
-        elif n == 10:  # noqa: SIM102 - one branch per header-name length, as above
+        elif n == 10:
             if name == b"Connection" or name.lower() == b"connection":
                 self._special = True
                 if b"keep-alive" in value.lower():

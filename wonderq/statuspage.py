@@ -1,10 +1,10 @@
-"""The status page: its static assets, the live event stream, and the peek route.
+"""The status page: its static assets and the live event stream.
 
 Everything here answers through the route table of :mod:`wonderq.api` (``GET /``,
-``GET /static/{file}``, ``GET /v1/events``, ``GET /v1/queues/{queue}/peek``), whose handlers
-delegate to :class:`StatusPage` in one line each. The page itself (``static/``) is plain
-HTML, CSS and JavaScript that reads the JSON API like any client, so it holds no logic the
-API lacks; docs/STATUS.md describes it.
+``GET /static/{file}``, ``GET /v1/events``), whose handlers delegate to :class:`StatusPage`
+in one line each. The page itself (``static/``) is plain HTML, CSS and JavaScript that
+reads the JSON API like any client (its queue view uses ``GET /v1/queues/{queue}/peek``),
+so it holds no logic the API lacks; docs/STATUS.md describes it.
 
 Assets are read once, when the API is built, and answered from memory with a strong ETag
 (a hash of the content), ``If-None-Match`` -> 304, ``Cache-Control: no-cache`` (kept, but
@@ -25,15 +25,17 @@ import hashlib
 import json
 import mimetypes
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from ._core import now_ms
-from .api import NotFound, param_int, param_queue, parse_query
+from .errors import NotFound
+from .params import parse_query
 from .protocol import JSON_HEADERS, Request, Response
 
-__all__ = ["CSP", "COLUMNS", "EventStream", "StatusPage", "read_store"]
+__all__ = ["COLUMNS", "CSP", "EventStream", "StatusPage", "chain_cancel", "read_store"]
 
 STATIC_DIR = Path(__file__).with_name("static")
 
@@ -147,15 +149,15 @@ def load_assets(directory: Path = STATIC_DIR) -> dict[str, Asset]:
     return assets
 
 
-def read_store(api: Any) -> dict[str, Any]:
-    """What the page shows about the store, read in this one place (so that it can be
-    pointed at the store interface when there is one): its kind, memory used and limit
-    (None: no ``--max-memory``), and one row per queue in :data:`COLUMNS` order."""
-    broker = api.broker
+def read_store(store: Any) -> dict[str, Any]:
+    """What the page shows about the store (``wonderq.store.Store``), read in this one
+    place: its kind, memory used and limit (None: no ``--max-memory``), and one row per
+    queue in :data:`COLUMNS` order. ``stats()`` is never deferred (a networked store answers
+    from a cache), so the snapshot is always ready at once."""
     return {
-        "store": "memory" if api.wal is None else "durable",
-        "memory": {"used": broker.memory_bytes, "limit": broker.memory_limit or None},
-        "queues": broker.stats(),
+        "store": store.kind,
+        "memory": {"used": store.memory_bytes(), "limit": store.memory_limit() or None},
+        "queues": store.stats(),
     }
 
 
@@ -163,11 +165,12 @@ class EventStream:
     """``GET /v1/events``: one snapshot a second, fanned out to every subscriber.
 
     A subscriber is a request whose connection streams (``conn.start_stream``); the protocol
-    tells us it is gone through ``Api.cancel`` -> :meth:`cancel`.
+    tells us it is gone through the router's cancel hook (see :func:`chain_cancel`) ->
+    :meth:`cancel`.
     """
 
-    def __init__(self, api: Any, started: float) -> None:
-        self._api = api
+    def __init__(self, store: Any, started: float) -> None:
+        self._store = store
         self._started = started  # time.monotonic() when the server started
         self._subscribers: dict[Request, int] = {}  # -> snapshots missed in a row
         self._timer: asyncio.TimerHandle | None = None
@@ -183,7 +186,7 @@ class EventStream:
     def snapshot(self) -> bytes:
         """The counters of every queue and of the server as JSON: the stream's payload."""
         self.seq += 1
-        doc = read_store(self._api)
+        doc = read_store(self._store)
         doc.update(
             seq=self.seq,
             t=now_ms(),  # monotonic ms: rates are deltas of totals over deltas of this
@@ -266,13 +269,27 @@ class EventStream:
         self._timer = loop.call_at(self._next_at, self._tick)
 
 
+def chain_cancel(
+    events: EventStream, other: Callable[[Request], None]
+) -> Callable[[Request], None]:
+    """The router's cancel hook: a closed event stream goes to ``events``, any other
+    deferred request to ``other`` (the long polls)."""
+
+    def cancel(req: Request) -> None:
+        if req.deferred is events:
+            events.cancel(req)
+        else:
+            other(req)
+
+    return cancel
+
+
 class StatusPage:
     """The handlers behind the status page's routes (see the module docstring)."""
 
-    def __init__(self, api: Any, assets: dict[str, Asset] | None = None) -> None:
-        self._api = api
+    def __init__(self, store: Any, assets: dict[str, Asset] | None = None) -> None:
         self.assets = load_assets() if assets is None else assets
-        self.events = EventStream(api, time.monotonic())
+        self.events = EventStream(store, time.monotonic())
 
     def page(self, req: Request) -> Response:
         """``GET /``: the page, unless the query has ``Action`` (the Amazon SQS query
@@ -295,12 +312,3 @@ class StatusPage:
             return self.events.once()
         self.events.subscribe(req)
         return None
-
-    def peek(self, req: Request) -> Response:
-        """``GET /v1/queues/{queue}/peek?limit=``: the next available messages, in the
-        receive's format, without leasing them or counting a receive."""
-        queue = param_queue(req)
-        params = parse_query(req.query)
-        limit = param_int(params, "limit", 1, self._api.max_batch, 1)
-        body: bytes = self._api.broker.peek(queue, limit, now_ms())
-        return (200, body, JSON_HEADERS)
