@@ -21,6 +21,7 @@ cdef class Api:
     cdef public Py_ssize_t max_batch  # bound of limit, batch and ack sizes
     cdef public object metrics       # the Metrics of /metrics, set by the server
     cdef object _openapi             # bytes of openapi.json once read, else None
+    cdef public object statuspage    # wonderq.statuspage.StatusPage
 
     cpdef reply(self, Request req, object result, object render)
 

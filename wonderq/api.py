@@ -44,6 +44,7 @@ from .params import (
     receive_args,
 )
 from .protocol import JSON_HEADERS, Request, Response
+from .statuspage import StatusPage
 from .store import Deferred, Store
 
 if TYPE_CHECKING:
@@ -78,6 +79,8 @@ class Api:
         self.max_batch = max_batch
         self.metrics: Metrics | None = None
         self._openapi: bytes | None = None
+        # The status page: its assets (read now) and its event stream.
+        self.statuspage = StatusPage(store)
 
     def routes(self, add: Any) -> None:
         """The route table. Templates are tried in the order first added: the benchmarks'
@@ -100,6 +103,10 @@ class Api:
         add("DELETE", "/v1/queues/{queue}", self.handle_delete_queue)
         add("POST", "/v1/queues/{queue}/purge", self.handle_purge)
         add("GET", "/v1/queues/{queue}/peek", self.handle_peek)
+        # The status page (wonderq/statuspage.py).
+        add("GET", "/", self.handle_status_page)
+        add("GET", "/static/{file}", self.handle_static)
+        add("GET", "/v1/events", self.handle_events)
 
     # ---- answers that come later -----------------------------------------------------------
 
@@ -319,6 +326,20 @@ class Api:
         """``POST /v1/queues/{queue}/purge``: drop its ready, delayed and leased messages
         (the totals stay); 200 ``{"purged": n}``."""
         return self.reply(req, self.store.purge(param_queue(req)), _render_purged)
+
+    # ---- the status page: each delegates to wonderq/statuspage.py -------------------------
+
+    def handle_status_page(self, req: Request) -> Response:
+        """``GET /`` (without ``Action``: that is the SQS query protocol): the status page."""
+        return self.statuspage.page(req)
+
+    def handle_static(self, req: Request) -> Response:
+        """``GET /static/{file}``: the page's scripts, styles and images."""
+        return self.statuspage.asset(req)
+
+    def handle_events(self, req: Request) -> Response | None:
+        """``GET /v1/events``: server-sent events, the counters once a second."""
+        return self.statuspage.stream(req)
 
     # ---- operations -------------------------------------------------------------------------
 

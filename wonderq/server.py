@@ -35,6 +35,7 @@ from .longpoll import LongPoll
 from .metrics import Metrics
 from .protocol import HttpProtocol, protocol_factory, refresh_date
 from .routing import Router
+from .statuspage import chain_cancel
 from .store import Store, open_store
 
 __all__ = ["Server", "ServerError", "bind"]
@@ -177,6 +178,8 @@ class Server:
             return 1
         api = Api(store, router, longpoll, settings.max_batch)
         api.routes(router.add)
+        # Closed event streams of the status page go to it, other deferred requests on.
+        router.set_cancel(chain_cancel(api.statuspage.events, longpoll.cancel))
         api.metrics = Metrics(store, router, longpoll, self.connections.__len__)
         self.api, self.router, self.longpoll = api, router, longpoll
         # HttpProtocol is an asyncio protocol by duck typing: compiled, it cannot derive from
