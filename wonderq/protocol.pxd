@@ -110,7 +110,7 @@ cdef class HttpProtocol:
     cdef _check_head(self)
     cdef _more_body(self, bytes data)
     cdef _run(self, Request req)
-    cdef _dispatch_failed(self, Request req)
+    cdef _answer_of(self, Request req)
     cdef _park(self, Request req)
     cdef _flush(self)
     cdef _write(self, Request req, object response)

@@ -597,12 +597,8 @@ class HttpProtocol:
             if len(self._queue) >= MAX_QUEUED_REQUESTS:
                 self._pause(_PAUSE_PIPELINE)
             return
-        try:
-            response = self._dispatch(req)
-        except Exception:
-            response = self._dispatch_failed(req)
+        response = self._answer_of(req)
         if response is None:
-            self._park(req)
             return
         # The common answer, inline: keep-alive, a body, a cached head; three pieces that
         # _flush joins with the rest of the read's answers.
@@ -622,21 +618,26 @@ class HttpProtocol:
         """Dispatch a request that waited in the pipeline, or answer a failed one."""
         response = req.response
         if response is None:
-            try:
-                response = self._dispatch(req)
-            except Exception:
-                response = self._dispatch_failed(req)
+            response = self._answer_of(req)
             if response is None:
-                self._park(req)
                 return
         else:
             self._app.count("-", response[0])
         self._write(req, response)
 
-    def _dispatch_failed(self, req: Request) -> Response:
-        log.exception("dispatch of %s %s failed", req.method, req.path)
-        self._app.count("-", 500)
-        return error_response(500, "internal_error", "internal server error")
+    def _answer_of(self, req: Request) -> Response | None:
+        """The application's answer to ``req``, or None when it parked it (the answer comes
+        later through complete()). A failure of dispatch itself is a 500, never a lost
+        connection."""
+        try:
+            response = self._dispatch(req)
+        except Exception:
+            log.exception("dispatch of %s %s failed", req.method, req.path)
+            self._app.count("-", 500)
+            return error_response(500, "internal_error", "internal server error")
+        if response is None:
+            self._park(req)
+        return response
 
     def _park(self, req: Request) -> None:
         self._busy = req
