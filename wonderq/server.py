@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ from . import _core
 from .api import Api, now_ms
 from .config import Settings
 from .protocol import HttpProtocol, protocol_factory, refresh_date
+from .tls import TlsError, server_context
 
 if TYPE_CHECKING:  # imported for real only with --data-dir (see Server._recover)
     from .wal import Wal
@@ -158,11 +160,11 @@ def _lock_data_dir(data_dir: str) -> int:
     return fd
 
 
-def _url(sock: socket.socket) -> str:
+def _url(sock: socket.socket, tls: bool = False) -> str:
     host, port = sock.getsockname()[:2]
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{'https' if tls else 'http'}://{host}:{port}"
 
 
 class Server:
@@ -175,6 +177,7 @@ class Server:
         self.api: Api | None = None
         self.broker: Any = None  # the engine, made by open()
         self.wal: Wal | None = None  # the write-ahead log; None without --data-dir
+        self.ssl_context: ssl.SSLContext | None = None  # with --tls-cert/--tls-key
         self._lock_fd: int | None = None
         self._stop: asyncio.Event | None = None
         self._date_timer: asyncio.TimerHandle | None = None
@@ -186,6 +189,11 @@ class Server:
         if self.broker is not None:
             return
         settings = self.settings
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            try:
+                self.ssl_context = server_context(settings.tls_cert, settings.tls_key)
+            except TlsError as exc:
+                raise ServerError(str(exc)) from None
         self.broker = _core.Broker(
             visibility_ms=settings.visibility_timeout_ms,
             max_message_bytes=settings.max_message_bytes,
@@ -262,6 +270,9 @@ class Server:
             protocol_factory(api, self, settings),  # type: ignore[arg-type]
             sock=sock,
             backlog=_BACKLOG,
+            ssl=self.ssl_context,
+            # A client that stalls in the handshake is held no longer than one in its headers.
+            ssl_handshake_timeout=settings.header_timeout_s if self.ssl_context else None,
         )
         self._tick_date(loop)
         self._stop = asyncio.Event()
@@ -272,7 +283,11 @@ class Server:
         # otherwise scan it all and hold every answer up for milliseconds.
         gc.collect()
         gc.freeze()
-        log.info("wonderq listening on %s (pid %d)", _url(sock), os.getpid())
+        log.info(
+            "wonderq listening on %s (pid %d)",
+            _url(sock, self.ssl_context is not None),
+            os.getpid(),
+        )
         try:
             await self._stop.wait()
             await self._shutdown(server, api, expiry)
