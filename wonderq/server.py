@@ -33,6 +33,13 @@ import uvloop
 
 from . import _core
 from .api import Api, now_ms
+from .auth import (
+    AuthConfigError,
+    Authorizer,
+    is_loopback_host,
+    protected_factory,
+    protected_mode,
+)
 from .config import Settings
 from .protocol import HttpProtocol, protocol_factory, refresh_date
 from .tls import TlsError, server_context
@@ -51,6 +58,10 @@ log = logging.getLogger("wonderq")
 EXPIRE_BUDGET = 1024
 _NOT_ARMED = 2**63
 _BACKLOG = 1024
+# Whether the HTTP faces check every route against --auth-file. Until they do, a server with
+# --auth-file stays in protected mode (loopback clients only) rather than serving the world
+# unchecked; set True in the commit that wires Authorizer into api and sqs.
+FACES_ENFORCE_AUTH = False
 # In the data directory: held (flock) while a server uses it, so two never write one log.
 _LOCK_FILE = "wonderq.lock"
 
@@ -178,6 +189,7 @@ class Server:
         self.broker: Any = None  # the engine, made by open()
         self.wal: Wal | None = None  # the write-ahead log; None without --data-dir
         self.ssl_context: ssl.SSLContext | None = None  # with --tls-cert/--tls-key
+        self.authorizer: Authorizer | None = None  # with --auth-file; the faces ask it
         self._lock_fd: int | None = None
         self._stop: asyncio.Event | None = None
         self._date_timer: asyncio.TimerHandle | None = None
@@ -189,6 +201,11 @@ class Server:
         if self.broker is not None:
             return
         settings = self.settings
+        if settings.auth_file is not None:
+            try:
+                self.authorizer = Authorizer.from_file(settings.auth_file)
+            except AuthConfigError as exc:
+                raise ServerError(f"--auth-file {exc}") from None
         if settings.tls_cert is not None and settings.tls_key is not None:
             try:
                 self.ssl_context = server_context(settings.tls_cert, settings.tls_key)
@@ -264,10 +281,15 @@ class Server:
         # With the log, expiry slices also log the dead-letter moves they made.
         expiry.on_expired = api.wake_all if wal is None else api.after_expiry_logged
         self.api = api
-        # HttpProtocol is an asyncio protocol by duck typing: compiled, it cannot derive from
-        # asyncio.Protocol, so mypy cannot see it as one.
+        # Protected mode (docs/SECURITY.md): the factory itself unless a client can be refused.
+        factory = protected_factory(
+            protocol_factory(api, self, settings),
+            settings.host,
+            settings.allow_anonymous or (settings.auth_file is not None and FACES_ENFORCE_AUTH),
+            settings.header_timeout_s,
+        )
         server = await loop.create_server(
-            protocol_factory(api, self, settings),  # type: ignore[arg-type]
+            factory,
             sock=sock,
             backlog=_BACKLOG,
             ssl=self.ssl_context,
@@ -278,6 +300,8 @@ class Server:
         self._stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+        self._log_access_control()
         # Everything built so far (~24k objects: modules, metrics, the app) lives as long as
         # the server: keep it out of the cyclic collector's full passes, each of which would
         # otherwise scan it all and hold every answer up for milliseconds.
@@ -294,7 +318,7 @@ class Server:
         finally:
             if self._date_timer is not None:
                 self._date_timer.cancel()
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
         log.info("wonderq stopped")
         return 0
@@ -308,6 +332,35 @@ class Server:
         log.info("%s: shutting down", signal.Signals(signum).name)
         assert self._stop is not None
         self._stop.set()
+
+    def _on_hangup(self) -> None:
+        """SIGHUP: re-read --auth-file; a bad new file keeps the current one (and says why)."""
+        if self.authorizer is None:
+            log.info("SIGHUP: no --auth-file to re-read")
+            return
+        self.authorizer.reload()
+
+    def _log_access_control(self) -> None:
+        settings = self.settings
+        if self.authorizer is not None:
+            log.info(
+                "access control: %s from %s",
+                self.authorizer.config.summary(),
+                settings.auth_file,
+            )
+            if not FACES_ENFORCE_AUTH and not is_loopback_host(settings.host):
+                log.warning(
+                    "access control is loaded but the HTTP faces do not check it yet: "
+                    "protected mode stays on (loopback clients only)"
+                )
+        elif protected_mode(settings.host, settings.auth_file, settings.allow_anonymous):
+            log.warning(
+                "protected mode: listening on %s without --auth-file, so only clients on this "
+                "machine are served; give --auth-file (or --allow-anonymous) to serve others",
+                settings.host,
+            )
+        elif settings.allow_anonymous and not is_loopback_host(settings.host):
+            log.warning("--allow-anonymous: anyone who can reach %s may do anything", settings.host)
 
     def _tick_date(self, loop: asyncio.AbstractEventLoop) -> None:
         """Refresh the cached Date header, then again at the next wall-clock second."""
