@@ -327,3 +327,19 @@ def test_tls_from_the_environment(pki: Pki) -> None:
         assert get(srv, "/healthz").status == 200
     finally:
         srv.stop()
+
+
+def test_protected_mode_gate_hands_over_a_tls_connection(pki: Pki) -> None:
+    """The protected-mode gate swaps protocols under uvloop's TLS transport too."""
+    with running_server(
+        "--host",
+        "0.0.0.0",
+        "--tls-cert",
+        str(pki.cert),
+        "--tls-key",
+        str(pki.key),
+        ssl_context=client_context(pki),
+    ) as srv:
+        assert any("protected mode" in line for line in srv.lines)
+        for _ in range(3):
+            assert get(srv, "/healthz").status == 200
