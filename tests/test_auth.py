@@ -278,6 +278,16 @@ def test_token_sha256_and_globs(authz: Authorizer) -> None:
     )
 
 
+def test_see_is_any_right_on_the_queue(authz: Authorizer) -> None:
+    authz.check_bearer(bearer(HASHED_TOKEN), auth.SEE, "ax-1")  # holds only consume there
+    authz.check_bearer(bearer(CI_TOKEN), auth.SEE, "jobs-9")
+    with pytest.raises(Forbidden, match="has no right on the queue 'ax-1'"):
+        authz.check_bearer(bearer(CI_TOKEN), auth.SEE, "ax-1")
+    with pytest.raises(Unauthorized):
+        authz.check_bearer(None, auth.SEE, "ax-1")
+    assert auth.SEE not in auth.RIGHTS  # never granted in a file
+
+
 def test_every_right_on_its_own() -> None:
     text = "".join(
         f'[tokens.{right}]\ntoken = "{right}-token-0123456789abcdef"\nrights = ["{right}"]\n'

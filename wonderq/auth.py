@@ -54,6 +54,7 @@ else:  # pragma: no cover - Python 3.10 (pyproject requires tomli there)
 
 __all__ = [
     "RIGHTS",
+    "SEE",
     "SIGV4_MAX_SKEW_S",
     "WWW_AUTHENTICATE",
     "AuthConfig",
@@ -76,6 +77,10 @@ log = logging.getLogger("wonderq.auth")
 #: What a token or key may be granted. ``consume`` = receive, delete, change lease;
 #: ``admin`` = create, update, delete, purge, peek; ``metrics`` = /metrics and /v1/events.
 RIGHTS = ("publish", "consume", "admin", "metrics")
+
+#: Not a right one grants: ``check_bearer(header, SEE, queue)`` asks for any right on the queue
+#: (reading a queue's info, GetQueueUrl), as listing does.
+SEE = "see"
 
 #: RFC 6750 section 3: the challenge of a 401 (``error=`` added when a token was presented).
 WWW_AUTHENTICATE = b'WWW-Authenticate: Bearer realm="wonderq"\r\n'
@@ -186,7 +191,7 @@ class Principal(NamedTuple):
 
     def allows(self, right: str, queue: str | None) -> bool:
         """Whether this principal holds ``right`` on ``queue`` (None: a server-wide right)."""
-        if right not in self.rights:
+        if right not in self.rights and right != SEE:
             return False
         return queue is None or _matcher(self.queues)(queue) is not None
 
@@ -596,8 +601,10 @@ class Authorizer:
                 raise
             if principal.allows(right, queue):
                 decision = _ALLOW
-            elif right not in principal.rights:
+            elif right not in principal.rights and right != SEE:
                 decision = f"the token {principal.name!r} does not have the right {right!r}"
+            elif right == SEE:
+                decision = f"the token {principal.name!r} has no right on the queue {queue!r}"
             else:
                 decision = f"the token {principal.name!r} may not {right} on the queue {queue!r}"
             if authorization is not None and len(authorization) <= _CACHE_MAX_HEADER:
