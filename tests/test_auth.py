@@ -324,8 +324,10 @@ def test_token_is_compared_by_digest_in_constant_time(
         assert len(a) == len(b) == 32
 
 
-def test_decisions_are_cached_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    authz = Authorizer(AuthConfig.parse(AUTH_TOML), cache_size=8)
+def test_decisions_are_cached_and_bounded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "auth.toml"
+    path.write_text(AUTH_TOML)
+    authz = Authorizer.from_file(str(path), cache_headers=4, cache_queues=8)
     calls = 0
     real = authz.authenticate
 
@@ -337,26 +339,47 @@ def test_decisions_are_cached_and_bounded(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(authz, "authenticate", counting)
     for _ in range(100):
         authz.check_bearer(bearer(CI_TOKEN), "publish", "jobs-1")
+        authz.check_bearer(bearer(CI_TOKEN), "consume", "jobs-1")  # same entry, other bit
     assert calls == 1
-    for _ in range(3):  # a refusal is remembered too, and still raised every time
+    bits = auth.RIGHT_BITS
+    assert authz.allowed == {
+        bearer(CI_TOKEN): {"jobs-1": bits["publish"] | bits["consume"] | bits[auth.SEE]}
+    }
+    # what the compiled faces do inline, and check_bearer on a miss
+    assert authz.allowed[bearer(CI_TOKEN)]["jobs-1"] & bits["publish"]
+    # a refusal is decided again every time (and raised every time)
+    for _ in range(3):
         with pytest.raises(Forbidden):
             authz.check_bearer(bearer(CI_TOKEN), "admin", "jobs-1")
-    assert calls == 2
+    assert calls == 4
+    with pytest.raises(Forbidden):
+        authz.check_bearer(bearer(CI_TOKEN), "publish", "other")
+    assert authz.allowed[bearer(CI_TOKEN)]["other"] == 0
+    # bounded: queues per header, then headers
     for i in range(100):
         authz.check_bearer(bearer(CI_TOKEN), "publish", f"jobs-{i}")
-    assert len(authz._decisions) <= 8
+    assert len(authz.allowed[bearer(CI_TOKEN)]) <= 8
+    for variant in range(10):  # spellings of the same token are different headers
+        header = b"Bearer" + b" " * (variant + 1) + CI_TOKEN.encode()
+        authz.check_bearer(header, "publish", "jobs-1")
+    assert len(authz.allowed) <= 4
     # unknown tokens are never cached (anyone could churn the cache with them)
     for i in range(20):
         with pytest.raises(Unauthorized):
             authz.check_bearer(bearer(f"unknown-{i:016d}"), "publish", "jobs-1")
-    assert all(key[0] != bearer("unknown-0000000000000000") for key in authz._decisions)
+    assert not any(b"unknown" in key for key in authz.allowed)
     # a long header is decided every time instead of being kept
     long_header = b"Bearer " + b" " * 600 + CI_TOKEN.encode()
     before = calls
     authz.check_bearer(long_header, "publish", "jobs-1")
     authz.check_bearer(long_header, "publish", "jobs-1")
     assert calls == before + 2
-    assert all(len(key[0]) <= 512 for key in authz._decisions)
+    assert all(len(key) <= 512 for key in authz.allowed)
+    # reload clears it in place (a face may hold the dict)
+    held = authz.allowed
+    assert held
+    assert authz.reload()
+    assert authz.allowed is held and not held
 
 
 # ---- failure logs ------------------------------------------------------------------------------
