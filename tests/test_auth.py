@@ -41,8 +41,9 @@ from wonderq.auth import (
     protected_mode,
 )
 
-botocore = pytest.importorskip("botocore")
+pytest.importorskip("botocore")
 boto3 = pytest.importorskip("boto3")
+import botocore.session  # noqa: E402
 from botocore.auth import SigV4Auth, SigV4QueryAuth  # noqa: E402
 from botocore.awsrequest import AWSRequest, AWSResponse  # noqa: E402
 from botocore.credentials import Credentials  # noqa: E402
@@ -286,6 +287,12 @@ def test_see_is_any_right_on_the_queue(authz: Authorizer) -> None:
     with pytest.raises(Unauthorized):
         authz.check_bearer(None, auth.SEE, "ax-1")
     assert auth.SEE not in auth.RIGHTS  # never granted in a file
+
+
+def test_every_sqs_action_has_a_right() -> None:
+    model = botocore.session.get_session().get_service_model("sqs")
+    assert set(model.operation_names) - {"ListQueues"} == set(auth.SQS_ACTION_RIGHTS)
+    assert set(auth.SQS_ACTION_RIGHTS.values()) <= {*auth.RIGHTS, auth.SEE}
 
 
 def test_every_right_on_its_own() -> None:

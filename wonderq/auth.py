@@ -58,6 +58,7 @@ __all__ = [
     "RIGHT_BITS",
     "SEE",
     "SIGV4_MAX_SKEW_S",
+    "SQS_ACTION_RIGHTS",
     "WWW_AUTHENTICATE",
     "AuthConfig",
     "AuthConfigError",
@@ -86,6 +87,35 @@ SEE = "see"
 
 #: One bit per right in the masks of :attr:`Authorizer.allowed`.
 RIGHT_BITS = {"publish": 1, "consume": 2, "admin": 4, "metrics": 8, SEE: 16}
+
+#: The right each SQS action needs on the queue it names (the SQS face calls
+#: :meth:`Authorizer.check_sqs` with it). ListQueues needs none: it lists only the queues the
+#: key may see. A move task acts on two queues: ``admin`` on both (source and destination).
+#: CreateQueue with a RedrivePolicy also needs ``admin`` on the dead-letter queue.
+SQS_ACTION_RIGHTS = {
+    "SendMessage": "publish",
+    "SendMessageBatch": "publish",
+    "ReceiveMessage": "consume",
+    "DeleteMessage": "consume",
+    "DeleteMessageBatch": "consume",
+    "ChangeMessageVisibility": "consume",
+    "ChangeMessageVisibilityBatch": "consume",
+    "CreateQueue": "admin",
+    "DeleteQueue": "admin",
+    "PurgeQueue": "admin",
+    "SetQueueAttributes": "admin",
+    "TagQueue": "admin",
+    "UntagQueue": "admin",
+    "AddPermission": "admin",
+    "RemovePermission": "admin",
+    "StartMessageMoveTask": "admin",
+    "CancelMessageMoveTask": "admin",
+    "ListMessageMoveTasks": "admin",
+    "GetQueueUrl": SEE,
+    "GetQueueAttributes": SEE,
+    "ListQueueTags": SEE,
+    "ListDeadLetterSourceQueues": SEE,
+}
 
 #: RFC 6750 section 3: the challenge of a 401 (``error=`` added when a token was presented).
 WWW_AUTHENTICATE = b'WWW-Authenticate: Bearer realm="wonderq"\r\n'
