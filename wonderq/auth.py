@@ -701,6 +701,7 @@ class Authorizer:
         now: float,
         *,
         tls: bool = False,
+        peer: str | None = None,
     ) -> Principal:
         """Check an SQS request's AWS Signature Version 4; its principal, or SqsAuthError.
 
@@ -710,15 +711,28 @@ class Authorizer:
         query string (``X-Amz-Signature=``). ``tls``: the request came over HTTPS, the only
         case where a header-signed ``x-amz-content-sha256: UNSIGNED-PAYLOAD`` is accepted
         (botocore sends it only over HTTPS; over plain HTTP it would leave the body open to
-        change in transit).
+        change in transit). ``peer``: the client's IP address, for the failure log.
         """
-        return _SigV4Request(self, method, path, query, headers, body, now, tls).verify()
+        request = _SigV4Request(self, method, path, query, headers, body, now, tls)
+        try:
+            return request.verify()
+        except SqsAuthError as exc:
+            self.failures.note(peer, f"SigV4 {exc.code}: {exc.message}"[:300])
+            raise
 
-    def check_sqs(self, principal: Principal, right: str, queue: str | None, resource: str) -> None:
+    def check_sqs(
+        self,
+        principal: Principal,
+        right: str,
+        queue: str | None,
+        resource: str,
+        peer: str | None = None,
+    ) -> None:
         """Raise SQS's ``AccessDenied`` unless ``principal`` holds ``right`` on ``queue``
-        (``resource``: the queue URL, named in the message as SQS does)."""
+        (``resource``: the queue URL, named in the message as SQS does; ``right`` from
+        :data:`SQS_ACTION_RIGHTS`)."""
         if not principal.allows(right, queue):
-            self.failures.note(None, f"access key {principal.name!r} may not {right} on {queue!r}")
+            self.failures.note(peer, f"access key {principal.name!r} may not {right} on {queue!r}")
             raise SqsAuthError("AccessDenied", f"Access to the resource {resource} is denied.")
 
     def signing_key(self, key_id: str, secret: str, date: str, region: str, service: str) -> bytes:
@@ -985,7 +999,6 @@ class _SigV4Request:
             raise _incomplete("'Host' must be a 'SignedHeader' in the AWS Authorization.")
         key = self.authorizer.config.aws.get(key_id)
         if key is None:
-            self.authorizer.failures.note(None, f"unknown access key {key_id!r}")
             raise SqsAuthError(
                 "InvalidClientTokenId", "The security token included in the request is invalid."
             )
@@ -1032,7 +1045,6 @@ class _SigV4Request:
             expected = hmac.new(signing_key, to_sign.encode("utf-8"), "sha256").hexdigest()
             if hmac.compare_digest(expected.encode("ascii"), given):
                 return key.principal
-        self.authorizer.failures.note(None, f"bad signature for access key {key_id!r}")
         raise _mismatch()
 
     def check_time(self, signed_at: int, expires_s: int | None) -> None:
