@@ -966,7 +966,7 @@ def test_gate_hands_over_or_refuses_a_real_connection(refuse: bool) -> None:
 
     async def main() -> bytes:
         loop = asyncio.get_running_loop()
-        gate = auth._Gate(_Echo, lambda ip: not refuse, 5.0)
+        gate = auth._Gate(_Echo, lambda ip: not refuse, 5.0, FailureLog())
         server = await loop.create_server(lambda: gate, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
 
@@ -993,3 +993,38 @@ def test_gate_hands_over_or_refuses_a_real_connection(refuse: bool) -> None:
         assert b'"code": "protected_mode"' in data and b"--auth-file" in data
     else:
         assert data.endswith(b"ok")
+
+
+class _FakeTransport:
+    def __init__(self, ip: str) -> None:
+        self.ip = ip
+        self.protocol: Any = None
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return (self.ip, 40000) if name == "peername" else default
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.timeout(20)
+def test_refused_connections_are_logged_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "wonderq.auth")
+    made: list[Any] = []
+
+    async def main() -> None:
+        factory = protected_factory(lambda: made.append(1) or _Echo(), "0.0.0.0", False)
+        for i in range(300):
+            transport = _FakeTransport("10.0.0.7" if i % 3 else "127.0.0.1")
+            factory().connection_made(transport)
+            proto = transport.protocol
+            if isinstance(proto, auth._Refuse):
+                proto.connection_lost(None)  # cancels its timer
+
+    asyncio.run(main())
+    assert len(made) == 100  # the loopback ones got the application's protocol
+    lines = auth_lines(caplog)
+    assert len(lines) == 1 and "10.0.0.7" in lines[0] and "protected mode" in lines[0]

@@ -1165,10 +1165,17 @@ class _Gate(asyncio.Protocol):
     the real one (a loopback client) or to :class:`_Refuse` (anyone else). One check per
     connection; requests then cost nothing extra."""
 
-    def __init__(self, factory: Callable[[], Any], allow: Callable[[str], bool], timeout_s: float):
+    def __init__(
+        self,
+        factory: Callable[[], Any],
+        allow: Callable[[str], bool],
+        timeout_s: float,
+        failures: FailureLog,
+    ) -> None:
         self._factory = factory
         self._allow = allow
         self._timeout_s = timeout_s
+        self._failures = failures
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -1176,7 +1183,7 @@ class _Gate(asyncio.Protocol):
         if self._allow(ip):
             proto = self._factory()
         else:
-            log.warning("protected mode: refused %s (no --auth-file, not a loopback client)", ip)
+            self._failures.note(ip, "protected mode (no --auth-file, not a loopback client)")
             proto = _Refuse(_refusal_bytes(), self._timeout_s)
         transport.set_protocol(proto)
         proto.connection_made(transport)
@@ -1194,4 +1201,5 @@ def protected_factory(
     def allow(ip: str) -> bool:
         return allowed_anonymous(host, ip, allow_anonymous)
 
-    return lambda: _Gate(factory, allow, timeout_s)
+    failures = FailureLog()  # one line per address per minute: a flood cannot flood the log
+    return lambda: _Gate(factory, allow, timeout_s, failures)
