@@ -52,10 +52,10 @@ __all__ = ["Server", "ServerError", "bind"]
 log = logging.getLogger("wonderq")
 
 _BACKLOG = 1024
-# Whether the HTTP faces check every route against --auth-file. Until they do, a server with
-# --auth-file stays in protected mode (loopback clients only) rather than serving the world
-# unchecked; set True in the commit that wires Authorizer into api and sqs.
-FACES_ENFORCE_AUTH = False
+# Whether the HTTP faces check every route against --auth-file (the router checks bearer
+# tokens; the SQS face checks SigV4). Were it False, a server with --auth-file would stay in
+# protected mode (loopback clients only) rather than serve the world unchecked.
+FACES_ENFORCE_AUTH = True
 # In the data directory: held (flock) while a server uses it, so two never write one log.
 _LOCK_FILE = "wonderq.lock"
 
@@ -201,6 +201,7 @@ class Server:
         except OSError as exc:
             log.error("cannot start the store: %s", exc)
             return 1
+        router.authorizer = self.authorizer  # None: access control off
         api = Api(store, router, longpoll, settings.max_batch)
         api.routes(router.add)
         # Closed event streams of the status page go to it, other deferred requests on.
