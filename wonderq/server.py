@@ -171,11 +171,12 @@ class Server:
         except (WalCorruptError, _core.EngineError) as exc:
             raise ServerError(f"cannot recover the log in {data_dir}: {exc}") from None
         log.info(
-            "recovered %d messages in %d queues from %s in %.3f s; fsync %s",
+            "recovered %d messages in %d queues from %s in %.3f s (read %.3f s); fsync %s",
             getattr(store, "recovered", 0),
             getattr(store, "recovered_queues", 0),
             data_dir,
             time.perf_counter() - t0,
+            getattr(store, "read_s", 0.0),
             settings.fsync,
         )
         self.store = store
