@@ -51,7 +51,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("hypothesis_seed", None) is None:
         from hypothesis import core
 
-        core.global_force_seed = SEED  # type: ignore[attr-defined]
+        core.global_force_seed = SEED  # type: ignore[assignment]
 
 
 def pytest_report_header(config: pytest.Config) -> str:

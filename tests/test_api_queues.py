@@ -1043,7 +1043,7 @@ def small_server() -> Iterator[ServerProcess]:
 
 def fill(srv: ServerProcess, name: str, size: int = 1000) -> list[int]:
     """Publish ``size``-byte messages until the server answers 507; returns the ids stored."""
-    ids = []
+    ids: list[int] = []
     for _ in range(MAX_MEMORY // size + 10):
         resp = request(srv, "POST", f"/v1/queues/{name}/messages", body="x" * size)
         if resp.status == 507:
@@ -1146,10 +1146,10 @@ def test_plain_id_reads_only_plain_ids(source: bool) -> None:
     """The fast path of a delete's id: anything it refuses (0) goes through param_id."""
     import wonderq.params
 
-    params = _source("params") if source else wonderq.params
+    params: Any = _source("params") if source else wonderq.params
     for value, expected in [("1", 1), ("007", 7), ("9" * 18, 10**18 - 1), (str(MAX_ID), 0)]:
         assert params.plain_id(value) == expected, value
-    for value in (
+    refused: tuple[Any, ...] = (
         "0",
         "",
         " 1",
@@ -1161,5 +1161,6 @@ def test_plain_id_reads_only_plain_ids(source: bool) -> None:
         None,
         params.REPEATED,
         "9" * 19,
-    ):
+    )
+    for value in refused:
         assert params.plain_id(value) == 0, value

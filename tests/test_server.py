@@ -11,7 +11,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from _server import ServerProcess, get, request, running_server
@@ -308,9 +308,9 @@ def test_random_garbage_never_stops_the_server(wq: ServerProcess, rng: random.Ra
 
 # ---- timeouts ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def fast() -> ServerProcess:
+def fast() -> Iterator[ServerProcess]:
     with running_server(*FAST_TIMEOUT_FLAGS) as srv:
-        yield srv  # type: ignore[misc]
+        yield srv
 
 
 def test_slow_headers_get_408(fast: ServerProcess) -> None:
