@@ -316,6 +316,7 @@ def test_served_document_is_the_packaged_file(server: ServerProcess) -> None:
     assert resp.json() == DOC
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_schemathesis_finds_no_5xx_and_no_nonconforming_response(
     server: ServerProcess, tmp_path: Path
