@@ -71,21 +71,23 @@ def browser_context() -> Iterator[Any]:
         _missing("playwright", "pip install playwright (the test extra)")
     executable = _chromium()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="wonderq-chromium-") as profile:
-        with sync_playwright() as pw:
-            context = pw.chromium.launch_persistent_context(
-                profile,
-                executable_path=executable,
-                headless=True,
-                args=CHROMIUM_ARGS,
-                viewport={"width": 1280, "height": 860},
-                service_workers="block",
-            )
-            context.set_default_timeout(WAIT_MS)
-            try:
-                yield context
-            finally:
-                context.close()
+    with (
+        tempfile.TemporaryDirectory(prefix="wonderq-chromium-") as profile,
+        sync_playwright() as pw,
+    ):
+        context = pw.chromium.launch_persistent_context(
+            profile,
+            executable_path=executable,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 860},
+            service_workers="block",
+        )
+        context.set_default_timeout(WAIT_MS)
+        try:
+            yield context
+        finally:
+            context.close()
 
 
 class Page:
@@ -479,7 +481,7 @@ def test_a_banner_says_when_the_server_is_unreachable(tab: Page) -> None:
         expect(row(page, queue)).to_be_visible(timeout=30_000)
 
 
-class _server_on:  # noqa: N801 - used as a context manager, like running_server
+class _server_on:
     """A server on a given port (the page reconnects to the address it was loaded from)."""
 
     def __init__(self, port: int) -> None:
