@@ -1020,7 +1020,7 @@ def test_wrong_method_is_405_with_allow(
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/nope", "/v1/queues/q1/nope", "/v1/queues/q1/messages/1/nope", "/", "/v2/queues"]
+    "path", ["/v1/nope", "/v1/queues/q1/nope", "/v1/queues/q1/messages/1/nope", "/v2/queues"]
 )
 def test_unknown_route_is_404(server: ServerProcess, path: str) -> None:
     check_error(get(server, path), 404)
