@@ -95,6 +95,7 @@
         if (!value) return;
         token = value;
         sessionStorage.setItem(TOKEN_KEY, token);
+        $("token-button").hidden = false;
         done(true);
       };
       $("token-cancel").onclick = () => done(false);
@@ -218,6 +219,7 @@
 
   let mode = "connecting"; // "live" (stream), "polling", "down"
   let streamAbort = null;
+  let restartStream = false; // the stream was stopped on purpose (a new token): reopen at once
 
   function setMode(m, detail) {
     mode = m;
@@ -292,6 +294,10 @@
         if (how === "retry") continue;
       } catch (e) {
         // fall through to polling
+      }
+      if (restartStream) {
+        restartStream = false;
+        continue;
       }
       const until = Date.now() + 15000;
       while (Date.now() < until) {
@@ -799,7 +805,24 @@
     else renderOverview();
   }
 
+  // A token once asked for can be replaced (one with other rights) from the header.
+  function setupToken() {
+    $("token-button").hidden = !token;
+    $("token-button").addEventListener("click", async () => {
+      if (!(await askToken("Replace the token this tab sends (kept in sessionStorage, sent as an Authorization: Bearer header)."))) return;
+      if (streamAbort) {
+        restartStream = true; // reconnect with the new token
+        streamAbort.abort();
+      }
+      if (openQueue) {
+        loadAttributes();
+        peek();
+      }
+    });
+  }
+
   function start() {
+    setupToken();
     setupOverview();
     setupQueuePage();
     window.addEventListener("hashchange", route);
