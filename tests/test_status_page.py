@@ -222,6 +222,24 @@ def test_a_queue_created_through_the_api_appears(tab: Page, srv: ServerProcess) 
     expect(row(page, queue)).to_have_count(0)
 
 
+def test_nothing_is_loaded_from_elsewhere(tab: Page, srv: ServerProcess) -> None:
+    """The page works with the network cut: every request it makes goes to its server."""
+    urls: list[str] = []
+    tab.page.on("request", lambda req: urls.append(req.url))
+    queue = make_queue(srv, "offline")
+    page = tab.open(srv, f"#/queue/{queue}")
+    expect(page.locator("#peek-note")).to_have_text("no message available")
+    page.locator(".back").click()
+    expect(row(page, queue)).to_be_visible()
+    assert urls and all(url.startswith(srv.url + "/") for url in urls), urls
+    assert {u.split("?")[0] for u in urls} >= {
+        srv.url + "/",
+        srv.url + "/static/app.js",
+        srv.url + "/static/app.css",
+        srv.url + "/v1/events",
+    }
+
+
 def test_publishing_moves_the_depth_and_the_chart(tab: Page, srv: ServerProcess) -> None:
     page = tab.open(srv)
     queue = make_queue(srv, "depth")
