@@ -538,10 +538,21 @@ def test_a_401_asks_for_a_token_and_sends_it(tab: Page, srv: ServerProcess) -> N
     dialog = page.locator("#token-dialog")
     expect(dialog).to_be_visible()
     tab.shot("token", full_page=False)
+    # Cancelled: the page says what it needs instead of asking again and again.
+    page.locator("#token-cancel").click()
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#banner")).to_contain_text("needs an access token")
+    expect(page.locator("#f-state")).to_have_text("refused")
+    page.wait_for_timeout(2500)  # a poll or two: still no dialog
+    expect(dialog).to_be_hidden()
+    # The header's button asks for it.
+    page.locator("#token-button").click()
+    expect(dialog).to_be_visible()
     page.locator("#token-input").fill("s3cret")
     page.keyboard.press("Enter")
     expect(dialog).to_be_hidden()
     expect(page.locator("#f-state")).to_have_text("live")
+    expect(page.locator("#banner")).to_be_hidden()
     assert "Bearer s3cret" in seen
     assert page.evaluate("sessionStorage.getItem('wonderq.token')") == "s3cret"
     # The 401s are logged by the browser as failed loads; they are expected here.
