@@ -465,6 +465,9 @@ def test_one_snapshot_per_tick_for_all_subscribers(monkeypatch: pytest.MonkeyPat
         for req in reqs:
             events.subscribe(req)  # type: ignore[arg-type]
         assert store.reads == 1  # the first made one; the others got it too
+        for _ in range(20):  # pollers within the same tick share it as well
+            assert events.once()[1] == events.once()[1]
+        assert store.reads == 1
         slow = reqs[0]
         slow.conn.writable = False
         await asyncio.sleep(0.05 * 5.5)

@@ -176,7 +176,9 @@ class EventStream:
         self._timer: asyncio.TimerHandle | None = None
         self._next_at = 0.0  # loop time of the next tick
         self.seq = 0  # snapshots computed so far (each is sent to every subscriber)
-        self._event = b""  # the latest snapshot as one server-sent event
+        self._payload = b""  # the latest snapshot (JSON)
+        self._payload_at = -TICK_S  # time.monotonic() when it was made
+        self._event = b""  # ... as one server-sent event
 
     @property
     def subscribers(self) -> int:
@@ -197,10 +199,20 @@ class EventStream:
         )
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
+    def latest(self) -> bytes:
+        """The latest snapshot, made anew only if it is a tick old: however many clients
+        poll or subscribe, the store is read at most about once a second."""
+        now = time.monotonic()
+        if now - self._payload_at >= TICK_S:
+            self._payload = self.snapshot()
+            self._payload_at = now
+            self._event = b"id: %d\ndata: " % self.seq + self._payload + b"\n\n"
+        return self._payload
+
     def once(self) -> Response:
         """One snapshot as plain JSON (``?once=1``): the page's fallback when it cannot
         hold a stream open, and a handy probe."""
-        return (200, self.snapshot(), JSON_HEADERS)
+        return (200, self.latest(), JSON_HEADERS)
 
     def subscribe(self, req: Request) -> None:
         """Start the stream of ``req``; it receives the latest snapshot at once, then each
@@ -208,10 +220,8 @@ class EventStream:
         if not req.conn.start_stream(req, 200, _EVENT_HEADERS):
             return
         req.deferred = self
+        self.latest()  # the one the timer made, or (nobody was subscribed) a fresh one
         if self._timer is None:
-            # Nobody was subscribed: the last snapshot is stale, so make one now; it starts
-            # the timer, and later subscribers share its snapshots.
-            self._event = self._as_event(self.snapshot())
             loop = asyncio.get_running_loop()
             self._next_at = loop.time() + TICK_S
             self._timer = loop.call_at(self._next_at, self._tick)
@@ -236,14 +246,13 @@ class EventStream:
             self._timer.cancel()
             self._timer = None
 
-    def _as_event(self, payload: bytes) -> bytes:
-        return b"id: %d\ndata: " % self.seq + payload + b"\n\n"
-
     def _tick(self) -> None:
         self._timer = None
         if not self._subscribers:
             return
-        event = self._event = self._as_event(self.snapshot())
+        self._payload_at = -TICK_S  # a tick's snapshot is always new
+        self.latest()
+        event = self._event
         subscribers = self._subscribers
         for req in list(subscribers):
             conn = req.conn
