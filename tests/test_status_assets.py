@@ -343,6 +343,13 @@ def test_once_answers_one_snapshot_as_json(srv: ServerProcess) -> None:
     assert "default" in [row[0] for row in doc["queues"]]
 
 
+def test_snapshot_names_the_store_and_the_memory_limit(tmp_path: Path) -> None:
+    with running_server("--data-dir", str(tmp_path / "data"), "--max-memory", "1048576") as s:
+        doc = get(s, "/v1/events?once=1").json()
+        assert doc["store"] == "durable"
+        assert doc["memory"]["limit"] == 1048576
+
+
 def test_http10_stream_ends_with_the_connection(srv: ServerProcess) -> None:
     reader = EventReader(srv.port, b"GET /v1/events HTTP/1.0")
     try:
