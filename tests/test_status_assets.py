@@ -492,3 +492,37 @@ def test_one_snapshot_per_tick_for_all_subscribers(monkeypatch: pytest.MonkeyPat
         assert store.reads == reads  # nobody listens: no more snapshots
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_a_failing_store_skips_ticks_and_recovers(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(statuspage, "TICK_S", 0.05)
+    store = CountingStore()
+    failing = {"on": False}
+    real_stats = store.stats
+
+    def stats() -> list[tuple[Any, ...]]:
+        if failing["on"]:
+            raise ConnectionError("backend away")
+        return real_stats()
+
+    store.stats = stats  # type: ignore[method-assign]
+    events = statuspage.EventStream(store, time.monotonic())
+
+    async def scenario() -> None:
+        req = FakeReq()
+        events.subscribe(req)  # type: ignore[arg-type]
+        failing["on"] = True
+        await asyncio.sleep(0.05 * 4.5)
+        during = len(req.conn.sent)
+        assert during == 1  # nothing sent while the store fails, the stream kept
+        assert events.subscribers == 1
+        failing["on"] = False
+        await asyncio.sleep(0.05 * 3.5)
+        assert len(req.conn.sent) > during  # and back when it answers
+        events.cancel(req)  # type: ignore[arg-type]
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+    failures = [r for r in caplog.records if "snapshot failed" in r.getMessage()]
+    assert len(failures) == 1  # logged once, not once a tick

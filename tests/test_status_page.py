@@ -342,6 +342,12 @@ def test_a_phone_width_needs_no_sideways_scrolling(tab: Page, srv: ServerProcess
     assert width <= 390, f"the page is {width} px wide on a 390 px screen"
     assert page.locator('#queues th[data-key="delayed"]').is_hidden()  # less needed columns go
     tab.shot("phone")
+    # A queue's page too.
+    page.locator("#queue-rows a").first.click()
+    expect(page.locator("#attr-form")).to_be_visible()
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the queue page is {width} px wide on a 390 px screen"
+    tab.shot("phone-queue")
     page.set_viewport_size({"width": 1280, "height": 860})
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import mimetypes
 import time
 from collections.abc import Callable
@@ -38,6 +39,8 @@ from .protocol import JSON_HEADERS, Request, Response
 __all__ = ["COLUMNS", "CSP", "EventStream", "StatusPage", "chain_cancel", "read_store"]
 
 STATIC_DIR = Path(__file__).with_name("static")
+
+log = logging.getLogger("wonderq.statuspage")
 
 # The page's Content-Security-Policy: nothing but this origin's own files, no inline script
 # or style, no eval, no plugins, no framing, no <base>, no form posts; Trusted Types make
@@ -179,6 +182,7 @@ class EventStream:
         self._payload = b""  # the latest snapshot (JSON)
         self._payload_at = -TICK_S  # time.monotonic() when it was made
         self._event = b""  # ... as one server-sent event
+        self._failing = False  # the last tick's snapshot failed (logged once)
 
     @property
     def subscribers(self) -> int:
@@ -217,14 +221,15 @@ class EventStream:
     def subscribe(self, req: Request) -> None:
         """Start the stream of ``req``; it receives the latest snapshot at once, then each
         new one."""
+        # First the snapshot (the one the timer made, or a fresh one when nobody was
+        # subscribed): if the store fails, the answer is still a plain error, not a stream.
+        self.latest()
         if not req.conn.start_stream(req, 200, _EVENT_HEADERS):
             return
         req.deferred = self
-        self.latest()  # the one the timer made, or (nobody was subscribed) a fresh one
         if self._timer is None:
-            loop = asyncio.get_running_loop()
-            self._next_at = loop.time() + TICK_S
-            self._timer = loop.call_at(self._next_at, self._tick)
+            self._next_at = asyncio.get_running_loop().time()
+            self._schedule()
         self._subscribers[req] = 0
         req.conn.send_stream(req, _STREAM_PREAMBLE + self._event)
 
@@ -251,7 +256,17 @@ class EventStream:
         if not self._subscribers:
             return
         self._payload_at = -TICK_S  # a tick's snapshot is always new
-        self.latest()
+        try:
+            self.latest()
+        except Exception:
+            # A store that cannot answer now (a backend away): skip this tick, keep the
+            # streams; their clients see no event and fall back to polling, which says why.
+            if not self._failing:
+                log.exception("the status page's snapshot failed (logged once until it works)")
+            self._failing = True
+            self._schedule()
+            return
+        self._failing = False
         event = self._event
         subscribers = self._subscribers
         for req in list(subscribers):
@@ -267,8 +282,10 @@ class EventStream:
                     # behind that buffer, so cut the connection.
                     subscribers.pop(req, None)
                     conn.abort()
-        if not subscribers:
-            return
+        if subscribers:
+            self._schedule()
+
+    def _schedule(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
         # Fixed steps from the first tick, so the period does not drift; skip missed ones.
