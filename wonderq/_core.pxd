@@ -179,7 +179,7 @@ cdef class Broker:
     cdef bint delete_one(self, int32_t qi, int64_t cid, int64_t msg_id, int64_t now) noexcept
     cdef void delete_at(self, int32_t qi, int64_t slot) noexcept
     cdef int change_at(self, int32_t qi, int64_t slot, int64_t timeout, int64_t now) except -1
-    cdef int64_t take_ready(self, int32_t qi, int64_t n, int64_t now) except -1
+    cdef int64_t take_ready(self, int32_t qi, int64_t n, int64_t now, bint lease) except -1
     cdef void untake(self, int32_t qi, int64_t n) noexcept
     cdef void lease_taken(self, int32_t qi, int64_t cid, int64_t n, int64_t now,
                           int64_t deadline) noexcept

@@ -745,7 +745,7 @@ cdef class Broker:
                       "visibility_ms")
         if vis < 0:
             vis = q.visibility_ms
-        n = self.take_ready(qi, n, now)
+        n = self.take_ready(qi, n, now, True)
         if n == 0:
             return EMPTY_RESPONSE
         try:
@@ -778,7 +778,7 @@ cdef class Broker:
                       "visibility_ms")
         if vis < 0:
             vis = q.visibility_ms
-        n = self.take_ready(qi, n, now)
+        n = self.take_ready(qi, n, now, True)
         out = []
         if n == 0:
             return out
@@ -801,10 +801,11 @@ cdef class Broker:
         self.lease_taken(qi, c, n, now, now + vis)
         return out
 
-    cdef int64_t take_ready(self, int32_t qi, int64_t n, int64_t now) except -1:
-        """Pop up to ``n`` ready messages of qi into scratch, lowest ids first, with room
-        reserved to lease them; messages past the queue's retention met on the way are dropped.
-        Returns how many. Follow with lease_taken, or untake to give them back."""
+    cdef int64_t take_ready(self, int32_t qi, int64_t n, int64_t now, bint lease) except -1:
+        """Pop up to ``n`` ready messages of qi into scratch, lowest ids first (with room
+        reserved to lease them if ``lease``); messages past the queue's retention met on the
+        way are dropped. Returns how many. Follow with lease_taken, or untake to give them
+        back."""
         cdef Queue* q = &self.queues[qi]
         cdef Msg** got = self.scratch
         cdef int64_t i
@@ -814,8 +815,9 @@ cdef class Broker:
             n = q.ready
         if n == 0:
             return 0
-        heap_reserve(&self.timers, n)
-        ht_reserve(&self.leases, n)
+        if lease:
+            heap_reserve(&self.timers, n)
+            ht_reserve(&self.leases, n)
         if not q.retention_ms:
             for i in range(n):
                 got[i] = ready_pop(q)
@@ -866,7 +868,7 @@ cdef class Broker:
         cdef int32_t qi = self.lookup(queue)
         cdef int64_t n = arg_int(limit, 1, self.max_batch, "invalid_limit", "limit")
         check_now(now)
-        n = self.take_ready(qi, n, now)
+        n = self.take_ready(qi, n, now, False)
         if n == 0:
             return EMPTY_RESPONSE
         self.untake(qi, n)
