@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from wonderq import _core
 from wonderq._core import (
     MAX_DELAY_MS,
     MAX_ID,
@@ -48,6 +49,11 @@ from wonderq._core import (
 MAX_NOW = (1 << 42) - 1
 MIN_RETENTION_MS = 60_000
 MAX_RETENTION_MS = 1_209_600_000
+assert (MAX_NOW, MIN_RETENTION_MS, MAX_RETENTION_MS) == (
+    _core.MAX_NOW,
+    _core.MIN_RETENTION_MS,
+    _core.MAX_RETENTION_MS,
+), "the model's bounds are the contract's, written out"
 MAX_MESSAGE_BYTES = 1 << 28
 UINT32_MAX = (1 << 32) - 1
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")

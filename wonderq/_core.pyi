@@ -39,6 +39,11 @@ MAX_VISIBILITY_MS: Final[int]
 MAX_DELAY_MS: Final[int]
 #: Most queues one broker holds at once (65536).
 MAX_QUEUES: Final[int]
+#: Largest ``now`` (2**42 - 1 ms); times given to ``restore`` may go down to -MAX_NOW - 1.
+MAX_NOW: Final[int]
+#: Bounds of a queue's ``retention_ms`` (60 s and 14 days, as Amazon SQS).
+MIN_RETENTION_MS: Final[int]
+MAX_RETENTION_MS: Final[int]
 
 def now_ms() -> int:
     """CLOCK_MONOTONIC in whole milliseconds: ``time.monotonic_ns() // 1_000_000``, cheaper.
