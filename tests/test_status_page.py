@@ -13,6 +13,7 @@ Without chromium or playwright the tests skip, naming how to install them, unles
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -449,6 +450,28 @@ def test_publish_edit_attributes_and_delete_from_the_page(tab: Page, srv: Server
     expect(page.locator("#overview")).to_be_visible()
     expect(row(page, queue)).to_have_count(0)
     assert request(srv, "GET", f"/v1/queues/{queue}").status == 404
+
+
+def test_dead_letter_sources_are_found_past_the_first_page(tab: Page, srv: ServerProcess) -> None:
+    """The back-links read every page of ``GET /v1/queues`` (1000 queues a page)."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+    try:
+        for i in range(1000):
+            conn.request("PUT", f"/v1/queues/aaa-{i:04d}", body=b"{}")
+            assert conn.getresponse().read()
+        conn.request("PUT", "/v1/queues/target", body=b"{}")
+        resp = conn.getresponse()
+        assert resp.status == 201, resp.read()
+        resp.read()
+        body = json.dumps({"max_receives": 2, "dead_letter_queue": "target"})
+        conn.request("PUT", "/v1/queues/zzz-source", body=body.encode())
+        resp = conn.getresponse()
+        assert resp.status == 201, resp.read()
+        resp.read()
+    finally:
+        conn.close()
+    page = tab.open(srv, "#/queue/target")
+    expect(page.locator("#dl-from a")).to_have_text("zzz-source")
 
 
 def test_create_a_queue_from_the_page(tab: Page, srv: ServerProcess) -> None:

@@ -639,9 +639,16 @@
       return;
     }
     try {
-      const list = await api("GET", "/v1/queues");
+      // Every page of the list (1000 queues each): any queue may send here.
+      const sources = [];
+      let after = null;
+      for (let pages = 0; pages < 100; pages++) {
+        const list = await api("GET", "/v1/queues" + (after ? "?after=" + encodeURIComponent(after) : ""));
+        for (const q of list.queues || []) if (q.attributes.dead_letter_queue === name) sources.push(q.name);
+        after = list.next;
+        if (!after) break;
+      }
       if (name !== openQueue) return;
-      const sources = (list.queues || []).filter((q) => q.attributes.dead_letter_queue === name).map((q) => q.name);
       const from = $("dl-from");
       from.replaceChildren();
       if (sources.length) {
