@@ -1024,7 +1024,9 @@ cdef class Broker:
         return t
 
     def expire(self, int64_t now, budget):
-        """Process at most ``budget`` due heap entries in (deadline, id) order."""
+        """Process at most ``budget`` due entries in (deadline, id) order: timer heap entries
+        (lease and delay ends) and retention heap heads (a queue's oldest ready message past
+        its retention), merged."""
         cdef int64_t b
         cdef int64_t done = 0
         cdef TimerEntry e
