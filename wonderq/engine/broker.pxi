@@ -801,7 +801,8 @@ cdef class Broker:
         self.lease_taken(qi, c, n, now, now + vis)
         return out
 
-    cdef int64_t take_ready(self, int32_t qi, int64_t n, int64_t now, bint lease) except -1:
+    cdef inline int64_t take_ready(self, int32_t qi, int64_t n, int64_t now,
+                                   bint lease) except -1:
         """Pop up to ``n`` ready messages of qi into scratch, lowest ids first (with room
         reserved to lease them if ``lease``); messages past the queue's retention met on the
         way are dropped. Returns how many. Follow with lease_taken, or untake to give them
@@ -840,8 +841,8 @@ cdef class Broker:
         if self.queues[qi].retention_ms:
             ret_update(&self.retention, self.queues, qi)
 
-    cdef void lease_taken(self, int32_t qi, int64_t cid, int64_t n, int64_t now,
-                          int64_t deadline) noexcept:
+    cdef inline void lease_taken(self, int32_t qi, int64_t cid, int64_t n, int64_t now,
+                                 int64_t deadline) noexcept:
         """Lease the n messages take_ready popped to cid until deadline, counting a receive."""
         cdef Queue* q = &self.queues[qi]
         cdef Msg** got = self.scratch
@@ -1023,7 +1024,9 @@ cdef class Broker:
         return t
 
     def expire(self, int64_t now, budget):
-        """Process at most ``budget`` due heap entries in (deadline, id) order."""
+        """Process at most ``budget`` due entries in (deadline, id) order: timer heap entries
+        (lease and delay ends) and retention heap heads (a queue's oldest ready message past
+        its retention), merged."""
         cdef int64_t b
         cdef int64_t done = 0
         cdef TimerEntry e
