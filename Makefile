@@ -15,7 +15,7 @@ test: build
 lint:
 	ruff check wonderq tests bench
 	ruff format --check wonderq tests bench
-	cython-lint wonderq/_core.pyx wonderq/_core.pxd wonderq/protocol.pxd wonderq/api.pxd
+	cython-lint wonderq/_core.pyx wonderq/engine/*.pxi wonderq/_core.pxd wonderq/protocol.pxd wonderq/api.pxd
 	mypy
 
 annotate:           ## writes wonderq/_core.html: yellow lines call into the Python C-API
