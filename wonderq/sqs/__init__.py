@@ -1,0 +1,280 @@
+"""The Amazon SQS face: the same port speaks SQS, so boto3, the AWS CLI, the AWS SDKs and
+Celery/kombu work with ``endpoint_url`` pointed at WonderQ (docs/SQS.md).
+
+A request is SQS (:meth:`SqsFace.kind`) when its path is ``/`` or a queue URL path
+``/<account>/<queue>`` and it carries ``X-Amz-Target: AmazonSQS.<Action>`` (the JSON 1.0
+protocol, :mod:`.json_protocol`) or an ``Action`` parameter in its query string or form body
+(the query protocol, :mod:`.query_protocol`). Both become one input object for the action
+(:mod:`.actions`), whose output each protocol writes its own way. SQS queues are WonderQ
+queues: the face calls only the store.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from functools import partial
+from typing import Any
+from urllib.parse import unquote
+
+from .._core import EngineError
+from ..errors import StoreError
+from ..protocol import Request, Response
+from ..store import Deferred, Store
+from . import json_protocol, query_protocol
+from .actions import Actions, Context, Park, engine_error
+from .errors import SqsError, error
+from .handles import ReceiptHandles
+from .waiting import SqsWaiters
+
+__all__ = ["JSON", "QUERY", "SqsError", "SqsFace"]
+
+log = logging.getLogger("wonderq.sqs")
+
+NOT_SQS, JSON, QUERY = 0, 1, 2
+_TARGET = b"amazonsqs."
+#: Actions of SQS that WonderQ does not implement: answered UnsupportedOperation.
+UNSUPPORTED = frozenset(
+    (
+        "AddPermission",
+        "RemovePermission",
+        "StartMessageMoveTask",
+        "CancelMessageMoveTask",
+        "ListMessageMoveTasks",
+    )
+)
+
+
+def _header(req: Request, name: bytes) -> bytes | None:
+    headers = req.headers
+    if headers:
+        for key, value in headers:
+            if key == name:
+                return value
+    return None
+
+
+def _has_action(text: str) -> bool:
+    return text.startswith("Action=") or "&Action=" in text
+
+
+class SqsFace(Actions):
+    """Answers SQS requests from the store.
+
+    ``account``, ``region`` and ``base_url`` (``--sqs-account``, ``--sqs-region``,
+    ``--sqs-base-url``) shape QueueUrl and QueueArn; without a base URL a QueueUrl is built
+    from the request's ``Host`` (so it works behind port mapping and proxies).
+    ``call_later`` is the loop's, for long polls.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        call_later: Any,
+        account: str = "000000000000",
+        region: str = "us-east-1",
+        base_url: str | None = None,
+    ) -> None:
+        self.store = store
+        self.account = account
+        self.region = region
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self.handles = ReceiptHandles(store.token_key())
+        self.waiters = SqsWaiters(call_later)
+        self.started_s = int(time.time())
+        self._wait_cache: dict[str, int] = {}
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(4).hex()
+        self._actions = {
+            name[7:]: getattr(self, name) for name in dir(self) if name.startswith("action_")
+        }
+        #: Told of every send (queue name): the glue wakes WonderQ's own long polls with it.
+        self.on_publish: Any = None
+
+    # ---- classification -----------------------------------------------------------------------
+    @staticmethod
+    def kind(req: Request) -> int:
+        """JSON, QUERY or NOT_SQS for ``req`` (cheap: the path is checked first)."""
+        path = req.path
+        if path != "/" and (path.count("/") != 2 or path.endswith("/")):
+            return NOT_SQS
+        target = _header(req, b"x-amz-target")
+        if target is not None and target[:10].lower() == _TARGET:
+            return JSON
+        if req.query and _has_action(req.query):
+            return QUERY
+        if req.body and req.method == "POST":
+            content_type = _header(req, b"content-type") or b""
+            if content_type.lower().startswith(query_protocol.FORM_TYPE):
+                try:
+                    text = req.body[:4096].decode("latin-1")
+                except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
+                    return NOT_SQS
+                if _has_action(text):
+                    return QUERY
+        return NOT_SQS
+
+    # ---- the hook for access control ----------------------------------------------------------
+    def authorize(self, req: Request, action: str, params: dict[str, Any]) -> None:
+        """Where a request's AWS credentials will be checked (SigV4, by wonderq.auth): raise
+        an SqsError (``InvalidClientTokenId``, ``SignatureDoesNotMatch``, ``AccessDenied``)
+        to refuse. Signatures are not checked yet: every request is allowed."""
+
+    # ---- dispatch -----------------------------------------------------------------------------
+    def _request_id(self) -> bytes:
+        n = next(self._ids)
+        return f"{self._id_prefix}-0000-4000-8000-{n:012x}".encode()
+
+    def _base_url(self, req: Request) -> str:
+        if self.base_url is not None:
+            return self.base_url
+        host = _header(req, b"x-forwarded-host") or _header(req, b"host") or b"localhost"
+        proto = _header(req, b"x-forwarded-proto") or b"http"
+        return f"{proto.decode('latin-1')}://{host.decode('latin-1').split(',')[0].strip()}"
+
+    def dispatch(self, req: Request, kind: int = 0) -> Response | None:
+        """Answer ``req`` (an SQS request), or None when the answer comes later."""
+        if not kind:
+            kind = self.kind(req)
+        request_id = self._request_id()
+        json_protocol_used = kind == JSON
+        action = ""
+        try:
+            if json_protocol_used:
+                target = _header(req, b"x-amz-target") or b""
+                action = target[10:].decode("latin-1")
+                params = json_protocol.parse(req.body)
+            else:
+                content_type = _header(req, b"content-type") or b""
+                form = req.method == "POST" and content_type.lower().startswith(
+                    query_protocol.FORM_TYPE
+                )
+                params = query_protocol.parse(req.query, req.body, form)
+                action = str(params.pop("Action", ""))
+            handler = self._actions.get(action)
+            if handler is None:
+                if action in UNSUPPORTED:
+                    raise error("UnsupportedOperation", f"WonderQ does not implement {action}.")
+                raise error(
+                    "InvalidAction",
+                    f"The action {action or '(none)'} is not valid for this endpoint.",
+                )
+            self.authorize(req, action, params)
+            path_queue = ""
+            if req.path != "/":
+                path_queue = unquote(req.path.rsplit("/", 1)[1])
+            ctx = Context(
+                req, json_protocol_used, action, request_id, self._base_url(req), path_queue
+            )
+            result = self._drive(ctx, handler(ctx, params), None, None)
+        except Exception as exc:
+            return self._error(json_protocol_used, exc, request_id, action)
+        if result is _PENDING:
+            return None
+        return self._finish(ctx, result)
+
+    def _finish(self, ctx: Context, result: Any) -> Response | None:
+        if type(result) is Park:
+            empty = self._answer(ctx, result.empty)
+            attempt = partial(self._attempt, ctx, result.attempt)
+            self.waiters.park(ctx.req, result.queue, attempt, empty, result.wait_ms)
+            return None
+        return self._answer(ctx, result)
+
+    def _answer(self, ctx: Context, result: dict[str, Any]) -> Response:
+        if ctx.json:
+            return json_protocol.answer(result, ctx.request_id)
+        return query_protocol.answer(ctx.action, result, ctx.request_id)
+
+    def _error(
+        self, json_used: bool, exc: BaseException, request_id: bytes, action: str
+    ) -> Response:
+        if isinstance(exc, SqsError):
+            sqs_error = exc
+        elif isinstance(exc, EngineError):
+            sqs_error = engine_error(exc)
+        elif isinstance(exc, StoreError):
+            sqs_error = error("ServiceUnavailable", str(exc) or "the store is unavailable")
+        else:
+            log.error("SQS %s failed", action or "request", exc_info=exc)
+            sqs_error = error("InternalFailure", "internal server error")
+        if json_used:
+            return json_protocol.answer_error(sqs_error, request_id)
+        return query_protocol.answer_error(sqs_error, request_id)
+
+    # ---- the driver of the action generators --------------------------------------------------
+    def _drive(self, ctx: Context, steps: Any, value: Any, thrown: BaseException | None) -> Any:
+        """Run an action until it returns (its output) or waits on a Deferred (_PENDING).
+        Store calls answered at once resume it at once: the in-memory path never waits."""
+        while True:
+            try:
+                step = steps.send(value) if thrown is None else steps.throw(thrown)
+            except StopIteration as stop:
+                return stop.value
+            value = thrown = None
+            if type(step) is Deferred:
+                if not step.done:
+                    ctx.req.deferred = step
+                    step.add(partial(self._resumed, ctx, steps))
+                    return _PENDING
+                if step.error is not None:
+                    thrown = step.error
+                else:
+                    value = step.value
+            else:
+                value = step
+
+    def _resumed(self, ctx: Context, steps: Any, done: Deferred) -> None:
+        try:
+            result = self._drive(ctx, steps, done.value, done.error)
+            if result is _PENDING:
+                return
+            response = self._finish(ctx, result)
+        except Exception as exc:
+            response = self._error(ctx.json, exc, ctx.request_id, ctx.action)
+        if response is not None:
+            ctx.req.conn.complete(ctx.req, response)
+
+    def _attempt(self, ctx: Context, args: tuple[Any, ...]) -> Response | None:
+        """One more try of a parked receive: its answer, or None while nothing is there."""
+        queue, limit, visibility_ms = args[0], args[1], args[2]
+        try:
+            rows = self.store.receive_messages(queue, limit, visibility_ms)
+            if type(rows) is Deferred:  # a networked store: its answer is awaited, then given
+                out = Deferred()
+                rows.add(partial(self._attempted, ctx, args, out))
+                return out  # type: ignore[return-value]
+            if not rows:
+                return None
+            return self._answer(ctx, self.received(rows, args))
+        except Exception as exc:
+            return self._error(ctx.json, exc, ctx.request_id, ctx.action)
+
+    def _attempted(
+        self, ctx: Context, args: tuple[Any, ...], out: Deferred, done: Deferred
+    ) -> None:
+        try:
+            rows = done.result()
+            out.resolve(self._answer(ctx, self.received(rows, args)) if rows else None)
+        except Exception as exc:
+            out.resolve(self._error(ctx.json, exc, ctx.request_id, ctx.action))
+
+    def _publish_notify(self, queue: str) -> None:
+        hook = self.on_publish
+        if hook is not None:
+            hook(queue)
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def cancel(self, req: Request) -> None:
+        """A deferred request's connection closed."""
+        self.waiters.cancel(req)
+
+    def close(self) -> None:
+        """Shutdown: parked receives answer empty at once."""
+        self.waiters.close()
+
+
+_PENDING: Any = object()
