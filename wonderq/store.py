@@ -68,7 +68,7 @@ log = logging.getLogger("wonderq.store")
 # bench/bench_core.py (1M-lease burst): budget 2048 took up to 4.9 ms a call under load,
 # 4096 up to 12.7 ms; 1024 keeps a slice near 1-2 ms for the same total time.
 EXPIRE_BUDGET = 1024
-_NOT_ARMED = 2**63
+_NOT_ARMED = 2**63 - 1  # fits armed_ms (a long long)
 
 
 class Listener(Protocol):
