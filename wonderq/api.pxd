@@ -78,6 +78,7 @@ cdef class Api:
     cdef public object registry          # the Prometheus CollectorRegistry
     cdef object _openapi                 # bytes of openapi.json once read, else None
     cdef dict _receive_queries           # receive query -> (cid, limit, visibility, wait)
+    cdef public object sqs               # INTERIM glue: the SQS face, or None
 
     @cython.locals(path=str, methods=dict, found=dict, entry=tuple, response=tuple,
                    status=Py_ssize_t)

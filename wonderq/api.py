@@ -665,6 +665,7 @@ class Api:
         self._openapi: bytes | None = None
         # Receive queries that passed validation -> their arguments (see receive_args).
         self._receive_queries: dict[str, tuple[int, int, int, int]] = {}
+        self.sqs: Any = None  # INTERIM glue: the SQS face (wonderq.sqs.SqsFace), set by the server
 
     def routes(self, add: Callable[[str, str, Handler], None]) -> None:
         """The route table."""
@@ -718,6 +719,18 @@ class Api:
     def _dispatch_dynamic(self, req: Request) -> Response | None:
         route, req.params = self.router.match(req.path)
         if route is None:
+            # INTERIM glue (until routing.py routes it): `/` or `/<account>/<queue>` carrying
+            # X-Amz-Target or an Action parameter is the Amazon SQS face's.
+            sqs = self.sqs
+            if sqs is not None:
+                kind = sqs.kind(req)
+                if kind:
+                    response = sqs.dispatch(req, kind)
+                    if response is None:
+                        req.route = "SQS"
+                    else:
+                        self.count("SQS", response[0])
+                    return response
             self.count("-", 404)
             path = req.path if len(req.path) <= 200 else req.path[:200] + "..."
             return error_response(404, "not_found", f"no route for {req.method} {path}")
@@ -1125,10 +1138,14 @@ class Api:
             if wq is not None:
                 self._finish(waiter, wq)
                 self._compact(waiter.queue, wq)
+        elif self.sqs is not None:  # INTERIM glue: the SQS face's parked receives
+            self.sqs.cancel(req)
 
     def close(self) -> None:
         """Shutdown: answer every waiter with an empty list; later long polls answer at once."""
         self.closing = True
+        if self.sqs is not None:  # INTERIM glue: the SQS face's parked receives
+            self.sqs.close()
         for queue, wq in list(self.waiters.items()):
             for waiter in list(wq.fifo):
                 if waiter.active:

@@ -165,6 +165,54 @@ def _url(sock: socket.socket) -> str:
     return f"http://{host}:{port}"
 
 
+class _SqsListener:
+    """INTERIM glue: what the SQS face's store reports reaches both faces' long polls."""
+
+    def __init__(self, face: Any, api: Api) -> None:
+        self._face = face
+        self._api = api
+        self.waiting = face.waiters.waiting  # the store skips the call for other queues
+
+    def available(self, queue: str) -> None:
+        self._face.waiters.available(queue)
+
+    def available_any(self) -> None:
+        self._face.waiters.available_any()
+        self._api.wake_all()
+
+
+def _sqs_face(
+    settings: Settings, broker: Any, wal: Any, api: Api, loop: asyncio.AbstractEventLoop
+) -> Any:
+    """INTERIM glue, until routing.py and longpoll.py land: the Amazon SQS face over a store
+    that shares the Api's engine (and log), so both faces see the same queues and messages.
+    The store runs its own expiry timer on the shared engine (two timers are harmless: the
+    first to fire expires); sends through SQS wake WonderQ's long polls by ``api.wake``."""
+    from .sqs import SqsFace
+    from .store import DurableStore, MemoryStore
+
+    if wal is None:
+        store: MemoryStore = MemoryStore(settings, broker=broker)
+    else:
+        store = DurableStore(settings, broker=broker)
+        store.wal = wal
+    face = SqsFace(
+        store,
+        call_later=loop.call_later,
+        account=settings.sqs_account,
+        region=settings.sqs_region,
+        base_url=settings.sqs_base_url,
+    )
+    MemoryStore.start(store, loop, _SqsListener(face, api))
+
+    def on_publish(queue: str) -> None:
+        if queue in api.waiters:
+            api.wake(queue)
+
+    face.on_publish = on_publish
+    return face
+
+
 class Server:
     """One WonderQ server process: run it with :meth:`run`."""
 
@@ -255,6 +303,7 @@ class Server:
         )
         # With the log, expiry slices also log the dead-letter moves they made.
         expiry.on_expired = api.wake_all if wal is None else api.after_expiry_logged
+        api.sqs = _sqs_face(settings, broker, wal, api, loop)
         self.api = api
         # HttpProtocol is an asyncio protocol by duck typing: compiled, it cannot derive from
         # asyncio.Protocol, so mypy cannot see it as one.
