@@ -286,7 +286,8 @@ def test_xml_answer_shapes() -> None:
         },
         b"rid",
     )
-    assert status == 200 and headers == b"Content-Type: text/xml\r\n"
+    assert status == 200
+    assert headers == b"Content-Type: text/xml\r\nx-amzn-RequestId: rid\r\n"
     root = ET.fromstring(body)
     assert root.tag == NS + "ReceiveMessageResponse"
     message = root.find(f"{NS}ReceiveMessageResult/{NS}Message")

@@ -216,7 +216,7 @@ def answer(action: str, result: dict[str, Any], request_id: bytes) -> Response:
     parts.append(
         f"<ResponseMetadata><RequestId>{rid}</RequestId></ResponseMetadata></{action}Response>"
     )
-    return (200, "".join(parts).encode(), _HEADERS)
+    return (200, "".join(parts).encode(), _HEADERS + b"x-amzn-RequestId: " + request_id + b"\r\n")
 
 
 def answer_error(exc: SqsError, request_id: bytes) -> Response:
@@ -227,4 +227,4 @@ def answer_error(exc: SqsError, request_id: bytes) -> Response:
         f"<Code>{escape(exc.code)}</Code><Message>{_text(exc.message)}</Message><Detail/>"
         f"</Error><RequestId>{request_id.decode('ascii')}</RequestId></ErrorResponse>"
     )
-    return (exc.status, body.encode(), _HEADERS)
+    return (exc.status, body.encode(), _HEADERS + b"x-amzn-RequestId: " + request_id + b"\r\n")
