@@ -99,7 +99,7 @@ class SqsFace(Actions):
     def kind(req: Request) -> int:
         """JSON, QUERY or NOT_SQS for ``req`` (cheap: the path is checked first)."""
         path = req.path
-        if path != "/" and (path.count("/") != 2 or path.endswith("/")):
+        if path != "/" and (path.count("/") != 2 or path.endswith("/") or path.startswith("/v1/")):
             return NOT_SQS
         target = _header(req, b"x-amz-target")
         if target is not None and target[:10].lower() == _TARGET:
