@@ -30,6 +30,8 @@ MAX_VISIBILITY_MS: Final[int]
 MAX_DELAY_MS: Final[int]
 #: Most queues one broker holds at once (65536).
 MAX_QUEUES: Final[int]
+#: Largest queue ``meta`` in bytes of UTF-8 (65536).
+MAX_META_BYTES: Final[int]
 
 def now_ms() -> int:
     """CLOCK_MONOTONIC in whole milliseconds: ``time.monotonic_ns() // 1_000_000``, cheaper.
@@ -94,7 +96,10 @@ class Broker:
         Keys (all optional; a missing key keeps the current value, or the default on create):
         ``visibility_timeout_ms`` (0..MAX_VISIBILITY_MS), ``delay_ms`` (0..MAX_DELAY_MS),
         ``max_receives`` (int >= 1, or None for no limit), ``dead_letter_queue`` (str or None),
-        ``max_message_bytes`` (1..broker max). Keys are checked in the mapping's order.
+        ``max_message_bytes`` (1..broker max), ``meta`` (None, or a str of at most
+        MAX_META_BYTES bytes of UTF-8 that the engine keeps without reading: the SQS face's
+        JSON object of SQS-only queue attributes and tags). Keys are checked in the mapping's
+        order.
         Unknown keys, wrong types and out-of-range values raise InvalidArgument (code
         ``invalid_attribute``) naming the key. ``max_receives``
         without a dead-letter queue, a dead-letter queue that does not exist, or the queue
@@ -115,7 +120,7 @@ class Broker:
 
     def queue_info(self, name: str) -> dict[str, Any]:
         """``{"name", "attributes": {visibility_timeout_ms, delay_ms, max_receives,
-        dead_letter_queue, max_message_bytes}, "counts": {ready, leased, delayed},
+        dead_letter_queue, max_message_bytes, meta}, "counts": {ready, leased, delayed},
         "totals": {published, delivered, deleted, expired, dead_lettered}}``.
         ``max_receives`` and ``dead_letter_queue`` are None when unset."""
 

@@ -60,6 +60,7 @@ cdef class Broker:
         self.queue_index = {}
         self.queue_names_by_idx = []
         self.free_queue_idx = []
+        self.queue_meta = {}
         if self.leases.slots == NULL:
             ht_init(&self.leases, MIN_TABLE_CAP)
         if self.scratch == NULL:
@@ -373,6 +374,7 @@ cdef class Broker:
             "max_receives": q.max_receives if q.max_receives > 0 else None,
             "dead_letter_queue": self.queue_names_by_idx[q.dlq] if q.dlq >= 0 else None,
             "max_message_bytes": q.max_message_bytes,
+            "meta": self.queue_meta.get(qi),
         }
 
     # ---- queues ---------------------------------------------------------------------------
@@ -437,6 +439,10 @@ cdef class Broker:
         q.delay_ms = new["delay_ms"]
         q.max_receives = 0 if new["max_receives"] is None else new["max_receives"]
         q.max_message_bytes = new["max_message_bytes"]
+        if new["meta"] is None:
+            self.queue_meta.pop(qi, None)
+        else:
+            self.queue_meta[qi] = new["meta"]
         return existing is None
 
     def delete_queue(self, name):
@@ -453,6 +459,7 @@ cdef class Broker:
             self.queues[q.dlq].dlq_refs -= 1
         free(q.rheap)
         memset(q, 0, sizeof(Queue))
+        self.queue_meta.pop(qi, None)
         del self.queue_index[name]
         self.queue_names_by_idx[qi] = None
         self.last_name = NO_NAME  # the cached name may be this queue's

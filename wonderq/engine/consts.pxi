@@ -22,6 +22,8 @@ cdef int64_t C_MAX_NOW = 1 << 62
 cdef int64_t C_MAX_MESSAGE_BYTES = 1 << 28
 # queues: Msg.queue_idx is a uint16.
 cdef int64_t C_MAX_QUEUES = 65536
+# bytes: largest queue ``meta`` (UTF-8), the opaque text a face keeps with a queue.
+cdef int64_t C_MAX_META_BYTES = 65536
 
 # ---- array sizes ------------------------------------------------------------------------------
 
