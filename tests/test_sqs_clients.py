@@ -254,7 +254,9 @@ def test_batches(sqs: Any) -> None:
             {"Id": f"m{i}", "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
         ],
     )
-    assert [e["Id"] for e in deleted["Successful"]] == ["m0", "m1"] and deleted["Failed"] == []
+    assert [e["Id"] for e in deleted["Successful"]] == ["m0", "m1"] and deleted.get(
+        "Failed", []
+    ) == []  # XML has no empty list
     entries = [{"Id": f"e{i}", "MessageBody": "x"} for i in range(11)]
     assert error_of(sqs.send_message_batch, QueueUrl=url, Entries=entries)["Code"] == (
         "AWS.SimpleQueueService.TooManyEntriesInBatchRequest"

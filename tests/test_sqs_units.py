@@ -256,6 +256,17 @@ def test_query_parameters_become_the_json_shape() -> None:
         "tags": {"team": "x"},
         "AttributeNames": ["A", "B"],
     }
+    # Lists and maps that are not flattened (members newer than the query protocol).
+    params = query_protocol.parse(
+        "Action=ReceiveMessage&MessageSystemAttributeNames.member.2=B"
+        "&MessageSystemAttributeNames.member.1=A&M.entry.1.key=k&M.entry.1.value=v"
+        "&N.2=y&N.1=x",
+        b"",
+        form=False,
+    )
+    assert params["MessageSystemAttributeNames"] == ["A", "B"]
+    assert params["M"] == {"k": "v"}
+    assert params["N"] == ["x", "y"]
     # kombu's unnumbered legacy form of SetQueueAttributes.
     legacy = query_protocol.parse(
         "Action=SetQueueAttributes&Attribute.Name=Policy&Attribute.Value=p", b"", False

@@ -62,6 +62,7 @@ cdef class MemoryStore(Store):
     cpdef after_change_lease(self, long long timeout_ms)
     cpdef note_deadline(self)
     cpdef arm(self, long long deadline_ms)
+    cpdef expire_due(self, long long now)  # the SQS face's section
 
 
 cdef class DurableStore(MemoryStore):

@@ -127,6 +127,29 @@ def _shape(tree: dict[str, Any], top: bool) -> dict[str, Any]:
                 _shape(entry, top=False) if isinstance(entry, dict) else entry
                 for entry in _items(node)
             ]
+        elif isinstance(node, dict) and node and all(k.isdigit() for k in node):
+            # A flattened list under its own name (MessageSystemAttributeNames.1=All).
+            out[key] = [
+                _shape(item, top=False) if isinstance(item, dict) else item for item in _items(node)
+            ]
+        elif isinstance(node, dict) and len(node) == 1 and "member" in node:
+            # A list that is not flattened (members added to SQS's model after the JSON
+            # switch, e.g. MessageSystemAttributeNames.member.1).
+            out[key] = [
+                _shape(item, top=False) if isinstance(item, dict) else item
+                for item in _items(node["member"])
+            ]
+        elif isinstance(node, dict) and len(node) == 1 and "entry" in node:
+            # A map that is not flattened: X.entry.1.key / X.entry.1.value.
+            mapping = {}
+            for entry in _items(node["entry"]):
+                if not isinstance(entry, dict) or "key" not in entry:
+                    raise error("MissingParameter", f"A {key} entry has no key.")
+                value = entry.get("value")
+                mapping[entry["key"]] = (
+                    _shape(value, top=False) if isinstance(value, dict) else value
+                )
+            out[key] = mapping
         elif isinstance(node, dict):
             out[key] = _shape(node, top=False)
         else:
