@@ -16,7 +16,7 @@ pytest.importorskip("pycurl")
 from celery import Celery  # noqa: E402
 from celery.contrib.testing.worker import start_worker  # noqa: E402
 
-pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
+pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from _server import ServerProcess, running_server
 from _sqs import client, moto_server
 from botocore.exceptions import ClientError
 
-pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
+pytestmark = pytest.mark.timeout(180)
 
 ATTRIBUTES = {
     "s": {"DataType": "String", "StringValue": "héllo ✓"},
