@@ -21,11 +21,13 @@ import http.client
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,6 +46,10 @@ def free_port() -> int:
 
 
 def wonderq_command() -> list[str]:
+    """``$WONDERQ_SERVER_CMD`` if set (as tests/_server.py), else the console script."""
+    override = os.environ.get("WONDERQ_SERVER_CMD")
+    if override:
+        return shlex.split(override)
     beside = Path(sys.executable).with_name("wonderq")
     if beside.exists():
         return [str(beside)]
@@ -54,22 +60,10 @@ def wonderq_command() -> list[str]:
 def wonderq() -> Iterator[str]:
     """``wonderq serve`` on a free loopback port; stopped by its PID."""
     proc = subprocess.Popen(
-        [
-            *wonderq_command(),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--log-level",
-            "warning",
-        ],
+        [*wonderq_command(), "serve", "--host", "127.0.0.1", "--port", "0"],
         stderr=subprocess.PIPE,
         text=True,
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("WONDERQ_")},
-            "WONDERQ_LOG_LEVEL": "info",
-        },
+        env={k: v for k, v in os.environ.items() if not k.startswith("WONDERQ_")},
     )
     try:
         assert proc.stderr is not None
@@ -82,6 +76,10 @@ def wonderq() -> Iterator[str]:
             found = LISTENING.search(line)
             if found:
                 port = int(found.group(1))
+        if not port:
+            raise RuntimeError("wonderq did not say where it listens")
+        # Keep reading its log, so a full pipe never blocks the server.
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.send_signal(signal.SIGTERM)

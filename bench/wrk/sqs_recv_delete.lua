@@ -5,13 +5,19 @@ local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local common = dofile(dir .. "common.lua")
 
 local url = os.getenv("WQ_QUEUE_URL")
+-- A SigV4-shaped Authorization header (not a valid signature: neither WonderQ nor moto
+-- checks it, but moto routes a request to SQS by the service named in it).
+local auth = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/us-east-1/sqs/aws4_request, " ..
+   "SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=" .. string.rep("0", 64)
 local headers_recv = {
    ["Content-Type"] = "application/x-amz-json-1.0",
    ["X-Amz-Target"] = "AmazonSQS.ReceiveMessage",
+   ["Authorization"] = auth,
 }
 local headers_del = {
    ["Content-Type"] = "application/x-amz-json-1.0",
    ["X-Amz-Target"] = "AmazonSQS.DeleteMessageBatch",
+   ["Authorization"] = auth,
 }
 local recv_body = '{"QueueUrl":"' .. url .. '","MaxNumberOfMessages":' .. common.batch ..
    ',"VisibilityTimeout":' .. common.visibility .. '}'

@@ -4,10 +4,15 @@ local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local common = dofile(dir .. "common.lua")
 
 local url = os.getenv("WQ_QUEUE_URL")
+-- A SigV4-shaped Authorization header (not a valid signature: neither WonderQ nor moto
+-- checks it, but moto routes a request to SQS by the service named in it).
+local auth = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/us-east-1/sqs/aws4_request, " ..
+   "SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=" .. string.rep("0", 64)
 local entries = {}
 for i = 1, common.batch do
    entries[i] = '{"Id":"m' .. i .. '","MessageBody":"' .. common.body(common.body_bytes) .. '"}'
 end
+wrk.headers["Authorization"] = auth
 wrk.method = "POST"
 wrk.path = "/"
 wrk.headers["Content-Type"] = "application/x-amz-json-1.0"

@@ -47,13 +47,10 @@ UNSUPPORTED = frozenset(
 )
 
 
-def _header(req: Request, name: bytes) -> bytes | None:
+def _headers(req: Request) -> dict[bytes, bytes]:
+    """The request's headers by lowercase name (the last of a repeated one)."""
     headers = req.headers
-    if headers:
-        for key, value in headers:
-            if key == name:
-                return value
-    return None
+    return dict(headers) if headers else {}
 
 
 def _has_action(text: str) -> bool:
@@ -101,13 +98,14 @@ class SqsFace(Actions):
         path = req.path
         if path != "/" and (path.count("/") != 2 or path.endswith("/") or path.startswith("/v1/")):
             return NOT_SQS
-        target = _header(req, b"x-amz-target")
+        headers = _headers(req)
+        target = headers.get(b"x-amz-target")
         if target is not None and target[:10].lower() == _TARGET:
             return JSON
         if req.query and _has_action(req.query):
             return QUERY
         if req.body and req.method == "POST":
-            content_type = _header(req, b"content-type") or b""
+            content_type = headers.get(b"content-type", b"")
             if content_type.lower().startswith(query_protocol.FORM_TYPE):
                 try:
                     text = req.body[:4096].decode("latin-1")
@@ -128,13 +126,6 @@ class SqsFace(Actions):
         n = next(self._ids)
         return f"{self._id_prefix}-0000-4000-8000-{n:012x}".encode()
 
-    def _base_url(self, req: Request) -> str:
-        if self.base_url is not None:
-            return self.base_url
-        host = _header(req, b"x-forwarded-host") or _header(req, b"host") or b"localhost"
-        proto = _header(req, b"x-forwarded-proto") or b"http"
-        return f"{proto.decode('latin-1')}://{host.decode('latin-1').split(',')[0].strip()}"
-
     def dispatch(self, req: Request, kind: int = 0) -> Response | None:
         """Answer ``req`` (an SQS request), or None when the answer comes later."""
         if not kind:
@@ -142,13 +133,13 @@ class SqsFace(Actions):
         request_id = self._request_id()
         json_protocol_used = kind == JSON
         action = ""
+        headers = _headers(req)
         try:
             if json_protocol_used:
-                target = _header(req, b"x-amz-target") or b""
-                action = target[10:].decode("latin-1")
+                action = headers.get(b"x-amz-target", b"")[10:].decode("latin-1")
                 params = json_protocol.parse(req.body)
             else:
-                content_type = _header(req, b"content-type") or b""
+                content_type = headers.get(b"content-type", b"")
                 form = req.method == "POST" and content_type.lower().startswith(
                     query_protocol.FORM_TYPE
                 )
@@ -166,9 +157,8 @@ class SqsFace(Actions):
             path_queue = ""
             if req.path != "/":
                 path_queue = unquote(req.path.rsplit("/", 1)[1])
-            ctx = Context(
-                req, json_protocol_used, action, request_id, self._base_url(req), path_queue
-            )
+            ctx = Context(req, json_protocol_used, action, request_id, headers, path_queue)
+            ctx.base_url = self.base_url
             result = self._drive(ctx, handler(ctx, params), None, None)
         except Exception as exc:
             return self._error(json_protocol_used, exc, request_id, action)

@@ -77,7 +77,7 @@ Steps = Generator[Any, Any, Any]
 class Context:
     """One SQS request as the actions see it."""
 
-    __slots__ = ("action", "base_url", "json", "path_queue", "req", "request_id")
+    __slots__ = ("action", "base_url", "headers", "json", "path_queue", "req", "request_id")
 
     def __init__(
         self,
@@ -85,15 +85,29 @@ class Context:
         json_protocol: bool,
         action: str,
         request_id: bytes,
-        base_url: str,
+        headers: dict[bytes, bytes],
         path_queue: str,
     ) -> None:
         self.req = req
         self.json = json_protocol
         self.action = action
         self.request_id = request_id
-        self.base_url = base_url  # scheme://host[:port], no trailing slash
+        self.headers = headers  # by lowercase name
         self.path_queue = path_queue  # the queue of a /<account>/<queue> path, else ""
+        # scheme://host[:port] of QueueUrls (no trailing slash): --sqs-base-url, else worked
+        # out from the headers when an action first needs it (see base()).
+        self.base_url: str | None = None
+
+    def base(self) -> str:
+        """The base of QueueUrls: the configured one, else the request's ``Host`` (or a
+        proxy's ``X-Forwarded-Host``/``-Proto``), so the URL works for this client."""
+        if self.base_url is None:
+            headers = self.headers
+            host = headers.get(b"x-forwarded-host") or headers.get(b"host") or b"localhost"
+            proto = headers.get(b"x-forwarded-proto") or b"http"
+            host_text = host.decode("latin-1").split(",")[0].strip()
+            self.base_url = f"{proto.decode('latin-1').split(',')[0].strip()}://{host_text}"
+        return self.base_url
 
 
 class Park:
@@ -164,7 +178,7 @@ class Actions:
 
     # ---- names and URLs -----------------------------------------------------------------------
     def queue_url(self, ctx: Context, name: str) -> str:
-        return f"{ctx.base_url}/{self.account}/{name}"
+        return f"{ctx.base()}/{self.account}/{name}"
 
     def queue_arn(self, name: str) -> str:
         return f"arn:aws:sqs:{self.region}:{self.account}:{name}"

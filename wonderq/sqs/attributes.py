@@ -38,8 +38,17 @@ _STRING, _BINARY = 1, 2
 _BAD_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
+# The ASCII characters SQS refuses: the controls but tab, line feed and carriage return.
+_ASCII_CONTROLS = bytes(c for c in range(32) if c not in (9, 10, 13))
+
+
 def bad_character(text: str) -> bool:
-    """True if ``text`` holds a character SQS refuses (``InvalidMessageContents``)."""
+    """True if ``text`` holds a character SQS refuses (``InvalidMessageContents``).
+    ASCII text (the usual body) is checked by one C pass of ``bytes.translate`` instead of
+    the pattern (callgrind: ~10k instructions for 200 characters by the pattern)."""
+    if text.isascii():
+        data = text.encode("ascii")
+        return len(data.translate(None, _ASCII_CONTROLS)) != len(data)
     return _BAD_CHAR.search(text) is not None
 
 

@@ -44,12 +44,15 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
+# One encoder for every answer (json.dumps with options builds a new one per call).
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_default).encode
+
+
 def answer(result: dict[str, Any], request_id: bytes) -> Response:
     """A 200 answer with ``result`` as the output object."""
-    body = json.dumps(result, separators=(",", ":"), ensure_ascii=False, default=_default)
     return (
         200,
-        body.encode(),
+        _encode(result).encode(),
         _HEADERS + b"x-amzn-RequestId: " + request_id + b"\r\n",
     )
 
