@@ -452,7 +452,7 @@ class MemoryStore(Store):
 
     # ==== the SQS face (see Store) ===========================================================
     def send(self, queue: str, body: bytes, delay_ms: int, attributes: bytes | None) -> Any:
-        msg_id = _publish_with(self.broker, queue, body, self.now(), delay_ms, attributes)
+        msg_id = self.broker.publish(queue, body, self.now(), delay_ms, attributes)
         self.after_publish(queue)
         return msg_id
 
@@ -553,15 +553,6 @@ class MemoryStore(Store):
 
 def _untyped(value: Any) -> Any:
     return value
-
-
-def _publish_with(
-    broker: Any, queue: str, body: bytes, now: int, delay_ms: int, attributes: bytes | None
-) -> Any:
-    """The engine's publish, with the attribute blob when there is one."""
-    if attributes is None:
-        return broker.publish(queue, body, now, delay_ms)
-    return _untyped(broker).publish(queue, body, now, delay_ms, attributes)
 
 
 def _epoch_rows(rows: list[Any], offset_ms: int) -> list[tuple[Any, ...]]:
@@ -781,7 +772,7 @@ class DurableStore(MemoryStore):
     # ==== the SQS face (see Store): the recipe of the methods above =========================
     def send(self, queue: str, body: bytes, delay_ms: int, attributes: bytes | None) -> Any:
         wal = self._writable()
-        msg_id = _publish_with(self.broker, queue, body, self.now(), delay_ms, attributes)
+        msg_id = self.broker.publish(queue, body, self.now(), delay_ms, attributes)
         # TODO(wal): the log has no field for the attribute blob yet; a recovered message
         # comes back without its SQS message attributes.
         wal.append_publish(msg_id, queue, body, self._delay(queue, delay_ms))
