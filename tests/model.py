@@ -306,6 +306,7 @@ class Broker:
                 "dead_letter_queue": None,
                 "max_message_bytes": self.max_message_bytes,
                 "retention_ms": None,
+                "meta": None,
             }
         else:
             new = dict(existing.attrs)
@@ -325,6 +326,15 @@ class Broker:
             elif key == "dead_letter_queue":
                 if value is not None and not isinstance(value, str):
                     raise InvalidArgument("bad dead_letter_queue", "invalid_attribute")
+                new[key] = value
+            elif key == "meta":
+                if value is not None:
+                    try:
+                        n = len(value.encode("utf-8")) if isinstance(value, str) else -1
+                    except UnicodeEncodeError:  # a lone surrogate
+                        n = -1
+                    if not 0 <= n <= 65536:
+                        raise InvalidArgument("bad meta", "invalid_attribute")
                 new[key] = value
             else:
                 raise InvalidArgument(f"unknown attribute {key!r}", "invalid_attribute")

@@ -17,6 +17,7 @@ from wonderq import _core
 from wonderq._core import (
     MAX_DELAY_MS,
     MAX_ID,
+    MAX_META_BYTES,
     MAX_VISIBILITY_MS,
     MESSAGE_OVERHEAD,
     EngineError,
@@ -92,6 +93,7 @@ def test_default_queue(b):
             "dead_letter_queue": None,
             "max_message_bytes": 1048576,
             "retention_ms": None,
+            "meta": None,
         },
         "counts": {"ready": 0, "leased": 0, "delayed": 0},
         "totals": {"published": 0, "delivered": 0, "deleted": 0, "expired": 0, "dead_lettered": 0},
@@ -468,11 +470,34 @@ def test_put_queue_create_update(b):
         "dead_letter_queue": None,
         "max_message_bytes": 10,
         "retention_ms": None,
+        "meta": None,
     }
     assert b.queue_names() == ["default", "jobs"]
     b.put_queue("A-b_9")
     assert b.queue_names() == ["A-b_9", "default", "jobs"]
     assert b.put_queue("default", {"visibility_timeout_ms": 1}) is False
+
+
+def test_queue_meta_is_kept_and_returned(b):
+    """``meta`` is opaque text the engine keeps with a queue (the SQS face's JSON object):
+    set on create or update, kept by updates that do not name it, cleared by None, gone with
+    the queue, not inherited by a new queue of the same name."""
+    meta = '{"tags":{"team":"é"}}'
+    assert b.put_queue("m", {"meta": meta, "delay_ms": 1}) is True
+    assert b.queue_info("m")["attributes"]["meta"] == meta
+    b.put_queue("m", {"delay_ms": 2})
+    assert b.queue_info("m")["attributes"]["meta"] == meta
+    b.put_queue("m", {"meta": "x" * MAX_META_BYTES})
+    assert b.queue_info("m")["attributes"]["meta"] == "x" * MAX_META_BYTES
+    b.put_queue("m", {"meta": None})
+    assert b.queue_info("m")["attributes"]["meta"] is None
+    b.put_queue("m", {"meta": meta})
+    b.put_queue("other", {"meta": "o"})
+    b.delete_queue("m")
+    b.put_queue("m")  # may reuse the freed slot: must not see the old meta
+    assert b.queue_info("m")["attributes"]["meta"] is None
+    assert b.queue_info("other")["attributes"]["meta"] == "o"
+    assert b.queue_info("default")["attributes"]["meta"] is None
 
 
 @pytest.mark.parametrize(
@@ -494,6 +519,11 @@ def test_put_queue_create_update(b):
         {"retention_ms": 1_209_600_001},
         {"retention_ms": 0},
         {"retention_ms": 60_000.0},
+        {"meta": 5},
+        {"meta": b"{}"},
+        {"meta": "x" * (MAX_META_BYTES + 1)},
+        {"meta": "é" * (MAX_META_BYTES // 2 + 1)},  # counted in bytes of UTF-8
+        {"meta": "\ud800"},
         {1: 2},
     ],
 )

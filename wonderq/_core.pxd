@@ -134,6 +134,7 @@ cdef class Broker:
     cdef dict queue_index           # name -> idx of active queues
     cdef list queue_names_by_idx    # idx -> name (None for a free slot)
     cdef list free_queue_idx        # free slots of queues, reused before growing
+    cdef dict queue_meta            # idx -> the queue's meta str (only queues that have one)
     cdef object last_name           # the name lookup() resolved last (compared by identity)
     cdef int32_t last_idx           # its queue idx; valid while last_name is not NO_NAME
     cdef TimerHeap timers           # leases and delays of every queue

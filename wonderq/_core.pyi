@@ -44,6 +44,8 @@ MAX_NOW: Final[int]
 #: Bounds of a queue's ``retention_ms`` (60 s and 14 days, as Amazon SQS).
 MIN_RETENTION_MS: Final[int]
 MAX_RETENTION_MS: Final[int]
+#: Largest queue ``meta`` in bytes of UTF-8 (65536).
+MAX_META_BYTES: Final[int]
 
 def now_ms() -> int:
     """CLOCK_MONOTONIC in whole milliseconds: ``time.monotonic_ns() // 1_000_000``, cheaper.
@@ -109,7 +111,9 @@ class Broker:
         ``visibility_timeout_ms`` (0..MAX_VISIBILITY_MS), ``delay_ms`` (0..MAX_DELAY_MS),
         ``max_receives`` (int >= 1, or None for no limit), ``dead_letter_queue`` (str or None),
         ``max_message_bytes`` (1..broker max), ``retention_ms`` (60_000..1_209_600_000, or None
-        to keep messages until deleted). Keys are checked in the mapping's order.
+        to keep messages until deleted), ``meta`` (None, or a str of at most MAX_META_BYTES
+        bytes of UTF-8 that the engine keeps without reading: the SQS face's JSON object of
+        SQS-only queue attributes and tags). Keys are checked in the mapping's order.
         Unknown keys, wrong types and out-of-range values raise InvalidArgument (code
         ``invalid_attribute``) naming the key. ``max_receives``
         without a dead-letter queue, a dead-letter queue that does not exist, or the queue
@@ -130,11 +134,11 @@ class Broker:
 
     def queue_info(self, name: str) -> dict[str, Any]:
         """``{"name", "attributes": {visibility_timeout_ms, delay_ms, max_receives,
-        dead_letter_queue, max_message_bytes, retention_ms}, "counts": {ready, leased,
+        dead_letter_queue, max_message_bytes, retention_ms, meta}, "counts": {ready, leased,
         delayed}, "totals": {published, delivered, deleted, expired, dead_lettered}}``.
-        ``max_receives``, ``dead_letter_queue`` and ``retention_ms`` are None when unset.
-        (The ``expired_retention`` total is in ``stats()`` only, so the API's ``<info>``
-        keeps the contract's five totals.)"""
+        ``max_receives``, ``dead_letter_queue``, ``retention_ms`` and ``meta`` are None when
+        unset. (The ``expired_retention`` total is in ``stats()`` only, so the API's
+        ``<info>`` keeps the contract's five totals.)"""
 
     def ready_count(self, name: str) -> int:
         """Messages available now (cheap; used to decide whether to park a long poll)."""

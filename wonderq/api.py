@@ -81,6 +81,7 @@ class Api:
         self._openapi: bytes | None = None
         # The status page: its assets (read now) and its event stream.
         self.statuspage = StatusPage(store)
+        self.sqs: Any = None  # the SQS face (wonderq.sqs.SqsFace), set by the server
 
     def routes(self, add: Any) -> None:
         """The route table. Templates are tried in the order first added: the benchmarks'
@@ -359,6 +360,8 @@ class Api:
 
     def handle_status_page(self, req: Request) -> Response:
         """``GET /`` (without ``Action``: that is the SQS query protocol): the status page."""
+        if self.sqs is not None and self.sqs.kind(req):
+            return self.sqs.dispatch(req)  # type: ignore[no-any-return]
         return self.statuspage.page(req)
 
     def handle_static(self, req: Request) -> Response:

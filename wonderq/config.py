@@ -63,6 +63,10 @@ class Settings:
     allow_anonymous: bool = False  # without auth_file, serve non-loopback clients too
     tls_cert: str | None = None  # PEM certificate chain; with tls_key, serve HTTPS
     tls_key: str | None = None  # PEM private key of tls_cert
+    # The Amazon SQS face (docs/SQS.md): how QueueUrl and QueueArn are written.
+    sqs_base_url: str | None = None  # scheme://host[:port] of QueueUrls; None = the Host header
+    sqs_account: str = "000000000000"  # the 12-digit account id in QueueUrls and ARNs
+    sqs_region: str = "us-east-1"  # the region in QueueArns
 
     @property
     def visibility_timeout_ms(self) -> int:
@@ -107,6 +111,35 @@ def _host(text: str) -> str:
     text = text.strip()
     if not text or any(c.isspace() for c in text):
         raise ValueError("must be a host name or an IP address, like 127.0.0.1")
+    return text
+
+
+def _base_url(text: str) -> str:
+    text = text.strip().rstrip("/")
+    scheme, sep, rest = text.partition("://")
+    if (
+        not sep
+        or scheme not in ("http", "https")
+        or not rest
+        or any(c.isspace() for c in rest)
+        or "?" in rest
+        or "#" in rest
+    ):
+        raise ValueError("must be an http:// or https:// URL, like https://sqs.example.com:8080")
+    return text
+
+
+def _account(text: str) -> str:
+    text = text.strip()
+    if len(text) != 12 or not (text.isascii() and text.isdigit()):
+        raise ValueError("must be a 12-digit AWS account id, like 000000000000")
+    return text
+
+
+def _region(text: str) -> str:
+    text = text.strip()
+    if not re.fullmatch(r"[a-z0-9-]{1,32}", text):
+        raise ValueError("must be an AWS region name, like us-east-1")
     return text
 
 
@@ -310,6 +343,28 @@ FIELDS: tuple[Field, ...] = (
         _file,
         "the PEM private key of --tls-cert (not encrypted)",
         "FILE",
+    ),
+    Field(
+        "sqs_base_url",
+        "--sqs-base-url",
+        _base_url,
+        "the scheme://host[:port] the SQS face writes in QueueUrls (default: from each "
+        "request's Host header, which works behind port mapping and proxies)",
+        "URL",
+    ),
+    Field(
+        "sqs_account",
+        "--sqs-account",
+        _account,
+        "the 12-digit account id in the SQS face's QueueUrls and ARNs (default 000000000000)",
+        "ID",
+    ),
+    Field(
+        "sqs_region",
+        "--sqs-region",
+        _region,
+        "the region in the SQS face's QueueArns (default us-east-1)",
+        "REGION",
     ),
 )
 

@@ -31,6 +31,7 @@ cdef class Request:
     cdef public object deferred     # the application's state while parked
     cdef public object response     # an error the protocol answers in turn, or None
     cdef public bint echo_keep_alive  # the client sent Connection: keep-alive
+    cdef public object headers      # [(lowercase name, value)] outside /v1/, else None
 
 
 @cython.final
@@ -59,6 +60,7 @@ cdef class HttpProtocol:
     # The message being parsed.
     cdef int _phase                 # _IDLE, _HEAD or _BODY
     cdef bytes _url                 # the request target so far, None between messages
+    cdef list _headers              # this message's headers (not under /v1/), or None
     cdef Py_ssize_t _head_bytes     # header names + values of this message
     cdef Py_ssize_t _head_mark      # _head_bytes when the previous read ended in a head
     cdef object _head_mark_url      # _url then
@@ -96,9 +98,11 @@ cdef class HttpProtocol:
     cdef bint _active               # a read completed requests since the timer fired
 
     cpdef data_received(self, object data)
+
+    @cython.locals(start=cython.p_char)
     cpdef on_url(self, bytes url)
 
-    @cython.locals(n=Py_ssize_t)
+    @cython.locals(n=Py_ssize_t, headers=list)
     cpdef on_header(self, bytes name, bytes value)
     cpdef on_headers_complete(self)
     cpdef on_body(self, bytes data)

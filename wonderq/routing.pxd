@@ -29,6 +29,7 @@ cdef class Router:
     cdef str _last_path              # the static path dispatched last (None at first)
     cdef dict _last_methods          # static[_last_path]
     cdef public object authorizer    # wonderq.auth.Authorizer with --auth-file, else None
+    cdef dict _fallback              # {method: entry} for paths no route matches, or None
 
     @cython.locals(route=Route, params=dict)
     cpdef tuple match(self, str path)

@@ -134,6 +134,14 @@ class Router:
         self._last_path: str | None = None
         self._last_methods: dict[str, Entry] = {}
         self.authorizer: Any = None  # wonderq.auth.Authorizer with --auth-file
+        self._fallback: dict[str, Entry] | None = None  # see set_fallback
+
+    def set_fallback(self, handler: Handler, label: str, methods: tuple[str, ...]) -> None:
+        """Send what no route matches (with one of ``methods``) to ``handler``, which
+        answers the 404 itself when the request is not its own (the SQS face: queue URL
+        paths ``/<account>/<queue>``)."""
+        counts = [0] * 600
+        self._fallback = {m: (handler, f"{m} {label}", counts, None) for m in methods}
 
     def add(self, method: str, template: str, handler: Handler, access: str | None = None) -> None:
         """Route ``method template`` to ``handler``; ``access`` is ``"<right>:<queue>"``
@@ -174,8 +182,11 @@ class Router:
             if methods is None:
                 route, req.params = self.match(path)
                 if route is None:
-                    return self._not_found(req)
-                methods = route.handlers
+                    if self._fallback is None:
+                        return self._not_found(req)
+                    methods = self._fallback
+                else:
+                    methods = route.handlers
             else:
                 self._last_path = path
                 self._last_methods = methods
@@ -249,6 +260,7 @@ class Router:
 
     def _not_allowed(self, req: Request) -> Response:
         route, _ = self.match(req.path)
-        assert route is not None
+        if route is None:  # a method the fallback does not take
+            return self._not_found(req)
         self.count(route.name, 405)
         return answer_error(MethodNotAllowed(req.method, route), "")

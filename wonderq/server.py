@@ -205,6 +205,19 @@ class Server:
         router.authorizer = self.authorizer  # None: access control off
         api = Api(store, router, longpoll, settings.max_batch)
         api.routes(router.add)
+        # The Amazon SQS face (docs/SQS.md) over the same store, parking in the same long polls.
+        from .sqs import SqsFace
+
+        sqs = SqsFace(
+            store,
+            longpoll=longpoll,
+            account=settings.sqs_account,
+            region=settings.sqs_region,
+            base_url=settings.sqs_base_url,
+            authorizer=self.authorizer,
+        )
+        sqs.routes(router)
+        api.sqs = sqs
         # Closed event streams of the status page go to it, other deferred requests on.
         router.set_cancel(chain_cancel(api.statuspage.events, longpoll.cancel))
         api.metrics = Metrics(store, router, longpoll, self.connections.__len__)

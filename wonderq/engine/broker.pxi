@@ -61,6 +61,7 @@ cdef class Broker:
         self.queue_index = {}
         self.queue_names_by_idx = []
         self.free_queue_idx = []
+        self.queue_meta = {}
         if self.leases.slots == NULL:
             ht_init(&self.leases, MIN_TABLE_CAP)
         if self.scratch == NULL:
@@ -395,6 +396,7 @@ cdef class Broker:
             "dead_letter_queue": self.queue_names_by_idx[q.dlq] if q.dlq >= 0 else None,
             "max_message_bytes": q.max_message_bytes,
             "retention_ms": q.retention_ms if q.retention_ms > 0 else None,
+            "meta": self.queue_meta.get(qi),
         }
 
     # ---- queues ---------------------------------------------------------------------------
@@ -465,6 +467,10 @@ cdef class Broker:
         q.max_message_bytes = new["max_message_bytes"]
         q.retention_ms = 0 if new["retention_ms"] is None else new["retention_ms"]
         ret_update(&self.retention, self.queues, qi)
+        if new["meta"] is None:
+            self.queue_meta.pop(qi, None)
+        else:
+            self.queue_meta[qi] = new["meta"]
         return existing is None
 
     def delete_queue(self, name):
@@ -481,6 +487,7 @@ cdef class Broker:
             self.queues[q.dlq].dlq_refs -= 1
         free(q.rheap)
         memset(q, 0, sizeof(Queue))
+        self.queue_meta.pop(qi, None)
         del self.queue_index[name]
         self.queue_names_by_idx[qi] = None
         self.last_name = NO_NAME  # the cached name may be this queue's

@@ -27,6 +27,8 @@ cdef int64_t C_MAX_RETENTION_MS = 14 * 86400 * 1000
 cdef int64_t C_MAX_MESSAGE_BYTES = 1 << 28
 # queues: Msg.queue_idx is a uint16.
 cdef int64_t C_MAX_QUEUES = 65536
+# bytes: largest queue ``meta`` (UTF-8), the opaque text a face keeps with a queue.
+cdef int64_t C_MAX_META_BYTES = 65536
 
 # ---- a message's time word (Msg.times, message.pxi) ---------------------------------------------
 
