@@ -308,7 +308,7 @@ def test_long_poll_parks_wakes_and_times_out() -> None:
 
 
 def test_deleted_queue_answers_a_parked_receive_at_once() -> None:
-    face, _, timers = make()
+    face, _, _ = make()
     call(face, "CreateQueue", QueueName="q")
     req = Req("ReceiveMessage", {"QueueUrl": "q", "WaitTimeSeconds": 5})
     assert face.dispatch(req) is None  # type: ignore[arg-type]

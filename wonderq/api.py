@@ -361,7 +361,7 @@ class Api:
     def handle_status_page(self, req: Request) -> Response:
         """``GET /`` (without ``Action``: that is the SQS query protocol): the status page."""
         if self.sqs is not None and self.sqs.kind(req):
-            return self.sqs.dispatch(req)  # type: ignore[no-any-return]
+            return self.sqs.dispatch(req)
         return self.statuspage.page(req)
 
     def handle_static(self, req: Request) -> Response:

@@ -215,6 +215,7 @@ class Server:
             region=settings.sqs_region,
             base_url=settings.sqs_base_url,
             authorizer=self.authorizer,
+            tls=self.ssl_context is not None,
         )
         sqs.routes(router)
         api.sqs = sqs

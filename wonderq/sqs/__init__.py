@@ -78,6 +78,7 @@ class SqsFace(Actions):
         region: str = "us-east-1",
         base_url: str | None = None,
         authorizer: Any = None,
+        tls: bool = False,
     ) -> None:
         self.store = store
         self.account = account
@@ -88,6 +89,7 @@ class SqsFace(Actions):
             longpoll = LongPoll(_complete, call_later)
         self.longpoll = longpoll
         self.authorizer = authorizer
+        self.tls = tls  # served over HTTPS (SigV4 then accepts UNSIGNED-PAYLOAD)
         self.started_s = int(time.time())
         self._wait_cache: dict[str, int] = {}
         self._ids = itertools.count(1)
@@ -142,7 +144,7 @@ class SqsFace(Actions):
                 text,
                 req.body,
                 time.time(),
-                tls=req.conn.get_extra_info("ssl_object") is not None,
+                tls=self.tls,
                 peer=req.conn.peer,
             )
             req.principal = principal  # type: ignore[attr-defined]
