@@ -342,6 +342,14 @@ class RedisStore(Store):
         self.sweeper.start()
         self._tasks.append(loop.create_task(self._refresh_loop()))
 
+    async def start_bare(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Connections only: no sweeper, no pub/sub, no stats refresh (in-process tests
+        that drive every step themselves)."""
+        self.loop = loop
+        self.backend = self._make_backend(loop)
+        self.backend.start()
+        await self.backend.refresh()
+
     async def _close(self) -> None:
         for task in self._tasks:
             task.cancel()
