@@ -350,6 +350,21 @@ class RedisStore(Store):
         self.backend.start()
         await self.backend.refresh()
 
+    def kill_for_tests(self) -> None:
+        """Die as a crashed server would: every task and connection gone at once, the
+        sweeper lease left to run out."""
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+        if self.sweeper is not None and self.sweeper.task is not None:
+            self.sweeper.task.cancel()
+            self.sweeper.task = None
+            self.sweeper.holder = False
+        if self.subscriber is not None:
+            self.subscriber.close()
+        if self.backend is not None:
+            self.backend.close()
+
     async def _close(self) -> None:
         for task in self._tasks:
             task.cancel()
