@@ -190,7 +190,20 @@ class Cluster:
             self.stop()
             raise RuntimeError(f"redis-cli --cluster create failed: {out.stdout}{out.stderr}")
         self.wait_ok()
+        if self.replicas:
+            self.wait_replicas_synced()
         return self
+
+    def wait_replicas_synced(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            infos = [n.client().info("replication") for n in self.nodes]  # type: ignore[attr-defined]
+            linked = [i for i in infos if i.get("role") == "slave" and i.get("master_link_status") == "up"]
+            if len(linked) == self.primaries * self.replicas:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replicas did not sync")
+            time.sleep(0.1)
 
     def wait_ok(self, timeout: float = 20.0) -> None:
         """Until every live node says cluster_state:ok and all slots are served."""

@@ -780,7 +780,14 @@ class RedisStore(Store):
         except _Refusal as refusal:
             return self._refuse(queue, refusal)
         args = [b"c", b"%d" % cid, _id_arg(msg_id)]
-        return self.script("delete", queue, args, parse=lambda r: r[0] == 1)
+        return self.script("delete", queue, args, parse=lambda r: self._deleted(queue, r[0] == 1))
+
+    def _deleted(self, queue: str, value: Any, any_deleted: bool | None = None) -> Any:
+        """A delete is answered once replicated too (with --redis-wait), so an acknowledged
+        delete does not come back after a failover."""
+        if any_deleted is None:
+            any_deleted = bool(value)
+        return self._confirmed(queue, value) if any_deleted else value
 
     def delete_token(self, queue: str, msg_id: int, receives: int) -> Any:
         """Delete by lease token ``(id, receives)``: the same rule as by cid."""
@@ -790,7 +797,7 @@ class RedisStore(Store):
         except _Refusal as refusal:
             return self._refuse(queue, refusal)
         args = [b"t", _id_arg(msg_id), b"%d" % receives]
-        return self.script("delete", queue, args, parse=lambda r: r[0] == 1)
+        return self.script("delete", queue, args, parse=lambda r: self._deleted(queue, r[0] == 1))
 
     def delete_batch(self, queue: str, cid: int, ids: list[Any]) -> Any:
         try:
@@ -809,7 +816,7 @@ class RedisStore(Store):
         def split(reply: list[int]) -> tuple[list[int], list[int]]:
             deleted = [i for i, ok in zip(ids, reply) if ok == 1]
             failed = [i for i, ok in zip(ids, reply) if ok != 1]
-            return deleted, failed
+            return self._deleted(queue, (deleted, failed), bool(deleted))
 
         return self.script("delete", queue, args, parse=split)
 
