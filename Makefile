@@ -1,12 +1,12 @@
 # Developer shortcuts. `make test` is exactly what CI runs (see .ci/run and README.md).
 PY ?= python
 
-.PHONY: install build test lint annotate bench bench-quick clean
+.PHONY: install build test lint annotate bench bench-quick bench-smoke clean
 
 install:            ## install WonderQ with the test and dev extras, compiling the engine
 	$(PY) -m pip install -e '.[test,dev]'
 
-build:              ## recompile in place after editing _core.pyx, protocol.py or api.py (or their .pxd)
+build:              ## recompile in place after editing a compiled module (see COMPILED) or its .pxd
 	$(PY) setup.py build_ext --inplace
 
 test: build
@@ -15,17 +15,24 @@ test: build
 lint:
 	ruff check wonderq tests bench
 	ruff format --check wonderq tests bench
-	cython-lint wonderq/_core.pyx wonderq/_core.pxd wonderq/protocol.pxd wonderq/api.pxd
+	cython-lint wonderq/_core.pyx wonderq/*.pxd wonderq/engine/*.pxi
 	mypy
 
-annotate:           ## writes wonderq/_core.html: yellow lines call into the Python C-API
-	cython -3 -a wonderq/_core.pyx
+# Every module setup.py compiles: the engine, and the pure-Python-mode layers a request crosses.
+COMPILED = wonderq/_core.pyx wonderq/protocol.py wonderq/params.py wonderq/routing.py \
+           wonderq/api.py wonderq/store.py
+
+annotate:           ## writes wonderq/<module>.html for each compiled module: yellow lines call into the Python C-API
+	for f in $(COMPILED); do cython -3 -a $$f || exit 1; done
 
 bench:              ## the whole benchmark run; rewrites bench/RESULTS.md
 	$(PY) bench/run.py
 
 bench-quick:
 	$(PY) bench/run.py --quick
+
+bench-smoke:        ## < 1 min, every HTTP server and workload for 1 s: checks the chain, figures are noise, writes no .md
+	$(PY) bench/run.py --only ceiling wonderq --runs 1 --duration 1 --no-write --no-install
 
 clean:
 	rm -rf build *.egg-info wonderq/*.c wonderq/*.so wonderq/*.html

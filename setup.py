@@ -8,7 +8,10 @@ extensions = [
     # Plain Python compiled in Cython's pure-Python mode, its C types in protocol.pxd; the .py
     # also runs as is when not built.
     Extension("wonderq.protocol", ["wonderq/protocol.py"], extra_compile_args=["-O2"]),
-    # The same for the routes: types in api.pxd.
+    # The same for the layers every request goes through (types in each .pxd): the checks
+    # of what a client sent, the dispatch, WonderQ's routes, and the store interface.
+    Extension("wonderq.params", ["wonderq/params.py"], extra_compile_args=["-O2"]),
+    Extension("wonderq.routing", ["wonderq/routing.py"], extra_compile_args=["-O2"]),
     Extension("wonderq.api", ["wonderq/api.py"], extra_compile_args=["-O2"]),
     Extension("wonderq.store", ["wonderq/store.py"], extra_compile_args=["-O2"]),
 ]

@@ -54,6 +54,10 @@ BATCH = (
 WORKLOADS = {
     "ceiling": "the Python ceiling (bench/ceiling.py), one publish per read",
     "ceiling16": "the Python ceiling, 16 pipelined publishes per read",
+    "reading": "the Python reading ceiling (ceiling.py --reading), one publish per read",
+    "reading16": "the Python reading ceiling, 16 pipelined publishes per read",
+    "ceiling_recvdel": "the Python ceiling, GET + DELETE /v1/consumer alternating (per request)",
+    "reading_recvdel": "the Python reading ceiling, GET + DELETE alternating (per request)",
     "stub": "WonderQ's protocol before a constant answer, one publish per read",
     "stub16": "WonderQ's protocol before a constant answer, 16 pipelined publishes per read",
     "publish": "POST /v1/publish, one per read",
@@ -98,28 +102,28 @@ class Transport(asyncio.Transport):
 
 
 def protocol_for(workload: str, transport: Transport) -> Any:
-    if workload.startswith("ceiling"):
+    if workload.startswith(("ceiling", "reading")):
         sys.path.insert(0, str(HERE))
         import ceiling
 
-        proto: Any = ceiling.CeilingProtocol(ceiling.Clock())
+        kind = (
+            ceiling.ReadingProtocol if workload.startswith("reading") else ceiling.CeilingProtocol
+        )
+        proto: Any = kind(ceiling.Clock())
         proto.connection_made(transport)
         return proto
     from wonderq import _core, protocol
     from wonderq.api import Api
     from wonderq.config import Settings
+    from wonderq.longpoll import LongPoll
+    from wonderq.routing import Router
+    from wonderq.store import MemoryStore
 
     settings = Settings()
 
     class Owner:
         connections: set[Any] = set()
         shutting_down = False
-
-    class Expiry:
-        armed_ms = 2**62
-
-        def arm(self, deadline_ms: int) -> None:
-            self.armed_ms = deadline_ms
 
     broker = _core.Broker(max_batch=1000)
     app: Any
@@ -140,7 +144,11 @@ def protocol_for(workload: str, transport: Transport) -> Any:
         app = Stub()
     else:
         loop = asyncio.get_event_loop()
-        app = Api(broker, max_batch=1000, expiry=Expiry(), call_later=loop.call_later)
+        store = MemoryStore(broker=broker)
+        app = Router()
+        longpoll = LongPoll(app.answer, loop.call_later)
+        store.start(loop, longpoll)
+        Api(store, app, longpoll, 1000).routes(app.add)
     for _ in range(60):  # messages for the consuming workloads, the same whatever N
         broker.publish_batch("default", [BODY] * 1000, time.monotonic_ns() // 1_000_000)
     proto = protocol.HttpProtocol(app, Owner(), settings)
@@ -155,19 +163,20 @@ def feed(workload: str, n: int) -> None:
     asyncio.set_event_loop(uvloop.new_event_loop())
     transport = Transport()
     received = protocol_for(workload, transport).data_received
-    if workload in ("ceiling", "stub", "publish"):
+    if workload in ("ceiling", "reading", "stub", "publish"):
         for _ in range(n):
             received(PUBLISH)
-    elif workload in ("ceiling16", "stub16", "publish16"):
+    elif workload in ("ceiling16", "reading16", "stub16", "publish16"):
         data = PUBLISH * 16
         for _ in range(n // 16):
             received(data)
-    elif workload in ("recvdel", "recvdel_q"):
-        receive, delete = (RECEIVE, DELETE) if workload == "recvdel" else (Q_RECEIVE, Q_DELETE)
+    elif workload.endswith(("recvdel", "recvdel_q")):
+        receive, delete = (Q_RECEIVE, Q_DELETE) if workload == "recvdel_q" else (RECEIVE, DELETE)
         for i in range(n // 2):  # the i-th receive leases id i + 1
             received(receive)
             received(delete % (i + 1))
-        assert transport.last.endswith(b"true"), transport.last
+        queue = workload.startswith("recvdel")  # else a ceiling: the same fixed answer
+        assert transport.last.endswith(b"true" if queue else b'{"ok":true}'), transport.last
     elif workload == "batch":
         for _ in range(n // 100):
             received(BATCH)
@@ -213,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     for workload in args.workloads or list(WORKLOADS):
         a, b = collected(workload, args.n1), collected(workload, args.n2)
         per = (b - a) / (args.n2 - args.n1)
-        print(f"{workload:10} {per:8,.0f} instructions  {WORKLOADS[workload]}", flush=True)
+        print(f"{workload:16} {per:8,.0f} instructions  {WORKLOADS[workload]}", flush=True)
     return 0
 
 

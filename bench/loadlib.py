@@ -11,6 +11,7 @@ bench/run.py records the load generator's CPU use next to each figure to show wh
 
 from __future__ import annotations
 
+import argparse
 import array
 import asyncio
 import json
@@ -170,3 +171,135 @@ def run(main: Awaitable[Any]) -> Any:
     if uvloop is not None:
         return uvloop.run(main)  # type: ignore[arg-type]
     return asyncio.run(main)  # type: ignore[arg-type]
+
+
+async def produce(
+    args: argparse.Namespace, parse: Parser, name: str, put: bytes, stored: Callable[[Any], bool]
+) -> dict:
+    """The producer's loop of a peer tool, on ``args.connections`` connections for
+    ``args.duration`` seconds: each round writes ``args.pipeline`` copies of the command
+    ``put`` and waits for their replies; ``stored(reply)`` says whether one went through."""
+    stats = Stats()
+    payload = put * args.pipeline
+
+    async def worker(running: Callable[[], bool]) -> None:
+        proto = await connect(args.host, args.port, parse)
+        try:
+            while running():
+                t0 = time.perf_counter_ns()
+                replies = await proto.round_trip(payload, args.pipeline)
+                stats.record(t0)
+                stats.requests += args.pipeline
+                for reply in replies:
+                    if stored(reply):
+                        stats.messages += 1
+                    else:
+                        stats.bad += 1
+        finally:
+            proto.close()
+
+    elapsed = await run_for(args.duration, [worker] * args.connections)
+    return summary(f"{name}_p{args.pipeline}", stats, elapsed, args.pipeline)
+
+
+async def consume(
+    args: argparse.Namespace,
+    parse: Parser,
+    name: str,
+    take: bytes,
+    lease: Callable[[Any], Any],
+    ack: Callable[[Any], bytes],
+    acked: Callable[[Any], bool],
+) -> dict:
+    """The consumer's loop of a peer tool, on ``args.connections`` connections for
+    ``args.duration`` seconds. ``take`` leases the next message; ``lease(reply)`` is the
+    handle its reply gives, or None when the queue was empty; ``ack(handle)`` acknowledges it
+    and ``acked(reply)`` says whether that went through (a message). With ``args.pipeline``
+    1 a connection strictly alternates take, wait, ack, wait; with P, each round writes the
+    acks of the previous round's messages and P new takes at once."""
+    stats = Stats()
+    depth = args.pipeline
+
+    def count_acks(replies: list[Any]) -> None:
+        for reply in replies:
+            if acked(reply):
+                stats.messages += 1
+            else:
+                stats.bad += 1
+
+    async def worker(running: Callable[[], bool]) -> None:
+        proto = await connect(args.host, args.port, parse)
+        try:
+            if depth == 1:
+                while running():
+                    t0 = time.perf_counter_ns()
+                    (reply,) = await proto.round_trip(take, 1)
+                    stats.record(t0)
+                    stats.requests += 1
+                    handle = lease(reply)
+                    if handle is None:
+                        stats.empty += 1
+                        continue
+                    t0 = time.perf_counter_ns()
+                    count_acks(await proto.round_trip(ack(handle), 1))
+                    stats.record(t0)
+                    stats.requests += 1
+                return
+            held: list[Any] = []
+            while True:
+                more = running()
+                cmds = [ack(handle) for handle in held]
+                if more:
+                    cmds.append(take * depth)
+                n = len(held) + (depth if more else 0)
+                if n == 0:
+                    break
+                t0 = time.perf_counter_ns()
+                replies = await proto.round_trip(b"".join(cmds), n)
+                stats.record(t0)
+                stats.requests += n
+                count_acks(replies[: len(held)])
+                held = [h for h in map(lease, replies[len(held) :]) if h is not None]
+                if more and not held:
+                    stats.empty += 1
+        finally:
+            proto.close()
+
+    elapsed = await run_for(args.duration, [worker] * args.connections)
+    return summary(f"{name}_p{depth}", stats, elapsed, depth)
+
+
+Workload = Callable[[argparse.Namespace], Awaitable[dict]]
+
+
+def peer_main(
+    doc: str,
+    port: int,
+    fill: Workload,
+    timed: dict[str, Workload],
+    argv: list[str] | None = None,
+    options: Callable[[argparse.ArgumentParser, argparse.ArgumentParser], None] | None = None,
+) -> int:
+    """The command line every bench/peers/ tool shares: ``--host --port --size``, a ``fill``
+    workload (``--count``) and timed workloads (``-c --pipeline --duration``); ``options``
+    adds a tool's own to the main parser and to ``fill``'s. Runs the chosen workload, prints
+    its LOADJSON line, exits 1 on bad answers."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--size", type=int, default=200, help="bytes per message")
+    sub = parser.add_subparsers(dest="workload", required=True)
+    f = sub.add_parser("fill")
+    f.add_argument("--count", type=int, default=1_000_000)
+    if options is not None:
+        options(parser, f)
+    for name in timed:
+        p = sub.add_parser(name)
+        p.add_argument("-c", "--connections", type=int, default=64)
+        p.add_argument("--pipeline", type=int, default=1)
+        p.add_argument("--duration", type=float, default=10.0, help="seconds")
+    args = parser.parse_args(argv)
+    work = fill if args.workload == "fill" else timed[args.workload]
+    result = run(work(args))
+    emit(result)
+    return 1 if result["bad"] else 0

@@ -12,6 +12,9 @@ Validation order (the first failing check is the one raised), shared with the en
   delete         queue, cid, id, now
   delete_batch   queue, cid, ids (kind, count, each id), now
   change_lease   queue, cid, id, timeout, now
+  delete_token   queue, id, receives, now
+  change_lease_token  queue, id, receives, timeout, now
+  peek           queue, limit, now
   expire         now, budget
   restore        queue, id, body (type, empty, UTF-8), receives, now, delay, id in use
   dump_messages  cursor, max_count, now
@@ -194,6 +197,18 @@ class Broker:
             return msg
         return None
 
+    def _holds_token(self, q: Queue, msg_id: int, receives: int, now: int) -> Message | None:
+        msg = self.messages.get(msg_id)
+        if (
+            msg is not None
+            and msg.queue == q.name
+            and msg.state == "leased"
+            and msg.receives == receives
+            and now < msg.deadline
+        ):
+            return msg
+        return None
+
     def _remove(self, msg: Message) -> None:
         del self.messages[msg.id]
         self._memory -= msg.size
@@ -293,6 +308,9 @@ class Broker:
     def ready_count(self, name: Any) -> int:
         return len(self._queue(name).ready)
 
+    def queue_delay_ms(self, name: Any) -> int:
+        return int(self._queue(name).attrs["delay_ms"])
+
     # ---- messages -------------------------------------------------------------------------
     def publish(self, queue: Any, body: Any, now: int, delay_ms: Any = -1) -> int:
         q = self._queue(queue)
@@ -378,6 +396,18 @@ class Broker:
             leased.extend(taken)
         return json.dumps({"messages": out}, ensure_ascii=False, separators=(",", ":")).encode()
 
+    def peek(self, queue: Any, limit: Any, now: int) -> bytes:
+        q = self._queue(queue)
+        limit = _int(limit, 1, self.max_batch, "invalid_limit", "limit")
+        _check_now(now)
+        if not q.ready:
+            return EMPTY_RESPONSE
+        out = []
+        for msg_id in q.ready[:limit]:
+            msg = self.messages[msg_id]
+            out.append({"id": msg.id, "body": msg.text, "receives": msg.receives})
+        return json.dumps({"messages": out}, ensure_ascii=False, separators=(",", ":")).encode()
+
     def delete(self, queue: Any, cid: Any, msg_id: Any, now: int) -> bool:
         q = self._queue(queue)
         cid = _int(cid, 0, MAX_ID, "invalid_cid", "cid")
@@ -418,13 +448,43 @@ class Broker:
         msg = self._holds(q, cid, msg_id, now)
         if msg is None:
             return False
+        self._change(msg, timeout, now)
+        return True
+
+    def delete_token(self, queue: Any, msg_id: Any, receives: Any, now: int) -> bool:
+        q = self._queue(queue)
+        msg_id = _int(msg_id, 1, MAX_ID, "invalid_id", "id")
+        receives = _int(receives, 0, UINT32_MAX, "invalid_receives", "receives")
+        _check_now(now)
+        msg = self._holds_token(q, msg_id, receives, now)
+        if msg is None:
+            return False
+        self._untime(msg)
+        self._remove(msg)
+        q.totals["deleted"] += 1
+        return True
+
+    def change_lease_token(
+        self, queue: Any, msg_id: Any, receives: Any, timeout_ms: Any, now: int
+    ) -> bool:
+        q = self._queue(queue)
+        msg_id = _int(msg_id, 1, MAX_ID, "invalid_id", "id")
+        receives = _int(receives, 0, UINT32_MAX, "invalid_receives", "receives")
+        timeout = _int(timeout_ms, 0, MAX_VISIBILITY_MS, "invalid_timeout", "timeout_ms")
+        _check_now(now)
+        msg = self._holds_token(q, msg_id, receives, now)
+        if msg is None:
+            return False
+        self._change(msg, timeout, now)
+        return True
+
+    def _change(self, msg: Message, timeout: int, now: int) -> None:
         self._untime(msg)
         if timeout > 0:
             msg.deadline = now + timeout
             bisect.insort(self.timers, (msg.deadline, msg.id))
         else:
             self._end_lease(msg, expired=False)
-        return True
 
     # ---- timers ---------------------------------------------------------------------------
     def next_deadline(self) -> int:

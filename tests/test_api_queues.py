@@ -1103,14 +1103,14 @@ def test_ids_json_of_any_ids() -> None:
 
 
 # ---- the compiled build (in-process) ------------------------------------------------------------
-def _source_api() -> Any:
-    """wonderq/api.py run as plain Python, whether or not it is compiled."""
+def _source(name: str) -> Any:
+    """wonderq/<name>.py run as plain Python, whether or not it is compiled."""
+    import importlib
     import importlib.util
 
-    import wonderq.api
-
-    path = Path(wonderq.api.__file__).with_name("api.py")
-    spec = importlib.util.spec_from_file_location("wonderq._api_source", path)
+    module = importlib.import_module(f"wonderq.{name}")
+    path = Path(module.__file__ or "").with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"wonderq._{name}_source", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -1119,10 +1119,10 @@ def _source_api() -> Any:
 
 @pytest.mark.parametrize("source", [False, True], ids=["build", "source"])
 def test_router_matches_whole_segments(source: bool) -> None:
-    import wonderq.api
+    import wonderq.routing
 
-    api = _source_api() if source else wonderq.api
-    router = api.Router()
+    routing = _source("routing") if source else wonderq.routing
+    router = routing.Router()
     for template in ("/v1/queues/{queue}/messages", "/v1/queues/{queue}/messages/{id}", "/v1/x"):
         router.add("GET", template, print)
     route, params = router.match("/v1/queues/q%2Fa/messages/17")
@@ -1139,11 +1139,11 @@ def test_router_matches_whole_segments(source: bool) -> None:
 @pytest.mark.parametrize("source", [False, True], ids=["build", "source"])
 def test_plain_id_reads_only_plain_ids(source: bool) -> None:
     """The fast path of a delete's id: anything it refuses (0) goes through param_id."""
-    import wonderq.api
+    import wonderq.params
 
-    api = _source_api() if source else wonderq.api
+    params = _source("params") if source else wonderq.params
     for value, expected in [("1", 1), ("007", 7), ("9" * 18, 10**18 - 1), (str(MAX_ID), 0)]:
-        assert api._plain_id(value) == expected, value
+        assert params.plain_id(value) == expected, value
     for value in (
         "0",
         "",
@@ -1154,7 +1154,7 @@ def test_plain_id_reads_only_plain_ids(source: bool) -> None:
         "\uff11\uff12",  # fullwidth digits: str.isdigit() says yes
         "\u0663",  # an Arabic-Indic digit
         None,
-        api.REPEATED,
+        params.REPEATED,
         "9" * 19,
     ):
-        assert api._plain_id(value) == 0, value
+        assert params.plain_id(value) == 0, value

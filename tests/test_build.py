@@ -15,7 +15,10 @@ import pytest
     [
         ("wonderq._core", ["_core.pyx", "_core.pxd"]),
         ("wonderq.protocol", ["protocol.py", "protocol.pxd"]),
+        ("wonderq.params", ["params.py", "params.pxd"]),
+        ("wonderq.routing", ["routing.py", "routing.pxd"]),
         ("wonderq.api", ["api.py", "api.pxd"]),
+        ("wonderq.store", ["store.py", "store.pxd"]),
     ],
 )
 def test_compiled_module_is_not_stale(module: str, sources: list[str]) -> None:

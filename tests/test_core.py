@@ -949,6 +949,132 @@ def test_stats(b):
     ]
 
 
+# ---- what the store layer needs: peek, the queue's delay, lease tokens ---------------------
+
+
+def test_queue_delay_ms(b):
+    assert b.queue_delay_ms(Q) == 0
+    b.put_queue("slow", {"delay_ms": 5000})
+    assert b.queue_delay_ms("slow") == 5000
+    b.put_queue("slow", {"delay_ms": 0})
+    assert b.queue_delay_ms("slow") == 0
+    with pytest.raises(QueueNotFound):
+        b.queue_delay_ms("nope")
+    with pytest.raises(QueueNotFound):
+        b.queue_delay_ms(None)
+
+
+def test_peek_shows_what_a_receive_would_take(b):
+    b.publish_batch(Q, [b"a", b'"b"', b"c", b"d"], 0)
+    b.publish(Q, b"later", 0, 50)
+    assert ids_of(b.receive(Q, 1, 3, 0, 10)) == [1, 2, 3]
+    b.expire(10, 10)
+    b.receive(Q, 1, 1, 10, 100)  # 1 leased again; 2 and 3 wait in the return heap
+    before = b.queue_info(Q)
+    peeked = b.peek(Q, 10, 20)
+    assert msgs(peeked) == [(2, '"b"', 1), (3, "c", 1), (4, "d", 0)]
+    assert b.queue_info(Q) == before  # nothing leased or counted
+    assert msgs(b.peek(Q, 2, 20)) == [(2, '"b"', 1), (3, "c", 1)]
+    assert b.peek(Q, 3, 20) == peeked  # the same again: the heap is intact
+    # A receive then takes exactly those, with one more receive each.
+    assert msgs(b.receive(Q, 2, 3, 20)) == [(2, '"b"', 2), (3, "c", 2), (4, "d", 1)]
+    assert b.peek(Q, 1, 20) == b'{"messages":[]}'  # the delayed one is not available yet
+    b.expire(50, 10)
+    assert msgs(b.peek(Q, 1, 50)) == [(5, "later", 0)]
+
+
+def test_peek_arguments(b):
+    for limit in (0, 11, True, None, "1"):
+        with pytest.raises(InvalidArgument) as e:
+            b.peek(Q, limit, 0)
+        assert e.value.code == "invalid_limit"
+    with pytest.raises(QueueNotFound):
+        b.peek("nope", 1, 0)
+    with pytest.raises(InvalidArgument) as e:
+        b.peek(Q, 1, -1)
+    assert e.value.code == "invalid_now"
+
+
+def test_peek_answer_is_exact_json(b):
+    body = 'tab\t "q" \\ \u00e9 \U0001f600 \x01'.encode()
+    b.publish(Q, body, 0)
+    raw = b.peek(Q, 1, 0)
+    assert (
+        raw
+        == json.dumps(
+            {"messages": [{"id": 1, "body": body.decode(), "receives": 0}]},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode()
+    )
+
+
+def test_delete_token(b):
+    b.put_queue("other")
+    b.publish_batch(Q, [b"a", b"b"], 0)
+    b.receive(Q, 7, 2, 0, 100)
+    assert b.delete_token(Q, 1, 0, 10) is False  # not this receive
+    assert b.delete_token(Q, 1, 2, 10) is False
+    assert b.delete_token("other", 1, 1, 10) is False  # wrong queue
+    assert b.delete_token(Q, 99, 1, 10) is False  # unknown
+    assert b.delete_token(Q, 1, 1, 100) is False  # now == deadline: too late
+    assert b.delete_token(Q, 1, 1, 99) is True  # any cid: the token is the proof
+    assert b.delete_token(Q, 1, 1, 99) is False  # gone
+    assert b.queue_info(Q)["totals"]["deleted"] == 1
+    # A token from an earlier receive never acts, whoever holds the message now.
+    b.expire(100, 10)
+    assert msgs(b.receive(Q, 8, 1, 100, 100)) == [(2, "b", 2)]
+    assert b.delete_token(Q, 2, 1, 150) is False
+    assert b.change_lease_token(Q, 2, 1, 500, 150) is False
+    assert b.delete_token(Q, 2, 2, 150) is True
+    assert b.message_count == 0
+
+
+def test_change_lease_token(b):
+    b.publish_batch(Q, [b"a", b"b"], 0)
+    b.receive(Q, 7, 2, 0, 100)
+    assert b.change_lease_token(Q, 1, 1, 500, 90) is True
+    assert b.next_deadline() == 100  # message 2's lease
+    assert b.change_lease_token(Q, 2, 1, 0, 90) is True  # released: available again
+    assert b.queue_info(Q)["counts"] == {"ready": 1, "leased": 1, "delayed": 0}
+    assert b.queue_info(Q)["totals"]["expired"] == 0
+    assert b.change_lease_token(Q, 2, 1, 500, 90) is False  # no longer leased
+    assert b.expire(589, 10) == 0
+    assert b.delete(Q, 7, 1, 589) is True  # the cid rule still holds for the same lease
+
+
+def test_change_lease_token_release_dead_letters(b):
+    b.put_queue("dlq")
+    b.put_queue("src", {"max_receives": 1, "dead_letter_queue": "dlq"})
+    b.publish("src", b"job", 0)
+    b.receive("src", 1, 1, 0, 100)
+    assert b.change_lease_token("src", 1, 1, 0, 5) is True
+    assert b.queue_info("src")["totals"]["dead_lettered"] == 1
+    assert msgs(b.receive("dlq", 1, 1, 5)) == [(1, "job", 1)]
+    assert b.delete_token("src", 1, 1, 6) is False  # the source queue's token is dead
+    assert b.delete_token("dlq", 1, 1, 6) is True
+
+
+def test_token_arguments(b):
+    for call, code in [
+        (lambda: b.delete_token(Q, 0, 1, 0), "invalid_id"),
+        (lambda: b.delete_token(Q, 1, -1, 0), "invalid_receives"),
+        (lambda: b.delete_token(Q, 1, 1 << 32, 0), "invalid_receives"),
+        (lambda: b.delete_token(Q, 1, True, 0), "invalid_receives"),
+        (lambda: b.delete_token(Q, 1, 1, -1), "invalid_now"),
+        (lambda: b.change_lease_token(Q, 1, 1, -1, 0), "invalid_timeout"),
+        (lambda: b.change_lease_token(Q, 1, 1, MAX_VISIBILITY_MS + 1, 0), "invalid_timeout"),
+        (lambda: b.change_lease_token(Q, MAX_ID + 1, 1, 0, 0), "invalid_id"),
+    ]:
+        with pytest.raises(InvalidArgument) as e:
+            call()
+        assert e.value.code == code
+    with pytest.raises(QueueNotFound):
+        b.delete_token("nope", 1, 1, 0)
+    with pytest.raises(QueueNotFound):
+        b.change_lease_token("nope", 1, 1, 0, 0)
+
+
 # ---- errors -----------------------------------------------------------------------------
 
 

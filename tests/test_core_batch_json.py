@@ -43,12 +43,15 @@ def drained(broker) -> bytes:
 
 def check_same(data: bytes, **kwargs) -> bytes | None:
     fast, slow = brokers(**kwargs)
-    answer = fast.publish_batch_json("default", data, NOW)
+    bodies: list[bytes] = [b"kept"]
+    answer = fast.publish_batch_json("default", data, NOW, bodies)
     if answer is None:
         assert fast.message_count == 0, "declined but stored"
         assert fast.memory_bytes == 0
+        assert bodies == [b"kept"]
     else:
         assert answer == general(slow, data)
+        assert bodies == [b"kept", *(e.encode() for e in json.loads(data))]
         assert json.loads(answer) == {"ids": list(range(1, len(json.loads(data)) + 1))}
         assert drained(fast) == drained(slow)
     return answer
@@ -119,9 +122,11 @@ def test_a_body_over_the_queue_limit_is_declined() -> None:
 def test_the_memory_limit_refuses_the_whole_batch() -> None:
     fast = _core.Broker(max_memory=2 * (_core.MESSAGE_OVERHEAD + 10))
     assert fast.publish_batch_json("default", b'["' + b"x" * 10 + b'"]', NOW) == b'{"ids":[1]}'
+    bodies: list[bytes] = []
     with pytest.raises(_core.MemoryLimitExceeded):
-        fast.publish_batch_json("default", b'["' + b"x" * 10 + b'","y"]', NOW)
+        fast.publish_batch_json("default", b'["' + b"x" * 10 + b'","y"]', NOW, bodies)
     assert fast.message_count == 1
+    assert bodies == []  # taken back: nothing was stored
     fast.check_invariants()
 
 
@@ -203,12 +208,15 @@ def general_ack(broker, data: bytes) -> bytes | None:
 
 def check_same_ack(data: bytes) -> bytes | None:
     fast, slow = leased_twins()
-    answer = fast.ack_json("default", data, NOW + 1)
+    deleted: list[int] = [-1]
+    answer = fast.ack_json("default", data, NOW + 1, deleted)
     if answer is None:
         assert fast.message_count == 6, "declined but deleted"
+        assert deleted == [-1]
     else:
         assert answer == general_ack(slow, data)
         assert fast.message_count == slow.message_count
+        assert deleted == [-1, *json.loads(answer)["deleted"]]
     fast.check_invariants()
     return answer
 

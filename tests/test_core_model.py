@@ -198,6 +198,33 @@ class EngineVsModel(RuleBasedStateMachine):
     def publish_more(self, queue, body, delay):
         self.publish(queue, body, delay)
 
+    @rule(queue=queue_names, limit=st.integers(0, 7))
+    def peek(self, queue, limit):
+        self.both("peek", queue, limit, self.now)
+
+    def some_token(self, data):
+        """(queue, id, receives): mostly a lease's current token, else a stale or foreign one."""
+        leased = sorted(i for i, m in self.model.messages.items() if m.state == "leased")
+        if leased and data.draw(st.integers(0, 3)):
+            m = self.model.messages[data.draw(st.sampled_from(leased))]
+            receives = m.receives + data.draw(st.sampled_from([0, 0, 0, -1, 1]))
+            return m.queue, m.id, receives
+        return (
+            data.draw(queue_names),
+            self.some_id(data),
+            data.draw(st.one_of(st.integers(0, 3), st.just(-1))),
+        )
+
+    @rule(data=st.data())
+    def delete_token(self, data):
+        queue, msg_id, receives = self.some_token(data)
+        self.both("delete_token", queue, msg_id, receives, self.now)
+
+    @rule(data=st.data(), timeout=st.one_of(st.just(0), st.integers(0, 8), st.just(-1)))
+    def change_lease_token(self, data, timeout):
+        queue, msg_id, receives = self.some_token(data)
+        self.both("change_lease_token", queue, msg_id, receives, timeout, self.now)
+
     @rule(data=st.data(), queue=queue_names, cid=cids)
     def delete(self, data, queue, cid):
         self.both("delete", queue, cid, self.some_id(data), self.now)
@@ -276,6 +303,7 @@ class EngineVsModel(RuleBasedStateMachine):
         for name in self.model.queue_names():
             assert self.engine.queue_info(name) == self.model.queue_info(name)
             assert self.engine.ready_count(name) == self.model.ready_count(name)
+            assert self.engine.queue_delay_ms(name) == self.model.queue_delay_ms(name)
         assert self.engine.stats() == self.model.stats()
         assert self.engine.next_deadline() == self.model.next_deadline()
         assert self.engine.memory_bytes == self.model.memory_bytes

@@ -690,6 +690,37 @@ def test_pipelined_answers_stay_in_order_with_fsync_always(tmp_path: Path) -> No
         srv.stop()
 
 
+# ---- the in-memory server does not pay for the log ----------------------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("durable", [False, True], ids=["in-memory", "data-dir"])
+def test_only_a_server_with_a_data_dir_imports_the_log(tmp_path: Path, durable: bool) -> None:
+    """The server and the api import ``wonderq.wal`` lazily, only with --data-dir. Python's own
+    import log (PYTHONPROFILEIMPORTTIME, on stderr) of a real server that served a publish, a
+    receive and a delete says which modules it loaded; with --data-dir the same log lists the
+    package, which shows the check sees it."""
+    flags = ["--data-dir", str(tmp_path / "data")] if durable else []
+    srv = ServerProcess(*flags, env={"PYTHONPROFILEIMPORTTIME": "1"}).start()
+    try:
+        msg_id = call(srv, "POST", "/v1/publish", "m")[1]["id"]
+        assert [m["id"] for m in receive(srv, "default", 1)] == [msg_id]
+        assert call(srv, "DELETE", f"/v1/consumer?cid=1&id={msg_id}") == (200, True)
+    finally:
+        assert srv.stop() == 0
+    loaded = {
+        line.rsplit("|", 1)[1].strip()
+        for line in srv.lines
+        if line.startswith("import time:") and "|" in line
+    }
+    assert "wonderq.api" in loaded  # the import log is there at all
+    wal_modules = sorted(m for m in loaded if m == "wonderq.wal" or m.startswith("wonderq.wal."))
+    if durable:
+        assert "wonderq.wal.log" in wal_modules
+    else:
+        assert wal_modules == []
+
+
 # ---- a data directory the server cannot use -----------------------------------------------------
 
 
@@ -759,54 +790,32 @@ def test_bad_fsync_mode_is_refused() -> None:
 # ---- 507 when the log cannot write (in-process: a full disk is hard to make for real) ----------
 
 
-class FakeConnection:
-    """What the API needs of a connection to answer a deferred request."""
-
-    closed = False
-
-    def __init__(self) -> None:
-        self.answers: dict[Any, Any] = {}  # by the request itself (an id() may be reused)
-
-    def complete(self, req: Any, response: Any) -> None:
-        self.answers[req] = response
-
-
-class FakeExpiry:
-    armed_ms = 2**63
-
-    def arm(self, deadline_ms: int) -> None:
-        pass
-
-
 @pytest.mark.timeout(30)
 def test_a_failed_log_answers_publishes_507_and_keeps_serving_reads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from wonderq import _core
-    from wonderq.api import Api
-    from wonderq.protocol import Request
+    from _harness import Harness
+
+    from wonderq.config import Settings
+    from wonderq.store import DurableStore
     from wonderq.wal import Wal
 
     async def main() -> None:
+        settings = Settings(data_dir=str(tmp_path), fsync="always")
+        store = DurableStore(settings)
+        # The log by hand (not store.open()): a short tick, so the writer retries quickly.
         wal = Wal(tmp_path, fsync="always", tick_s=0.05)
         wal.recover().close()
-        await wal.start()
-        loop = asyncio.get_running_loop()
-        broker = _core.Broker(track_dead_letters=True)
-        api = Api(broker, max_batch=100, expiry=FakeExpiry(), call_later=loop.call_later, wal=wal)
-        conn = FakeConnection()
+        store.wal = wal
+        h = Harness(store, settings=settings, loop=asyncio.get_running_loop())
+        await h.start()
 
         async def ask(method: str, target: str, body: bytes = b"") -> tuple[int, Any, bool]:
             """(status, JSON, whether the answer was deferred)."""
-            path, _, query = target.partition("?")
-            req = Request(method, path, query, body, True, conn)  # type: ignore[arg-type]
-            response = api.dispatch(req)
-            deferred = response is None
-            while response is None:
+            pending = h.send(method, target, body)
+            while not pending.answered:
                 await asyncio.sleep(0.001)
-                response = conn.answers.get(req)
-            status, data, _ = response
-            return status, json.loads(data) if data else None, deferred
+            return pending.status, pending.json, not pending.immediate
 
         status, doc, deferred = await ask("POST", "/v1/publish", b"one")
         assert (status, deferred) == (201, True)  # answered only after its fsync
@@ -841,7 +850,7 @@ def test_a_failed_log_answers_publishes_507_and_keeps_serving_reads(
         await asyncio.sleep(0.3)
         status, doc, deferred = await ask("POST", "/v1/publish", b"four")
         assert (status, deferred) == (201, True), doc
-        await wal.close()
+        await store.close()
 
     asyncio.run(asyncio.wait_for(main(), 20))
 

@@ -38,6 +38,8 @@ DESIGN_ROUTES = {
     ("delete", "/v1/queues/{queue}/messages/{id}"),
     ("post", "/v1/queues/{queue}/ack"),
     ("post", "/v1/queues/{queue}/messages/{id}/lease"),
+    ("get", "/v1/queues/{queue}/peek"),
+    ("get", "/v1/events"),
     ("get", "/healthz"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
@@ -183,6 +185,12 @@ def test_parameters_have_exact_patterns_and_ranges() -> None:
                     1,
                     MAX_ID,
                 )
+            elif name == "limit" and path == "/v1/queues":
+                assert not p["required"]
+                assert (schema["minimum"], schema["maximum"], schema["default"]) == (1, 1000, 1000)
+            elif name in ("prefix", "after"):
+                assert not p["required"] and p["in"] == "query"
+                assert schema["pattern"] == "^[A-Za-z0-9_-]{0,80}$"
             elif name == "limit":
                 assert not p["required"]
                 assert (schema["minimum"], schema["default"]) == (1, 1)
@@ -196,7 +204,10 @@ def test_parameters_have_exact_patterns_and_ranges() -> None:
                 assert p["in"] == "path" and schema["pattern"] == "^[A-Za-z0-9_-]{1,80}$"
             else:
                 raise AssertionError(f"undocumented parameter kind {name}")
-    assert seen == {"cid", "id", "limit", "wait", "visibility", "delay", "timeout", "queue"}
+    assert seen == {
+        *("cid", "id", "limit", "wait", "visibility", "delay", "timeout", "queue"),
+        *("prefix", "after"),
+    }
     receive = parameters("get", "/v1/queues/{queue}/messages")
     assert set(receive) == {"queue", "cid", "limit", "wait", "visibility"}
     assert set(parameters("get", "/v1/consumer")) == {"cid", "limit", "wait", "visibility"}

@@ -1,5 +1,5 @@
 """The write-ahead log's format and writer: record encoding, group commit, the fsync modes,
-I/O errors (wonderq/wal.py). Recovery and compaction are in test_wal_recovery.py."""
+I/O errors (wonderq/wal/). Recovery and compaction are in test_wal_recovery.py."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import errno
 import os
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wonderq import wal
 from wonderq.wal import (
     Chunk,
     DeadLetter,
@@ -34,6 +34,9 @@ from wonderq.wal import (
     read_file,
     recover,
 )
+from wonderq.wal.files import segment_name
+from wonderq.wal.format import FRAME_HEADER, FRAME_HEADER_SIZE
+from wonderq.wal.log import ID_RESERVE_BLOCK
 
 # ---- encoding round trip ------------------------------------------------------------------
 
@@ -71,10 +74,10 @@ records = st.one_of(
 @given(st.lists(records, min_size=1, max_size=30))
 def test_every_record_type_round_trips(recs: list[Any]) -> None:
     frame = encode_frame(recs)
-    length, crc = wal.FRAME_HEADER.unpack_from(frame, 0)
-    payload = frame[wal.FRAME_HEADER_SIZE :]
+    length, crc = FRAME_HEADER.unpack_from(frame, 0)
+    payload = frame[FRAME_HEADER_SIZE:]
     assert length == len(payload)
-    assert crc == wal.zlib.crc32(payload)
+    assert crc == zlib.crc32(payload)
     assert decode_payload(payload) == recs
 
 
@@ -82,7 +85,7 @@ def test_every_record_type_round_trips(recs: list[Any]) -> None:
 def test_a_frame_that_does_not_decode_is_an_error() -> None:
     with pytest.raises(ValueError):
         decode_payload(b"\xff")
-    good = encode_frame([Delete((1, 2, 3))])[wal.FRAME_HEADER_SIZE :]
+    good = encode_frame([Delete((1, 2, 3))])[FRAME_HEADER_SIZE:]
     with pytest.raises((ValueError, Exception)):
         decode_payload(good[:-3])
 
@@ -422,7 +425,7 @@ def test_ids_are_reserved_ahead_so_a_lost_tail_never_reissues_them(tmp_path: Any
 
     run(main())
     with recover(tmp_path) as state:
-        assert state.next_id == 5 + wal.ID_RESERVE_BLOCK
+        assert state.next_id == 5 + ID_RESERVE_BLOCK
 
 
 @pytest.mark.timeout(20)
@@ -433,7 +436,7 @@ def test_metrics_are_exposed_in_prometheus_text(tmp_path: Any) -> None:
         await w.commit()
         text = w.render_metrics()
         m = w.metrics()
-        assert m["wonderq_wal_bytes"] == os.path.getsize(tmp_path / wal.segment_name(1))
+        assert m["wonderq_wal_bytes"] == os.path.getsize(tmp_path / segment_name(1))
         assert m["wonderq_wal_segments"] == 1
         assert m["wonderq_wal_fsyncs_total"] >= 1
         assert m["wonderq_wal_last_fsync_seconds"] >= 0

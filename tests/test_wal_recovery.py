@@ -1,4 +1,4 @@
-"""Recovery and compaction of the write-ahead log (wonderq/wal.py): torn and corrupt tails,
+"""Recovery and compaction of the write-ahead log (wonderq/wal/): torn and corrupt tails,
 replay against a reference model, snapshots taken while the state changes, crashes in the
 middle of a compaction, loading into the engine, and the replay speed."""
 
@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from wonderq import wal
 from wonderq.wal import (
     BrokerSnapshotSource,
     Delete,
@@ -28,7 +27,10 @@ from wonderq.wal import (
     WalCorruptError,
     encode_frame,
     recover,
+    snapshot,
 )
+from wonderq.wal.files import segment_name, snapshot_name
+from wonderq.wal.format import HEADER_SIZE, LOG_MAGIC, file_header, frame, publish_section
 
 WALL = 1_700_000_000_000  # the wall clock of these tests, in ms
 DEFAULT_ATTRS = {
@@ -199,8 +201,8 @@ def assert_same(path: Any, expected: tuple[dict[str, Any], list[Publish]], next_
 def write_segment(path: Path, seq: int, frames: list[bytes]) -> list[int]:
     """A segment of the given frames; returns each frame's offset."""
     offsets = []
-    with open(path / wal.segment_name(seq), "wb") as f:
-        f.write(wal.FILE_HEADER.pack(wal.LOG_MAGIC, wal.FORMAT_VERSION, seq))
+    with open(path / segment_name(seq), "wb") as f:
+        f.write(file_header(LOG_MAGIC, seq))
         for fr in frames:
             offsets.append(f.tell())
             f.write(fr)
@@ -220,24 +222,24 @@ def test_a_torn_tail_at_every_byte_of_the_last_frame_is_cut_off(tmp_path: Path) 
     src = tmp_path / "src"
     src.mkdir()
     offsets = write_segment(src, 1, frames)
-    whole = (src / wal.segment_name(1)).read_bytes()
+    whole = (src / segment_name(1)).read_bytes()
     last = offsets[-1]
     for cut in range(last, len(whole)):
         d = tmp_path / f"cut{cut}"
         d.mkdir()
-        (d / wal.segment_name(1)).write_bytes(whole[:cut])
+        (d / segment_name(1)).write_bytes(whole[:cut])
         with recover(d) as state:
             assert [m.msg_id for m in state.messages()] == [1, 2, 3]
             assert [m.receives for m in state.messages()] == [1, 1, 1]
             assert state.report.dropped_bytes == cut - last
-        assert os.path.getsize(d / wal.segment_name(1)) == last
+        assert os.path.getsize(d / segment_name(1)) == last
         assert not [n for n in os.listdir(d) if "dropped" in n]  # a torn write is no corruption
         shutil.rmtree(d)
     # And a zero-filled tail (what some filesystems show after a crash) is torn too.
-    (src / wal.segment_name(1)).write_bytes(whole + b"\0" * 100)
+    (src / segment_name(1)).write_bytes(whole + b"\0" * 100)
     with recover(src) as state:
         assert len(state.messages()) == 4
-    assert os.path.getsize(src / wal.segment_name(1)) == len(whole)
+    assert os.path.getsize(src / segment_name(1)) == len(whole)
 
 
 @pytest.mark.timeout(30)
@@ -246,19 +248,19 @@ def test_a_corrupt_frame_in_the_middle_keeps_what_is_before_it(
 ) -> None:
     offsets = write_segment(tmp_path, 1, frames_of(5))
     write_segment(tmp_path, 2, frames_of(2, start=6))
-    seg = tmp_path / wal.segment_name(1)
+    seg = tmp_path / segment_name(1)
     data = bytearray(seg.read_bytes())
     data[offsets[2] + 12] ^= 0x40  # one flipped bit in frame 3
     seg.write_bytes(bytes(data))
     with caplog.at_level(logging.WARNING, "wonderq.wal"), recover(tmp_path) as state:
         assert [m.msg_id for m in state.messages()] == [1, 2]
-        assert state.report.dropped_at == f"{wal.segment_name(1)}:{offsets[2]}"
-        assert state.report.set_aside == [wal.segment_name(2)]
+        assert state.report.dropped_at == f"{segment_name(1)}:{offsets[2]}"
+        assert state.report.set_aside == [segment_name(2)]
     assert "checksum" in caplog.text and "dropping" in caplog.text
     assert os.path.getsize(seg) == offsets[2]
-    kept = tmp_path / f"{wal.segment_name(1)}.dropped-{offsets[2]}"
+    kept = tmp_path / f"{segment_name(1)}.dropped-{offsets[2]}"
     assert kept.read_bytes() == bytes(data[offsets[2] :])
-    assert (tmp_path / f"{wal.segment_name(2)}.dropped").exists()
+    assert (tmp_path / f"{segment_name(2)}.dropped").exists()
 
     # The server starts on what is left, and appends after it.
     async def main() -> None:
@@ -277,10 +279,10 @@ def test_a_corrupt_frame_in_the_middle_keeps_what_is_before_it(
 @pytest.mark.timeout(30)
 def test_a_checksummed_frame_this_version_cannot_read_stops_the_start(tmp_path: Path) -> None:
     payload = b"\x63unknown section"
-    write_segment(tmp_path, 1, [wal._frame(payload)])
+    write_segment(tmp_path, 1, [frame(payload)])
     with pytest.raises(WalCorruptError, match="does not decode"):
         recover(tmp_path)
-    assert os.path.getsize(tmp_path / wal.segment_name(1)) > wal.HEADER_SIZE  # left as found
+    assert os.path.getsize(tmp_path / segment_name(1)) > HEADER_SIZE  # left as found
 
 
 @pytest.mark.timeout(30)
@@ -297,7 +299,7 @@ def test_a_damaged_snapshot_stops_the_start(tmp_path: Path) -> None:
 @pytest.mark.timeout(30)
 def test_a_segment_created_but_without_its_header_is_empty(tmp_path: Path) -> None:
     write_segment(tmp_path, 1, frames_of(2))
-    (tmp_path / wal.segment_name(2)).write_bytes(b"WQL")
+    (tmp_path / segment_name(2)).write_bytes(b"WQL")
     with recover(tmp_path) as state:
         assert [m.msg_id for m in state.messages()] == [1, 2]
 
@@ -389,7 +391,7 @@ def test_compaction_leaves_a_snapshot_and_one_segment(
 ) -> None:
     expected, next_id = run(compacted_log(tmp_path, seed=7))
     names = sorted(os.listdir(tmp_path))
-    assert names == sorted([wal.segment_name(2), wal.snapshot_name(2)])
+    assert names == sorted([segment_name(2), snapshot_name(2)])
     assert_same(tmp_path, expected, next_id)
 
 
@@ -441,7 +443,7 @@ def test_a_snapshot_killed_mid_write_is_ignored(
         for _ in range(150):
             drv.random_op()
         await w.sync()
-        real_write = wal._SnapshotFile.write
+        real_write = snapshot._SnapshotFile.write
         calls = 0
 
         def write(self: Any, data: bytes) -> None:
@@ -452,7 +454,7 @@ def test_a_snapshot_killed_mid_write_is_ignored(
                 shutil.copytree(tmp_path / "data", tmp_path / "crash")
             real_write(self, data)
 
-        monkeypatch.setattr(wal._SnapshotFile, "write", write)
+        monkeypatch.setattr(snapshot._SnapshotFile, "write", write)
         task = w.compact()
         for _ in range(30):
             drv.random_op()
@@ -484,9 +486,9 @@ def test_a_crash_between_snapshot_rename_and_cleanup(
 ) -> None:
     monkeypatch.setattr(Wal, "_remove_before", lambda self, seq: None)
     expected, next_id = run(compacted_log(tmp_path, seed=5))
-    assert wal.segment_name(1) in os.listdir(tmp_path)  # the old segment is still there
+    assert segment_name(1) in os.listdir(tmp_path)  # the old segment is still there
     assert_same(tmp_path, expected, next_id)
-    assert wal.segment_name(1) not in os.listdir(tmp_path)  # recovery removed it
+    assert segment_name(1) not in os.listdir(tmp_path)  # recovery removed it
 
 
 @pytest.mark.timeout(30)
@@ -504,7 +506,7 @@ def test_a_failed_snapshot_leaves_the_log_intact(
         drv = Driver(b, w, random.Random(9))
         for _ in range(100):
             drv.random_op()
-        monkeypatch.setattr(wal._SnapshotFile, "write", broken)
+        monkeypatch.setattr(snapshot._SnapshotFile, "write", broken)
         await w.compact()
         assert w.compactions == 0 and w.compaction_failures == 1
         for _ in range(20):
@@ -602,16 +604,14 @@ def test_replay_speed(tmp_path: Path) -> None:
     default 200000; the goal is 1,000,000 in under 3 s including the engine inserts)."""
     n = int(os.environ.get("WONDERQ_WAL_BENCH_N", "200000"))
     body = b"x" * 200
-    with open(tmp_path / wal.segment_name(1), "wb") as f:
-        f.write(wal.FILE_HEADER.pack(wal.LOG_MAGIC, wal.FORMAT_VERSION, 1))
+    with open(tmp_path / segment_name(1), "wb") as f:
+        f.write(file_header(LOG_MAGIC, 1))
         for first in range(1, n + 1, 64):
             ids = list(range(first, min(first + 64, n + 1)))
             f.write(
-                wal._frame(
-                    b"".join(wal._encode_publish("default", ids, [body] * len(ids), None, None))
-                )
+                frame(b"".join(publish_section(b"default", ids, [body] * len(ids), None, None)))
             )
-    size = os.path.getsize(tmp_path / wal.segment_name(1))
+    size = os.path.getsize(tmp_path / segment_name(1))
     t0, c0 = time.perf_counter(), time.process_time()
     with recover(tmp_path) as state:
         t1 = time.perf_counter()

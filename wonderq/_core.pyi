@@ -122,6 +122,10 @@ class Broker:
     def ready_count(self, name: str) -> int:
         """Messages available now (cheap; used to decide whether to park a long poll)."""
 
+    def queue_delay_ms(self, queue: str) -> int:
+        """The queue's default publish delay, what a publish with ``delay_ms=-1`` gets (the
+        durable log records the delay each publish got). QueueNotFound. O(1)."""
+
     # ---- messages -----------------------------------------------------------------------
     def publish(
         self, queue: str, body: bytes | bytearray | memoryview, now: int, delay_ms: int = -1
@@ -140,20 +144,28 @@ class Broker:
         ``delays[i]`` as ``delay_ms`` of publish (-1 = queue default); ``delays`` of another
         length is ``invalid_delay``."""
 
-    def publish_batch_json(self, queue: str, data: bytes, now: int) -> bytes | None:
+    def publish_batch_json(
+        self, queue: str, data: bytes, now: int, bodies: list[bytes] | None = None
+    ) -> bytes | None:
         """The fast path of a JSON batch: when ``data`` is a JSON array of 1..max_batch
         strings without a backslash, each a valid body for the queue (non-empty, UTF-8, no
         control character, at most max_message_bytes), publish them all (as publish_batch
         with the queue's delay) and return ``b'{"ids":[...]}'``. Otherwise store nothing and
         return None: the caller parses ``data`` itself and reports what is wrong. Raises as
-        publish_batch when the memory limit or the ids run out."""
+        publish_batch when the memory limit or the ids run out. ``bodies``, if given, gets
+        the raw body of each stored message appended, in id order, so the durable log can
+        record them; when nothing is stored (None or an exception) it is left as it was."""
 
-    def ack_json(self, queue: str, data: bytes, now: int) -> bytes | None:
+    def ack_json(
+        self, queue: str, data: bytes, now: int, deleted: list[int] | None = None
+    ) -> bytes | None:
         """The fast path of a JSON batch ack: when ``data`` is ``{"cid": C, "ids": [...]}``
         (either key order, JSON whitespace anywhere) with C in 0..MAX_ID and 1..max_batch
         ids in 1..MAX_ID written as plain JSON integers, delete each as delete_batch does and
         return ``b'{"deleted":[...],"failed":[...]}'`` (input order). Otherwise delete
-        nothing and return None: the caller parses ``data`` itself and names the error."""
+        nothing and return None: the caller parses ``data`` itself and names the error.
+        ``deleted``, if given, gets the ids it deleted appended, in input order (for the
+        durable log); left as it was when the call returns None."""
 
     def receive(
         self,
@@ -175,6 +187,12 @@ class Broker:
         ``b'{"messages":[]}'``. O(k log n) for k messages. ``leased``, if given, gets the
         leased ids appended, in order (for the durability log)."""
 
+    def peek(self, queue: str, limit: int, now: int) -> bytes:
+        """The next ``limit`` available messages, those a receive would take now (lowest ids
+        first), in exactly receive's JSON format, each with its current receive count. Nothing
+        is leased or counted. ``limit`` 1..max_batch (``invalid_limit``). O(k log n).
+        (For dashboards and debugging: GET /v1/queues/{q}/peek.)"""
+
     def delete(self, queue: str, cid: int, msg_id: int, now: int) -> bool:
         """Ack: True iff message ``msg_id`` is in ``queue``, leased to ``cid``, and
         ``now < deadline``; it is then removed (counts ``deleted``). Otherwise False and
@@ -193,6 +211,22 @@ class Broker:
         ``now + timeout_ms``; ``timeout_ms == 0`` releases the message at once (it becomes
         available, or is dead-lettered if it reached max_receives; not counted as expired).
         ``timeout_ms`` outside 0..MAX_VISIBILITY_MS: ``invalid_timeout``. O(log n)."""
+
+    def delete_token(self, queue: str, msg_id: int, receives: int, now: int) -> bool:
+        """Delete by lease token (DESIGN.md "Lease token"): the token of a receive is the
+        message's id and the receive count that receive gave it. True iff ``msg_id`` is in
+        ``queue``, leased (to any cid), its receive count equals ``receives`` (the receive
+        that gave the token holds the current lease) and ``now < deadline``; the message is
+        then removed (counts ``deleted``). Otherwise False and nothing changes, so a token
+        from an earlier receive can never act. ``receives`` 0..2**32-1 (``invalid_receives``).
+        O(log n)."""
+
+    def change_lease_token(
+        self, queue: str, msg_id: int, receives: int, timeout_ms: int, now: int
+    ) -> bool:
+        """``change_lease`` by lease token, with the rule of ``delete_token``: extend
+        (deadline = now + timeout_ms) or release (``timeout_ms == 0``: available again, or
+        dead-lettered at max_receives; not counted as expired). O(log n)."""
 
     # ---- timers -------------------------------------------------------------------------
     def next_deadline(self) -> int:

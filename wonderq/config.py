@@ -15,16 +15,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .limits import FSYNC_MODES, MAX_VISIBILITY_MS
+
 __all__ = ["FIELDS", "ConfigError", "Field", "Settings", "settings_from"]
 
 ENV_PREFIX = "WONDERQ_"
 
-# The engine's own ceilings (DESIGN.md "Parameters"): 43200 s of visibility.
-MAX_VISIBILITY_S = 43200
+# The engine's own ceiling (DESIGN.md "Parameters"), in the seconds the flag takes.
+MAX_VISIBILITY_S = MAX_VISIBILITY_MS // 1000
 # ids and cids are 63-bit; nothing we count in bytes or connections comes near that.
 _MAX_INT = 2**63 - 1
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-_FSYNC_MODES = ("always", "everysec", "never")  # as wonderq.wal.FSYNC_MODES
 # A plain decimal, as the HTTP API reads times: no sign, exponent, nan or inf.
 _DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?\Z")
 _BACKEND = re.compile(r"rediss?(\+sentinel|\+cluster)?://[^/\s]+(/\S*)?\Z", re.IGNORECASE)
@@ -127,8 +128,8 @@ def _directory(text: str) -> str:
 
 def _fsync_mode(text: str) -> str:
     mode = text.strip().lower()
-    if mode not in _FSYNC_MODES:
-        raise ValueError(f"must be one of {', '.join(_FSYNC_MODES)}")
+    if mode not in FSYNC_MODES:
+        raise ValueError(f"must be one of {', '.join(FSYNC_MODES)}")
     return mode
 
 

@@ -82,6 +82,10 @@ cdef class HttpProtocol:
     cdef bint _linger               # a lingering close is under way
     cdef int _paused                # _PAUSE_* bits
     cdef list _out                  # pieces of answers not yet written
+    cdef bytes _if_none_match       # that header of the message being parsed, or None
+    # A streamed answer (start_stream).
+    cdef object _stream             # its Request, or None
+    cdef bint _stream_chunked       # HTTP/1.1: chunked; HTTP/1.0: until the close
     # The timer.
     cdef object _timer              # the loop's TimerHandle, or None
     cdef double _timer_at           # loop time it fires at

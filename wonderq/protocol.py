@@ -73,6 +73,9 @@ _PLAIN_TAIL = b"\r\n\r\n"
 # Date + Server + Cache-Control, the same for every response within a second; rebuilt by
 # refresh_date(), which the server calls once a second from a loop timer.
 _common_headers = b""
+# Date + Server: for an answer whose own header lines carry ``Cache-Control: `` (the status
+# page's assets, revalidated by ETag), which replaces our ``no-store``.
+_date_headers = b""
 
 # Response heads up to ``Content-Length: `` by header lines, then status; built on first use
 # and dropped each second with the Date they contain.
@@ -86,14 +89,22 @@ _LENGTH_TAILS: tuple[bytes, ...] = tuple(b"%d\r\n\r\n" % n for n in range(_LENGT
 
 def refresh_date(now_s: float | None = None) -> None:
     """Rebuild the cached ``Date`` header (RFC 9110 section 6.6.1: one-second resolution)."""
-    global _common_headers
+    global _common_headers, _date_headers
     date = formatdate(now_s, usegmt=True).encode("ascii")
-    _common_headers = b"Date: " + date + b"\r\nServer: wonderq\r\nCache-Control: no-store\r\n"
+    _date_headers = b"Date: " + date + b"\r\nServer: wonderq\r\n"
+    _common_headers = _date_headers + b"Cache-Control: no-store\r\n"
     _prefixes.clear()
 
 
+def _head_start(status: int, headers: bytes) -> bytes:
+    """Status line, Date, Server, Cache-Control (``no-store`` unless ``headers`` set their
+    own), then ``headers``."""
+    common = _date_headers if b"Cache-Control: " in headers else _common_headers
+    return STATUS_LINES[status] + common + headers
+
+
 def _build_prefix(status: int, headers: bytes) -> bytes:
-    prefix = STATUS_LINES[status] + _common_headers + headers + b"Content-Length: "
+    prefix = _head_start(status, headers) + b"Content-Length: "
     if len(_prefixes) < 64:  # header lines are a few constants; never let odd ones pile up
         _prefixes.setdefault(headers, {})[status] = prefix
     return prefix
@@ -147,8 +158,10 @@ class Request:
     text. ``params`` and ``route`` are for the application (path parameters, the route's
     metric label), ``deferred`` holds its state while the request is parked; ``response`` is
     set only for an error the protocol found itself, answered in turn; ``echo_keep_alive``
-    when the client sent ``Connection: keep-alive``. Other attributes may be added (compiled,
-    the class keeps a ``__dict__`` for them, created only when one is set).
+    when the client sent ``Connection: keep-alive``. ``if_none_match`` (bytes) exists only
+    when the request carried that header (read it with ``getattr(req, "if_none_match",
+    None)``). Other attributes may be added (compiled, the class keeps a ``__dict__`` for
+    them, created only when one is set).
     """
 
     def __init__(
@@ -346,6 +359,10 @@ class HttpProtocol:
         self._linger = False
         self._paused = 0  # _PAUSE_* bits
         self._out: list[bytes] = []  # pieces of answers not yet written (see _flush)
+        self._if_none_match: bytes | None = None  # that header of the message being parsed
+        # A streamed answer (start_stream): the request, or None; chunked or until the close.
+        self._stream: Request | None = None
+        self._stream_chunked = False
         # The timer. While parsing, the deadline follows from _phase and _last_active, so the
         # hot path only stores _last_active; a lingering close uses _deadline. The timer fires
         # at _timer_at and re-arms itself when the deadline has moved later.
@@ -378,6 +395,7 @@ class HttpProtocol:
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._transport = None
+        self._stream = None
         self._owner.connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
@@ -472,11 +490,16 @@ class HttpProtocol:
             if name == b"Expect" or name.lower() == b"expect":
                 self._special = True
                 self._expect = value
-        elif n == 10:  # noqa: SIM102 - one branch per header-name length, as above
+        elif n == 10:
             if name == b"Connection" or name.lower() == b"connection":
                 self._special = True
                 if b"keep-alive" in value.lower():
                     self._echo_keep_alive = True
+        elif n == 13:  # noqa: SIM102
+            if name == b"If-None-Match" or name.lower() == b"if-none-match":
+                # For the status page's assets: 304 when it names their ETag.
+                self._special = True
+                self._if_none_match = value
 
     def on_headers_complete(self) -> None:
         self._phase = _BODY
@@ -561,6 +584,9 @@ class HttpProtocol:
             self._content_length = None
             self._expect = None
             self._continue_pending = False
+            if self._if_none_match is not None:
+                req.if_none_match = self._if_none_match  # type: ignore[attr-defined]
+                self._if_none_match = None
         if not keep_alive:
             # Connection: close, or HTTP/1.0 without keep-alive: this is the last request
             # (RFC 9112 section 9.6); llhttp would refuse anything after it anyway.
@@ -581,7 +607,7 @@ class HttpProtocol:
         # The common answer, inline: keep-alive, a body, a cached head; three pieces that
         # _flush joins with the rest of the read's answers.
         status, body, headers = response
-        if self._plain and not echo and status != 204 and method != "HEAD":
+        if self._plain and not echo and status != 204 and status != 304 and method != "HEAD":
             out = self._out
             out.append(_prefix(status, headers))
             n = len(body)
@@ -622,7 +648,7 @@ class HttpProtocol:
         Does nothing if the connection was closed meanwhile (the app was told by ``cancel``).
         The app must call this from a later callback, never from inside ``dispatch``.
         """
-        if req is not self._busy or self.closed:
+        if req is not self._busy or self.closed or req is self._stream:
             return
         self._busy = None
         self._write(req, response)
@@ -667,8 +693,9 @@ class HttpProtocol:
             tail = _PLAIN_TAIL
         prefix = _prefix(status, headers)
         out = self._out
-        if status == 204:
-            # RFC 9110 section 8.6: no Content-Length on 204 (nor a body).
+        if status == 204 or status == 304:
+            # RFC 9110 section 8.6: no Content-Length on 204 (nor a body); on 304 it would
+            # have to be the length of the 200's body, so none either.
             out.append(prefix[: prefix.rindex(b"Content-Length: ")] + tail[2:])
         elif req.method == "HEAD":
             # RFC 9110 section 9.3.2: the length of the body a GET would get, but no body.
@@ -683,6 +710,73 @@ class HttpProtocol:
                 self._linger_close()
             else:
                 self._close()
+
+    # ---- streamed answers -------------------------------------------------------------------
+
+    def start_stream(self, req: Request, status: int, headers: bytes) -> bool:
+        """Answer ``req`` with a head now and a body sent piece by piece (:meth:`send_stream`)
+        until :meth:`end_stream`: server-sent events.
+
+        Call it from ``dispatch`` (which then returns None) or later for a parked request.
+        The stream is the connection's last answer, so pipelined answers cannot come out of
+        order: requests pipelined behind it are dropped unanswered (RFC 9112 section 9.3.2
+        lets the client retry them), input is discarded, the head says ``Connection: close``
+        and the connection closes when the stream ends. The body is chunked for HTTP/1.1;
+        for HTTP/1.0 it runs until the close. The application hears of the client going
+        away, or of the server stopping (which ends the stream), through ``app.cancel(req)``;
+        from then on the stream methods do nothing. False if the stream was not started
+        (the connection is gone, or ``req`` is a HEAD: answered with the head alone).
+        """
+        if self.closed or self._transport is None or self._stream is not None:
+            return False
+        if self._busy is not None and self._busy is not req:
+            raise RuntimeError("start_stream: the connection is answering another request")
+        self._stop_reading()
+        self._queue.clear()
+        self._resume(_PAUSE_PIPELINE)  # keep reading, to see the client's close
+        chunked = self._parser.get_http_version() != "1.0"
+        head = _head_start(status, headers)
+        if chunked:
+            head += b"Transfer-Encoding: chunked\r\n"
+        self._out.append(head + b"Connection: close\r\n\r\n")
+        if self._log_access:
+            access_log.info('%s "%s %s" %d stream', self.peer, req.method, req.path, status)
+        if req.method == "HEAD":
+            self._close()
+            return False
+        self._busy = req
+        self._stream = req
+        self._stream_chunked = chunked
+        self._set_deadline(_T_BUSY, 0.0)
+        self._flush()
+        return True
+
+    def send_stream(self, req: Request, data: bytes) -> bool:
+        """Send one piece of the body of the stream ``req``. False if it was not sent: the
+        stream is over, or the client is not reading (the transport's buffer is over its
+        high-water mark), in which case the piece is dropped whole, never half of it, so an
+        event stream skips events instead of buffering without bound."""
+        if req is not self._stream or self._transport is None:
+            return False
+        if self._paused & _PAUSE_WRITE_BUFFER:
+            return False
+        if not data:
+            return True  # an empty chunk would end the body
+        if self._stream_chunked:
+            self._transport.write(b"%x\r\n" % len(data) + data + b"\r\n")
+        else:
+            self._transport.write(data)
+        return True
+
+    def end_stream(self, req: Request) -> None:
+        """End the stream ``req`` (the last chunk) and close the connection."""
+        if req is not self._stream:
+            return
+        self._stream = None
+        self._busy = None
+        if self._stream_chunked:
+            self._out.append(b"0\r\n\r\n")
+        self._close()
 
     # ---- the slow path of a read ----------------------------------------------------------
 
@@ -814,6 +908,15 @@ class HttpProtocol:
         self._shutting_down = True
         self._plain = False
         if self.closed:
+            return
+        stream = self._stream
+        if stream is not None:
+            # A stream never ends by itself: end it now and tell the application.
+            self.end_stream(stream)
+            try:
+                self._app.cancel(stream)
+            except Exception:
+                log.exception("cancelling the stream of %s failed", self.peer)
             return
         if self._busy is None and not self._queue and not self._phase:
             self._close()

@@ -1,9 +1,9 @@
 """Lifecycle: the event loop, the engine, the listening socket, the timers, the signals.
 
-The server owns the clock (monotonic milliseconds, :func:`wonderq.api.now_ms`) and exactly one
-expiry timer, armed at the engine's next deadline (never one timer per message). When it
-fires, leases and delays are expired in bounded slices with I/O in between, and the waiters
-of queues that gained messages are answered.
+The server builds the layers (DESIGN.md "Layers"): the store the settings ask for
+(:func:`wonderq.store.open_store`), the long polls (its listener), the router and the faces
+registered on it, the metrics; then it listens. The store owns what makes leases run out (for
+the in-memory and durable stores: the engine's timer heap and one loop timer).
 
 Shutdown on SIGTERM/SIGINT: stop accepting, answer parked long polls with empty lists, finish
 the requests in flight (closing each connection after its last answer), close idle keep-alive
@@ -11,8 +11,7 @@ connections at once, flush and close the log (with ``--data-dir``), and exit 0; 
 still open after ``shutdown_timeout_s`` are cut.
 
 Durability (``--data-dir``, docs/DURABILITY.md): :meth:`Server.open` locks the directory and
-replays the log into the engine before the server listens; the log's writer starts with the
-event loop, the API appends every durable change to it, and shutdown closes it last.
+has the store replay the log before the server listens; shutdown closes the store last.
 """
 
 from __future__ import annotations
@@ -26,28 +25,23 @@ import os
 import signal
 import socket
 import time
-from typing import TYPE_CHECKING, Any
 
 import uvloop
 
 from . import _core
-from .api import Api, now_ms
+from .api import Api
 from .config import Settings
+from .longpoll import LongPoll
+from .metrics import Metrics
 from .protocol import HttpProtocol, protocol_factory, refresh_date
+from .routing import Router
+from .statuspage import chain_cancel
+from .store import Store, open_store
 
-if TYPE_CHECKING:  # imported for real only with --data-dir (see Server._recover)
-    from .wal import Wal
-
-__all__ = ["ExpiryTimer", "Server", "ServerError", "bind"]
+__all__ = ["Server", "ServerError", "bind"]
 
 log = logging.getLogger("wonderq")
 
-# Heap entries handled per expiry slice; a burst of a million expirations is processed
-# 1024 at a time with the event loop's I/O in between, so no request waits long behind it.
-# bench/bench_core.py (1M-lease burst): budget 2048 took up to 4.9 ms a call under load,
-# 4096 up to 12.7 ms; 1024 keeps a slice near 1-2 ms for the same total time.
-EXPIRE_BUDGET = 1024
-_NOT_ARMED = 2**63
 _BACKLOG = 1024
 # In the data directory: held (flock) while a server uses it, so two never write one log.
 _LOCK_FILE = "wonderq.lock"
@@ -55,54 +49,6 @@ _LOCK_FILE = "wonderq.lock"
 
 class ServerError(Exception):
     """A start-up failure worth one line (address in use, cannot resolve the host)."""
-
-
-class ExpiryTimer:
-    """The single timer of the whole server, armed at the engine's next deadline."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, broker: Any) -> None:
-        self._loop = loop
-        self._broker = broker
-        self._handle: asyncio.Handle | None = None
-        self.armed_ms = _NOT_ARMED  # the deadline armed for; _NOT_ARMED when idle
-        self.on_expired: Any = lambda: None  # called after a slice expired something
-
-    def arm(self, deadline_ms: int) -> None:
-        """Fire at ``deadline_ms`` (monotonic ms), replacing a later arming."""
-        if self._handle is not None:
-            self._handle.cancel()
-        # +1 ms: the loop's timers round to whole ms against a cached clock, and firing a
-        # hair early would find nothing due and have to re-arm.
-        delay_s = max(0, deadline_ms - now_ms() + 1) / 1000
-        self._handle = self._loop.call_later(delay_s, self._fire)
-        self.armed_ms = deadline_ms
-
-    def _fire(self) -> None:
-        self._handle = None
-        self.armed_ms = _NOT_ARMED
-        now = now_ms()
-        try:
-            processed = self._broker.expire(now, EXPIRE_BUDGET)
-            if processed:
-                self.on_expired()
-        except Exception:
-            log.exception("expiring leases failed")
-            processed = 0
-        if processed >= EXPIRE_BUDGET:
-            # More may be due: continue after the loop has served I/O once.
-            self._handle = self._loop.call_soon(self._fire)
-            self.armed_ms = now
-            return
-        deadline_ms = self._broker.next_deadline()
-        if deadline_ms >= 0:
-            self.arm(deadline_ms)
-
-    def stop(self) -> None:
-        """Cancel the timer (shutdown)."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        self.armed_ms = _NOT_ARMED
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -130,11 +76,6 @@ def bind(host: str, port: int) -> socket.socket:
             reason = "the address is already in use (is another server running?)"
         raise ServerError(f"cannot listen on {host}:{port}: {reason}") from None
     return sock
-
-
-def wall_ms() -> int:
-    """Wall-clock milliseconds: the log stores the end of a delay as wall-clock time."""
-    return time.time_ns() // 1_000_000
 
 
 def _lock_data_dir(data_dir: str) -> int:
@@ -172,58 +113,47 @@ class Server:
         self.settings = settings
         self.connections: set[HttpProtocol] = set()
         self.shutting_down = False
+        self.store: Store | None = None  # made by open()
         self.api: Api | None = None
-        self.broker: Any = None  # the engine, made by open()
-        self.wal: Wal | None = None  # the write-ahead log; None without --data-dir
+        self.router: Router | None = None
+        self.longpoll: LongPoll | None = None
         self._lock_fd: int | None = None
         self._stop: asyncio.Event | None = None
         self._date_timer: asyncio.TimerHandle | None = None
 
     def open(self) -> None:
-        """Make the engine and, with ``--data-dir``, lock the directory and replay the log
-        into the engine (blocking: call before listening). Raises ServerError with a one-line
-        reason when the directory cannot be used or its log cannot be read."""
-        if self.broker is not None:
+        """Make the store and, with ``--data-dir``, lock the directory and replay the log
+        (blocking: call before listening). Raises ServerError with a one-line reason when
+        the directory cannot be used or its log cannot be read."""
+        if self.store is not None:
             return
         settings = self.settings
-        self.broker = _core.Broker(
-            visibility_ms=settings.visibility_timeout_ms,
-            max_message_bytes=settings.max_message_bytes,
-            max_batch=settings.max_batch,
-            max_memory=settings.max_memory,
-            # The engine records dead-letter moves only for the log (else nobody takes them).
-            track_dead_letters=settings.data_dir is not None,
-        )
-        if settings.data_dir is not None:
-            self.wal = self._recover(settings.data_dir)
+        store = open_store(settings)
+        data_dir = settings.data_dir
+        if data_dir is None:
+            store.open()
+            self.store = store
+            return
+        from .wal import WalCorruptError
 
-    def _recover(self, data_dir: str) -> Wal:
-        from .wal import Wal, WalCorruptError
-
-        settings = self.settings
         t0 = time.perf_counter()
         try:
             self._lock_fd = _lock_data_dir(data_dir)
-            wal = Wal(data_dir, fsync=settings.fsync, compact_min_bytes=settings.compact_min_bytes)
-            with wal.recover() as state:
-                read_s = time.perf_counter() - t0
-                restored = state.load_into(self.broker, now_ms(), wall_ms())
-                queues = len(state.queues)
+            store.open()
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise ServerError(f"cannot use the data directory {data_dir}: {reason}") from None
         except (WalCorruptError, _core.EngineError) as exc:
             raise ServerError(f"cannot recover the log in {data_dir}: {exc}") from None
         log.info(
-            "recovered %d messages in %d queues from %s in %.3f s (read %.3f s); fsync %s",
-            restored,
-            queues,
+            "recovered %d messages in %d queues from %s in %.3f s; fsync %s",
+            getattr(store, "recovered", 0),
+            getattr(store, "recovered_queues", 0),
             data_dir,
             time.perf_counter() - t0,
-            read_s,
             settings.fsync,
         )
-        return wal
+        self.store = store
 
     def run(self, sock: socket.socket) -> int:
         """Serve on the listening ``sock`` until SIGTERM/SIGINT; returns the exit status."""
@@ -234,32 +164,28 @@ class Server:
         settings = self.settings
         loop = asyncio.get_running_loop()
         self.open()
-        broker = self.broker
-        wal = self.wal
-        if wal is not None:
-            from .wal import BrokerSnapshotSource
-
-            try:
-                await wal.start(BrokerSnapshotSource(broker, now_ms, wall_ms))
-            except OSError as exc:
-                log.error("cannot open the log in %s: %s", settings.data_dir, exc)
-                return 1
-        expiry = ExpiryTimer(loop, broker)
-        api = Api(
-            broker,
-            max_batch=settings.max_batch,
-            expiry=expiry,
-            call_later=loop.call_later,
-            connection_count=self.connections.__len__,
-            wal=wal,
-        )
-        # With the log, expiry slices also log the dead-letter moves they made.
-        expiry.on_expired = api.wake_all if wal is None else api.after_expiry_logged
-        self.api = api
+        store = self.store
+        assert store is not None
+        router = Router()
+        longpoll = LongPoll(router.answer, loop.call_later)
+        router.set_cancel(longpoll.cancel)
+        try:
+            started = store.start(loop, longpoll)
+            if started is not None:
+                await started
+        except OSError as exc:
+            log.error("cannot start the store: %s", exc)
+            return 1
+        api = Api(store, router, longpoll, settings.max_batch)
+        api.routes(router.add)
+        # Closed event streams of the status page go to it, other deferred requests on.
+        router.set_cancel(chain_cancel(api.statuspage.events, longpoll.cancel))
+        api.metrics = Metrics(store, router, longpoll, self.connections.__len__)
+        self.api, self.router, self.longpoll = api, router, longpoll
         # HttpProtocol is an asyncio protocol by duck typing: compiled, it cannot derive from
         # asyncio.Protocol, so mypy cannot see it as one.
         server = await loop.create_server(
-            protocol_factory(api, self, settings),  # type: ignore[arg-type]
+            protocol_factory(router, self, settings),  # type: ignore[arg-type]
             sock=sock,
             backlog=_BACKLOG,
         )
@@ -275,7 +201,7 @@ class Server:
         log.info("wonderq listening on %s (pid %d)", _url(sock), os.getpid())
         try:
             await self._stop.wait()
-            await self._shutdown(server, api, expiry)
+            await self._shutdown(server, store, longpoll)
         finally:
             if self._date_timer is not None:
                 self._date_timer.cancel()
@@ -301,11 +227,11 @@ class Server:
         self._date_timer = loop.call_later(1.0 - now_s % 1.0, self._tick_date, loop)
 
     async def _shutdown(
-        self, server: asyncio.AbstractServer, api: Api, expiry: ExpiryTimer
+        self, server: asyncio.AbstractServer, store: Store, longpoll: LongPoll
     ) -> None:
         self.shutting_down = True
         server.close()  # stop accepting
-        api.close()  # answer the long polls with empty lists
+        longpoll.close()  # answer the long polls with empty lists
         for conn in list(self.connections):
             conn.shutdown()  # close idle ones now, the others after their last answer
         deadline = time.monotonic() + self.settings.shutdown_timeout_s
@@ -316,8 +242,9 @@ class Server:
             for conn in list(self.connections):
                 conn.abort()
             await asyncio.sleep(0)
-        expiry.stop()
-        if self.wal is not None:
-            # After the last answers: whatever they appended is written and fsynced.
-            await self.wal.close()
+        # After the last answers: whatever they stored is flushed.
+        closed = store.close()
+        if closed is not None:
+            await closed
+        if self.settings.data_dir is not None:
             log.info("the log is flushed and closed")

@@ -66,7 +66,7 @@ log = logging.getLogger("wonderq.store")
 # bench/bench_core.py (1M-lease burst): budget 2048 took up to 4.9 ms a call under load,
 # 4096 up to 12.7 ms; 1024 keeps a slice near 1-2 ms for the same total time.
 EXPIRE_BUDGET = 1024
-_NOT_ARMED = 2**63
+_NOT_ARMED = 2**62  # later than any deadline (the engine keeps now <= 2**62)
 
 
 class Listener(Protocol):
@@ -347,7 +347,7 @@ class MemoryStore(Store):
         i = bisect_left(names, prefix)
         if after:
             i = max(i, bisect_right(names, after))
-        infos = []
+        infos: list[dict[str, Any]] = []
         n = len(names)
         while i < n and len(infos) < limit and names[i].startswith(prefix):
             infos.append(broker.queue_info(names[i]))
@@ -473,10 +473,6 @@ class MemoryStore(Store):
         self._loop = None
 
 
-def _untyped(value: Any) -> Any:
-    return value
-
-
 def _make_broker(settings: Settings | None, track_dead_letters: bool) -> Broker:
     if settings is None:
         return Broker(track_dead_letters=track_dead_letters)
@@ -529,7 +525,9 @@ class DurableStore(MemoryStore):
 
         settings = self.settings
         assert settings.data_dir is not None
-        wal = Wal(settings.data_dir, fsync=settings.fsync, compact_min_bytes=settings.compact_min_bytes)
+        wal = Wal(
+            settings.data_dir, fsync=settings.fsync, compact_min_bytes=settings.compact_min_bytes
+        )
         with wal.recover() as state:
             self.recovered = state.load_into(self.broker, self.now(), self.wall_ms())
             self.recovered_queues = len(state.queues)
@@ -617,13 +615,14 @@ class DurableStore(MemoryStore):
     def publish_batch_json(self, queue: str, data: bytes) -> Any:
         wal = self._writable()
         bodies: list[bytes] = []
-        broker = _untyped(self.broker)  # TODO(core): typed call once the engine takes `bodies`
-        answer = broker.publish_batch_json(queue, data, self.now(), bodies)
+        answer = self.broker.publish_batch_json(queue, data, self.now(), bodies)
         if answer is None:
             return None
         queue_delay = self.broker.queue_delay_ms(queue)
         first = self.broker.next_id - len(bodies)
-        wal.append_publish_batch(first, queue, bodies, [queue_delay] * len(bodies) if queue_delay else None)
+        wal.append_publish_batch(
+            first, queue, bodies, [queue_delay] * len(bodies) if queue_delay else None
+        )
         self.after_publish(queue)
         return self._durable(answer)
 
@@ -650,8 +649,7 @@ class DurableStore(MemoryStore):
 
     def ack_json(self, queue: str, data: bytes) -> Any:
         deleted: list[int] = []
-        broker = _untyped(self.broker)  # TODO(core): typed call once the engine takes `deleted`
-        answer = broker.ack_json(queue, data, self.now(), deleted)
+        answer = self.broker.ack_json(queue, data, self.now(), deleted)
         if answer is None or not deleted:
             return answer
         self.wal.append_delete_many(deleted)  # type: ignore[union-attr]
@@ -713,9 +711,9 @@ def open_store(settings: Settings) -> Store:
     """The store the settings ask for (not opened yet)."""
     backend = getattr(settings, "backend", None)
     if backend:
-        from .redis import RedisStore  # type: ignore[import-not-found]
+        from .redis import RedisStore
 
-        return RedisStore(settings)  # type: ignore[no-any-return]
+        return RedisStore(settings)
     if settings.data_dir is not None:
         return DurableStore(settings)
     return MemoryStore(settings)

@@ -82,101 +82,26 @@ async def fill(args: argparse.Namespace) -> dict:
 
 
 async def put(args: argparse.Namespace) -> dict:
-    stats = loadlib.Stats()
-    payload = put_command(args.size) * args.pipeline
-
-    async def worker(running: Any) -> None:
-        proto = await loadlib.connect(args.host, args.port, parse_reply)
-        try:
-            while running():
-                t0 = time.perf_counter_ns()
-                replies = await proto.round_trip(payload, args.pipeline)
-                stats.record(t0)
-                stats.requests += args.pipeline
-                for word, _ in replies:
-                    if word == b"INSERTED":
-                        stats.messages += 1
-                    else:
-                        stats.bad += 1
-        finally:
-            proto.close()
-
-    elapsed = await loadlib.run_for(args.duration, [worker] * args.connections)
-    return loadlib.summary(f"beanstalk_put_p{args.pipeline}", stats, elapsed, args.pipeline)
+    one = put_command(args.size)
+    return await loadlib.produce(
+        args, parse_reply, "beanstalk_put", one, lambda r: r[0] == b"INSERTED"
+    )
 
 
 async def work(args: argparse.Namespace) -> dict:
-    stats = loadlib.Stats()
-    reserve = b"reserve-with-timeout 0\r\n"
-    depth = args.pipeline
-
-    def count_deletes(replies: list[Any]) -> None:
-        for word, _ in replies:
-            if word == b"DELETED":
-                stats.messages += 1
-            else:
-                stats.bad += 1
-
-    async def worker(running: Any) -> None:
-        proto = await loadlib.connect(args.host, args.port, parse_reply)
-        try:
-            if depth == 1:
-                while running():
-                    t0 = time.perf_counter_ns()
-                    ((word, job),) = await proto.round_trip(reserve, 1)
-                    stats.record(t0)
-                    stats.requests += 1
-                    if word != b"RESERVED":
-                        stats.empty += 1
-                        continue
-                    t0 = time.perf_counter_ns()
-                    replies = await proto.round_trip(b"delete %s\r\n" % job, 1)
-                    stats.record(t0)
-                    stats.requests += 1
-                    count_deletes(replies)
-                return
-            held: list[bytes] = []
-            while True:
-                more = running()
-                cmds = [b"delete %s\r\n" % job for job in held]
-                if more:
-                    cmds.append(reserve * depth)
-                n = len(held) + (depth if more else 0)
-                if n == 0:
-                    break
-                t0 = time.perf_counter_ns()
-                replies = await proto.round_trip(b"".join(cmds), n)
-                stats.record(t0)
-                stats.requests += n
-                count_deletes(replies[: len(held)])
-                held = [job for word, job in replies[len(held) :] if word == b"RESERVED"]
-                if more and not held:
-                    stats.empty += 1
-        finally:
-            proto.close()
-
-    elapsed = await loadlib.run_for(args.duration, [worker] * args.connections)
-    return loadlib.summary(f"beanstalk_work_p{depth}", stats, elapsed, depth)
+    return await loadlib.consume(
+        args,
+        parse_reply,
+        "beanstalk_work",
+        b"reserve-with-timeout 0\r\n",
+        lease=lambda reply: reply[1] if reply[0] == b"RESERVED" else None,
+        ack=lambda job: b"delete %s\r\n" % job,
+        acked=lambda reply: reply[0] == b"DELETED",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=11300)
-    parser.add_argument("--size", type=int, default=200, help="bytes per job")
-    sub = parser.add_subparsers(dest="workload", required=True)
-    f = sub.add_parser("fill")
-    f.add_argument("--count", type=int, default=1_000_000)
-    for name in ("put", "work"):
-        p = sub.add_parser(name)
-        p.add_argument("-c", "--connections", type=int, default=64)
-        p.add_argument("--pipeline", type=int, default=1)
-        p.add_argument("--duration", type=float, default=10.0, help="seconds")
-    args = parser.parse_args(argv)
-    job = {"fill": fill, "put": put, "work": work}[args.workload]
-    result = loadlib.run(job(args))
-    loadlib.emit(result)
-    return 1 if result["bad"] else 0
+    return loadlib.peer_main(__doc__ or "", 11300, fill, {"put": put, "work": work}, argv)
 
 
 if __name__ == "__main__":

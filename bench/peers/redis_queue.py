@@ -107,109 +107,30 @@ async def fill(args: argparse.Namespace) -> dict:
 
 
 async def reliable(args: argparse.Namespace) -> dict:
-    stats = loadlib.Stats()
-    key = args.key.encode()
-    processing = key + b":processing"
-    lmove = command(b"LMOVE", key, processing, b"RIGHT", b"LEFT")
-    depth = args.pipeline
-
-    def lrem(v: bytes) -> bytes:
-        return command(b"LREM", processing, b"1", v)
-
-    async def worker(running: Any) -> None:
-        proto = await loadlib.connect(args.host, args.port, parse_resp)
-        try:
-            if depth == 1:
-                while running():
-                    t0 = time.perf_counter_ns()
-                    (v,) = await proto.round_trip(lmove, 1)
-                    stats.record(t0)
-                    stats.requests += 1
-                    if not isinstance(v, bytes):
-                        stats.empty += 1
-                        continue
-                    t0 = time.perf_counter_ns()
-                    (removed,) = await proto.round_trip(lrem(v), 1)
-                    stats.record(t0)
-                    stats.requests += 1
-                    if removed == 1:
-                        stats.messages += 1
-                    else:
-                        stats.bad += 1
-                return
-            held: list[bytes] = []
-            while True:
-                more = running()
-                cmds = [lrem(v) for v in held]
-                if more:
-                    cmds.append(lmove * depth)
-                n = len(held) + (depth if more else 0)
-                if n == 0:
-                    break
-                t0 = time.perf_counter_ns()
-                replies = await proto.round_trip(b"".join(cmds), n)
-                stats.record(t0)
-                stats.requests += n
-                for r in replies[: len(held)]:
-                    if r == 1:
-                        stats.messages += 1
-                    else:
-                        stats.bad += 1
-                held = [r for r in replies[len(held) :] if isinstance(r, bytes)]
-                if more and not held:
-                    stats.empty += 1
-        finally:
-            proto.close()
-
-    elapsed = await loadlib.run_for(args.duration, [worker] * args.connections)
-    return loadlib.summary(f"redis_reliable_p{depth}", stats, elapsed, depth)
+    processing = args.key.encode() + b":processing"
+    return await loadlib.consume(
+        args,
+        parse_resp,
+        "redis_reliable",
+        command(b"LMOVE", args.key.encode(), processing, b"RIGHT", b"LEFT"),
+        lease=lambda value: value if isinstance(value, bytes) else None,
+        ack=lambda value: command(b"LREM", processing, b"1", value),
+        acked=lambda removed: removed == 1,
+    )
 
 
 async def lpush(args: argparse.Namespace) -> dict:
-    stats = loadlib.Stats()
     one = command(b"LPUSH", args.key.encode(), value(0, args.size))
-    payload = one * args.pipeline
-
-    async def worker(running: Any) -> None:
-        proto = await loadlib.connect(args.host, args.port, parse_resp)
-        try:
-            while running():
-                t0 = time.perf_counter_ns()
-                replies = await proto.round_trip(payload, args.pipeline)
-                stats.record(t0)
-                stats.requests += args.pipeline
-                for r in replies:
-                    if isinstance(r, int):
-                        stats.messages += 1
-                    else:
-                        stats.bad += 1
-        finally:
-            proto.close()
-
-    elapsed = await loadlib.run_for(args.duration, [worker] * args.connections)
-    return loadlib.summary(f"redis_lpush_p{args.pipeline}", stats, elapsed, args.pipeline)
+    return await loadlib.produce(args, parse_resp, "redis_lpush", one, lambda n: isinstance(n, int))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=6379)
-    parser.add_argument("--key", default="wonderq-bench")
-    parser.add_argument("--size", type=int, default=200, help="bytes per message")
-    sub = parser.add_subparsers(dest="workload", required=True)
-    f = sub.add_parser("fill")
-    f.add_argument("--count", type=int, default=1_000_000)
-    f.add_argument("--start", type=int, default=0, help="first value's number (unique values)")
-    for name in ("reliable", "lpush"):
-        p = sub.add_parser(name)
-        p.add_argument("-c", "--connections", type=int, default=64)
-        p.add_argument("--pipeline", type=int, default=1)
-        p.add_argument("--duration", type=float, default=10.0, help="seconds")
-    args = parser.parse_args(argv)
-    work = {"fill": fill, "reliable": reliable, "lpush": lpush}[args.workload]
-    result = loadlib.run(work(args))
-    loadlib.emit(result)
-    return 1 if result["bad"] else 0
+    def options(parser: argparse.ArgumentParser, fill: argparse.ArgumentParser) -> None:
+        parser.add_argument("--key", default="wonderq-bench")
+        fill.add_argument("--start", type=int, default=0, help="first value's number (unique)")
+
+    timed = {"reliable": reliable, "lpush": lpush}
+    return loadlib.peer_main(__doc__ or "", 6379, fill, timed, argv, options)
 
 
 if __name__ == "__main__":

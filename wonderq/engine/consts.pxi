@@ -1,0 +1,42 @@
+# The engine's bounds and tunables, in one place. Included first by _core.pyx.
+
+from libc.stdint cimport INT64_MAX
+
+
+# ---- message states -------------------------------------------------------------------------
+
+cdef enum:
+    MSG_READY = 0       # in a return heap (messages in a FIFO have no state byte)
+    MSG_LEASED = 1      # in the timer heap with cid >= 0, and in the lease table
+    MSG_DELAYED = 2     # in the timer heap with cid == -1
+
+# ---- bounds of the API (exported by _core as MAX_ID, MAX_VISIBILITY_MS, ...) -------------------
+
+cdef int64_t C_MAX_ID = INT64_MAX                   # ids and cids: 1..2**63-1 (cids from 0)
+cdef int64_t C_MAX_VISIBILITY_MS = 43200 * 1000     # ms: longest lease (12 h)
+cdef int64_t C_MAX_DELAY_MS = 604800 * 1000         # ms: longest publish delay (7 days)
+# ms: largest ``now``, so that now + any timeout stays far from int64 overflow.
+cdef int64_t C_MAX_NOW = 1 << 62
+# bytes: largest raw body. Escaped bodies must fit Msg.body_len (uint32): 6 bytes per input
+# byte at worst.
+cdef int64_t C_MAX_MESSAGE_BYTES = 1 << 28
+# queues: Msg.queue_idx is a uint16.
+cdef int64_t C_MAX_QUEUES = 65536
+
+# ---- array sizes ------------------------------------------------------------------------------
+
+cdef int64_t MIN_HEAP_CAP = 64          # entries: smallest timer heap kept when shrinking
+cdef int64_t MIN_RHEAP_CAP = 8          # entries: smallest return heap kept when shrinking
+cdef uint64_t MIN_TABLE_CAP = 64        # slots: smallest lease table (and index of all ids)
+# slots: largest lease table rehashed to shrink it while non-empty (4 MiB of slots).
+cdef uint64_t MAX_SHRINK_TABLE_CAP = 1 << 18
+
+# ---- slab allocator (see slab.pxi) ----------------------------------------------------------
+
+cdef enum:
+    SLAB_BYTES = 65536          # bytes: one slab, aligned on its size
+    SLAB_HEADER = 64            # bytes reserved for struct Slab at the slab's start
+    SLAB_MAX_BLOCK = 2048       # bytes: larger blocks are malloc'ed (slab tail waste < 3%)
+    ARENA_BYTES = 4 << 20       # bytes mmap'ed at a time and carved into slabs; kept to the end
+    SLAB_KEEP_DIRTY = 16        # empty slabs kept with their pages (1 MiB), to absorb churn
+    WQ_MADV_POPULATE_WRITE = 23  # Linux >= 5.14; older kernels answer EINVAL, and pages fault in

@@ -1,0 +1,40 @@
+# cython: language_level=3
+# C types for routing.py, compiled in Cython's pure-Python mode (the .py stays the readable
+# source): the dispatch every request goes through.
+
+cimport cython
+
+from wonderq.protocol cimport Request
+
+
+@cython.final
+cdef class Route:
+    cdef readonly str name           # the template
+    cdef readonly dict handlers      # method -> (handler, label, counts by status)
+    cdef Py_ssize_t segments         # of the template split at "/"
+    cdef tuple literals              # (index, text) of the literal segments, the last first
+    cdef readonly tuple params       # (index, name) of the {name} segments
+
+    @cython.locals(i=Py_ssize_t, text=str, name=str, value=str, found=dict)
+    cpdef dict match(self, list segments)
+
+
+@cython.final
+cdef class Router:
+    cdef public dict static          # path without {params} -> {method: entry}
+    cdef public list dynamic         # Routes with {params}, in the order first added
+    cdef dict _routes                # template -> Route
+    cdef object _on_cancel           # called with a deferred request whose connection closed
+    cdef dict _other_counts          # (route label, status) -> responses not by a route
+    cdef str _last_path              # the static path dispatched last (None at first)
+    cdef dict _last_methods          # static[_last_path]
+
+    @cython.locals(route=Route, params=dict)
+    cpdef tuple match(self, str path)
+
+    @cython.locals(path=str, methods=dict, entry=tuple, response=tuple, status=Py_ssize_t,
+                   route=Route)
+    cpdef dispatch(self, Request req)
+
+    cpdef count(self, str route, int status)
+    cpdef answer(self, Request req, tuple response)
