@@ -176,7 +176,10 @@ class Api:
         return (200, body, JSON_HEADERS)
 
     def _park(self, req: Request, queue: str, args: tuple[int, int, int, int]) -> Response | None:
-        attempt = partial(self.store.receive, queue, args[0], args[1], args[2])
+        # Through a Python attribute lookup: partial() of the typed C method would call
+        # Store.receive itself, never a Python subclass's override (RedisStore).
+        receive = getattr(self.store, "receive")  # noqa: B009
+        attempt = partial(receive, queue, args[0], args[1], args[2])
         return self.longpoll.park(req, queue, args[3], attempt, _render_messages, _NO_MESSAGES)
 
     def handle_delete(self, req: Request) -> Response | None:

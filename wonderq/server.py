@@ -36,6 +36,7 @@ from .metrics import Metrics
 from .protocol import HttpProtocol, protocol_factory, refresh_date
 from .routing import Router
 from .statuspage import chain_cancel
+from .errors import StoreError
 from .store import Store, open_store
 
 __all__ = ["Server", "ServerError", "bind"]
@@ -131,7 +132,10 @@ class Server:
         store = open_store(settings)
         data_dir = settings.data_dir
         if data_dir is None:
-            store.open()
+            try:
+                store.open()  # RedisStore: reachable, Redis 7+, eviction off
+            except StoreError as exc:
+                raise ServerError(f"cannot use the backend: {exc}") from None
             self.store = store
             return
         from .wal import WalCorruptError
