@@ -183,17 +183,30 @@ class RedisVsModel(RuleBasedStateMachine):
         )
 
     @precondition(lambda self: any(m.state == "leased" for m in self.model.messages.values()))
-    @rule(data=st.data(), stale=st.booleans())
-    def token_delete(self, data, stale):
-        """Delete by lease token: the current one works, an earlier receive's never does."""
+    @rule(data=st.data(), stale=st.sampled_from([0, 0, 1, 2]), timeout=st.sampled_from([None, 0, 3]))
+    def token_act(self, data, stale, timeout):
+        """By lease token: the current one acts, an earlier receive's never does."""
         m = self.some_lease(data)
-        receives = m.receives - 1 if stale and m.receives > 1 else m.receives
-        got = self.h.run(self.store.delete_token(m.queue, m.id, receives))
-        expected = receives == m.receives and self.now < m.deadline
-        self.settle()
-        if receives == m.receives and got:
-            self.model.delete(m.queue, m.cid, m.id, self.now)
-        assert got == expected
+        receives = max(0, m.receives - stale)
+        if timeout is None:
+            self.both("delete_token", (m.queue, m.id, receives), (m.queue, m.id, receives, self.now))
+        else:
+            self.both("change_lease_token", (m.queue, m.id, receives, timeout),
+                      (m.queue, m.id, receives, timeout, self.now))  # fmt: skip
+
+    @rule(data=st.data(), queue=queue_names, receives=st.sampled_from([-1, 0, 1, 2, 2**32]),
+          timeout=st.sampled_from([None, 0, 2, -1]))  # fmt: skip
+    def token_any(self, data, queue, receives, timeout):
+        msg_id = self.some_id(data)
+        if timeout is None:
+            self.both("delete_token", (queue, msg_id, receives), (queue, msg_id, receives, self.now))
+        else:
+            self.both("change_lease_token", (queue, msg_id, receives, timeout),
+                      (queue, msg_id, receives, timeout, self.now))  # fmt: skip
+
+    @rule(queue=queue_names, limit=st.integers(0, 7))
+    def peek(self, queue, limit):
+        self.both("peek", (queue, limit), (queue, limit, self.now))
 
     @precondition(lambda self: any(m.state == "leased" for m in self.model.messages.values()))
     @rule(data=st.data(), offset=st.sampled_from([-1, 0, 0, 1]), by_token=st.booleans(),

@@ -289,7 +289,9 @@ class RedisStore(Store):
         finally:
             self.backend = None
             self.loop = None
-            backend.close()
+            tasks = backend.close()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _check_node(self, backend: Backend, address: Address) -> None:
         async def call(*args: Any) -> Any:
@@ -374,7 +376,9 @@ class RedisStore(Store):
         if self.subscriber is not None:
             self.subscriber.close()
         if self.backend is not None:
-            self.backend.close()
+            tasks = self.backend.close()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     def close(self) -> Any:
         return self._close()
@@ -793,7 +797,7 @@ class RedisStore(Store):
         """Delete by lease token ``(id, receives)``: the same rule as by cid."""
         try:
             _check_int(msg_id, 1, MAX_ID, "invalid_id", "id")
-            _check_int(receives, 1, 2**32 - 1, "invalid_receives", "receives")
+            _check_int(receives, 0, 2**32 - 1, "invalid_receives", "receives")
         except _Refusal as refusal:
             return self._refuse(queue, refusal)
         args = [b"t", _id_arg(msg_id), b"%d" % receives]
@@ -864,7 +868,7 @@ class RedisStore(Store):
         """Change a lease by token ``(id, receives)``: the same rule as by cid."""
         try:
             _check_int(msg_id, 1, MAX_ID, "invalid_id", "id")
-            _check_int(receives, 1, 2**32 - 1, "invalid_receives", "receives")
+            _check_int(receives, 0, 2**32 - 1, "invalid_receives", "receives")
             _check_int(timeout_ms, 0, MAX_VISIBILITY_MS, "invalid_timeout", "timeout_ms")
         except _Refusal as refusal:
             return self._refuse(queue, refusal)

@@ -428,11 +428,16 @@ class Backend:
             node.check_timeouts(now, self.timeout_s)
         self._ticker = self.loop.call_later(0.1, self._tick)
 
-    def close(self) -> None:
+    def close(self) -> list[asyncio.Task[None]]:
+        """Close every connection; returns the connect tasks it cancelled (await them so
+        the loop does not close under them)."""
         if self._ticker is not None:
             self._ticker.cancel()
+        tasks = []
         for node in self.nodes.values():
+            tasks += [c.connect_task for c in node.conns if c is not None and c.connect_task]
             node.close()
+        return [t for t in tasks if not t.done()]
 
     # -- topology
     async def refresh(self) -> None:
