@@ -12,6 +12,7 @@ Fixtures (pytest, session-scoped where state can be reset with FLUSHALL):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -198,7 +199,9 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while True:
             infos = [n.client().info("replication") for n in self.nodes]  # type: ignore[attr-defined]
-            linked = [i for i in infos if i.get("role") == "slave" and i.get("master_link_status") == "up"]
+            linked = [
+                i for i in infos if i.get("role") == "slave" and i.get("master_link_status") == "up"
+            ]
             if len(linked) == self.primaries * self.replicas:
                 return
             if time.monotonic() > deadline:
@@ -218,7 +221,10 @@ class Cluster:
                 except Exception:
                     ok = False
                     break
-                if info.get("cluster_state") != "ok" or int(info.get("cluster_slots_ok", 0)) != 16384:
+                if (
+                    info.get("cluster_state") != "ok"
+                    or int(info.get("cluster_slots_ok", 0)) != 16384
+                ):
                     ok = False
                     break
             if ok:
@@ -255,10 +261,8 @@ class Cluster:
     def flush(self) -> None:
         for node in self.nodes:
             if node.proc is not None and node.proc.poll() is None:
-                try:
+                with contextlib.suppress(Exception):  # a replica refuses writes
                     node.client().flushall()  # type: ignore[attr-defined]
-                except Exception:
-                    pass  # a replica refuses writes
 
     def stop(self) -> None:
         for node in self.nodes:

@@ -128,7 +128,8 @@ def _scenario(cluster: Cluster, wait_replicas: int) -> dict[str, Any]:
             # Everything in the queue now (ready or leased), read straight from the new primary.
             client = replica.client()
             present = {
-                int(k) for k in client.hkeys(f"wq:{{fo}}:b")  # type: ignore[attr-defined]
+                int(k)
+                for k in client.hkeys("wq:{fo}:b")  # type: ignore[attr-defined]
             }
             lost = [i for i in acked if i not in tried and i not in present]
             resurrected = [i for i in deleted if i in present]

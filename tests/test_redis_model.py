@@ -38,7 +38,9 @@ special = st.sampled_from(
      b"a" * 65]
 )  # fmt: skip
 valid_bodies = st.text(min_size=1, max_size=12).map(str.encode)
-bodies = st.one_of(*[valid_bodies] * 6, st.text(max_size=70).map(str.encode), st.binary(max_size=10), special)
+bodies = st.one_of(
+    *[valid_bodies] * 6, st.text(max_size=70).map(str.encode), st.binary(max_size=10), special
+)
 attribute_values = {
     "visibility_timeout_ms": st.one_of(st.integers(0, 8), st.just(-1)),
     "delay_ms": st.one_of(st.just(0), st.integers(0, 8)),
@@ -111,7 +113,10 @@ class RedisVsModel(RuleBasedStateMachine):
         )
         steps = {
             "plain": [("q1", {}), ("q2", {})],
-            "q1>q2": [("q2", {}), ("q1", {"max_receives": max_receives, "dead_letter_queue": "q2"})],
+            "q1>q2": [
+                ("q2", {}),
+                ("q1", {"max_receives": max_receives, "dead_letter_queue": "q2"}),
+            ],
             "q1>q2>q3": [
                 ("q3", {}),
                 ("q2", {"max_receives": 1, "dead_letter_queue": "q3"}),
@@ -179,17 +184,23 @@ class RedisVsModel(RuleBasedStateMachine):
     def holder_change_lease(self, data, timeout):
         m = self.some_lease(data)
         self.both(
-            "change_lease", (m.queue, m.cid, m.id, timeout), (m.queue, m.cid, m.id, timeout, self.now)
+            "change_lease",
+            (m.queue, m.cid, m.id, timeout),
+            (m.queue, m.cid, m.id, timeout, self.now),
         )
 
     @precondition(lambda self: any(m.state == "leased" for m in self.model.messages.values()))
-    @rule(data=st.data(), stale=st.sampled_from([0, 0, 1, 2]), timeout=st.sampled_from([None, 0, 3]))
+    @rule(
+        data=st.data(), stale=st.sampled_from([0, 0, 1, 2]), timeout=st.sampled_from([None, 0, 3])
+    )
     def token_act(self, data, stale, timeout):
         """By lease token: the current one acts, an earlier receive's never does."""
         m = self.some_lease(data)
         receives = max(0, m.receives - stale)
         if timeout is None:
-            self.both("delete_token", (m.queue, m.id, receives), (m.queue, m.id, receives, self.now))
+            self.both(
+                "delete_token", (m.queue, m.id, receives), (m.queue, m.id, receives, self.now)
+            )
         else:
             self.both("change_lease_token", (m.queue, m.id, receives, timeout),
                       (m.queue, m.id, receives, timeout, self.now))  # fmt: skip
@@ -199,7 +210,9 @@ class RedisVsModel(RuleBasedStateMachine):
     def token_any(self, data, queue, receives, timeout):
         msg_id = self.some_id(data)
         if timeout is None:
-            self.both("delete_token", (queue, msg_id, receives), (queue, msg_id, receives, self.now))
+            self.both(
+                "delete_token", (queue, msg_id, receives), (queue, msg_id, receives, self.now)
+            )
         else:
             self.both("change_lease_token", (queue, msg_id, receives, timeout),
                       (queue, msg_id, receives, timeout, self.now))  # fmt: skip
@@ -239,14 +252,20 @@ class RedisVsModel(RuleBasedStateMachine):
     @rule(data=st.data(), queue=queue_names, size=st.one_of(st.integers(1, 3), st.integers(0, 7)),
           with_delays=st.booleans())  # fmt: skip
     def publish_batch(self, data, queue, size, with_delays):
-        batch = data.draw(st.lists(st.one_of(*[valid_bodies] * 10, bodies), min_size=size, max_size=size))
+        batch = data.draw(
+            st.lists(st.one_of(*[valid_bodies] * 10, bodies), min_size=size, max_size=size)
+        )
         batch_delays = None
         if with_delays:
             n = data.draw(st.one_of(*[st.just(size)] * 5, st.integers(0, 7)))
             batch_delays = data.draw(st.lists(delays, min_size=n, max_size=n))
-        self.both("publish_batch", (queue, batch, batch_delays), (queue, batch, self.now, batch_delays))
+        self.both(
+            "publish_batch", (queue, batch, batch_delays), (queue, batch, self.now, batch_delays)
+        )
 
-    @rule(queue=queue_names, texts=st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=4))
+    @rule(
+        queue=queue_names, texts=st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=4)
+    )
     def publish_batch_json(self, queue, texts):
         data = json.dumps(texts).encode()
         self.settle()
@@ -256,7 +275,9 @@ class RedisVsModel(RuleBasedStateMachine):
             got = ("error", exc.code)
         try:
             first = self.model.publish_batch(queue, [t.encode() for t in texts], self.now)
-            expected = json.dumps({"ids": list(range(first, first + len(texts)))}, separators=(",", ":")).encode()
+            expected = json.dumps(
+                {"ids": list(range(first, first + len(texts)))}, separators=(",", ":")
+            ).encode()
         except EngineError as exc:
             expected = ("error", exc.code)
         if got is None:  # not the plain form (a lone surrogate): the model refused it too
@@ -266,7 +287,9 @@ class RedisVsModel(RuleBasedStateMachine):
 
     @rule(queue=queue_names, cid=cids, limit=st.integers(0, 7), visibility=visibilities)
     def receive(self, queue, cid, limit, visibility):
-        self.both("receive", (queue, cid, limit, visibility), (queue, cid, limit, self.now, visibility))
+        self.both(
+            "receive", (queue, cid, limit, visibility), (queue, cid, limit, self.now, visibility)
+        )
 
     @rule(queue=queue_names, cid=cids, limit=st.integers(1, 3), visibility=visibilities)
     def receive_more(self, queue, cid, limit, visibility):
@@ -286,11 +309,14 @@ class RedisVsModel(RuleBasedStateMachine):
         ids = [self.some_id(data) for _ in range(n)]
         self.both("delete_batch", (queue, cid, ids), (queue, cid, ids, self.now))
 
-    @rule(data=st.data(), queue=queue_names, cid=cids,
-          timeout=st.one_of(st.just(0), st.integers(1, 8), st.integers(0, 8), st.just(-1)))  # fmt: skip
+    timeouts = st.one_of(st.just(0), st.integers(1, 8), st.integers(0, 8), st.just(-1))
+
+    @rule(data=st.data(), queue=queue_names, cid=cids, timeout=timeouts)
     def change_lease(self, data, queue, cid, timeout):
         msg_id = self.some_id(data)
-        self.both("change_lease", (queue, cid, msg_id, timeout), (queue, cid, msg_id, timeout, self.now))
+        self.both(
+            "change_lease", (queue, cid, msg_id, timeout), (queue, cid, msg_id, timeout, self.now)
+        )
 
     @rule(queue=queue_names, drop=st.sampled_from([False, False, False, True]))
     def purge_or_delete_queue(self, queue, drop):

@@ -115,7 +115,10 @@ def test_basic_operations_and_ids(deployment: str) -> None:
             deleted, failed = await w(store.delete_batch("jobs", 7, [*ids[:2], ids[0]]))
             assert deleted == ids[:2] and failed == [ids[0]]
             ack = await w(store.ack_json("jobs", json.dumps({"ids": ids[2:4], "cid": 7}).encode()))
-            assert ack == json.dumps({"deleted": ids[2:4], "failed": []}, separators=(",", ":")).encode()
+            assert (
+                ack
+                == json.dumps({"deleted": ids[2:4], "failed": []}, separators=(",", ":")).encode()
+            )
             assert await w(store.change_lease("jobs", 7, ids[4], 0)) is True
             assert ids_of(await w(store.peek("jobs", 5))) == [ids[4]]
             info = await w(store.queue_info("jobs"))
@@ -144,7 +147,9 @@ def test_published_through_one_received_through_others_exactly_once(deployment: 
             published: list[int] = []
             for i in range(30):
                 store = stores[i % 3]
-                first = await w(store.publish_batch("work", [b"m%d" % (i * 20 + k) for k in range(20)], None))
+                first = await w(
+                    store.publish_batch("work", [b"m%d" % (i * 20 + k) for k in range(20)], None)
+                )
                 published += range(first, first + 20)
             received: list[int] = []
 
@@ -158,7 +163,7 @@ def test_published_through_one_received_through_others_exactly_once(deployment: 
                         continue
                     idle = 0
                     received.extend(got)
-                    deleted, failed = await w(store.delete_batch("work", cid, got))
+                    _deleted, failed = await w(store.delete_batch("work", cid, got))
                     assert failed == []
 
             await asyncio.gather(*[consumer(c, stores[c % 3]) for c in range(9)])

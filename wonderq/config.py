@@ -311,8 +311,7 @@ FIELDS: tuple[Field, ...] = (
         "redis_wait_timeout_s",
         "--redis-wait-timeout",
         _seconds(0.001, 60),
-        "with --redis-wait: how long the replicas may take before the publish gets 503 "
-        "(default 1)",
+        "with --redis-wait: how long the replicas may take before the publish gets 503 (default 1)",
         "SECONDS",
     ),
     Field(

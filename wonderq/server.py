@@ -31,12 +31,12 @@ import uvloop
 from . import _core
 from .api import Api
 from .config import Settings
+from .errors import StoreError
 from .longpoll import LongPoll
 from .metrics import Metrics
 from .protocol import HttpProtocol, protocol_factory, refresh_date
 from .routing import Router
 from .statuspage import chain_cancel
-from .errors import StoreError
 from .store import Store, open_store
 
 __all__ = ["Server", "ServerError", "bind"]

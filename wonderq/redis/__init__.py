@@ -30,7 +30,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -183,7 +183,7 @@ def _int_arg(value: Any, lo: int, hi: int) -> bool:
 def _engine_error(message: str) -> EngineError:
     """A script's ``WQ <code> <message>`` as the engine's exception of that code."""
     message = message.split(" script: ", 1)[0]
-    _, code, text = (message.split(" ", 2) + ["", ""])[:3]
+    _, code, text = ([*message.split(" ", 2), "", ""])[:3]
     if code == "queue_not_found":
         return QueueNotFound(text)
     if code == "queue_in_use":
@@ -440,13 +440,14 @@ class RedisStore(Store):
     def registry(self, name: str, args: list[Any]) -> Deferred:
         """Run a registry script (``wq:{reg}:*``)."""
         script = self.scripts[name]
-        keys = REG_KEYS if name != "lock" else (LOCK_KEY,)
+        keys: tuple[str, ...] = REG_KEYS if name != "lock" else (LOCK_KEY,)
         if name == "reg_delete":
             keys = (REG_KEYS[0], REG_KEYS[1], REG_KEYS[3])
         elif name == "reg_put":
             keys = REG_KEYS[:3]
         return self.command_on(
-            keys[0], ["EVALSHA", script.sha, len(keys), *keys, *args],
+            keys[0],
+            ["EVALSHA", script.sha, len(keys), *keys, *args],
             alt=["EVAL", script.source, len(keys), *keys, *args],
         )
 
@@ -507,9 +508,7 @@ class RedisStore(Store):
     # ---- queues ---------------------------------------------------------------------------
     def put_queue(self, name: str, attributes: dict[str, Any] | None) -> Any:
         pairs = self._validated_attributes(attributes)
-        defaults = "|".join(
-            [str(self.visibility_ms), "0", "", "", str(self.max_message_bytes), ""]
-        )
+        defaults = "|".join([str(self.visibility_ms), "0", "", "", str(self.max_message_bytes), ""])
         d = Deferred()
         reg = self.registry("reg_put", [name, MAX_QUEUES, defaults, *pairs])
 
@@ -527,7 +526,9 @@ class RedisStore(Store):
     def _write_attrs(self, name: str, created: bool, packed: str) -> Deferred:
         vis, delay, maxr, dlq, mmb, ret, ver = packed.split("|")
         args = [b"1" if created else b"0", ver, vis, delay, maxr, dlq, mmb, ret]
-        return self.script("setattrs", name, [a if isinstance(a, bytes) else a.encode() for a in args])
+        return self.script(
+            "setattrs", name, [a if isinstance(a, bytes) else a.encode() for a in args]
+        )
 
     def _validated_attributes(self, attributes: Any) -> list[str]:
         """The engine's per-key checks, in the mapping's order; field/value pairs to set."""
@@ -537,9 +538,7 @@ class RedisStore(Store):
             try:
                 attributes = dict(attributes)
             except Exception:
-                raise InvalidArgument(
-                    "attributes must be a mapping", "invalid_attribute"
-                ) from None
+                raise InvalidArgument("attributes must be a mapping", "invalid_attribute") from None
         pairs: list[str] = []
         limits = {
             "visibility_timeout_ms": ("vis", 0, MAX_VISIBILITY_MS),
@@ -661,7 +660,9 @@ class RedisStore(Store):
         args: list[bytes] = [b"1"]
         try:
             if not _int_arg(delay_ms, -1, MAX_DELAY_MS):
-                raise _Refusal("invalid_delay", f"delay_ms must be an integer in -1..{MAX_DELAY_MS}")
+                raise _Refusal(
+                    "invalid_delay", f"delay_ms must be an integer in -1..{MAX_DELAY_MS}"
+                )
             _append_body(args, delay_ms, body)
         except _Refusal as refusal:
             return self._refuse(queue, refusal)
@@ -693,7 +694,7 @@ class RedisStore(Store):
         delay_list = list(delays) if delays is not None else [-1] * len(seq)
         args: list[bytes] = [b"%d" % len(seq)]
         try:
-            for body, delay in zip(seq, delay_list):
+            for body, delay in zip(seq, delay_list, strict=False):
                 if not _int_arg(delay, -1, MAX_DELAY_MS):
                     raise _BadBody
                 _append_body(args, delay, body)
@@ -733,7 +734,7 @@ class RedisStore(Store):
         """Find the first bad item in the engine's order (queue, then per item: delay,
         empty, size, UTF-8) and fail with it; the size check needs Redis."""
         args: list[bytes] = [batch_error.encode(), b"%d" % len(bodies)]
-        for body, delay in zip(bodies, delays):
+        for body, delay in zip(bodies, delays, strict=False):
             before = after = ""
             raw = bytes(body) if isinstance(body, (bytes, bytearray, memoryview)) else b""
             if not _int_arg(delay, -1, MAX_DELAY_MS):
@@ -818,8 +819,8 @@ class RedisStore(Store):
         args = [b"c", b"%d" % cid, *[_id_arg(i) for i in ids]]
 
         def split(reply: list[int]) -> tuple[list[int], list[int]]:
-            deleted = [i for i, ok in zip(ids, reply) if ok == 1]
-            failed = [i for i, ok in zip(ids, reply) if ok != 1]
+            deleted = [i for i, ok in zip(ids, reply, strict=False) if ok == 1]
+            failed = [i for i, ok in zip(ids, reply, strict=False) if ok != 1]
             return self._deleted(queue, (deleted, failed), bool(deleted))
 
         return self.script("delete", queue, args, parse=split)
@@ -893,9 +894,7 @@ class RedisStore(Store):
             for i in range(0, len(flat), 2):
                 msg_id, entry = flat[i], flat[i + 1]
                 dlq, token, body = entry.split(b"\n", 2)
-                outcome = await _wait(
-                    self.script("import", dlq.decode(), [msg_id, token, body])
-                )
+                outcome = await _wait(self.script("import", dlq.decode(), [msg_id, token, body]))
                 await _wait(self.script("unout", queue, [msg_id, token, outcome]))
                 if outcome != b"gone":
                     await _wait(self.script("forget", dlq.decode(), [msg_id, token]))
@@ -937,20 +936,48 @@ class RedisStore(Store):
     def metrics(self) -> list[tuple[str, str, str, float]]:
         backend = self.backend
         rows: list[tuple[str, str, str, float]] = [
-            ("wonderq_redis_up", "gauge", "1 while Redis answers.", float(bool(backend and backend.reachable))),
-            ("wonderq_redis_sweeper", "gauge", "1 while this server holds the sweeper lease.",
-             float(bool(self.sweeper and self.sweeper.holder))),
-            ("wonderq_redis_dead_letter_moves_total", "counter",
-             "Dead-letter moves this server started.", float(self.dead_letter_moves)),
-            ("wonderq_redis_wait_failures_total", "counter",
-             "Publishes answered 503 because replicas did not confirm them.", float(self.wait_failures)),
+            (
+                "wonderq_redis_up",
+                "gauge",
+                "1 while Redis answers.",
+                float(bool(backend and backend.reachable)),
+            ),
+            (
+                "wonderq_redis_sweeper",
+                "gauge",
+                "1 while this server holds the sweeper lease.",
+                float(bool(self.sweeper and self.sweeper.holder)),
+            ),
+            (
+                "wonderq_redis_dead_letter_moves_total",
+                "counter",
+                "Dead-letter moves this server started.",
+                float(self.dead_letter_moves),
+            ),
+            (
+                "wonderq_redis_wait_failures_total",
+                "counter",
+                "Publishes answered 503 because replicas did not confirm them.",
+                float(self.wait_failures),
+            ),
         ]
         if backend is not None:
-            rows.append(("wonderq_redis_errors_total", "counter",
-                         "Requests answered 503 (Redis unreachable or too slow).", float(backend.errors)))
-            rows.append(("wonderq_redis_retries_total", "counter",
-                         "Requests re-sent where they surely had not run (MOVED, refused connect...).",
-                         float(backend.retries)))
+            rows.append(
+                (
+                    "wonderq_redis_errors_total",
+                    "counter",
+                    "Requests answered 503 (Redis unreachable or too slow).",
+                    float(backend.errors),
+                )
+            )
+            rows.append(
+                (
+                    "wonderq_redis_retries_total",
+                    "counter",
+                    "Requests re-sent where they surely had not run (MOVED, refused connect...).",
+                    float(backend.retries),
+                )
+            )
         return rows
 
     async def _refresh_loop(self) -> None:
@@ -969,8 +996,19 @@ class RedisStore(Store):
         rows = []
         for info in infos:
             c, t = info["counts"], info["totals"]
-            rows.append((info["name"], c["ready"], c["leased"], c["delayed"], t["published"],
-                         t["delivered"], t["deleted"], t["expired"], t["dead_lettered"]))
+            rows.append(
+                (
+                    info["name"],
+                    c["ready"],
+                    c["leased"],
+                    c["delayed"],
+                    t["published"],
+                    t["delivered"],
+                    t["deleted"],
+                    t["expired"],
+                    t["dead_lettered"],
+                )
+            )
         self._stats = rows
         used = limit = 0
         backend = self.backend
@@ -1051,7 +1089,8 @@ def info_dict(name: str, reply: list[Any]) -> dict[str, Any]:
         },
         "counts": {"ready": int(reply[1]), "leased": int(reply[2]), "delayed": int(reply[3])},
         "totals": {
-            k: t.get(k, 0) for k in ("published", "delivered", "deleted", "expired", "dead_lettered")
+            k: t.get(k, 0)
+            for k in ("published", "delivered", "deleted", "expired", "dead_lettered")
         },
     }
 

@@ -39,8 +39,8 @@ __all__ = [
     "Backend",
     "ConnectFailed",
     "Node",
-    "ReplyError",
     "RedisTarget",
+    "ReplyError",
     "encode",
     "parse_url",
 ]
@@ -386,6 +386,7 @@ class Backend:
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.nodes: dict[Address, Node] = {}
+        self.sentinels: dict[Address, Node] = {}  # sentinel mode: the sentinels themselves
         self.slots: list[Address] = []  # cluster: the primary of each of the 16384 slots
         self.primary: Address | None = None  # single and sentinel
         self.refreshing: asyncio.Future[None] | None = None
@@ -434,7 +435,7 @@ class Backend:
         if self._ticker is not None:
             self._ticker.cancel()
         tasks = []
-        for node in self.nodes.values():
+        for node in [*self.nodes.values(), *self.sentinels.values()]:
             tasks += [c.connect_task for c in node.conns if c is not None and c.connect_task]
             node.close()
         return [t for t in tasks if not t.done()]
@@ -530,12 +531,12 @@ class Backend:
         if hello:
             node = self.node(address)
         else:
-            key = (f"sentinel:{address[0]}", address[1])
-            node = self.nodes.get(key)  # type: ignore[arg-type]
-            if node is None:
+            found = self.sentinels.get(address)
+            if found is None:
                 plain = RedisTarget("single", [address], tls=self.target.tls)
-                node = Node(self.loop, address, plain, 1, self.connect_timeout_s, [])
-                self.nodes[key] = node  # type: ignore[index]
+                found = Node(self.loop, address, plain, 1, self.connect_timeout_s, [])
+                self.sentinels[address] = found
+            node = found
 
         def done(reply: Reply) -> None:
             if fut.done():

@@ -19,6 +19,7 @@ at most a second.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -55,15 +56,13 @@ class Sweeper:
     async def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
-            except (asyncio.CancelledError, Exception):
-                pass
             self.task = None
         if self.holder:
             # Hand the lease on at once rather than after its TTL.
             self.holder = False
-            try:
+            with contextlib.suppress(Exception):
                 await asyncio.wait_for(
                     self.store.backend.call_node(  # type: ignore[union-attr]
                         self._lock_address(),
@@ -71,8 +70,6 @@ class Sweeper:
                     ),
                     1.0,
                 )
-            except Exception:
-                pass
 
     def _lock_address(self) -> Address:
         from . import key_slot
@@ -112,14 +109,16 @@ class Sweeper:
         if not self.holder:
             log.info("this server now holds the sweeper lease")
         self.holder = True
-        names = [n.decode() for n in await wait(store.command_on(REG_KEYS[0], ["HKEYS", REG_KEYS[0]]))]
+        names = [
+            n.decode() for n in await wait(store.command_on(REG_KEYS[0], ["HKEYS", REG_KEYS[0]]))
+        ]
         pending = [
             (name, wait(store.script("sweep", name, [b"%d" % SWEEP_BUDGET]))) for name in names
         ]
         pause = PASS_S
         for name, fut in pending:
             try:
-                processed, moves, outbox, next_ms = await fut
+                processed, _moves, outbox, next_ms = await fut
             except Exception as exc:
                 log.debug("sweeping %s failed: %s", name, exc)
                 continue
@@ -137,8 +136,7 @@ class Sweeper:
 
 
 _RELEASE = (
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
-    "return 0"
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 )
 
 
