@@ -101,6 +101,7 @@ class RedisProcess:
             "--appendonly", "no",
             "--daemonize", "no",
             "--logfile", str(self.dir / "redis.log"),
+            "--repl-diskless-sync-delay", "0",  # a replica syncs at once, not after 5 s
             *self.extra,
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

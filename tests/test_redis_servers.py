@@ -139,3 +139,45 @@ def test_stopped_redis_is_503_not_a_hang(redis_dir: Path) -> None:  # noqa: F811
             assert time.monotonic() - started < 3
     finally:
         srv.stop()
+
+
+def _metric(srv: ServerProcess, name: str) -> float:
+    for line in get(srv, "/metrics").body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} missing from /metrics")
+
+
+def test_killed_server_sweeper_taken_over_and_its_leases_come_back(redis_url: str) -> None:  # noqa: F811
+    with running_server("--backend", redis_url) as a:
+        deadline = time.monotonic() + 10
+        while _metric(a, "wonderq_redis_sweeper") != 1:
+            assert time.monotonic() < deadline, "a never took the sweeper lease"
+            time.sleep(0.1)
+        with running_server("--backend", redis_url) as b:
+            assert _metric(b, "wonderq_redis_sweeper") == 0
+            resp = request(a, "POST", "/v1/queues/default/batch", json.dumps(["j1", "j2", "j3"]))
+            ids = resp.json()["ids"]
+            leased = get(a, "/v1/consumer?cid=1&limit=3&visibility=1").json()["messages"]
+            assert [m["id"] for m in leased] == ids
+            # A long poll parked on b: answered when a's consumer's leases run out.
+            answer: dict[str, object] = {}
+
+            def poll() -> None:
+                r = get(b, "/v1/consumer?cid=2&limit=3&wait=15", timeout=30)
+                answer["messages"] = r.json()["messages"]
+                answer["at"] = time.monotonic()
+
+            t = threading.Thread(target=poll)
+            t.start()
+            a.proc.kill()  # type: ignore[union-attr]  # SIGKILL: no goodbye, the lock stays
+            killed = time.monotonic()
+            a.proc.wait(10)  # type: ignore[union-attr]
+            t.join(25)
+            got = answer["messages"]
+            assert [(m["id"], m["receives"]) for m in got] == [(i, 2) for i in ids], got  # type: ignore[union-attr]
+            deadline = killed + 10
+            while _metric(b, "wonderq_redis_sweeper") != 1:
+                assert time.monotonic() < deadline, "b never took over the sweeper"
+                time.sleep(0.1)
+            assert _metric(b, "wonderq_redis_up") == 1

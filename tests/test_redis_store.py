@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import shutil
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -340,3 +342,89 @@ def _ok(store: Any) -> bool:
     d = store.health()
     d.add(lambda x: _OK.__setitem__(key, x.error is None and x.value is True))
     return False
+
+
+def test_retention_drops_messages_older_than_the_queue_keeps(redis_url: str) -> None:  # noqa: F811
+    from wonderq.redis import RedisStore
+
+    async def body() -> None:
+        store = RedisStore(Settings(backend=redis_url), test_clock=True)
+        await store.start_bare(asyncio.get_running_loop())
+        try:
+            now = 1_735_689_600_000 + 10**9  # a real time: ids carry their publish time
+            await w(store.set_test_clock(["kept", "default"], now))
+            await w(store.put_queue("kept", {"retention_ms": 60_000}))
+            info = await w(store.queue_info("kept"))
+            assert info["attributes"]["retention_ms"] == 60_000
+            old = await w(store.publish("kept", b"old", -1))
+            await w(store.set_test_clock(["kept"], now + 30_000))
+            young = await w(store.publish("kept", b"young", -1))
+            await w(store.set_test_clock(["kept"], now + 59_999))
+            assert ids_of(await w(store.peek("kept", 5))) == [old, young]
+            await w(store.set_test_clock(["kept"], now + 60_000))
+            await w(store.script("sweep", "kept", [b"100"]))
+            assert ids_of(await w(store.peek("kept", 5))) == [young]
+            await w(store.set_test_clock(["kept"], now + 90_000))
+            assert await w(store.receive("kept", 1, 5, -1)) == b'{"messages":[]}'
+            with pytest.raises(Exception) as err:
+                await w(store.put_queue("kept", {"retention_ms": 59_999}))
+            assert getattr(err.value, "code", "") == "invalid_attribute"
+        finally:
+            await store.close()
+
+    run(body)
+
+
+def test_sentinel_finds_the_primary_and_follows_a_failover(redis_dir: Path) -> None:  # noqa: F811
+    require_redis_client()
+    primary = RedisProcess(redis_dir / "s-primary").start()
+    replica = RedisProcess(redis_dir / "s-replica", "--replicaof", "127.0.0.1", str(primary.port))
+    replica.start()
+    conf_dir = redis_dir / "sentinel"
+    conf_dir.mkdir(exist_ok=True)
+    conf = conf_dir / "sentinel.conf"
+    conf.write_text(
+        f"sentinel monitor mymaster 127.0.0.1 {primary.port} 1\n"
+        "sentinel down-after-milliseconds mymaster 800\n"
+        "sentinel failover-timeout mymaster 5000\n"
+    )
+    # A sentinel is redis-server <its config file> --sentinel: the file must come first.
+    sentinel = RedisProcess(conf_dir)
+    sentinel.proc = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", str(conf), "--sentinel",
+         "--port", str(sentinel.port), "--bind", "127.0.0.1", "--dir", str(conf_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster"
+
+    async def body() -> None:
+        from _redis import ping
+
+        await until(lambda: ping(sentinel.port), 10, "sentinel up")
+        store = await start_store(url, redis_timeout_s=0.5, redis_connect_timeout_s=0.2)
+        try:
+            first = await w(store.publish("default", b"before", -1))
+            acked = primary.client().execute_command("WAIT", 1, 5000)  # type: ignore[attr-defined]
+            assert acked == 1
+            primary.kill()
+            published = None
+            deadline = time.monotonic() + 30
+            while published is None:
+                assert time.monotonic() < deadline, "no publish after the sentinel failover"
+                try:
+                    published = await w(store.publish("default", b"after", -1))
+                except BackendUnavailable:
+                    await asyncio.sleep(0.2)
+            assert published > first
+            assert store.backend.primary == ("127.0.0.1", replica.port)
+            got = json.loads(await w(store.receive("default", 1, 5, -1)))["messages"]
+            assert [m["body"] for m in got] == ["before", "after"]
+        finally:
+            await store.close()
+
+    try:
+        run(body, timeout=60)
+    finally:
+        sentinel.stop()
+        replica.stop()
+        primary.stop()
