@@ -895,6 +895,9 @@ class RedisStore(Store):
                 msg_id, entry = flat[i], flat[i + 1]
                 dlq, token, body = entry.split(b"\n", 2)
                 outcome = await _wait(self.script("import", dlq.decode(), [msg_id, token, body]))
+                if outcome == b"ok":
+                    # With --redis-wait, the copy is replicated before the original goes.
+                    await _wait(self._confirmed(dlq.decode(), outcome))
                 await _wait(self.script("unout", queue, [msg_id, token, outcome]))
                 if outcome != b"gone":
                     await _wait(self.script("forget", dlq.decode(), [msg_id, token]))

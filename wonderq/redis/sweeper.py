@@ -132,6 +132,10 @@ class Sweeper:
                 pause = min(pause, max(MIN_PASS_S, next_ms / 1000))
         if self.passes % 5 == 0:
             await store.finish_deletes()
+            if "default" not in names:
+                # A Redis that lost everything (restarted without persistence, flushed):
+                # the seed routes' queue comes back, empty.
+                await wait(store.put_queue("default", None))
         return pause
 
 
