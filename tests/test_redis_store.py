@@ -488,3 +488,37 @@ def test_a_queue_moved_to_another_primary_keeps_working(cluster_url: str, redis_
             await store.close()
 
     run(body)
+
+
+def test_memory_limit_refuses_publishes_not_reads_or_deletes(redis_dir: Path) -> None:  # noqa: F811
+    """--max-memory becomes Redis's maxmemory: past it a publish is 507 and stores nothing;
+    receive and delete keep working (their scripts carry allow-oom)."""
+    from wonderq._core import MemoryLimitExceeded
+
+    require_redis_client()
+    server = RedisProcess(redis_dir / "small").start()
+
+    async def body() -> None:
+        used = int(server.client().info("memory")["used_memory"])  # type: ignore[attr-defined]
+        store = await start_store(server.url, max_memory=used + 2_000_000, redis_pool=2)
+        try:
+            assert int(server.client().config_get("maxmemory")["maxmemory"]) == used + 2_000_000  # type: ignore[attr-defined]
+            stored = 0
+            with pytest.raises(MemoryLimitExceeded):
+                for _ in range(200):
+                    await w(store.publish_batch("default", [b"y" * 1000] * 100, None))
+                    stored += 100
+            assert 0 < stored < 20_000
+            info = await w(store.queue_info("default"))
+            assert info["totals"]["published"] == info["counts"]["ready"] == stored
+            got = ids_of(await w(store.receive("default", 1, 100, -1)))
+            deleted, failed = await w(store.delete_batch("default", 1, got))
+            assert len(deleted) == 100 and failed == []
+            assert store.memory_limit() in (0, used + 2_000_000)  # refreshed in the background
+        finally:
+            await store.close()
+
+    try:
+        run(body)
+    finally:
+        server.stop()

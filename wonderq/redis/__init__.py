@@ -242,8 +242,10 @@ class RedisStore(Store):
         self.max_message_bytes = settings.max_message_bytes
         self.visibility_ms = settings.visibility_timeout_ms
         self.redis_wait = getattr(settings, "redis_wait", 0)
-        self.redis_wait_timeout_ms = int(getattr(settings, "redis_wait_timeout_s", 1.0) * 1000)
         self.timeout_s = getattr(settings, "redis_timeout_s", 2.0)
+        # WAIT blocks the connection: it must end well before the answer timeout breaks it.
+        wait_s = min(getattr(settings, "redis_wait_timeout_s", 1.0), self.timeout_s * 0.8)
+        self.redis_wait_timeout_ms = max(1, int(wait_s * 1000))
         self.connect_timeout_s = getattr(settings, "redis_connect_timeout_s", 1.0)
         self.pool = getattr(settings, "redis_pool", 1)
         self.keys: dict[str, QueueKeys] = {}

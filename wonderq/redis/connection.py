@@ -293,6 +293,7 @@ class Node:
         self.hello = hello  # commands sent first on every connection (AUTH, SELECT, ...)
         self.conns: list[Connection | None] = [None] * max(1, pool)
         self.turn = 0
+        self.current: Connection | None = None  # the connection of this loop turn
         self.closed = False
 
     def connection(self) -> Connection:
@@ -308,19 +309,16 @@ class Node:
         if self.closed:
             self.loop.call_soon(callback, ConnectFailed("the store is closed"))
             return
-        conn = self.connection()
-        conn.send(payload, callback)
-        if len(self.conns) > 1 and not conn.flush_scheduled:
+        conn = self.current
+        if conn is None or conn.broken is not None or not conn.flush_scheduled:
+            # A new turn (nothing waits to be flushed): the next connection of the pool.
             self.turn += 1
+            conn = self.current = self.connection()
+        conn.send(payload, callback)
 
     async def _connect(self, conn: Connection) -> None:
         host, port = self.address
-        ssl_ctx: ssl.SSLContext | None = None
-        if self.target.tls:
-            ssl_ctx = ssl.create_default_context()
-            if self.target.options.get("ssl_cert_reqs") == "none":
-                ssl_ctx.check_hostname = False
-                ssl_ctx.verify_mode = ssl.CERT_NONE
+        ssl_ctx = ssl_context(self.target)
         try:
             await asyncio.wait_for(
                 self.loop.create_connection(lambda: conn, host, port, ssl=ssl_ctx),
@@ -358,6 +356,17 @@ class Node:
                 if conn.connect_task is not None:
                     conn.connect_task.cancel()
                 conn.close()
+
+
+def ssl_context(target: RedisTarget) -> ssl.SSLContext | None:
+    """The TLS context of a ``rediss://`` target (``?ssl_cert_reqs=none``: no verification)."""
+    if not target.tls:
+        return None
+    ctx = ssl.create_default_context()
+    if target.options.get("ssl_cert_reqs") == "none":
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def _check_hello(reply: Reply) -> None:

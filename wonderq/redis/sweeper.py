@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import hiredis
 
-from .connection import Address, encode
+from .connection import Address, encode, ssl_context
 
 if TYPE_CHECKING:
     from . import RedisStore
@@ -237,7 +237,9 @@ class Subscriber:
         try:
             conn = _PubSubConnection(self, address)
             await asyncio.wait_for(
-                loop.create_connection(lambda: conn, address[0], address[1]),
+                loop.create_connection(
+                    lambda: conn, address[0], address[1], ssl=ssl_context(backend.target)
+                ),
                 backend.connect_timeout_s,
             )
             for hello in backend.hello:
