@@ -30,6 +30,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -395,7 +396,13 @@ class RedisStore(Store):
             self.keys[name] = keys
         return keys
 
-    def _send(self, slot: int, payload: bytes, alt: bytes, on_reply: Callable[[Any], None]) -> Any:
+    def _send(
+        self,
+        slot: int,
+        payload: bytes,
+        alt: bytes | Callable[[], bytes],
+        on_reply: Callable[[Any], None],
+    ) -> Any:
         backend = self.backend
         if backend is None:
             raise BackendUnavailable("the Redis store is not started")
@@ -416,7 +423,6 @@ class RedisStore(Store):
         body = b"".join([b"$%d\r\n%s\r\n" % (len(a), a) for a in args])
         count = b"*%d\r\n" % (keys.nargs + len(args))
         payload = count + script.head + keys.fragment + body
-        alt = count + script.eval_head + keys.fragment + body
         d = Deferred() if deferred is None else deferred
 
         def on_reply(reply: Any) -> None:
@@ -436,6 +442,8 @@ class RedisStore(Store):
             else:
                 d.resolve(value)
 
+        # The EVAL form, built only after a NOSCRIPT (a flushed script cache, a new node).
+        alt = partial(_join, count, script.eval_head, keys.fragment, body)
         self._send(keys.slot, payload, alt, on_reply)
         return d
 
@@ -1054,6 +1062,10 @@ def _append_body(args: list[bytes], delay: int, body: Any) -> None:
     except UnicodeDecodeError:
         raise _BadBody from None
     args += [b"%d" % delay, b"%d" % len(body), encode_basestring(text)[1:-1].encode()]
+
+
+def _join(*parts: bytes) -> bytes:
+    return b"".join(parts)
 
 
 def _tag_of(key: str) -> str:

@@ -558,7 +558,14 @@ class Backend:
         node.send(payload, done)
         return fut
 
-    def execute(self, slot: int, payload: bytes, callback: Callback, *, alt: bytes = b"") -> None:
+    def execute(
+        self,
+        slot: int,
+        payload: bytes,
+        callback: Callback,
+        *,
+        alt: bytes | Callable[[], bytes] = b"",
+    ) -> None:
         """Send ``payload`` to the primary of ``slot``; ``callback`` gets the reply (maybe a
         ReplyError the caller handles) or a BackendUnavailable. ``alt`` is sent instead after
         a NOSCRIPT (the EVAL form of an EVALSHA)."""
@@ -571,7 +578,12 @@ class Request:
     __slots__ = ("alt", "asking", "backend", "callback", "deadline", "payload", "slot")
 
     def __init__(
-        self, backend: Backend, slot: int, payload: bytes, callback: Callback, alt: bytes
+        self,
+        backend: Backend,
+        slot: int,
+        payload: bytes,
+        callback: Callback,
+        alt: bytes | Callable[[], bytes],
     ) -> None:
         self.backend = backend
         self.slot = slot
@@ -599,7 +611,8 @@ class Request:
             message = str(reply)
             head = message.split(" ", 1)[0]
             if head == "NOSCRIPT" and self.alt:
-                self.payload, self.alt = self.alt, b""
+                alt = self.alt
+                self.payload, self.alt = (alt() if callable(alt) else alt), b""
                 self.send()
                 return
             if head == "MOVED":
