@@ -808,7 +808,7 @@ def test_a_failed_log_answers_publishes_507_and_keeps_serving_reads(
         wal.recover().close()
         store.wal = wal
         h = Harness(store, settings=settings, loop=asyncio.get_running_loop())
-        await h.start()
+        await h.started
 
         async def ask(method: str, target: str, body: bytes = b"") -> tuple[int, Any, bool]:
             """(status, JSON, whether the answer was deferred)."""

@@ -85,28 +85,40 @@ class Api:
     def routes(self, add: Any) -> None:
         """The route table. Templates are tried in the order first added: the benchmarks'
         routes (batch publish, receive, batch ack) first."""
-        add("POST", "/v1/publish", self.handle_publish)
-        add("GET", "/v1/consumer", self.handle_receive)
-        add("DELETE", "/v1/consumer", self.handle_delete)
+        add("POST", "/v1/publish", self.handle_publish, "publish:default")
+        add("GET", "/v1/consumer", self.handle_receive, "consume:default")
+        add("DELETE", "/v1/consumer", self.handle_delete, "consume:default")
         add("GET", "/healthz", self.handle_health)
-        add("GET", "/metrics", self.handle_metrics)
+        add("GET", "/metrics", self.handle_metrics, "metrics")
         add("GET", "/openapi.json", self.handle_openapi)
-        add("POST", "/v1/queues/{queue}/batch", self.handle_publish_batch)
-        add("GET", "/v1/queues/{queue}/messages", self.handle_receive_messages)
-        add("POST", "/v1/queues/{queue}/messages", self.handle_publish_message)
-        add("POST", "/v1/queues/{queue}/ack", self.handle_ack)
-        add("DELETE", "/v1/queues/{queue}/messages/{id}", self.handle_delete_message)
-        add("POST", "/v1/queues/{queue}/messages/{id}/lease", self.handle_change_lease)
-        add("GET", "/v1/queues", self.handle_list_queues)
-        add("PUT", "/v1/queues/{queue}", self.handle_put_queue)
-        add("GET", "/v1/queues/{queue}", self.handle_get_queue)
-        add("DELETE", "/v1/queues/{queue}", self.handle_delete_queue)
-        add("POST", "/v1/queues/{queue}/purge", self.handle_purge)
-        add("GET", "/v1/queues/{queue}/peek", self.handle_peek)
-        # The status page (wonderq/statuspage.py).
+        add("POST", "/v1/queues/{queue}/batch", self.handle_publish_batch, "publish:{queue}")
+        add("GET", "/v1/queues/{queue}/messages", self.handle_receive_messages, "consume:{queue}")
+        add("POST", "/v1/queues/{queue}/messages", self.handle_publish_message, "publish:{queue}")
+        add("POST", "/v1/queues/{queue}/ack", self.handle_ack, "consume:{queue}")
+        add(
+            "DELETE",
+            "/v1/queues/{queue}/messages/{id}",
+            self.handle_delete_message,
+            "consume:{queue}",
+        )
+        add(
+            "POST",
+            "/v1/queues/{queue}/messages/{id}/lease",
+            self.handle_change_lease,
+            "consume:{queue}",
+        )
+        # Any known token may list; the page shows only the queues it has a right on.
+        add("GET", "/v1/queues", self.handle_list_queues, "see")
+        add("PUT", "/v1/queues/{queue}", self.handle_put_queue, "admin:{queue}")
+        add("GET", "/v1/queues/{queue}", self.handle_get_queue, "see:{queue}")
+        add("DELETE", "/v1/queues/{queue}", self.handle_delete_queue, "admin:{queue}")
+        add("POST", "/v1/queues/{queue}/purge", self.handle_purge, "admin:{queue}")
+        add("GET", "/v1/queues/{queue}/peek", self.handle_peek, "admin:{queue}")
+        # The status page (wonderq/statuspage.py): the page and its assets are open (they
+        # hold no data); the counters stream needs the metrics right.
         add("GET", "/", self.handle_status_page)
         add("GET", "/static/{file}", self.handle_static)
-        add("GET", "/v1/events", self.handle_events)
+        add("GET", "/v1/events", self.handle_events, "metrics")
 
     # ---- answers that come later -----------------------------------------------------------
 
@@ -296,7 +308,14 @@ class Api:
         """``GET /v1/queues?prefix=&after=&limit=``: queues in name order, a page at a time;
         ``next`` is the ``after`` of the next page, or null on the last."""
         prefix, after, limit = list_args(req.query, _MAX_LIST)
-        return self.reply(req, self.store.list_queues(prefix, after, limit), _render_list)
+        page = self.store.list_queues(prefix, after, limit)
+        authorizer = self.router.authorizer
+        if authorizer is None:
+            return self.reply(req, page, _render_list)
+        # With access control, only the queues the token has a right on (a page may then
+        # hold fewer than limit; next still continues where it ended).
+        principal = authorizer.authenticate(getattr(req, "authorization", None))
+        return self.reply(req, page, partial(_render_list_for, principal))
 
     def handle_put_queue(self, req: Request) -> Response | None:
         """``PUT /v1/queues/{queue}``: create (201) or update (200) with the JSON attributes
@@ -304,6 +323,15 @@ class Api:
         checks the result as a whole and changes nothing when it refuses."""
         queue = param_queue(req)
         attributes = queue_attributes_ms(parse_json(req.body, "the body")) if req.body else None
+        authorizer = self.router.authorizer
+        if authorizer is not None and attributes and attributes.get("dead_letter_queue"):
+            # Naming a dead-letter queue sends messages there: admin on it too.
+            authorizer.check_bearer(
+                getattr(req, "authorization", None),
+                "admin",
+                attributes["dead_letter_queue"],
+                req.conn.peer,
+            )
         created = self.store.put_queue(queue, attributes)
         return self.reply(req, created, partial(self._put_done, queue))
 
@@ -435,6 +463,11 @@ def _render_list(page: tuple[list[dict[str, Any]], str | None]) -> Response:
     infos, next_name = page
     doc = {"queues": [queue_info_json(info) for info in infos], "next": next_name}
     return (200, encode_json(doc), JSON_HEADERS)
+
+
+def _render_list_for(principal: Any, page: tuple[list[dict[str, Any]], str | None]) -> Response:
+    infos, next_name = page
+    return _render_list(([i for i in infos if principal.may_see(i["name"])], next_name))
 
 
 def _render_health(healthy: bool) -> Response:

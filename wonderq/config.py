@@ -66,6 +66,11 @@ class Settings:
     redis_timeout_s: float = 2.0  # an answer from Redis, else 503 backend_unavailable
     redis_connect_timeout_s: float = 1.0  # a TCP (and TLS) connect to a Redis node
     redis_pool: int = 1  # connections per Redis node (requests of a turn share one write)
+    # Access control and TLS (docs/SECURITY.md).
+    auth_file: str | None = None  # TOML of tokens, AWS keys and rights; None = no access control
+    allow_anonymous: bool = False  # without auth_file, serve non-loopback clients too
+    tls_cert: str | None = None  # PEM certificate chain; with tls_key, serve HTTPS
+    tls_key: str | None = None  # PEM private key of tls_cert
 
     @property
     def visibility_timeout_ms(self) -> int:
@@ -123,6 +128,12 @@ def _log_level(text: str) -> str:
 def _directory(text: str) -> str:
     if not text.strip():
         raise ValueError("must be a directory path")
+    return text
+
+
+def _file(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must be a file path")
     return text
 
 
@@ -336,6 +347,36 @@ FIELDS: tuple[Field, ...] = (
         "one write (default 1)",
         "N",
     ),
+    Field(
+        "auth_file",
+        "--auth-file",
+        _file,
+        "turn access control on: bearer tokens and AWS keys with their queues and rights, in "
+        "TOML (docs/SECURITY.md); re-read on SIGHUP (default: none)",
+        "FILE",
+    ),
+    Field(
+        "allow_anonymous",
+        "--allow-anonymous",
+        _boolean,
+        "without --auth-file, serve clients beyond loopback too; by default a server bound to "
+        "a non-loopback --host answers them 403 (protected mode)",
+        switch=True,
+    ),
+    Field(
+        "tls_cert",
+        "--tls-cert",
+        _file,
+        "serve HTTPS (TLS 1.2+) on the same port with this PEM certificate chain; needs --tls-key",
+        "FILE",
+    ),
+    Field(
+        "tls_key",
+        "--tls-key",
+        _file,
+        "the PEM private key of --tls-cert (not encrypted)",
+        "FILE",
+    ),
 )
 
 
@@ -358,5 +399,12 @@ def settings_from(flags: Mapping[str, str | None], environ: Mapping[str, str]) -
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc} (got {raw!r})") from None
     settings = Settings(**values)
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        given, missing = (
+            ("--tls-cert", "--tls-key")
+            if settings.tls_cert is not None
+            else ("--tls-key", "--tls-cert")
+        )
+        raise ConfigError(f"{given} needs {missing} too (the certificate and its private key)")
     logging.getLogger("wonderq").debug("settings: %s", dataclasses.asdict(settings))
     return settings

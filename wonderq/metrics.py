@@ -36,25 +36,9 @@ _TOTALS = (
 
 
 class Metrics:
-    """The registry the ``/metrics`` route renders."""
+    """The registry the ``/metrics`` route renders, and the collector of WonderQ's own
+    metrics in it."""
 
-    def __init__(
-        self,
-        store: Store,
-        router: Router,
-        longpoll: LongPoll,
-        connection_count: Callable[[], int],
-    ) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        ProcessCollector(registry=self.registry)
-        self.registry.register(_Collector(store, router, longpoll, connection_count))
-
-    def render(self) -> bytes:
-        """The Prometheus text format, read now."""
-        return generate_latest(self.registry)
-
-
-class _Collector:
     def __init__(
         self,
         store: Store,
@@ -66,6 +50,13 @@ class _Collector:
         self._router = router
         self._longpoll = longpoll
         self._connection_count = connection_count
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        self.registry.register(self)
+
+    def render(self) -> bytes:
+        """The Prometheus text format, read now."""
+        return generate_latest(self.registry)
 
     def describe(self) -> list[Metric]:
         return []  # names are only known at scrape time; no duplicate checks needed

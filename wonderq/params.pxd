@@ -23,12 +23,16 @@ cpdef param_ms(dict params, str name, max_ms, default)
 cdef _parse_seconds(str value)
 cpdef str param_queue(Request req)
 cpdef param_path_id(Request req)
+
+
 @cython.locals(params=dict)
 cpdef tuple delete_args(str query)
 cpdef long long param_delay(str query) except? -2
 
+
 @cython.locals(args=tuple, params=dict)
 cpdef tuple receive_args(str query, Py_ssize_t max_batch)
+
 
 # A plain id's digits summed in C (18 digits fit a long long).
 @cython.locals(text=str, msg_id=cython.longlong, char=Py_UCS4)

@@ -83,6 +83,7 @@ cdef class HttpProtocol:
     cdef int _paused                # _PAUSE_* bits
     cdef list _out                  # pieces of answers not yet written
     cdef bytes _if_none_match       # that header of the message being parsed, or None
+    cdef bytes _authorization       # that header of the message being parsed, or None
     # A streamed answer (start_stream).
     cdef object _stream             # its Request, or None
     cdef bint _stream_chunked       # HTTP/1.1: chunked; HTTP/1.0: until the close
@@ -110,7 +111,7 @@ cdef class HttpProtocol:
     cdef _check_head(self)
     cdef _more_body(self, bytes data)
     cdef _run(self, Request req)
-    cdef _dispatch_failed(self, Request req)
+    cdef _answer_of(self, Request req)
     cdef _park(self, Request req)
     cdef _flush(self)
     cdef _write(self, Request req, object response)

@@ -158,10 +158,10 @@ class Request:
     text. ``params`` and ``route`` are for the application (path parameters, the route's
     metric label), ``deferred`` holds its state while the request is parked; ``response`` is
     set only for an error the protocol found itself, answered in turn; ``echo_keep_alive``
-    when the client sent ``Connection: keep-alive``. ``if_none_match`` (bytes) exists only
-    when the request carried that header (read it with ``getattr(req, "if_none_match",
-    None)``). Other attributes may be added (compiled, the class keeps a ``__dict__`` for
-    them, created only when one is set).
+    when the client sent ``Connection: keep-alive``. ``if_none_match`` and ``authorization``
+    (bytes) exist only when the request carried that header (read them with
+    ``getattr(req, "authorization", None)``). Other attributes may be added (compiled, the
+    class keeps a ``__dict__`` for them, created only when one is set).
     """
 
     def __init__(
@@ -360,6 +360,7 @@ class HttpProtocol:
         self._paused = 0  # _PAUSE_* bits
         self._out: list[bytes] = []  # pieces of answers not yet written (see _flush)
         self._if_none_match: bytes | None = None  # that header of the message being parsed
+        self._authorization: bytes | None = None  # that header of the message being parsed
         # A streamed answer (start_stream): the request, or None; chunked or until the close.
         self._stream: Request | None = None
         self._stream_chunked = False
@@ -495,11 +496,15 @@ class HttpProtocol:
                 self._special = True
                 if b"keep-alive" in value.lower():
                     self._echo_keep_alive = True
-        elif n == 13:  # noqa: SIM102
+        elif n == 13:
             if name == b"If-None-Match" or name.lower() == b"if-none-match":
                 # For the status page's assets: 304 when it names their ETag.
                 self._special = True
                 self._if_none_match = value
+            elif name == b"Authorization" or name.lower() == b"authorization":
+                # For access control (wonderq.auth): the router checks it when it is on.
+                self._special = True
+                self._authorization = value
 
     def on_headers_complete(self) -> None:
         self._phase = _BODY
@@ -587,6 +592,9 @@ class HttpProtocol:
             if self._if_none_match is not None:
                 req.if_none_match = self._if_none_match  # type: ignore[attr-defined]
                 self._if_none_match = None
+            if self._authorization is not None:
+                req.authorization = self._authorization  # type: ignore[attr-defined]
+                self._authorization = None
         if not keep_alive:
             # Connection: close, or HTTP/1.0 without keep-alive: this is the last request
             # (RFC 9112 section 9.6); llhttp would refuse anything after it anyway.
@@ -597,12 +605,8 @@ class HttpProtocol:
             if len(self._queue) >= MAX_QUEUED_REQUESTS:
                 self._pause(_PAUSE_PIPELINE)
             return
-        try:
-            response = self._dispatch(req)
-        except Exception:
-            response = self._dispatch_failed(req)
+        response = self._answer_of(req)
         if response is None:
-            self._park(req)
             return
         # The common answer, inline: keep-alive, a body, a cached head; three pieces that
         # _flush joins with the rest of the read's answers.
@@ -622,21 +626,26 @@ class HttpProtocol:
         """Dispatch a request that waited in the pipeline, or answer a failed one."""
         response = req.response
         if response is None:
-            try:
-                response = self._dispatch(req)
-            except Exception:
-                response = self._dispatch_failed(req)
+            response = self._answer_of(req)
             if response is None:
-                self._park(req)
                 return
         else:
             self._app.count("-", response[0])
         self._write(req, response)
 
-    def _dispatch_failed(self, req: Request) -> Response:
-        log.exception("dispatch of %s %s failed", req.method, req.path)
-        self._app.count("-", 500)
-        return error_response(500, "internal_error", "internal server error")
+    def _answer_of(self, req: Request) -> Response | None:
+        """The application's answer to ``req``, or None when it parked it (the answer comes
+        later through complete()). A failure of dispatch itself is a 500, never a lost
+        connection."""
+        try:
+            response = self._dispatch(req)
+        except Exception:
+            log.exception("dispatch of %s %s failed", req.method, req.path)
+            self._app.count("-", 500)
+            return error_response(500, "internal_error", "internal server error")
+        if response is None:
+            self._park(req)
+        return response
 
     def _park(self, req: Request) -> None:
         self._busy = req

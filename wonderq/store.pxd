@@ -61,3 +61,4 @@ cdef class DurableStore(MemoryStore):
     cdef public object wal            # the wonderq.wal.Wal once open() ran, else None
     cdef public Py_ssize_t recovered  # messages restored by open()
     cdef public Py_ssize_t recovered_queues  # queues restored by open()
+    cdef public double read_s         # of open(): seconds reading and checking the files

@@ -528,7 +528,9 @@ class DurableStore(MemoryStore):
         wal = Wal(
             settings.data_dir, fsync=settings.fsync, compact_min_bytes=settings.compact_min_bytes
         )
+        t0 = time.perf_counter()
         with wal.recover() as state:
+            self.read_s = time.perf_counter() - t0
             self.recovered = state.load_into(self.broker, self.now(), self.wall_ms())
             self.recovered_queues = len(state.queues)
         self.wal = wal
