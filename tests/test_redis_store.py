@@ -522,3 +522,15 @@ def test_memory_limit_refuses_publishes_not_reads_or_deletes(redis_dir: Path) ->
         run(body)
     finally:
         server.stop()
+
+
+def test_every_server_of_a_deployment_shares_one_handle_key(redis_url: str) -> None:  # noqa: F811
+    async def body() -> None:
+        a, b = await start_store(redis_url), await start_store(redis_url)
+        try:
+            assert len(a.handle_key) == 32 and a.handle_key == b.handle_key
+        finally:
+            await a.close()
+            await b.close()
+
+    run(body)

@@ -80,6 +80,7 @@ DATA_SCRIPTS = (
 REGISTRY_SCRIPTS = ("reg_put", "reg_delete", "lock")
 REG_KEYS = ("wq:{reg}:q", "wq:{reg}:refs", "wq:{reg}:ver", "wq:{reg}:dead")
 LOCK_KEY = "wq:{sweep}:lock"
+HANDLE_KEY = "wq:{reg}:handle-key"
 MIN_RETENTION_MS = 60_000
 MAX_RETENTION_MS = 1_209_600_000
 _TEST_CLOCK = (
@@ -261,6 +262,7 @@ class RedisStore(Store):
         self.subscriber: Any = None
         self.dead_letter_moves = 0
         self.wait_failures = 0
+        self.handle_key = b""  # 32 bytes shared by the deployment, once open() ran
 
     # ---- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
@@ -289,6 +291,7 @@ class RedisStore(Store):
             self.backend = backend
             self.loop = loop
             await self.reconcile()
+            await self._load_handle_key()
         finally:
             self.backend = None
             self.loop = None
@@ -657,6 +660,15 @@ class RedisStore(Store):
             name, packed = registry[i].decode(), registry[i + 1].decode()
             await _wait(self._write_attrs(name, False, packed))
         await self.finish_deletes()
+
+    async def _load_handle_key(self) -> None:
+        """The deployment's secret for lease handles (the SQS receipt handle): made once by
+        whichever server starts first, read by all, so a handle issued through one server
+        verifies on every other (and a foreign or forged one on none)."""
+        key = HANDLE_KEY
+        await _wait(self.command_on(key, ["SET", key, os.urandom(32).hex(), "NX"]))
+        value = await _wait(self.command_on(key, ["GET", key]))
+        self.handle_key = bytes.fromhex(value.decode())
 
     async def finish_deletes(self) -> None:
         dead = await _wait(self.command_on(REG_KEYS[3], ["HGETALL", REG_KEYS[3]]))
