@@ -181,3 +181,18 @@ def test_killed_server_sweeper_taken_over_and_its_leases_come_back(redis_url: st
                 assert time.monotonic() < deadline, "b never took over the sweeper"
                 time.sleep(0.1)
             assert _metric(b, "wonderq_redis_up") == 1
+
+
+def test_metrics_show_the_shared_queues(redis_url: str) -> None:  # noqa: F811
+    with ExitStack() as stack:
+        a, b = servers(stack, redis_url, 2)
+        for _ in range(3):
+            assert request(a, "POST", "/v1/publish", b"m").status == 201
+        line = 'wonderq_queue_messages{queue="default",state="ready"} 3.0'
+        deadline = time.monotonic() + 10
+        while line not in get(b, "/metrics").body.decode():
+            assert time.monotonic() < deadline, get(b, "/metrics").body.decode()[:3000]
+            time.sleep(0.2)
+        body = get(b, "/metrics").body.decode()
+        assert "wonderq_redis_up 1.0" in body
+        assert 'wonderq_published_total{queue="default"} 3.0' in body

@@ -81,6 +81,7 @@ REGISTRY_SCRIPTS = ("reg_put", "reg_delete", "lock")
 REG_KEYS = ("wq:{reg}:q", "wq:{reg}:refs", "wq:{reg}:ver", "wq:{reg}:dead")
 LOCK_KEY = "wq:{sweep}:lock"
 HANDLE_KEY = "wq:{reg}:handle-key"
+STATS_IDLE_S = 30.0  # stop refreshing stats() this long after the last reader
 MIN_RETENTION_MS = 60_000
 MAX_RETENTION_MS = 1_209_600_000
 _TEST_CLOCK = (
@@ -263,6 +264,7 @@ class RedisStore(Store):
         self.dead_letter_moves = 0
         self.wait_failures = 0
         self.handle_key = b""  # 32 bytes shared by the deployment, once open() ran
+        self._asked = time.monotonic()  # when stats() or the memory figures were last read
 
     # ---- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
@@ -950,12 +952,15 @@ class RedisStore(Store):
         return d
 
     def stats(self) -> list[tuple[Any, ...]]:
+        self._asked = time.monotonic()
         return self._stats
 
     def memory_bytes(self) -> int:
+        self._asked = time.monotonic()
         return self._memory
 
     def memory_limit(self) -> int:
+        self._asked = time.monotonic()
         return self._memory_limit
 
     def metrics(self) -> list[tuple[str, str, str, float]]:
@@ -1006,10 +1011,14 @@ class RedisStore(Store):
         return rows
 
     async def _refresh_loop(self) -> None:
-        """Keep stats() and the memory figures at most about a second old."""
+        """Keep stats() and the memory figures at most about a second old while someone
+        reads them (/metrics, the status page): every server of a deployment reading every
+        queue's counters every second would cost Redis servers x queues scripts a second,
+        so a server nobody asks reads nothing."""
         while True:
             try:
-                await self.refresh_stats()
+                if time.monotonic() - self._asked < STATS_IDLE_S:
+                    await self.refresh_stats()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -1145,4 +1154,3 @@ def _wait(d: Any) -> asyncio.Future[Any]:
 
 
 wait = _wait
-now_s = time.monotonic
