@@ -277,6 +277,8 @@ class Api:
             if exc.code != "invalid_id":
                 raise
             raise BadParameter("invalid_ids", f"ids must be integers from 1 to {MAX_ID}") from None
+        if type(outcome) is Deferred:
+            outcome = _bad_ids_later(outcome)
         return self.reply(req, outcome, _render_ack)
 
     def handle_change_lease(self, req: Request) -> Response | None:
@@ -468,6 +470,24 @@ def _render_list(page: tuple[list[dict[str, Any]], str | None]) -> Response:
 def _render_list_for(principal: Any, page: tuple[list[dict[str, Any]], str | None]) -> Response:
     infos, next_name = page
     return _render_list(([i for i in infos if principal.may_see(i["name"])], next_name))
+
+
+def _bad_ids_later(outcome: Deferred) -> Deferred:
+    """The same 400 as handle_ack's, for a store that reports a bad id in its later answer
+    (RedisStore checks the queue first, on Redis, as the engine does)."""
+    out = Deferred()
+    outcome.add(partial(_bad_ids_done, out))
+    return out
+
+
+def _bad_ids_done(out: Deferred, outcome: Deferred) -> None:
+    error = outcome.error
+    if error is None:
+        out.resolve(outcome.value)
+    elif isinstance(error, InvalidArgument) and error.code == "invalid_id":
+        out.fail(BadParameter("invalid_ids", f"ids must be integers from 1 to {MAX_ID}"))
+    else:
+        out.fail(error)
 
 
 def _render_health(healthy: bool) -> Response:

@@ -325,6 +325,14 @@ class RedisStore(Store):
             )
         if self.settings.max_memory:
             await call("CONFIG", "SET", "maxmemory", str(self.settings.max_memory))
+            memory = (await call("INFO", "memory")).decode()
+            used = int(next(ln for ln in memory.splitlines() if ln.startswith("used_memory:"))[12:])
+            if used >= self.settings.max_memory:
+                log.warning(
+                    "Redis at %s:%d already uses %d bytes, more than --max-memory %d (its "
+                    "maxmemory counts all of Redis's data): every publish will be refused",
+                    address[0], address[1], used, self.settings.max_memory,
+                )  # fmt: skip
 
     def _make_backend(self, loop: asyncio.AbstractEventLoop) -> Backend:
         return Backend(
@@ -350,6 +358,10 @@ class RedisStore(Store):
         self.subscriber = Subscriber(self)
         self.sweeper = Sweeper(self)
         self.sweeper.start()
+        try:  # the first /metrics already knows the queues and the memory limit
+            await asyncio.wait_for(self.refresh_stats(), self.timeout_s)
+        except Exception as exc:
+            log.warning("reading the queues' counters at start failed: %s", exc)
         self._tasks.append(loop.create_task(self._refresh_loop()))
 
     async def start_bare(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -668,8 +680,12 @@ class RedisStore(Store):
         whichever server starts first, read by all, so a handle issued through one server
         verifies on every other (and a foreign or forged one on none)."""
         key = HANDLE_KEY
-        await _wait(self.command_on(key, ["SET", key, os.urandom(32).hex(), "NX"]))
-        value = await _wait(self.command_on(key, ["GET", key]))
+        # A script with allow-oom: a Redis already past maxmemory must not stop the start.
+        make = (
+            "#!lua flags=allow-oom\n"
+            "redis.call('SET', KEYS[1], ARGV[1], 'NX') return redis.call('GET', KEYS[1])"
+        )
+        value = await _wait(self.command_on(key, ["EVAL", make, 1, key, os.urandom(32).hex()]))
         self.handle_key = bytes.fromhex(value.decode())
 
     async def finish_deletes(self) -> None:
