@@ -708,7 +708,7 @@ class RedisStore(Store):
             return self._refuse(queue, refusal)
         except _BadBody:
             return self._check_bodies(queue, "", [body], [delay_ms])
-        return self.script("publish", queue, args, parse=lambda r: self._confirmed(queue, int(r)))
+        return self.script("publish", queue, args, parse=lambda r: self._published(queue, int(r)))
 
     def publish_batch(self, queue: str, bodies: list[bytes], delays: list[int] | None) -> Any:
         batch_error = ""
@@ -740,7 +740,7 @@ class RedisStore(Store):
                 _append_body(args, delay, body)
         except (_BadBody, _Refusal):
             return self._check_bodies(queue, "", seq, delay_list)
-        return self.script("publish", queue, args, parse=lambda r: self._confirmed(queue, int(r)))
+        return self.script("publish", queue, args, parse=lambda r: self._published(queue, int(r)))
 
     def publish_batch_json(self, queue: str, data: bytes) -> Any:
         try:
@@ -765,7 +765,7 @@ class RedisStore(Store):
             "publish",
             queue,
             args,
-            parse=lambda r: self._confirmed(queue, batch_ids_json(int(r), n)),
+            parse=lambda r: self._published(queue, batch_ids_json(int(r), n)),
         )
 
     def _check_bodies(
@@ -916,7 +916,17 @@ class RedisStore(Store):
         args = [b"t", b"%d" % receives, _id_arg(msg_id), b"%d" % timeout_ms]
         return self.script("lease", queue, args, parse=lambda r: self._leased(queue, r))
 
+    def _published(self, queue: str, value: Any) -> Any:
+        """After a publish: this server's parked receives on the queue try again at once, in
+        this turn, before the publisher hears back (other servers hear it by pub/sub)."""
+        waiting = self.listener.waiting
+        if waiting and queue in waiting:
+            self.listener.available(queue)
+        return self._confirmed(queue, value)
+
     def _leased(self, queue: str, reply: list[int]) -> Any:
+        if reply[0] == 1 and queue in self.listener.waiting:
+            self.listener.available(queue)  # a release: this server's waiters first
         return self._after_moves(queue, reply[1], reply[0] == 1)
 
     # ---- dead letters ---------------------------------------------------------------------
@@ -938,6 +948,8 @@ class RedisStore(Store):
                 if outcome == b"ok":
                     # With --redis-wait, the copy is replicated before the original goes.
                     await _wait(self._confirmed(dlq.decode(), outcome))
+                    if dlq.decode() in self.listener.waiting:
+                        self.listener.available(dlq.decode())
                 await _wait(self.script("unout", queue, [msg_id, token, outcome]))
                 if outcome != b"gone":
                     await _wait(self.script("forget", dlq.decode(), [msg_id, token]))
