@@ -10,6 +10,7 @@ when Redis evicts keys; a stopped Redis is 503 ``backend_unavailable``, not a ha
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from contextlib import ExitStack
@@ -196,3 +197,24 @@ def test_metrics_show_the_shared_queues(redis_url: str) -> None:  # noqa: F811
         body = get(b, "/metrics").body.decode()
         assert "wonderq_redis_up 1.0" in body
         assert 'wonderq_published_total{queue="default"} 3.0' in body
+
+
+def test_start_refused_when_redis_is_unreachable() -> None:
+    require_redis_client()
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = ServerProcess("--backend", f"redis://127.0.0.1:{port}/0", "--redis-timeout", "0.5")
+    with pytest.raises(RuntimeError):
+        proc.start(timeout=15)
+    proc.stop()
+    assert "cannot use" in proc.output() and "Traceback" not in proc.output(), proc.output()
+
+
+def test_redis_wait_without_replicas_is_503(redis_url: str) -> None:  # noqa: F811
+    """--redis-wait 1 on a Redis with no replica: nothing is acknowledged it could lose."""
+    with running_server(
+        "--backend", redis_url, "--redis-wait", "1", "--redis-wait-timeout", "0.1"
+    ) as wq:
+        check_error(request(wq, "POST", "/v1/publish", b"x"), 503, code="backend_unavailable")
+        assert get(wq, "/v1/consumer?cid=1").status == 200

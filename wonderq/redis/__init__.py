@@ -286,9 +286,9 @@ class RedisStore(Store):
                     raise StartError("no Redis primary is known")
                 for address in primaries:
                     await self._check_node(backend, address)
-            except (OSError, StoreError, asyncio.TimeoutError) as exc:
-                if isinstance(exc, StartError):
-                    raise
+            except StartError:
+                raise
+            except Exception as exc:  # refused, timed out, not Redis at all
                 raise StartError(f"cannot use Redis at {self.settings.backend}: {exc}") from None
             self.backend = backend
             self.loop = loop
