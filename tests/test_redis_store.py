@@ -534,3 +534,21 @@ def test_every_server_of_a_deployment_shares_one_handle_key(redis_url: str) -> N
             await b.close()
 
     run(body)
+
+
+def test_a_flushed_script_cache_is_loaded_again(redis_server: RedisProcess, redis_url: str) -> None:  # noqa: F811
+    """NOSCRIPT (a restarted or flushed Redis) is one of the answers retried: the script
+    surely did not run, and the EVAL form is sent instead."""
+
+    async def body() -> None:
+        store = await start_store(redis_url)
+        try:
+            first = await w(store.publish("default", b"a", -1))
+            redis_server.client().script_flush()  # type: ignore[attr-defined]
+            second = await w(store.publish("default", b"b", -1))
+            assert second > first
+            assert ids_of(await w(store.receive("default", 1, 5, -1))) == [first, second]
+        finally:
+            await store.close()
+
+    run(body)
