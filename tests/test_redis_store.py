@@ -14,6 +14,7 @@ import asyncio
 import json
 import random
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
@@ -552,3 +553,56 @@ def test_a_flushed_script_cache_is_loaded_again(redis_server: RedisProcess, redi
             await store.close()
 
     run(body)
+
+
+def test_rediss_speaks_tls(redis_dir: Path) -> None:  # noqa: F811
+    """rediss:// (here without certificate verification: a self-signed test certificate)."""
+    import ssl
+
+    from _redis import free_port, require_program
+
+    require_redis_client()
+    openssl = require_program("openssl", "install it with: apt-get install -y openssl")
+    exe = require_program("redis-server")
+    d = redis_dir / "tls"
+    d.mkdir(exist_ok=True)
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(d / "k.pem"), "-out", str(d / "c.pem")],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    port = free_port()
+    proc = subprocess.Popen(
+        [exe, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(d / "c.pem"), "--tls-key-file", str(d / "k.pem"),
+         "--tls-auth-clients", "no", "--save", "", "--dir", str(d)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), 0.5)) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                assert time.monotonic() < deadline, "redis-server with TLS did not start"
+                time.sleep(0.05)
+
+        async def body() -> None:
+            store = await start_store(f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=none")
+            try:
+                msg_id = await w(store.publish("default", b"over tls", -1))
+                got = json.loads(await w(store.receive("default", 1, 1, -1)))["messages"]
+                assert got == [{"id": msg_id, "body": "over tls", "receives": 1}]
+            finally:
+                await store.close()
+
+        run(body)
+    finally:
+        proc.terminate()
+        proc.wait(10)
