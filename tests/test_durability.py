@@ -319,6 +319,7 @@ def verify(
 # ---- kill -9 under load ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_kill_9_under_publish_and_delete_load_loses_nothing_answered(tmp_path: Path) -> None:
     rng = random.Random(SEED)
@@ -455,6 +456,7 @@ def compacting(data: Path) -> bool:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_kills_during_compaction_under_load_lose_nothing(tmp_path: Path) -> None:
     rng = random.Random(SEED)

@@ -24,6 +24,7 @@ cdef dict queue_default_attributes(int64_t visibility_ms, int64_t max_message_by
         "max_receives": None,
         "dead_letter_queue": None,
         "max_message_bytes": max_message_bytes,
+        "retention_ms": None,
     }
 
 
@@ -45,6 +46,10 @@ cdef int queue_apply_attributes(dict new, object attributes, int64_t max_message
                         else arg_int(value, 1, C_MAX_ID, "invalid_attribute", key))
         elif key == "max_message_bytes":
             new[key] = arg_int(value, 1, max_message_bytes, "invalid_attribute", key)
+        elif key == "retention_ms":
+            new[key] = (None if value is None
+                        else arg_int(value, C_MIN_RETENTION_MS, C_MAX_RETENTION_MS,
+                                     "invalid_attribute", key))
         elif key == "dead_letter_queue":
             if value is not None and not isinstance(value, str):
                 raise InvalidArgument(
