@@ -47,6 +47,7 @@ attribute_values = {
     "max_receives": st.one_of(st.none(), st.integers(1, 3), st.just(0)),
     "dead_letter_queue": st.one_of(st.none(), st.sampled_from([*NAMES, "nope"])),
     "max_message_bytes": st.integers(0, 80),
+    "retention_ms": st.one_of(st.none(), st.sampled_from([60_000, 60_005, 59_999])),
 }
 attributes = st.one_of(st.fixed_dictionaries({}, optional=attribute_values), st.just({"bogus": 1}))
 
@@ -162,7 +163,7 @@ class RedisVsModel(RuleBasedStateMachine):
         return self.model.messages[data.draw(st.sampled_from(leased))]
 
     # ---- rules ----------------------------------------------------------------------------
-    @rule(dt=st.one_of(st.integers(0, 3), st.integers(0, 30)))
+    @rule(dt=st.one_of(st.integers(0, 3), st.integers(0, 30), st.sampled_from([59_990, 60_000])))
     def advance_clock(self, dt):
         self.now += dt
         self.set_clock()
@@ -334,8 +335,10 @@ class RedisVsModel(RuleBasedStateMachine):
         infos, _next = self.h.run(self.store.list_queues("", "", 100))
         assert [i["name"] for i in infos] == self.model.queue_names()
         for info in infos:
-            info["attributes"].pop("retention_ms")
             assert info == self.model.queue_info(info["name"])
+        dropped = {row[0]: row[9] for row in self.model.stats()}
+        for name, count in dropped.items():
+            assert self.store._expired_retention.get(name, 0) == count, (name, count)
 
 
 @pytest.fixture(scope="module")

@@ -265,6 +265,7 @@ class RedisStore(Store):
         self.wait_failures = 0
         self.handle_key = b""  # 32 bytes shared by the deployment, once open() ran
         self._asked = time.monotonic()  # when stats() or the memory figures were last read
+        self._expired_retention: dict[str, int] = {}  # per queue, from the last queue_info
 
     # ---- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
@@ -630,6 +631,10 @@ class RedisStore(Store):
 
     def _info(self, name: str, reply: list[Any]) -> Any:
         info = info_dict(name, reply)
+        totals = reply[4]
+        for i in range(0, len(totals), 2):
+            if totals[i] == b"expired_retention":  # in stats() only, as the engine has it
+                self._expired_retention[name] = int(totals[i + 1])
         return self._after_moves(name, int(reply[6]), info)
 
     def list_queues(self, prefix: str, after: str, limit: int) -> Any:
@@ -1069,6 +1074,7 @@ class RedisStore(Store):
                     t["deleted"],
                     t["expired"],
                     t["dead_lettered"],
+                    self._expired_retention.get(info["name"], 0),
                 )
             )
         self._stats = rows

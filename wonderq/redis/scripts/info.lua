@@ -5,6 +5,7 @@
 exists()
 local now = clock()
 local n = promote(now, 1000)
+trim_head(now)
 if n > 0 then wake() end
 return {CALL('HGETALL', A), CALL('ZCARD', R), CALL('ZCARD', L), CALL('ZCARD', D),
         CALL('HGETALL', T), CALL('HLEN', O), MOVES}

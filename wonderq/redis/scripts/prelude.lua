@@ -38,12 +38,18 @@ local function plain(id)  -- the id as JSON writes it
   return string.match(id, '^0*(%d+)$')
 end
 
--- The ms an id was published at (from its counter part; never earlier than the truth).
-local function born(id)
-  local x = tonumber(string.sub(id, 1, 9)) % 562949953421312
-  for _ = 1, 10 do x = (x * 10) % 562949953421312 end
-  local v = (x + tonumber(string.sub(id, 10))) % 562949953421312
-  return EPOCH + math.floor(v / 512)
+-- A stored body is 'sent_ms|escaped body': its publish time travels with it (dead letters
+-- too), so retention counts from the publish, exactly.
+local function sent_of(v)
+  return tonumber(string.sub(v, 1, string.find(v, '|', 1, true) - 1))
+end
+
+local function body_of(v)
+  return string.sub(v, string.find(v, '|', 1, true) + 1)
+end
+
+local function passed(v, now, ret)
+  return ret ~= nil and v ~= nil and v ~= false and now >= sent_of(v) + ret
 end
 
 -- redis.call with many arguments, 1000 at a time (Lua's unpack has a stack limit).
@@ -69,27 +75,40 @@ local function receives_of(state)
   return tonumber(string.match(state, '^(%d+)'))
 end
 
+local function drop(id)
+  CALL('HDEL', B, id)
+  CALL('HDEL', S, id)
+end
+
+local function count_retention(n)
+  if n > 0 then CALL('HINCRBY', T, 'expired_retention', n) end
+end
+
 -- A lease ended (expired, or released): the message is available again with its receive
--- count, or moves to the outbox of the dead-letter queue (count back to 0, same id).
+-- count, or moves to the outbox of the dead-letter queue (count back to 0, same id), or is
+-- dropped if its retention has passed meanwhile.
 local function end_leases(ids, now, expired)
   if #ids == 0 then return end
   local a = attrs()
   local states = CALL('HMGET', S, unpack(ids))
-  local ready, dead = {}, 0
+  local values = CALL('HMGET', B, unpack(ids))
+  local ready, dead, old, back = {}, 0, 0, 0
   for i = 1, #ids do
-    local id, rc = ids[i], receives_of(states[i])
-    if a.maxr and a.dlq ~= '' and rc >= a.maxr then
-      local body = CALL('HGET', B, id)
-      CALL('HDEL', B, id)
+    local id, rc, v = ids[i], receives_of(states[i]), values[i]
+    if not v then
       CALL('HDEL', S, id)
-      if body then
-        CALL('HSET', O, id, a.dlq .. '\n' .. string.format('%d', now) .. '\n' .. body)
-        dead = dead + 1
-      end
+    elseif a.maxr and a.dlq ~= '' and rc >= a.maxr then
+      drop(id)
+      CALL('HSET', O, id, a.dlq .. '\n' .. string.format('%d', now) .. '\n' .. v)
+      dead = dead + 1
+    elseif passed(v, now, a.ret) then
+      drop(id)
+      old = old + 1
     else
       CALL('HSET', S, id, rc)
       ready[#ready + 1] = 0
       ready[#ready + 1] = id
+      back = back + 1
     end
   end
   if #ready > 0 then many('ZADD', R, ready, 2) end
@@ -97,7 +116,8 @@ local function end_leases(ids, now, expired)
     CALL('HINCRBY', T, 'dead_lettered', dead)
     MOVES = MOVES + dead
   end
-  if expired and #ready > 0 then CALL('HINCRBY', T, 'expired', #ready / 2) end
+  count_retention(old)
+  if expired and back + old > 0 then CALL('HINCRBY', T, 'expired', back + old) end
 end
 
 -- Lazy expiry: up to k due leases and ended delays become available. Returns how many.
@@ -112,29 +132,53 @@ local function promote(now, k)
     local dd = CALL('ZRANGEBYSCORE', D, '-inf', now, 'LIMIT', 0, k - n)
     if #dd > 0 then
       many('ZREM', D, dd, 1)
-      local z = {}
+      local ret = attrs().ret
+      local values = {}
+      if ret ~= nil then values = CALL('HMGET', B, unpack(dd)) end
+      local z, old = {}, 0
       for i = 1, #dd do
-        z[2 * i - 1] = 0
-        z[2 * i] = dd[i]
+        if ret ~= nil and passed(values[i], now, ret) then
+          drop(dd[i])
+          old = old + 1
+        else
+          z[#z + 1] = 0
+          z[#z + 1] = dd[i]
+        end
       end
-      many('ZADD', R, z, 2)
+      if #z > 0 then many('ZADD', R, z, 2) end
+      count_retention(old)
       n = n + #dd
     end
   end
   return n
 end
 
--- Retention: drop messages older than the queue's retention from the head of ready.
--- Exact for what a receive would return (the head), approximate deeper (ids imported from
--- another slot sort by slot first).
-local function too_old(id, now)
+-- Retention at the head of ready: the oldest messages leave once their retention has passed
+-- (exact where ids follow publish order, as within one slot; a message imported from
+-- another slot is checked when a receive or peek meets it). Returns how many left.
+local function trim_head(now)
   local ret = attrs().ret
-  return ret ~= nil and now - born(id) >= ret
-end
-
-local function drop(id)
-  CALL('HDEL', B, id)
-  CALL('HDEL', S, id)
+  if ret == nil then return 0 end
+  local gone = 0
+  for _ = 1, 20 do
+    local head = CALL('ZRANGE', R, 0, 49)
+    if #head == 0 then break end
+    local values = CALL('HMGET', B, unpack(head))
+    local young = false
+    for i = 1, #head do
+      if passed(values[i], now, ret) or not values[i] then
+        CALL('ZREM', R, head[i])
+        drop(head[i])
+        gone = gone + 1
+      else
+        young = true
+        break
+      end
+    end
+    if young then break end
+  end
+  count_retention(gone)
+  return gone
 end
 
 local function wake()
@@ -142,11 +186,11 @@ local function wake()
 end
 
 -- The JSON answer of receive and peek: {"messages":[{"id","body","receives"},...]}.
--- Bodies are stored already JSON-escaped.
-local function answer(ids, bodies, counts)
+-- Bodies are stored already JSON-escaped (after their publish time).
+local function answer(ids, values, counts)
   local parts = {}
   for i = 1, #ids do
-    parts[i] = '{"id":' .. plain(ids[i]) .. ',"body":"' .. (bodies[i] or '') ..
+    parts[i] = '{"id":' .. plain(ids[i]) .. ',"body":"' .. body_of(values[i]) ..
                '","receives":' .. string.format('%d', counts[i]) .. '}'
   end
   return '{"messages":[' .. table.concat(parts, ',') .. ']}'

@@ -18,12 +18,13 @@ local now = clock()
 local first = math.max(tonumber(CALL('GET', V) or '0') + 1, (now - EPOCH) * 512)
 CALL('SET', V, string.format('%.0f', first + n - 1))
 local bodies, ready, delayed = {}, {}, {}
+local sent = string.format('%d', now) .. '|'  -- the publish time, kept with the body
 for i = 0, n - 1 do
   local id = idstr(first + i)
   local delay = tonumber(ARGV[3 + 3 * i])
   if delay < 0 then delay = qdelay end
   bodies[#bodies + 1] = id
-  bodies[#bodies + 1] = ARGV[5 + 3 * i]
+  bodies[#bodies + 1] = sent .. ARGV[5 + 3 * i]
   if delay > 0 then
     delayed[#delayed + 1] = now + delay
     delayed[#delayed + 1] = id

@@ -8,15 +8,24 @@ local cid, limit, vis = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local promoted = promote(now, math.max(1000, limit))
 local a = attrs()
 if vis < 0 then vis = a.vis end
-local ids = {}
+local ids, values, old = {}, {}, 0
 while #ids < limit do
   local popped = CALL('ZPOPMIN', R, limit - #ids)
   if #popped == 0 then break end
-  for i = 1, #popped, 2 do
-    local id = popped[i]
-    if a.ret ~= nil and too_old(id, now) then drop(id) else ids[#ids + 1] = id end
+  local got = {}
+  for i = 1, #popped, 2 do got[#got + 1] = popped[i] end
+  local vs = CALL('HMGET', B, unpack(got))
+  for i = 1, #got do
+    if passed(vs[i], now, a.ret) or not vs[i] then
+      drop(got[i])  -- past its retention: dropped where a receive meets it
+      if vs[i] then old = old + 1 end
+    else
+      ids[#ids + 1] = got[i]
+      values[#values + 1] = vs[i]
+    end
   end
 end
+count_retention(old)
 if #ids == 0 then
   -- Tell publishers someone may be waiting (long polls park after an empty receive).
   CALL('SET', W, '1', 'PX', 25000)
@@ -24,7 +33,6 @@ if #ids == 0 then
 end
 if promoted > #ids and CALL('EXISTS', W) == 1 then CALL('SPUBLISH', CH, '1') end
 local deadline = now + vis
-local bodies = CALL('HMGET', B, unpack(ids))
 local states = CALL('HMGET', S, unpack(ids))
 local counts, hs, zl = {}, {}, {}
 for i = 1, #ids do
@@ -38,4 +46,4 @@ end
 many('HSET', S, hs, 2)
 many('ZADD', L, zl, 2)
 CALL('HINCRBY', T, 'delivered', #ids)
-return {answer(ids, bodies, counts), MOVES}
+return {answer(ids, values, counts), MOVES}

@@ -7,15 +7,7 @@ if CALL('EXISTS', A) == 0 then return {-1, 0, 0, -1} end
 local now = clock()
 local k = tonumber(ARGV[2])
 local n = promote(now, k)
-if attrs().ret ~= nil then
-  local head = CALL('ZRANGE', R, 0, 99)
-  for i = 1, #head do
-    if too_old(head[i], now) then
-      CALL('ZREM', R, head[i])
-      drop(head[i])
-    end
-  end
-end
+n = n + trim_head(now)
 if n > 0 then wake() end
 local nl = CALL('ZRANGE', L, 0, 0, 'WITHSCORES')
 local nd = CALL('ZRANGE', D, 0, 0, 'WITHSCORES')
