@@ -505,7 +505,7 @@ class RedisStore(Store):
         self.dead_letter_moves += moves
         d = Deferred()
         task = self.loop.create_task(self.drain_outbox(queue))  # type: ignore[union-attr]
-        task.add_done_callback(lambda _t: d.resolve(value))
+        task.add_done_callback(partial(_drained, d, value))
         return d
 
     def _confirmed(self, queue: str, value: Any) -> Any:
@@ -1117,6 +1117,14 @@ def _append_body(args: list[bytes], delay: int, body: Any) -> None:
     except UnicodeDecodeError:
         raise _BadBody from None
     args += [b"%d" % delay, b"%d" % len(body), encode_basestring(text)[1:-1].encode()]
+
+
+def _drained(d: Deferred, value: Any, task: asyncio.Task[Any]) -> None:
+    """The answer of a request whose dead-letter moves were delivered, or left to the
+    sweeper (a failed delivery is retried there; the request itself succeeded)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("delivering dead letters failed (the sweeper retries): %s", task.exception())
+    d.resolve(value)
 
 
 def _join(*parts: bytes) -> bytes:
