@@ -606,3 +606,12 @@ def test_rediss_speaks_tls(redis_dir: Path) -> None:  # noqa: F811
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_the_shipped_slot_tags_land_in_their_slots() -> None:
+    """wonderq/redis/slot_tags.txt: the tag of the id counter of each cluster slot."""
+    require_redis_client()
+    from wonderq.redis import key_slot, slot_tag
+
+    for slot in range(16384):
+        assert key_slot(slot_tag(slot).encode()) == slot

@@ -133,23 +133,16 @@ def key_slot(key: bytes) -> int:
     return int(crc_slot(key))
 
 
-_SLOT_TAGS: dict[int, str] = {}
+_SLOT_TAGS: list[str] = []
 
 
 def slot_tag(slot: int) -> str:
-    """A hash tag that lands in ``slot`` (for the per-slot id counter), found by search."""
-    tag = _SLOT_TAGS.get(slot)
-    if tag is None:
-        k = 0
-        while True:
-            candidate = f"s{k}"
-            found = key_slot(candidate.encode())
-            _SLOT_TAGS.setdefault(found, candidate)
-            if found == slot:
-                tag = candidate
-                break
-            k += 1
-    return tag
+    """A hash tag that lands in ``slot`` (for the per-slot id counter). Found by search once
+    and shipped as ``slot_tags.txt`` (one tag per slot, in slot order): the search costs
+    seconds of pure-Python CRC16, too long for the first request to a new slot."""
+    if not _SLOT_TAGS:
+        _SLOT_TAGS.extend(Path(__file__).with_name("slot_tags.txt").read_text().split())
+    return _SLOT_TAGS[slot]
 
 
 class QueueKeys:
