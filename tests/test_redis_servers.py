@@ -218,3 +218,19 @@ def test_redis_wait_without_replicas_is_503(redis_url: str) -> None:  # noqa: F8
     ) as wq:
         check_error(request(wq, "POST", "/v1/publish", b"x"), 503, code="backend_unavailable")
         assert get(wq, "/v1/consumer?cid=1").status == 200
+
+
+def test_a_stopped_server_hands_the_sweeper_on_at_once(redis_url: str) -> None:  # noqa: F811
+    """SIGTERM: the holder gives its lease back, so another takes over within a pass (about
+    a second), not after the lease's 5 s."""
+    with running_server("--backend", redis_url) as a:
+        deadline = time.monotonic() + 10
+        while _metric(a, "wonderq_redis_sweeper") != 1:
+            assert time.monotonic() < deadline, "a never took the sweeper lease"
+            time.sleep(0.1)
+        with running_server("--backend", redis_url) as b:
+            assert a.stop() == 0
+            stopped = time.monotonic()
+            while _metric(b, "wonderq_redis_sweeper") != 1:
+                assert time.monotonic() - stopped < 3, "b did not take over at once"
+                time.sleep(0.05)
