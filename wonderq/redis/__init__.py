@@ -922,6 +922,17 @@ class RedisStore(Store):
             self.listener.available(queue)
         return self._confirmed(queue, value)
 
+    # ---- the SQS face's names (branch sqs: Store.token_key, delete_by_token, ...) ----------
+    def token_key(self) -> bytes:
+        """The deployment's secret for receipt handles (see ``handle_key``)."""
+        return self.handle_key
+
+    def delete_by_token(self, queue: str, msg_id: int, receives: int) -> Any:
+        return self.delete_token(queue, msg_id, receives)
+
+    def change_lease_by_token(self, queue: str, msg_id: int, receives: int, timeout_ms: int) -> Any:
+        return self.change_lease_token(queue, msg_id, receives, timeout_ms)
+
     def _leased(self, queue: str, reply: list[int]) -> Any:
         if reply[0] == 1 and queue in self.listener.waiting:
             self.listener.available(queue)  # a release: this server's waiters first
