@@ -75,7 +75,8 @@ def ping(port: int, timeout: float = 0.2) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(64).startswith(b"+PONG")
+            answer = s.recv(64)
+            return answer.startswith((b"+PONG", b"-NOAUTH"))  # up (with a password: NOAUTH)
     except OSError:
         return False
 

@@ -615,3 +615,38 @@ def test_the_shipped_slot_tags_land_in_their_slots() -> None:
 
     for slot in range(16384):
         assert key_slot(slot_tag(slot).encode()) == slot
+
+
+def test_password_and_database_from_the_url(redis_dir: Path) -> None:  # noqa: F811
+    """redis://:password@host:port/db: AUTH and SELECT on every connection (the pub/sub
+    ones too: a long poll is woken)."""
+    require_redis_client()
+    server = RedisProcess(redis_dir / "auth", "--requirepass", "s3cret").start()
+    import redis
+
+    async def body() -> None:
+        a = await start_store(f"redis://:s3cret@127.0.0.1:{server.port}/2")
+        b = await start_store(f"redis://:s3cret@127.0.0.1:{server.port}/2")
+        try:
+            assert await w(a.receive("default", 1, 1, -1)) == b'{"messages":[]}'
+            a.listener.waiting["default"] = object()
+            await until(lambda: a.subscriber.conns, 5, "a subscribed")
+            await asyncio.sleep(0.1)
+            before = a.subscriber.woken
+            msg_id = await w(b.publish("default", b"x", -1))
+            await until(lambda: a.subscriber.woken > before, 2, "a woken through AUTH")
+            client = redis.Redis(port=server.port, password="s3cret", db=2)
+            assert client.hexists("wq:{default}:b", b"%019d" % msg_id)
+            assert redis.Redis(port=server.port, password="s3cret", db=0).dbsize() == 0
+        finally:
+            await a.close()
+            await b.close()
+
+    from wonderq.redis import RedisStore, StartError
+
+    try:
+        run(body)
+        with pytest.raises(StartError):
+            RedisStore(Settings(backend=f"redis://:wrong@127.0.0.1:{server.port}/0")).open()
+    finally:
+        server.stop()
