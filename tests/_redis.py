@@ -111,6 +111,7 @@ class RedisProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited: {self.log()[-2000:]}")
             if time.monotonic() > deadline:
+                self.stop()  # ours: never left running behind a failed start
                 raise RuntimeError(f"redis-server did not answer: {self.log()[-2000:]}")
             time.sleep(0.02)
         return self
