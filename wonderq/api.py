@@ -189,7 +189,10 @@ class Api:
         return (200, body, JSON_HEADERS)
 
     def _park(self, req: Request, queue: str, args: tuple[int, int, int, int]) -> Response | None:
-        attempt = partial(self.store.receive, queue, args[0], args[1], args[2])
+        # Through a Python attribute lookup: partial() of the typed C method would call
+        # Store.receive itself, never a Python subclass's override (RedisStore).
+        receive = getattr(self.store, "receive")  # noqa: B009
+        attempt = partial(receive, queue, args[0], args[1], args[2])
         return self.longpoll.park(req, queue, args[3], attempt, _render_messages, _NO_MESSAGES)
 
     def handle_delete(self, req: Request) -> Response | None:
@@ -275,6 +278,8 @@ class Api:
             if exc.code != "invalid_id":
                 raise
             raise BadParameter("invalid_ids", f"ids must be integers from 1 to {MAX_ID}") from None
+        if type(outcome) is Deferred:
+            outcome = _bad_ids_later(outcome)
         return self.reply(req, outcome, _render_ack)
 
     def handle_change_lease(self, req: Request) -> Response | None:
@@ -468,6 +473,24 @@ def _render_list(page: tuple[list[dict[str, Any]], str | None]) -> Response:
 def _render_list_for(principal: Any, page: tuple[list[dict[str, Any]], str | None]) -> Response:
     infos, next_name = page
     return _render_list(([i for i in infos if principal.may_see(i["name"])], next_name))
+
+
+def _bad_ids_later(outcome: Deferred) -> Deferred:
+    """The same 400 as handle_ack's, for a store that reports a bad id in its later answer
+    (RedisStore checks the queue first, on Redis, as the engine does)."""
+    out = Deferred()
+    outcome.add(partial(_bad_ids_done, out))
+    return out
+
+
+def _bad_ids_done(out: Deferred, outcome: Deferred) -> None:
+    error = outcome.error
+    if error is None:
+        out.resolve(outcome.value)
+    elif isinstance(error, InvalidArgument) and error.code == "invalid_id":
+        out.fail(BadParameter("invalid_ids", f"ids must be integers from 1 to {MAX_ID}"))
+    else:
+        out.fail(error)
 
 
 def _render_health(healthy: bool) -> Response:

@@ -28,6 +28,7 @@ _MAX_INT = 2**63 - 1
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # A plain decimal, as the HTTP API reads times: no sign, exponent, nan or inf.
 _DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?\Z")
+_BACKEND = re.compile(r"rediss?(\+sentinel|\+cluster)?://[^/\s]+(/\S*)?\Z", re.IGNORECASE)
 
 
 class ConfigError(ValueError):
@@ -58,6 +59,13 @@ class Settings:
     data_dir: str | None = None  # directory of the write-ahead log; None = memory only
     fsync: str = "everysec"  # always | everysec | never
     compact_min_bytes: int = 64 * 1024 * 1024  # compact once the log passes max(this, 2 x live)
+    # Scale-out (docs/SCALEOUT.md): the queues in Redis/Valkey when backend is set.
+    backend: str | None = None  # redis://, rediss://, redis+sentinel://, redis+cluster://
+    redis_wait: int = 0  # replicas that must have a publish before it is answered (WAIT)
+    redis_wait_timeout_s: float = 1.0  # how long WAIT may take before the publish gets 503
+    redis_timeout_s: float = 2.0  # an answer from Redis, else 503 backend_unavailable
+    redis_connect_timeout_s: float = 1.0  # a TCP (and TLS) connect to a Redis node
+    redis_pool: int = 1  # connections per Redis node (requests of a turn share one write)
     # Access control and TLS (docs/SECURITY.md).
     auth_file: str | None = None  # TOML of tokens, AWS keys and rights; None = no access control
     allow_anonymous: bool = False  # without auth_file, serve non-loopback clients too
@@ -167,6 +175,18 @@ def _fsync_mode(text: str) -> str:
     if mode not in FSYNC_MODES:
         raise ValueError(f"must be one of {', '.join(FSYNC_MODES)}")
     return mode
+
+
+def _backend_url(text: str) -> str:
+    # The full parse is wonderq.redis.connection.parse_url, at start-up (it needs the
+    # optional `redis` extra); here only what a typo gets wrong.
+    text = text.strip()
+    if not _BACKEND.match(text):
+        raise ValueError(
+            "must be a URL redis://host:port/db, rediss://..., "
+            "redis+sentinel://host:port/master or redis+cluster://host:port"
+        )
+    return text
 
 
 def _boolean(text: str) -> bool:
@@ -313,6 +333,52 @@ FIELDS: tuple[Field, ...] = (
         "with --data-dir: compact the log once it passes max(BYTES, 2 x the live data) "
         "(default 67108864 = 64 MiB)",
         "BYTES",
+    ),
+    Field(
+        "backend",
+        "--backend",
+        _backend_url,
+        "keep the queues in Redis/Valkey 7+ so any number of WonderQ servers share them: "
+        "redis://host:port/db, rediss://... (TLS), redis+sentinel://host:port/master or "
+        "redis+cluster://host:port (docs/SCALEOUT.md; default: in this process)",
+        "URL",
+    ),
+    Field(
+        "redis_wait",
+        "--redis-wait",
+        _integer(0, 100),
+        "with --backend: answer a publish only once N replicas have it (Redis WAIT), so a "
+        "failover loses no acknowledged message (default 0)",
+        "N",
+    ),
+    Field(
+        "redis_wait_timeout_s",
+        "--redis-wait-timeout",
+        _seconds(0.001, 60),
+        "with --redis-wait: how long the replicas may take before the publish gets 503 (default 1)",
+        "SECONDS",
+    ),
+    Field(
+        "redis_timeout_s",
+        "--redis-timeout",
+        _seconds(0.01, 600),
+        "with --backend: how long to wait for Redis before answering 503 (default 2)",
+        "SECONDS",
+    ),
+    Field(
+        "redis_connect_timeout_s",
+        "--redis-connect-timeout",
+        _seconds(0.01, 600),
+        "with --backend: how long a connection to a Redis node may take (default 1)",
+        "SECONDS",
+    ),
+    Field(
+        "redis_pool",
+        "--redis-pool",
+        _integer(1, 64),
+        "with --backend: connections per Redis node; each event-loop turn's requests share "
+        "one write (default 1)",
+        "N",
     ),
     Field(
         "auth_file",

@@ -39,6 +39,7 @@ from .auth import (
     protected_mode,
 )
 from .config import Settings
+from .errors import StoreError
 from .longpoll import LongPoll
 from .metrics import Metrics
 from .protocol import HttpProtocol, protocol_factory, refresh_date
@@ -156,7 +157,10 @@ class Server:
         store = open_store(settings)
         data_dir = settings.data_dir
         if data_dir is None:
-            store.open()
+            try:
+                store.open()  # RedisStore: reachable, Redis 7+, eviction off
+            except StoreError as exc:
+                raise ServerError(f"cannot use the backend: {exc}") from None
             self.store = store
             return
         from .wal import WalCorruptError
