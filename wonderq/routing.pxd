@@ -30,6 +30,7 @@ cdef class Router:
     cdef dict _last_methods          # static[_last_path]
     cdef public object authorizer    # wonderq.auth.Authorizer with --auth-file, else None
     cdef dict _fallback              # {method: entry} for paths no route matches, or None
+    cdef object _fallback_accepts    # whether the fallback takes a request
 
     @cython.locals(route=Route, params=dict)
     cpdef tuple match(self, str path)

@@ -113,6 +113,10 @@ def _access(spec: str | None) -> tuple[str, Any] | None:
     return right, (queue or None)
 
 
+def _accept_none(req: Request) -> bool:
+    return False
+
+
 class Router:
     """The route table, the dispatch, and the request counts.
 
@@ -135,13 +139,21 @@ class Router:
         self._last_methods: dict[str, Entry] = {}
         self.authorizer: Any = None  # wonderq.auth.Authorizer with --auth-file
         self._fallback: dict[str, Entry] | None = None  # see set_fallback
+        self._fallback_accepts: Callable[[Request], Any] = _accept_none
 
-    def set_fallback(self, handler: Handler, label: str, methods: tuple[str, ...]) -> None:
-        """Send what no route matches (with one of ``methods``) to ``handler``, which
-        answers the 404 itself when the request is not its own (the SQS face: queue URL
-        paths ``/<account>/<queue>``)."""
+    def set_fallback(
+        self,
+        handler: Handler,
+        label: str,
+        methods: tuple[str, ...],
+        accepts: Callable[[Request], Any],
+    ) -> None:
+        """Send what no route matches to ``handler`` when ``accepts(req)`` says it is its
+        own (the SQS face: queue URL paths ``/<account>/<queue>``); anything else stays a
+        404."""
         counts = [0] * 600
         self._fallback = {m: (handler, f"{m} {label}", counts, None) for m in methods}
+        self._fallback_accepts = accepts
 
     def add(self, method: str, template: str, handler: Handler, access: str | None = None) -> None:
         """Route ``method template`` to ``handler``; ``access`` is ``"<right>:<queue>"``
@@ -182,7 +194,7 @@ class Router:
             if methods is None:
                 route, req.params = self.match(path)
                 if route is None:
-                    if self._fallback is None:
+                    if self._fallback is None or not self._fallback_accepts(req):
                         return self._not_found(req)
                     methods = self._fallback
                 else:

@@ -234,6 +234,11 @@ class SqsFace(Actions):
             sqs_error = exc
         elif isinstance(exc, EngineError):
             sqs_error = engine_error(exc)
+        elif isinstance(exc, NotImplementedError):
+            # A store without the SQS section (RedisStore, see docs/SQS.md).
+            sqs_error = error(
+                "UnsupportedOperation", f"{action or 'this action'} is not available on this store"
+            )
         elif isinstance(exc, StoreError):
             sqs_error = error("ServiceUnavailable", str(exc) or "the store is unavailable")
         else:
@@ -306,7 +311,7 @@ class SqsFace(Actions):
         ``/<account>/<queue>`` (GET or POST). ``GET /`` is the status page's, which hands
         requests with ``Action`` here."""
         router.add("POST", "/", self.handle)
-        router.set_fallback(self.handle, "/{account}/{queue}", ("GET", "POST"))
+        router.set_fallback(self.handle, "/{account}/{queue}", ("GET", "POST"), self.kind)
 
     def handle(self, req: Request) -> Response | None:
         """An SQS request, or the 404 any unknown route gets."""
