@@ -537,7 +537,6 @@ class Actions:
                 f"Batch requests cannot be longer than {MAX_MESSAGE_BYTES} bytes. You have sent "
                 f"{total} bytes.",
             )
-        yield from self._queue_info(queue)
         successful: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
         sent = False
@@ -559,6 +558,8 @@ class Actions:
             successful.append(out)
         if sent:
             self._publish_notify(queue)
+        else:  # no entry reached the store, which would have said the queue is missing
+            yield from self._queue_info(queue)
         return {"Successful": successful, "Failed": failed}
 
     def action_ReceiveMessage(self, ctx: Context, params: dict[str, Any]) -> Steps:
@@ -652,7 +653,6 @@ class Actions:
     def action_DeleteMessageBatch(self, ctx: Context, params: dict[str, Any]) -> Steps:
         queue = self.queue_of(ctx, params)
         entries = self._entries(params, "DeleteMessageBatch")
-        yield from self._queue_info(queue)
         successful: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
         for entry in entries:
@@ -665,6 +665,8 @@ class Actions:
                 failed.append(_failure(entry["Id"], exc))
                 continue
             successful.append({"Id": entry["Id"]})
+        if not successful:  # no entry reached the store, which would have said the queue is missing
+            yield from self._queue_info(queue)
         return {"Successful": successful, "Failed": failed}
 
     def action_ChangeMessageVisibility(self, ctx: Context, params: dict[str, Any]) -> Steps:
@@ -682,7 +684,6 @@ class Actions:
     def action_ChangeMessageVisibilityBatch(self, ctx: Context, params: dict[str, Any]) -> Steps:
         queue = self.queue_of(ctx, params)
         entries = self._entries(params, "ChangeMessageVisibilityBatch")
-        yield from self._queue_info(queue)
         successful: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
         for entry in entries:
@@ -698,6 +699,8 @@ class Actions:
                 failed.append(_failure(entry["Id"], exc))
                 continue
             successful.append({"Id": entry["Id"]})
+        if not successful:  # no entry reached the store, which would have said the queue is missing
+            yield from self._queue_info(queue)
         return {"Successful": successful, "Failed": failed}
 
 
