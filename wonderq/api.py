@@ -1320,7 +1320,8 @@ class EngineCollector:
             )
         }
         for row in broker.stats():
-            name, ready, leased, delayed, published, delivered, deleted, expired, dead = row
+            # The engine (branch core) appends expired_retention: read the contract's nine.
+            name, ready, leased, delayed, published, delivered, deleted, expired, dead = row[:9]
             messages.add_metric([name, "ready"], ready)
             messages.add_metric([name, "leased"], leased)
             messages.add_metric([name, "delayed"], delayed)
