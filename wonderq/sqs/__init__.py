@@ -169,6 +169,8 @@ class SqsFace(Actions):
     def _finish(self, ctx: Context, result: Any) -> Response | None:
         if type(result) is Park:
             empty = self._answer(ctx, result.empty)
+            if self.waiters.closing:
+                return empty  # shutting down: no new long polls (answered here, not parked)
             attempt = partial(self._attempt, ctx, result.attempt)
             self.waiters.park(ctx.req, result.queue, attempt, empty, result.wait_ms)
             return None

@@ -51,10 +51,9 @@ class SqsWaiters:
         self, req: Request, queue: str, attempt: Callable[[], Any], empty: Response, wait_ms: int
     ) -> None:
         """Answer ``req`` with ``attempt()``'s first Response, or ``empty`` after
-        ``wait_ms``. The caller has seen ``attempt`` find nothing just now."""
-        if self.closing:
-            req.conn.complete(req, empty)
-            return
+        ``wait_ms``. The caller has seen ``attempt`` find nothing just now, and answers
+        ``empty`` itself while ``closing`` (a request is never answered from inside its
+        dispatch)."""
         waiter = _Waiter(req, queue, attempt, empty)
         waiter.timer = self._call_later(wait_ms / 1000, self._expired, waiter)
         req.deferred = waiter
