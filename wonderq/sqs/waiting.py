@@ -46,6 +46,8 @@ class SqsWaiters:
         self.waiting: dict[str, deque[_Waiter]] = {}
         self._recheck: Any = None
         self.closing = False
+        self._busy = False  # available() is running
+        self._again = False  # ... and was called meanwhile
 
     def park(
         self, req: Request, queue: str, attempt: Callable[[], Any], empty: Response, wait_ms: int
@@ -91,7 +93,24 @@ class SqsWaiters:
             self._recheck = self._call_later(RECHECK_S, self._tick)
 
     def available(self, queue: str) -> None:
-        """Try the waiters of ``queue``, oldest first, until one finds nothing."""
+        """Try the waiters of ``queue``, oldest first, until one finds nothing.
+
+        Not re-entered: an attempt's receive may expire leases and so call back here; that
+        call is folded into one more pass over every queue once this one is done."""
+        if self._busy:
+            self._again = True
+            return
+        self._busy = True
+        try:
+            self._try(queue)
+            while self._again:
+                self._again = False
+                for name in list(self.waiting):
+                    self._try(name)
+        finally:
+            self._busy = self._again = False
+
+    def _try(self, queue: str) -> None:
         fifo = self.waiting.get(queue)
         if not fifo:
             return
@@ -123,6 +142,10 @@ class SqsWaiters:
         self._answer(waiter, response or waiter.empty)
 
     def available_any(self) -> None:
+        """Try the waiters of every queue."""
+        if self._busy:
+            self._again = True
+            return
         for queue in list(self.waiting):
             self.available(queue)
 
