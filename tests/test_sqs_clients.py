@@ -180,6 +180,9 @@ def test_sqs_and_native_routes_share_messages(sqs: Any, srv: ServerProcess) -> N
     [message] = sqs.receive_message(QueueUrl=url)["Messages"]
     assert message["MessageId"] == str(msg_id) and message["Body"] == "from native"
     assert get(srv, f"/v1/queues/{name}").json()["counts"]["leased"] == 2
+    # A queue's retention drops old messages and counts them (SQS's MessageRetentionPeriod).
+    metrics = get(srv, "/metrics").body.decode()
+    assert f'wonderq_retention_expired_total{{queue="{name}"}} 0.0' in metrics
 
 
 # ---- long polls ---------------------------------------------------------------------------------

@@ -1319,11 +1319,13 @@ class EngineCollector:
                 ("deleted", "Messages deleted (acknowledged)."),
                 ("expired", "Leases that ran out."),
                 ("dead_lettered", "Messages moved to the dead-letter queue."),
+                ("retention_expired", "Messages dropped because their retention ran out."),
             )
         }
         for row in broker.stats():
-            # The engine (branch core) appends expired_retention: read the contract's nine.
             name, ready, leased, delayed, published, delivered, deleted, expired, dead = row[:9]
+            # The engine counts messages dropped by the queue's retention in a tenth column.
+            totals["retention_expired"].add_metric([name], row[9] if len(row) > 9 else 0)
             messages.add_metric([name, "ready"], ready)
             messages.add_metric([name, "leased"], leased)
             messages.add_metric([name, "delayed"], delayed)
