@@ -32,6 +32,7 @@ _TOTALS = (
     ("deleted", "Messages deleted (acknowledged)."),
     ("expired", "Leases that ran out."),
     ("dead_lettered", "Messages moved to the dead-letter queue."),
+    ("retention_expired", "Messages dropped because their retention ran out."),
 )
 
 
@@ -75,7 +76,8 @@ class Metrics:
             messages.add_metric([name, "ready"], row[1])
             messages.add_metric([name, "leased"], row[2])
             messages.add_metric([name, "delayed"], row[3])
-            for family, value in zip(totals, row[4:9], strict=False):
+            # A store without retention (its rows end at dead_lettered) counts 0 there.
+            for family, value in zip(totals, (*row[4:10], 0), strict=False):
                 family.add_metric([name], value)
         yield messages
         yield from totals
