@@ -253,9 +253,12 @@ class Broker:
 
     @property
     def message_count(self) -> int: ...
-    def stats(self) -> list[tuple[str, int, int, int, int, int, int, int, int]]:
+    def stats(
+        self, names: Iterable[str] | None = None
+    ) -> list[tuple[str, int, int, int, int, int, int, int, int]]:
         """One tuple per queue for the metrics collector: (name, ready, leased, delayed,
-        published, delivered, deleted, expired, dead_lettered), sorted by name."""
+        published, delivered, deleted, expired, dead_lettered), sorted by name; with
+        ``names``, for those of them that exist, in that order."""
 
     # ---- recovery hooks (durability) ----------------------------------------------------
     @property

@@ -11,6 +11,16 @@ cdef inline int64_t msg_block_bytes(int64_t body_len) noexcept nogil:
     return (<int64_t>sizeof(Msg) + body_len + 7) & ~(<int64_t>7)
 
 
+cdef inline int32_t msg_queue(Msg* m) noexcept nogil:
+    """The index of the queue of a message that is not in a ready FIFO (24 bits)."""
+    return <int32_t>m.link.slot.queue_idx | (<int32_t>m.link.slot.queue_hi << 16)
+
+
+cdef inline void msg_set_queue(Msg* m, int32_t qi) noexcept nogil:
+    m.link.slot.queue_idx = <uint16_t>(qi & 0xFFFF)
+    m.link.slot.queue_hi = <uint8_t>(qi >> 16)
+
+
 cdef inline Msg* msg_alloc(SlabAllocator* a, int64_t body_len) noexcept nogil:
     cdef int64_t block = msg_block_bytes(body_len)
     if block <= SLAB_MAX_BLOCK:
