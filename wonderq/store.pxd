@@ -47,6 +47,7 @@ cdef class MemoryStore(Store):
     cdef object _loop                 # the serving loop, None until start()
     cdef object _timer                # the expiry timer's handle, or None
     cdef public long long armed_ms    # the deadline the timer is armed for (huge: none)
+    cdef list _names                  # queue names in order once paged, else None
 
     cpdef long long now(self) except -1
     cpdef after_publish(self, str queue)

@@ -37,9 +37,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable
 from functools import partial
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._core import Broker, now_ms
@@ -198,6 +199,9 @@ class Store:
     Operations: ``health()`` -> bool (the backend answers), ``stats()`` -> one row per queue
     ``(name, ready, leased, delayed, published, delivered, deleted, expired, dead_lettered)``
     (never deferred: a networked store answers from a cache it refreshes),
+    ``stats_page(after, limit)`` -> ``(rows, next_name or None)``: the same rows a page at a
+    time, by name (the metrics render a page per event-loop turn; the default slices
+    ``stats()``),
     ``memory_bytes()``, ``memory_limit()``, ``metrics()`` -> extra ``(name, kind, help,
     value)`` rows (``kind`` is ``"counter"`` or ``"gauge"``), ``kind`` ("memory", "durable",
     "redis"). Lifecycle: ``open()`` (blocking, before the loop serves: recovery),
@@ -275,6 +279,14 @@ class Store:
     def stats(self) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
+    def stats_page(self, after: str, limit: int) -> tuple[list[tuple[Any, ...]], str | None]:
+        """Up to ``limit`` rows of ``stats()`` for the queues named after ``after`` (all
+        when empty), and the name to continue after, or None when these were the last."""
+        rows = self.stats()
+        i = bisect_right(rows, after, key=itemgetter(0)) if after else 0
+        page = rows[i : i + limit]
+        return page, (page[-1][0] if page and i + limit < len(rows) else None)
+
     def memory_bytes(self) -> int:
         return 0
 
@@ -309,6 +321,10 @@ class MemoryStore(Store):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.Handle | None = None
         self.armed_ms = _NOT_ARMED  # the deadline the expiry timer is armed for
+        # Queue names in order, for paging (GET /v1/queues, /metrics) without sorting 100,000
+        # names per page: built on first use, then kept in step by put_queue/delete_queue
+        # (queues are created through the store once it serves; recovery runs before).
+        self._names: list[str] | None = None
 
     def now(self) -> int:
         """The store's clock: monotonic ms."""
@@ -330,10 +346,35 @@ class MemoryStore(Store):
 
     # ---- queues ---------------------------------------------------------------------------
     def put_queue(self, name: str, attributes: dict[str, Any] | None) -> Any:
-        return self.broker.put_queue(name, attributes)
+        created = self.broker.put_queue(name, attributes)
+        if created:
+            self.named(name, True)
+        return created
 
     def delete_queue(self, name: str) -> Any:
-        return self.broker.delete_queue(name)
+        dropped = self.broker.delete_queue(name)
+        self.named(name, False)
+        return dropped
+
+    def sorted_names(self) -> list[str]:
+        """Every queue's name, in order (the store's own list: do not change it)."""
+        names = self._names
+        if names is None:
+            names = self._names = self.broker.queue_names()
+        return names
+
+    def named(self, name: str, exists: bool) -> None:
+        """Queue ``name`` was created (``exists``) or deleted: keep the order in step,
+        O(log n) to find its place and a memmove, instead of a sort at the next page."""
+        names = self._names
+        if names is None:
+            return
+        i = bisect_left(names, name)
+        present = i < len(names) and names[i] == name
+        if exists and not present:
+            insort(names, name)
+        elif not exists and present:
+            del names[i]
 
     def purge(self, name: str) -> Any:
         return self.broker.purge(name)
@@ -343,7 +384,7 @@ class MemoryStore(Store):
 
     def list_queues(self, prefix: str, after: str, limit: int) -> Any:
         broker = self.broker
-        names = broker.queue_names()  # sorted
+        names = self.sorted_names()
         i = bisect_left(names, prefix)
         if after:
             i = max(i, bisect_right(names, after))
@@ -398,6 +439,13 @@ class MemoryStore(Store):
     # ---- operations -----------------------------------------------------------------------
     def stats(self) -> list[tuple[Any, ...]]:
         return self.broker.stats()
+
+    def stats_page(self, after: str, limit: int) -> tuple[list[tuple[Any, ...]], str | None]:
+        names = self.sorted_names()
+        i = bisect_right(names, after) if after else 0
+        page = names[i : i + limit]
+        more = i + limit < len(names)
+        return self.broker.stats(page), (page[-1] if more and page else None)
 
     def memory_bytes(self) -> int:
         return self.broker.memory_bytes
@@ -579,11 +627,14 @@ class DurableStore(MemoryStore):
     def put_queue(self, name: str, attributes: dict[str, Any] | None) -> Any:
         wal = self._writable()  # a failed log refuses new state (507)
         created = self.broker.put_queue(name, attributes)
+        if created:
+            self.named(name, True)
         wal.append_queue_put(name, self.broker.queue_info(name)["attributes"])
         return self._durable(created)
 
     def delete_queue(self, name: str) -> Any:
         dropped = self.broker.delete_queue(name)
+        self.named(name, False)
         self.wal.append_queue_delete(name)  # type: ignore[union-attr]
         return self._durable(dropped)
 
