@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from .longpoll import LongPoll
@@ -71,6 +72,12 @@ _TOTAL_HEADS = tuple(
 )
 
 
+def _num(n: int) -> str:
+    """A sample value as prometheus_client writes it (``5.0``, ``1.2345678e+07``), so the
+    text is the same as before for anyone who matched it."""
+    return f"{n}.0" if n < 1_000_000 else floatToGoString(n)
+
+
 def render_page(rows: list[tuple[Any, ...]], out: list[list[bytes]]) -> None:
     """Append the text of ``rows`` (the store's stats rows) to the six per-family pieces
     lists of ``out``: one bytes per family per page, so the answer is a join of a few
@@ -82,18 +89,20 @@ def render_page(rows: list[tuple[Any, ...]], out: list[list[bytes]]) -> None:
     deleted: list[str] = []
     expired: list[str] = []
     dead: list[str] = []
+    num = _num
     for name, ready, leased, delayed, pub, dlv, dele, exp, dl in rows:
         messages.append(
-            f'wonderq_queue_messages{{queue="{name}",state="ready"}} {ready}\n'
-            f'wonderq_queue_messages{{queue="{name}",state="leased"}} {leased}\n'
-            f'wonderq_queue_messages{{queue="{name}",state="delayed"}} {delayed}\n'
+            f'wonderq_queue_messages{{queue="{name}",state="ready"}} {num(ready)}\n'
+            f'wonderq_queue_messages{{queue="{name}",state="leased"}} {num(leased)}\n'
+            f'wonderq_queue_messages{{queue="{name}",state="delayed"}} {num(delayed)}\n'
         )
-        published.append(f'wonderq_published_total{{queue="{name}"}} {pub}\n')
-        delivered.append(f'wonderq_delivered_total{{queue="{name}"}} {dlv}\n')
-        deleted.append(f'wonderq_deleted_total{{queue="{name}"}} {dele}\n')
-        expired.append(f'wonderq_expired_total{{queue="{name}"}} {exp}\n')
-        dead.append(f'wonderq_dead_lettered_total{{queue="{name}"}} {dl}\n')
-    for pieces, lines in zip(out, (messages, published, delivered, deleted, expired, dead)):
+        published.append(f'wonderq_published_total{{queue="{name}"}} {num(pub)}\n')
+        delivered.append(f'wonderq_delivered_total{{queue="{name}"}} {num(dlv)}\n')
+        deleted.append(f'wonderq_deleted_total{{queue="{name}"}} {num(dele)}\n')
+        expired.append(f'wonderq_expired_total{{queue="{name}"}} {num(exp)}\n')
+        dead.append(f'wonderq_dead_lettered_total{{queue="{name}"}} {num(dl)}\n')
+    families = (messages, published, delivered, deleted, expired, dead)
+    for pieces, lines in zip(out, families, strict=True):
         pieces.append("".join(lines).encode("ascii"))
 
 
