@@ -5,6 +5,8 @@ render. No timing here: the figures are bench/scale.py's."""
 from __future__ import annotations
 
 import json
+import os
+import random
 from typing import Any
 
 import pytest
@@ -98,6 +100,31 @@ def test_list_queues_follows_creates_and_deletes_after_a_listing() -> None:
     assert [q["name"] for q in infos] == ["a", "default"] and nxt == "default"
     infos, nxt = store.list_queues("", nxt, 2)
     assert [q["name"] for q in infos] == ["z"] and nxt is None
+
+
+def test_names_stay_in_order_through_random_creates_deletes_and_pages() -> None:
+    """Creates and deletes (a few, or hundreds, between two pages; a name deleted and
+    created again) against the engine's own sorted names. Seed: WONDERQ_TEST_SEED."""
+    seed = int(os.environ.get("WONDERQ_TEST_SEED", random.randrange(2**32)))
+    print(f"WONDERQ_TEST_SEED={seed}")
+    rng = random.Random(seed)
+    store = MemoryStore()
+    store.put_queue("seed", None)
+    store.sorted_names()  # built: from now on kept in step by the changes
+    live = {"default", "seed"}
+    for _ in range(60):
+        for _ in range(rng.choice([1, 5, 70, 300])):
+            name = f"n{rng.randrange(500)}"
+            if name in live and rng.random() < 0.5:
+                store.delete_queue(name)
+                live.discard(name)
+            else:
+                store.put_queue(name, None)
+                live.add(name)
+        assert store.sorted_names() == sorted(live) == store.broker.queue_names()
+        after = rng.choice(sorted(live))
+        infos, _ = store.list_queues("", after, 5)
+        assert [q["name"] for q in infos] == [n for n in sorted(live) if n > after][:5]
 
 
 class _Router:
