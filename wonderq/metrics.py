@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from .routing import Router
     from .store import Store
 
-__all__ = ["CONTENT_TYPE", "PAGE_QUEUES", "SLICE_S", "Metrics"]
+__all__ = ["CONTENT_TYPE", "PAGE_QUEUES", "SLICE_S", "Metrics", "render_family"]
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 _HEADERS = b"Content-Type: " + CONTENT_TYPE.encode() + b"\r\n"
@@ -54,21 +54,19 @@ SLICE_S = 0.002
 # Queues read and rendered between two looks at the clock (~0.4 ms of work at 1.5 us each).
 PAGE_QUEUES = 256
 
-# The families of one queue, in the order of the store's stats() rows after the name.
-_MESSAGES_HEAD = (
-    "# HELP wonderq_queue_messages Messages in a queue by state.\n"
-    "# TYPE wonderq_queue_messages gauge\n"
+# The families of one queue: (HELP and TYPE lines, sample prefix), in the order of the
+# store's stats() rows after the name (the first family takes three values: by state).
+_FAMILIES = (
+    ("queue_messages", "gauge", "Messages in a queue by state."),
+    ("published_total", "counter", "Messages published to the queue."),
+    ("delivered_total", "counter", "Messages handed out by receives (redeliveries count)."),
+    ("deleted_total", "counter", "Messages deleted (acknowledged)."),
+    ("expired_total", "counter", "Leases that ran out."),
+    ("dead_lettered_total", "counter", "Messages moved to the dead-letter queue."),
 )
-_TOTALS = (
-    ("published", "Messages published to the queue."),
-    ("delivered", "Messages handed out by receives (redeliveries count)."),
-    ("deleted", "Messages deleted (acknowledged)."),
-    ("expired", "Leases that ran out."),
-    ("dead_lettered", "Messages moved to the dead-letter queue."),
-)
-_TOTAL_HEADS = tuple(
-    f"# HELP wonderq_{name}_total {help_text}\n# TYPE wonderq_{name}_total counter\n"
-    for name, help_text in _TOTALS
+_HEADS = tuple(
+    f"# HELP wonderq_{name} {help_text}\n# TYPE wonderq_{name} {kind}\n".encode()
+    for name, kind, help_text in _FAMILIES
 )
 
 
@@ -78,45 +76,43 @@ def _num(n: int) -> str:
     return f"{n}.0" if n < 1_000_000 else floatToGoString(n)
 
 
-def render_page(rows: list[tuple[Any, ...]], out: list[list[bytes]]) -> None:
-    """Append the text of ``rows`` (the store's stats rows) to the six per-family pieces
-    lists of ``out``: one bytes per family per page, so the answer is a join of a few
-    hundred pieces, not of a million lines. Queue names need no escaping (the name rule
-    allows only ``[A-Za-z0-9_-]``)."""
-    messages: list[str] = []
-    published: list[str] = []
-    delivered: list[str] = []
-    deleted: list[str] = []
-    expired: list[str] = []
-    dead: list[str] = []
+def render_family(family: int, rows: list[tuple[Any, ...]]) -> bytes:
+    """The samples of one family for ``rows`` (the store's stats rows). Queue names need no
+    escaping (the name rule allows only ``[A-Za-z0-9_-]``)."""
     num = _num
-    for name, ready, leased, delayed, pub, dlv, dele, exp, dl in rows:
-        messages.append(
-            f'wonderq_queue_messages{{queue="{name}",state="ready"}} {num(ready)}\n'
-            f'wonderq_queue_messages{{queue="{name}",state="leased"}} {num(leased)}\n'
-            f'wonderq_queue_messages{{queue="{name}",state="delayed"}} {num(delayed)}\n'
+    if family == 0:
+        text = "".join(
+            [
+                f'wonderq_queue_messages{{queue="{r[0]}",state="ready"}} {num(r[1])}\n'
+                f'wonderq_queue_messages{{queue="{r[0]}",state="leased"}} {num(r[2])}\n'
+                f'wonderq_queue_messages{{queue="{r[0]}",state="delayed"}} {num(r[3])}\n'
+                for r in rows
+            ]
         )
-        published.append(f'wonderq_published_total{{queue="{name}"}} {num(pub)}\n')
-        delivered.append(f'wonderq_delivered_total{{queue="{name}"}} {num(dlv)}\n')
-        deleted.append(f'wonderq_deleted_total{{queue="{name}"}} {num(dele)}\n')
-        expired.append(f'wonderq_expired_total{{queue="{name}"}} {num(exp)}\n')
-        dead.append(f'wonderq_dead_lettered_total{{queue="{name}"}} {num(dl)}\n')
-    families = (messages, published, delivered, deleted, expired, dead)
-    for pieces, lines in zip(out, families, strict=True):
-        pieces.append("".join(lines).encode("ascii"))
+    else:
+        prefix = "wonderq_" + _FAMILIES[family][0]
+        i = family + 3
+        text = "".join([f'{prefix}{{queue="{r[0]}"}} {num(r[i])}\n' for r in rows])
+    return text.encode("ascii")
 
 
 class _Scrape:
-    """One render in progress: the cursor, the text so far, and who waits for it."""
+    """One render in progress: where it is, the text so far, and who waits for it.
 
-    __slots__ = ("after", "pieces", "waiting")
+    The first family's pass reads the queues' rows page by page (``store.stats_page``) and
+    keeps them, so the other families are rendered from the same rows: the eight series of
+    a queue are from one instant. The text grows in one bytearray, which is the answer's
+    body: no join of tens of MB at the end.
+    """
+
+    __slots__ = ("after", "body", "family", "pos", "rows", "waiting")
 
     def __init__(self) -> None:
-        self.after = ""  # the last queue name rendered
-        self.pieces: list[list[bytes]] = [
-            [_MESSAGES_HEAD.encode()],
-            *([head.encode()] for head in _TOTAL_HEADS),
-        ]
+        self.after = ""  # the last queue name read
+        self.rows: list[tuple[Any, ...]] = []  # every queue's row read so far
+        self.family = 0  # the family being rendered
+        self.pos = 0  # from families 1..5: the next row of self.rows to render
+        self.body = bytearray(_HEADS[0])
         self.waiting: list[Request] = []
 
 
@@ -198,20 +194,38 @@ class Metrics:
 
     def _step(self, scrape: _Scrape, deadline: float) -> bool:
         """Render pages of queues until ``deadline`` (perf_counter); True when all are."""
-        stats_page = self._store.stats_page
+        page = self.page_queues
+        body = scrape.body
         while True:
-            rows, after = stats_page(scrape.after, self.page_queues)
-            render_page(rows, scrape.pieces)
-            if after is None:
-                return True
-            scrape.after = after
+            family = scrape.family
+            if family == 0:
+                rows, after = self._store.stats_page(scrape.after, page)
+                scrape.rows += rows
+                body += render_family(0, rows)
+                if after is None:
+                    scrape.family = 1
+                    body += _HEADS[1]
+                else:
+                    scrape.after = after
+            else:
+                pos = scrape.pos
+                body += render_family(family, scrape.rows[pos : pos + page])
+                scrape.pos = pos = pos + page
+                if pos >= len(scrape.rows):
+                    scrape.pos = 0
+                    scrape.family = family = family + 1
+                    if family == len(_FAMILIES):
+                        return True
+                    body += _HEADS[family]
             if time.perf_counter() >= deadline:
                 return False
 
     def _finish(self, scrape: _Scrape) -> bytes:
-        pieces = [piece for family in scrape.pieces for piece in family]
-        pieces.append(generate_latest(self.registry))
-        return b"".join(pieces)
+        """The body: a bytearray, written by the protocol like bytes (and not copied)."""
+        body = scrape.body
+        body += generate_latest(self.registry)
+        scrape.rows = []
+        return body  # type: ignore[return-value]
 
     # ---- the fixed families (prometheus_client's collector interface) ---------------------
 
