@@ -9,6 +9,7 @@ cimport cython
 cdef dict _prefixes                  # headers -> {status: head up to "Content-Length: "}
 cdef tuple _LENGTH_TAILS             # b"<n>\r\n\r\n" for n < _LENGTH_TAILS_MAX
 cdef Py_ssize_t _LENGTH_TAILS_MAX    # bodies this long or longer format their length
+cdef Py_ssize_t _WRITE_AS_IS_BYTES   # a last piece this long is written, not joined
 cdef dict _METHODS                   # method bytes -> interned str
 
 cdef int _IDLE, _HEAD, _BODY         # HttpProtocol._phase

@@ -84,6 +84,8 @@ _prefixes: dict[bytes, dict[int, bytes]] = {}
 # ``<n>\r\n\r\n`` for the body lengths most answers have (ids, acks, one message): the hot
 # path picks the end of its head here instead of formatting a number (about 90 KB).
 _LENGTH_TAILS_MAX = 2048
+# A last piece of an answer this big or bigger is written without being joined (_flush).
+_WRITE_AS_IS_BYTES = 256 * 1024
 _LENGTH_TAILS: tuple[bytes, ...] = tuple(b"%d\r\n\r\n" % n for n in range(_LENGTH_TAILS_MAX))
 
 
@@ -671,6 +673,14 @@ class HttpProtocol:
         """Write the answers gathered so far in one go (one send() for a whole pipeline)."""
         out = self._out
         if out:
+            if len(out[-1]) >= _WRITE_AS_IS_BYTES and self._transport is not None:
+                # A big body last (a 1 MiB message, /metrics of 100,000 queues): handed to
+                # the transport as it is, with what precedes it, and sent with one writev,
+                # instead of first copied into one new buffer (perf: the join was a 39 MB
+                # memcpy, ~20 ms of the loop, in a scrape of 100,000 queues).
+                self._transport.writelines(out)
+                out.clear()
+                return
             data = b"".join(out)
             out.clear()
             if self._transport is not None:
