@@ -49,6 +49,23 @@ class RssSampler(threading.Thread):
             time.sleep(0.02)
 
 
+def workloads(
+    size: int, q: str, wq: harness.Server, nginx: harness.Server
+) -> dict[str, tuple[harness.Server, list[str]]]:
+    """httpgen's arguments of each row, by row name."""
+    body = ["--body-bytes", str(size)]
+    receive = f"/v1/queues/{q}/messages?cid=1&limit=1&visibility=60"
+    return {
+        "wq publish": (wq, [*body, "--fixed", "POST", f"/v1/queues/{q}/messages"]),
+        "nginx publish": (nginx, [*body, "--fixed", "POST", "/upload"]),
+        "wq receive": (
+            wq,
+            ["--recvdel", receive, f"/v1/queues/{q}/messages/", "--delete-suffix", "?cid=1"],
+        ),
+        "nginx receive": (nginx, ["--fixed", "GET", f"/blob/{size}"]),
+    }
+
+
 def mbps(result: dict, size: int) -> float:
     return result["messages"] * size / (result.get("duration_s") or 1) / 1e6
 
@@ -73,32 +90,20 @@ def main() -> int:
             for size in args.sizes:
                 q = f"big{size}"
                 scalelib.create_queues(wq.port, [q])
-                results: dict[str, list[dict]] = {k: [] for k in ("wq publish", "nginx publish", "wq receive", "nginx receive")}
+                results: dict[str, list[dict]] = {
+                    k: [] for k in ("wq publish", "nginx publish", "wq receive", "nginx receive")
+                }
                 for r in range(args.runs):
-                    runs = {
-                        "wq publish": lambda: bench.gen(
-                            wq, "--body-bytes", str(size), "--fixed", "POST",
-                            f"/v1/queues/{q}/messages", conns=CONNS, name=f"publish{size}"),
-                        "nginx publish": lambda: bench.gen(
-                            nginx, "--body-bytes", str(size), "--fixed", "POST", "/upload",
-                            conns=CONNS, name=f"nginx-post{size}"),
-                        "wq receive": lambda: bench.gen(
-                            wq, "--recvdel", f"/v1/queues/{q}/messages?cid=1&limit=1&visibility=60",
-                            f"/v1/queues/{q}/messages/", "--delete-suffix", "?cid=1",
-                            conns=CONNS, name=f"receive{size}"),
-                        "nginx receive": lambda: bench.gen(
-                            nginx, "--fixed", "GET", f"/blob/{size}", conns=CONNS,
-                            name=f"nginx-get{size}"),
-                    }
-                    for name, run in runs.items():
-                        res = run()
+                    for name, (server, gen_args) in workloads(size, q, wq, nginx).items():
+                        res = bench.gen(server, *gen_args, conns=CONNS, name=name)
                         if name == "nginx receive":
                             res["messages"] = res["requests"] - res.get("bad", 0)
                         res["mb_s"] = mbps(res, size)
                         results[name].append(res)
                         harness.log(
                             f"{size} B round {r + 1} {name}: {res['mb_s']:.1f} MB/s, "
-                            f"p99 {res['latency_ms']['p99']} ms, empty {res.get('empty')}, bad {res.get('bad')}"
+                            f"p99 {res['latency_ms']['p99']} ms, empty {res.get('empty')}, "
+                            f"bad {res.get('bad')}"
                         )
                     scalelib.call(wq.port, "POST", f"/v1/queues/{q}/purge")
                 row: dict[str, Any] = {}
@@ -107,9 +112,17 @@ def main() -> int:
                     row[name]["empty"] = sum(x.get("empty", 0) for x in res)
                 for side in ("publish", "receive"):
                     row[f"{side} x nginx"] = round(
-                        scalelib.median([
-                            a["mb_s"] / b["mb_s"] for a, b in zip(results[f"wq {side}"], results[f"nginx {side}"], strict=True) if b["mb_s"]
-                        ]), 3)
+                        scalelib.median(
+                            [
+                                a["mb_s"] / b["mb_s"]
+                                for a, b in zip(
+                                    results[f"wq {side}"], results[f"nginx {side}"], strict=True
+                                )
+                                if b["mb_s"]
+                            ]
+                        ),
+                        3,
+                    )
                 doc["sizes"][size] = row
         # The burst.
         with bench.wonderq() as wq:
@@ -119,17 +132,41 @@ def main() -> int:
             sampler = RssSampler(wq.pid)
             sampler.start()
             burst_meter = harness.Meter(bench.gen_pin, args.burst)
-            cmd = [bench.httpgen, "--port", str(wq.port), "-c", "8", "--duration", str(args.burst),
-                   "--body-bytes", "1048576", "--fixed", "POST", "/v1/publish"]
+            cmd = [
+                bench.httpgen,
+                "--port",
+                str(wq.port),
+                "-c",
+                "8",
+                "--duration",
+                str(args.burst),
+                "--body-bytes",
+                "1048576",
+                "--fixed",
+                "POST",
+                "/v1/publish",
+            ]
             burst = burst_meter.measure(wq, cmd)
             time.sleep(0.5)
             m = scalelib.metrics(wq.port)
             rss1 = scalelib.rss(wq.pid)
             peak = sampler.peak
             drain_meter = harness.Meter(bench.gen_pin, max(2.0, args.burst * 3))
-            drain = drain_meter.measure(wq, [bench.httpgen, "--port", str(wq.port), "-c", "8",
-                "--duration", str(max(2.0, args.burst * 3)), "--recvdel",
-                "/v1/consumer?cid=1&limit=1&visibility=60", "/v1/consumer?cid=1&id="])
+            drain = drain_meter.measure(
+                wq,
+                [
+                    bench.httpgen,
+                    "--port",
+                    str(wq.port),
+                    "-c",
+                    "8",
+                    "--duration",
+                    str(max(2.0, args.burst * 3)),
+                    "--recvdel",
+                    "/v1/consumer?cid=1&limit=1&visibility=60",
+                    "/v1/consumer?cid=1&id=",
+                ],
+            )
             time.sleep(0.5)
             m2 = scalelib.metrics(wq.port)
             rss2 = scalelib.rss(wq.pid)

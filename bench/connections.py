@@ -110,7 +110,9 @@ class Crowd:
     def run(self, coro: Any, timeout: float = 300) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    async def _open(self, port: int, request: bytes, again: bool, source: str) -> tuple[str, Client | None]:
+    async def _open(
+        self, port: int, request: bytes, again: bool, source: str
+    ) -> tuple[str, Client | None]:
         done: asyncio.Future[int] = self.loop.create_future()
         try:
             _, client = await asyncio.wait_for(
@@ -195,7 +197,9 @@ def main() -> int:
             def run(label: str) -> None:
                 for _ in range(args.runs):
                     r = bench.gen(server, *cycle_args(), name=label)
-                    harness.log(f"  {label}: {r['mps']:,.0f} msg/s, p99 {r['latency_ms']['p99']} ms")
+                    harness.log(
+                        f"  {label}: {r['mps']:,.0f} msg/s, p99 {r['latency_ms']['p99']} ms"
+                    )
                     busy["without" if label == "no crowd" else "with"].append(r)
 
             run("no crowd")

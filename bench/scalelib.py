@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import resource
 import socket
 import statistics
@@ -20,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
-import httpload  # noqa: E402
+import harness
+import httpload
 
 
 def raise_fd_limit() -> int:
@@ -129,6 +128,11 @@ def summary(results: list[dict], key: str = "mps") -> dict[str, Any]:
         "p99_ms": median([r["latency_ms"]["p99"] for r in results]),
         "max_ms": max(r["latency_ms"]["max"] for r in results),
         "server_cpu": median([r["server_cpu"] or 0 for r in results]),
+        # per second of the server's own CPU: what a message costs, whatever share of its
+        # core a busy machine left the server (rates alone then measure the neighbours)
+        f"{key}_per_server_cpu_s": median(
+            [r[key] / r["server_cpu"] for r in results if r.get("server_cpu")]
+        ),
         "gen_cpu": median([r["loadgen_cpu"] or 0 for r in results]),
         "other_cpu": median([r["other_cpu"] for r in results]),
         "bad": sum(r.get("bad", 0) for r in results),
@@ -157,5 +161,3 @@ def rss(pid: int) -> int:
         raise RuntimeError(f"no VmRSS for pid {pid}")
     return value
 
-
-_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}\Z")

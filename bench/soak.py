@@ -101,8 +101,14 @@ class Soak:
         self.stop_at = 0.0
         self.cid = 0
 
-    async def call(self, conn: Conn, method: str, path: str, body: bytes | None = None,
-                   ok: tuple[int, ...] = (200, 201, 204)) -> tuple[int, Any]:
+    async def call(
+        self,
+        conn: Conn,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        ok: tuple[int, ...] = (200, 201, 204),
+    ) -> tuple[int, Any]:
         t0 = time.perf_counter()
         try:
             status, data = await conn.call(method, path, body)
@@ -137,8 +143,14 @@ class Soak:
         conn = Conn(self.port)
         rng = self.rng
         actions = [
-            (self.publish, 6), (self.batch, 2), (self.consume, 10), (self.consume_batch, 4),
-            (self.longpoll, 2), (self.seed, 2), (self.look, 2), (self.admin, 1),
+            (self.publish, 6),
+            (self.batch, 2),
+            (self.consume, 10),
+            (self.consume_batch, 4),
+            (self.longpoll, 2),
+            (self.seed, 2),
+            (self.look, 2),
+            (self.admin, 1),
         ]
         funcs = [a for a, _ in actions]
         weights = [w for _, w in actions]
@@ -163,25 +175,35 @@ class Soak:
     async def consume(self, conn: Conn) -> None:
         q = self.rng.choice(self.queues)
         cid = self.next_cid()
-        _, doc = await self.call(conn, "GET", f"/v1/queues/{q}/messages?cid={cid}&limit=5&visibility=1")
+        _, doc = await self.call(
+            conn, "GET", f"/v1/queues/{q}/messages?cid={cid}&limit=5&visibility=1"
+        )
         for m in (doc or {}).get("messages", []) if isinstance(doc, dict) else []:
             r = self.rng.random()
             if r < 0.85:
                 await self.call(conn, "DELETE", f"/v1/queues/{q}/messages/{m['id']}?cid={cid}")
             elif r < 0.92:
-                await self.call(conn, "POST", f"/v1/queues/{q}/messages/{m['id']}/lease?cid={cid}&timeout=0")
+                await self.call(
+                    conn, "POST", f"/v1/queues/{q}/messages/{m['id']}/lease?cid={cid}&timeout=0"
+                )
             elif r < 0.96:
-                await self.call(conn, "POST", f"/v1/queues/{q}/messages/{m['id']}/lease?cid={cid}&timeout=3")
+                await self.call(
+                    conn, "POST", f"/v1/queues/{q}/messages/{m['id']}/lease?cid={cid}&timeout=3"
+                )
                 await self.call(conn, "DELETE", f"/v1/queues/{q}/messages/{m['id']}?cid={cid}")
             # else: left to expire (and come back, or go to the dead-letter queue)
 
     async def consume_batch(self, conn: Conn) -> None:
-        q = self.rng.choice(self.queues + [DLQ])
+        q = self.rng.choice([*self.queues, DLQ])
         cid = self.next_cid()
-        _, doc = await self.call(conn, "GET", f"/v1/queues/{q}/messages?cid={cid}&limit=20&visibility=5")
+        _, doc = await self.call(
+            conn, "GET", f"/v1/queues/{q}/messages?cid={cid}&limit=20&visibility=5"
+        )
         ids = [m["id"] for m in doc.get("messages", [])] if isinstance(doc, dict) else []
         if ids:
-            await self.call(conn, "POST", f"/v1/queues/{q}/ack", json.dumps({"cid": cid, "ids": ids}).encode())
+            await self.call(
+                conn, "POST", f"/v1/queues/{q}/ack", json.dumps({"cid": cid, "ids": ids}).encode()
+            )
 
     async def longpoll(self, conn: Conn) -> None:
         q = self.rng.choice(self.queues)
@@ -267,7 +289,8 @@ async def run(port: int, pid: int, args: argparse.Namespace, rng: random.Random)
         harness.log(
             f"t={sample['t_s']:>6}s rss {sample['rss'] / 1e6:7.1f} MB  accounted "
             f"{sample['memory_bytes'] / 1e6:6.2f} MB  depth {sample['depth']:>6}  "
-            f"{requests / args.sample:7.0f} req/s  p99 {sample['p99_ms']:6.2f} ms  errors {len(errors)}"
+            f"{requests / args.sample:7.0f} req/s  p99 {sample['p99_ms']:6.2f} ms  "
+            f"errors {len(errors)}"
         )
         for e in errors[:3]:
             harness.log(f"   error: {e}")
@@ -322,7 +345,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=None)
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(2**32)
-    harness.log(f"soak: {args.minutes} min, {args.queues} queues, {args.workers} connections, seed {seed}")
+    harness.log(
+        f"soak: {args.minutes} min, {args.queues} queues, {args.workers} connections, seed {seed}"
+    )
     bench = Bench(1.0)
     with bench.wonderq() as server:
         import uvloop

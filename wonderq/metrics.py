@@ -14,8 +14,8 @@ and a scrape works for at most :data:`SLICE_S` per event-loop turn before it let
 serve I/O again (``call_soon``); the answer goes out when the last page is done. Scrapes that
 arrive while one is being rendered share its answer. A small server (a few hundred queues)
 is answered within the first slice, at once. The fixed families (memory, connections,
-requests by route, the store's own, ``process_*``) are read in the last slice through
-``prometheus_client``.
+requests by route, the store's own, ``process_*``) are read when the scrape starts, through
+``prometheus_client``, and come first in the answer.
 
 Why not the alternatives: a cache between scrapes serves stale counters and still blocks the
 loop while it is rebuilt; series only for queues that are not idle leaves the worst case
@@ -100,19 +100,21 @@ class _Scrape:
     """One render in progress: where it is, the text so far, and who waits for it.
 
     The first family's pass reads the queues' rows page by page (``store.stats_page``) and
-    keeps them, so the other families are rendered from the same rows: the eight series of
-    a queue are from one instant. The text grows in one bytearray, which is the answer's
-    body: no join of tens of MB at the end.
+    keeps the pages, so the other families are rendered from the same rows: the eight series
+    of a queue are from one instant. The last family's pass drops each page once rendered
+    (freeing 100,000 rows at once would hold the loop ~4 ms). The text grows in one
+    bytearray, which is the answer's body: no join of tens of MB at the end.
     """
 
-    __slots__ = ("after", "body", "family", "pos", "rows", "waiting")
+    __slots__ = ("after", "body", "family", "pages", "pos", "waiting")
 
-    def __init__(self) -> None:
+    def __init__(self, head: bytes) -> None:
         self.after = ""  # the last queue name read
-        self.rows: list[tuple[Any, ...]] = []  # every queue's row read so far
+        self.pages: list[list[tuple[Any, ...]] | None] = []  # the rows read, page by page
         self.family = 0  # the family being rendered
-        self.pos = 0  # from families 1..5: the next row of self.rows to render
-        self.body = bytearray(_HEADS[0])
+        self.pos = 0  # from families 1..5: the next page of self.pages to render
+        self.body = bytearray(head)
+        self.body += _HEADS[0]
         self.waiting: list[Request] = []
 
 
@@ -155,7 +157,7 @@ class Metrics:
         if current is not None:
             current.waiting.append(req)
             return None
-        scrape = _Scrape()
+        scrape = _Scrape(generate_latest(self.registry))
         if self._step(scrape, time.perf_counter() + self.slice_s):
             return (200, self._finish(scrape), _HEADERS)
         scrape.waiting.append(req)
@@ -187,20 +189,21 @@ class Metrics:
 
     def render(self) -> bytes:
         """The whole text now, in one go (tools and tests; the route uses :meth:`scrape`)."""
-        scrape = _Scrape()
+        scrape = _Scrape(generate_latest(self.registry))
         while not self._step(scrape, float("inf")):
             pass
         return self._finish(scrape)
 
     def _step(self, scrape: _Scrape, deadline: float) -> bool:
         """Render pages of queues until ``deadline`` (perf_counter); True when all are."""
-        page = self.page_queues
         body = scrape.body
+        pages = scrape.pages
+        last = len(_FAMILIES) - 1
         while True:
             family = scrape.family
             if family == 0:
-                rows, after = self._store.stats_page(scrape.after, page)
-                scrape.rows += rows
+                rows, after = self._store.stats_page(scrape.after, self.page_queues)
+                pages.append(rows)
                 body += render_family(0, rows)
                 if after is None:
                     scrape.family = 1
@@ -209,23 +212,23 @@ class Metrics:
                     scrape.after = after
             else:
                 pos = scrape.pos
-                body += render_family(family, scrape.rows[pos : pos + page])
-                scrape.pos = pos = pos + page
-                if pos >= len(scrape.rows):
-                    scrape.pos = 0
-                    scrape.family = family = family + 1
-                    if family == len(_FAMILIES):
+                rows = pages[pos]  # type: ignore[assignment]
+                body += render_family(family, rows)
+                if family == last:
+                    pages[pos] = None
+                scrape.pos = pos = pos + 1
+                if pos == len(pages):
+                    if family == last:
                         return True
-                    body += _HEADS[family]
+                    scrape.pos = 0
+                    scrape.family = family + 1
+                    body += _HEADS[family + 1]
             if time.perf_counter() >= deadline:
                 return False
 
     def _finish(self, scrape: _Scrape) -> bytes:
         """The body: a bytearray, written by the protocol like bytes (and not copied)."""
-        body = scrape.body
-        body += generate_latest(self.registry)
-        scrape.rows = []
-        return body  # type: ignore[return-value]
+        return scrape.body  # type: ignore[return-value]
 
     # ---- the fixed families (prometheus_client's collector interface) ---------------------
 

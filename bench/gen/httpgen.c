@@ -23,6 +23,7 @@
  *         the depth sweep's cycle: publish, receive, delete on each connection, so the queue
  *         keeps its depth while receives take the oldest (pre-filled) messages
  *   --body-bytes N   a body of N 'x' (big messages: a command-line argument stops at 128 KiB)
+ *   --delete-suffix S  what follows the id of a delete (`?cid=1` for the named-queue route)
  *   --spread N       every path may hold {q}: a queue name q0..q<N-1>, the next one (round
  *                    robin over all connections) for each round or publish/receive/delete
  *                    cycle, so the load touches N queues evenly (bench/scale.py)
@@ -82,6 +83,7 @@ static struct {
     int port, conns, pipeline, per_request, spread, spread_next;
     double duration_s;
     const char *name, *method, *path, *body, *ctype, *recv, *del, *ack, *cid, *publish;
+    const char *del_suffix;
     char *fixed;        /* the constant round (fixed mode) */
     size_t fixed_len;
     char *recv_req;     /* the constant receive request */
@@ -267,7 +269,8 @@ static void send_delete(struct conn *c, const char *id, size_t id_len) {
         expand(&c->own, &len, &c->own_cap, cfg.del, c->q);
     else
         bprintf(&c->own, &len, &c->own_cap, "%s", cfg.del);
-    bprintf(&c->own, &len, &c->own_cap, "%.*s HTTP/1.1\r\n%s\r\n", (int)id_len, id, cfg.host);
+    bprintf(&c->own, &len, &c->own_cap, "%.*s%s HTTP/1.1\r\n%s\r\n", (int)id_len, id,
+            cfg.del_suffix ? cfg.del_suffix : "", cfg.host);
     send_round(c, K_DELETE, c->own, len, 1);
 }
 
@@ -504,7 +507,7 @@ static void print_ms(const char *key, double v, const char *sep) {
 
 static void usage(void) {
     fputs("usage: httpgen --port P [-c N] [--duration S] [--name NAME]\n"
-          "  [--spread N] [--body-bytes N]\n"
+          "  [--spread N] [--body-bytes N] [--delete-suffix S]\n"
           "  (--fixed METHOD PATH [--body B] [--ctype T] [--pipeline N] [--per-request K]\n"
           "   | --recvdel RECV_PATH DELETE_PREFIX [--publish PATH --body B]\n"
           "   | --recvack RECV_PATH ACK_PATH CID)\n",
@@ -530,6 +533,7 @@ static void parse_args(int argc, char **argv) {
             b[n > 0 ? n : 0] = 0;
             cfg.body = b;
         } else if (!strcmp(a, "--spread")) cfg.spread = atoi(NEXT);
+        else if (!strcmp(a, "--delete-suffix")) cfg.del_suffix = NEXT;
         else if (!strcmp(a, "--ctype")) cfg.ctype = NEXT;
         else if (!strcmp(a, "--pipeline")) cfg.pipeline = atoi(NEXT);
         else if (!strcmp(a, "--per-request")) cfg.per_request = atoi(NEXT);
