@@ -160,4 +160,3 @@ def rss(pid: int) -> int:
     if value is None:
         raise RuntimeError(f"no VmRSS for pid {pid}")
     return value
-
