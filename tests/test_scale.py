@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
+from pathlib import Path
 from typing import Any
 
 import pytest
+from _server import ServerProcess
 from prometheus_client.parser import text_string_to_metric_families
 
 from wonderq import _core
@@ -207,3 +210,25 @@ def test_a_small_scrape_is_answered_at_once_and_matches_render() -> None:
     for name, series in m.items():
         if not name.startswith("process_"):
             assert again[name] == series, name
+
+
+def test_the_server_raises_its_open_file_limit_to_the_hard_one() -> None:
+    """Every connection is a file descriptor: started with a soft limit of 256, the server
+    raises it to the hard limit and says so."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"the hard open-file limit ({hard}) leaves nothing to raise")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        srv = ServerProcess()
+        srv.start()  # inherits the soft limit of 256
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        limits = Path(f"/proc/{srv.pid}/limits").read_text()
+        [line] = [x for x in limits.splitlines() if x.startswith("Max open files")]
+        now_soft, now_hard = line.split()[3:5]
+        assert now_soft == now_hard
+        assert "raised the open-file limit from 256 to" in srv.output()
+    finally:
+        srv.stop()
