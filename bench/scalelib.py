@@ -46,11 +46,20 @@ class Bench:
         with harness.running(lambda: self.launcher.wonderq(*flags)) as server:
             yield server
 
-    def gen(self, server: harness.Server, *args: str, conns: int = 64, name: str = "x") -> dict:
-        """One httpgen run of the meter's duration against ``server``."""
+    def gen(
+        self,
+        server: harness.Server,
+        *args: str,
+        conns: int = 64,
+        name: str = "x",
+        duration: float | None = None,
+    ) -> dict:
+        """One httpgen run against ``server``, of the meter's duration unless given."""
+        seconds = self.meter.duration if duration is None else duration
         cmd = [self.httpgen, "--port", str(server.port), "-c", str(conns)]
-        cmd += ["--duration", str(self.meter.duration), "--name", name, *args]
-        return self.meter.measure(server, cmd)
+        cmd += ["--duration", str(seconds), "--name", name, *args]
+        meter = self.meter if duration is None else harness.Meter(self.meter.gen_pin, seconds)
+        return meter.measure(server, cmd)
 
 
 def pipeline(port: int, requests: list[bytes], window: int = 256) -> list[httpload.HttpReply]:
