@@ -232,3 +232,27 @@ def test_the_server_raises_its_open_file_limit_to_the_hard_one() -> None:
         assert "raised the open-file limit from 256 to" in srv.output()
     finally:
         srv.stop()
+
+
+def test_queue_names_are_checked_as_the_rule_says() -> None:
+    """param_queue's check (a C loop when compiled, for names the cache does not hold)
+    agrees with the rule's regex on random segments. Seed: WONDERQ_TEST_SEED."""
+    from wonderq.errors import BadParameter
+    from wonderq.limits import QUEUE_NAME
+    from wonderq.params import param_queue
+    from wonderq.protocol import Request
+
+    seed = int(os.environ.get("WONDERQ_TEST_SEED", random.randrange(2**32)))
+    print(f"WONDERQ_TEST_SEED={seed}")
+    rng = random.Random(seed)
+    alphabet = "azAZ09_-.é \x00/:[`{@~"
+    segments = ["", "a" * 80, "a" * 81, "default", "q-1_Z", "Ω"]
+    segments += ["".join(rng.choices(alphabet, k=rng.randrange(84))) for _ in range(5000)]
+    for segment in segments:
+        req = Request("GET", "/", "", b"", True, None)  # type: ignore[arg-type]
+        req.params = {"queue": segment}
+        try:
+            ok = param_queue(req) == segment
+        except BadParameter:
+            ok = False
+        assert ok == (QUEUE_NAME.fullmatch(segment) is not None), repr(segment)
