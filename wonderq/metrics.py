@@ -54,7 +54,7 @@ SLICE_S = 0.002
 # Queues read and rendered between two looks at the clock (~0.4 ms of work at 1.5 us each).
 PAGE_QUEUES = 256
 
-# The families of one queue: (HELP and TYPE lines, sample prefix), in the order of the
+# The families of one queue: (name after ``wonderq_``, type, help), in the order of the
 # store's stats() rows after the name (the first family takes three values: by state).
 _FAMILIES = (
     ("queue_messages", "gauge", "Messages in a queue by state."),
