@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _server import ServerProcess
+from _server import ServerProcess, publish, running_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from wonderq import _core
@@ -256,3 +256,29 @@ def test_queue_names_are_checked_as_the_rule_says() -> None:
         except BadParameter:
             ok = False
         assert ok == (QUEUE_NAME.fullmatch(segment) is not None), repr(segment)
+
+
+def test_big_answers_pipelined_with_small_ones_arrive_whole_and_in_order() -> None:
+    """A body of 256 KiB or more is written without being joined with what precedes it
+    (protocol._flush): big last, big first, big in the middle of one read's answers."""
+    from conftest import RawConnection, http_request
+
+    big = "b" * (600 * 1024)
+    with running_server() as srv:
+        ids = [publish(srv, "default", big) for _ in range(3)]
+        with RawConnection(srv.port, timeout=30) as conn:
+            receive = http_request("GET", "/v1/consumer?cid=5&limit=1&visibility=60")
+            health = http_request("GET", "/healthz")
+            # health, big | big, health | health, big, health, in one write each
+            for batch in ([health, receive], [receive, health], [health, receive, health]):
+                conn.send(b"".join(batch))
+                for sent in batch:
+                    resp = conn.read_response()
+                    assert resp.status == 200
+                    if sent is health:
+                        assert json.loads(resp.body) == {"status": "ok"}
+                    else:
+                        [msg] = json.loads(resp.body)["messages"]
+                        assert msg["id"] == ids.pop(0)
+                        assert msg["body"] == big
+        assert not ids
