@@ -282,3 +282,16 @@ def test_big_answers_pipelined_with_small_ones_arrive_whole_and_in_order() -> No
                         assert msg["id"] == ids.pop(0)
                         assert msg["body"] == big
         assert not ids
+
+
+def test_sample_values_are_written_as_prometheus_client_writes_them() -> None:
+    from prometheus_client.utils import floatToGoString
+
+    from wonderq.metrics import render_family
+
+    values = [0, 1, 4095, 4096, 999_999, 1_000_000, 12_345_678, 2**62]
+    for v in values:
+        row = ("q", v, v, v, v, v, v, v, v)
+        assert render_family(0, [row]).decode().split("\n")[0].endswith(" " + floatToGoString(v))
+        line = render_family(3, [row]).decode()
+        assert line == f'wonderq_deleted_total{{queue="q"}} {floatToGoString(v)}\n'

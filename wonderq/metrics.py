@@ -76,23 +76,37 @@ def _num(n: int) -> str:
     return f"{n}.0" if n < 1_000_000 else floatToGoString(n)
 
 
+# _num() of the small values most counters and depths have, looked up instead of called
+# (a third of the render's time at 100,000 queues went to the calls).
+_SMALL = tuple(_num(n) for n in range(4096))
+
+
 def render_family(family: int, rows: list[tuple[Any, ...]]) -> bytes:
     """The samples of one family for ``rows`` (the store's stats rows). Queue names need no
     escaping (the name rule allows only ``[A-Za-z0-9_-]``)."""
     num = _num
+    small = _SMALL
     if family == 0:
         text = "".join(
             [
-                f'wonderq_queue_messages{{queue="{r[0]}",state="ready"}} {num(r[1])}\n'
-                f'wonderq_queue_messages{{queue="{r[0]}",state="leased"}} {num(r[2])}\n'
-                f'wonderq_queue_messages{{queue="{r[0]}",state="delayed"}} {num(r[3])}\n'
+                f'wonderq_queue_messages{{queue="{r[0]}",state="ready"}} '
+                f"{small[r[1]] if r[1] < 4096 else num(r[1])}\n"
+                f'wonderq_queue_messages{{queue="{r[0]}",state="leased"}} '
+                f"{small[r[2]] if r[2] < 4096 else num(r[2])}\n"
+                f'wonderq_queue_messages{{queue="{r[0]}",state="delayed"}} '
+                f"{small[r[3]] if r[3] < 4096 else num(r[3])}\n"
                 for r in rows
             ]
         )
     else:
         prefix = "wonderq_" + _FAMILIES[family][0]
         i = family + 3
-        text = "".join([f'{prefix}{{queue="{r[0]}"}} {num(r[i])}\n' for r in rows])
+        text = "".join(
+            [
+                f'{prefix}{{queue="{r[0]}"}} {small[r[i]] if r[i] < 4096 else num(r[i])}\n'
+                for r in rows
+            ]
+        )
     return text.encode("ascii")
 
 
