@@ -282,9 +282,9 @@ class Launcher:
         return proc, log_path
 
     def _announced_port(self, proc: subprocess.Popen, log_path: Path, timeout: float) -> int:
-        """Reads ``... listening on http://127.0.0.1:PORT`` from the server's output."""
+        """Reads ``... listening on http://127.0.0.1:PORT`` (or https) from the server's output."""
         deadline = time.monotonic() + timeout
-        pattern = re.compile(rb"listening on http://[\d.]+:(\d+)")
+        pattern = re.compile(rb"listening on https?://[\d.]+:(\d+)")
         while time.monotonic() < deadline:
             m = pattern.search(log_path.read_bytes())
             if m:

@@ -9,7 +9,7 @@ returns a :class:`Pending` for a request that may be answered later (a long poll
 ``h.advance(seconds)`` moves the clock, running every timer that falls due in order.
 
 With a store that needs a real event loop (the durable store's writer thread), pass
-``loop=asyncio.get_running_loop()`` and ``clock=None``; then time is real.
+``loop=asyncio.get_running_loop()`` and await ``h.started``; then time is real.
 """
 
 from __future__ import annotations
@@ -161,10 +161,9 @@ class Harness:
         self.api = Api(store, self.router, self.longpoll, self.settings.max_batch)
         self.api.routes(self.router.add)
         self.api.metrics = Metrics(store, self.router, self.longpoll, lambda: 0)
-
-    def start(self) -> Any:
-        """Start the store (returns what its start returns: await it if not None)."""
-        return self.store.start(self.loop, self.longpoll)
+        # The store starts at once; a store that starts asynchronously (the durable store's
+        # writer) leaves the awaitable here for the test to await.
+        self.started = store.start(loop, self.longpoll)
 
     def send(
         self, method: str, target: str, body: bytes | str = b"", conn: FakeConnection | None = None

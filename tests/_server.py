@@ -1,8 +1,10 @@
 """Run the real server for a test: ``wonderq serve --host 127.0.0.1 --port 0 [flags]``.
 
 The port is read from the line ``wonderq listening on http://127.0.0.1:PORT`` (stdout or
-stderr), then ``GET /healthz`` is polled until it answers. The process is stopped by its PID
-(SIGTERM, then SIGKILL if it does not exit). Its output is kept for failure messages.
+stderr; ``https://`` with TLS, any bound address), then ``GET /healthz`` is polled until it
+answers (for an HTTPS server pass ``ssl_context``, a client context trusting its CA). The
+process is stopped by its PID (SIGTERM, then SIGKILL if it does not exit). Its output is kept
+for failure messages.
 
 Also raw HTTP helpers that check what every answer must carry (``Cache-Control: no-store``,
 ``Content-Length``) and the error shape.
@@ -18,6 +20,7 @@ import re
 import shlex
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(r"wonderq listening on http://127\.0\.0\.1:(\d+)")
+LISTENING = re.compile(r"wonderq listening on (https?)://(?:\[[0-9a-fA-F:.]+\]|[^\s:/]+):(\d+)")
 MAX_ID = 2**63 - 1
 
 
@@ -51,8 +54,16 @@ def server_command() -> list[str]:
 class ServerProcess:
     """One ``wonderq serve`` process on an ephemeral loopback port."""
 
-    def __init__(self, *flags: str, env: Mapping[str, str] | None = None, port: int = 0) -> None:
+    def __init__(
+        self,
+        *flags: str,
+        env: Mapping[str, str] | None = None,
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.flags = list(flags)
+        self.ssl_context = ssl_context  # for HTTPS: trusts the server's certificate
+        self.scheme = "http"
         self.requested_port = port
         self.extra_env = dict(env or {})
         self.proc: subprocess.Popen[str] | None = None
@@ -63,7 +74,7 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -121,7 +132,8 @@ class ServerProcess:
             if not self._listening.is_set():
                 m = LISTENING.search(line)
                 if m:
-                    self.port = int(m.group(1))
+                    self.scheme = m.group(1)
+                    self.port = int(m.group(2))
                     self._listening.set()
 
     def signal(self, signum: int) -> None:
@@ -151,9 +163,11 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def running_server(*flags: str, env: Mapping[str, str] | None = None) -> Iterator[ServerProcess]:
+def running_server(
+    *flags: str, env: Mapping[str, str] | None = None, ssl_context: ssl.SSLContext | None = None
+) -> Iterator[ServerProcess]:
     """A started server, stopped (by PID) when the block ends."""
-    srv = ServerProcess(*flags, env=env)
+    srv = ServerProcess(*flags, env=env, ssl_context=ssl_context)
     srv.start()
     try:
         yield srv
@@ -188,7 +202,13 @@ def request(
     """One request on a fresh connection; checks the headers every answer must carry."""
     if isinstance(body, str):
         body = body.encode("utf-8")
-    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=timeout)
+    conn: http.client.HTTPConnection
+    if srv.scheme == "https":
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", srv.port, timeout=timeout, context=srv.ssl_context
+        )
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=dict(headers or {}))
         resp = conn.getresponse()

@@ -4,17 +4,122 @@ The server runs through tests/_server.py (the console script on an ephemeral loo
 its port read from the log, stopped by PID). :class:`RawConnection` speaks HTTP/1.1 over a
 plain socket, for what real clients never send: pipelines, byte-at-a-time requests, broken
 framing.
+
+Shared helpers: :func:`wait_until` (wait on observable state with a deadline, never a fixed
+sleep), :func:`waiting_receives` (the server's parked long polls, from ``/metrics``),
+:func:`require_program` (a system program a test drives: skip with the install hint, or fail
+under ``WONDERQ_REQUIRE_ALL=1``), and the session's random seed: ``WONDERQ_TEST_SEED``
+replays a run (the ``rng`` fixture and every Hypothesis test draw from it; the seed is printed
+in the header and again after a failure). ``WONDERQ_HYPOTHESIS_PROFILE=ci`` makes the
+Hypothesis tests derandomized (the same examples on every run).
 """
 
 from __future__ import annotations
 
+import os
+import random
+import re
+import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import pytest
-from _server import ServerProcess, running_server
+from _server import ServerProcess, get, running_server
+from hypothesis import HealthCheck, settings
+
+T = TypeVar("T")
+
+# ---- the session's seed -----------------------------------------------------------------------
+# One seed per run, printed; WONDERQ_TEST_SEED replays it. Hypothesis draws from it too (its
+# global seed), so a failing example found at random comes back with the same variable.
+_seed_env = os.environ.get("WONDERQ_TEST_SEED")
+SEED = int(_seed_env) if _seed_env else random.randrange(2**32)
+
+# print_blob: a failure also prints the @reproduce_failure blob. "ci": the same examples on
+# every run (derandomize), for a CI that must not fail at random on a commit that passed.
+settings.register_profile("default", print_blob=True)
+settings.register_profile(
+    "ci", print_blob=True, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("WONDERQ_HYPOTHESIS_PROFILE", "default"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("hypothesis_seed", None) is None:
+        from hypothesis import core
+
+        core.global_force_seed = SEED  # type: ignore[assignment]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"WONDERQ_TEST_SEED={SEED} (set it to replay this run's random choices)"
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if exitstatus == pytest.ExitCode.TESTS_FAILED:
+        terminalreporter.write_line(f"random choices of this run: WONDERQ_TEST_SEED={SEED}")
+
+
+@pytest.fixture
+def rng() -> random.Random:
+    """A Random seeded from the session's seed (printed, so a failure shows it)."""
+    print(f"WONDERQ_TEST_SEED={SEED}")
+    return random.Random(SEED)
+
+
+# ---- waiting on observable state --------------------------------------------------------------
+
+
+def wait_until(
+    predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.005, what: str = ""
+) -> T:
+    """The first truthy value of ``predicate()``, polled until ``timeout`` seconds have passed
+    (then an AssertionError naming ``what``). For state a test can observe (a metric, a
+    file, a response), instead of a sleep that is too short on a loaded machine and too long
+    everywhere else."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+_WAITING = re.compile(rb"^wonderq_waiting_receives (\S+)$", re.M)
+
+
+def waiting_receives(srv: ServerProcess) -> int:
+    """The server's parked long polls (``wonderq_waiting_receives`` of ``/metrics``)."""
+    found = _WAITING.search(get(srv, "/metrics").body)
+    assert found is not None, "/metrics has no wonderq_waiting_receives"
+    return int(float(found.group(1)))
+
+
+def wait_parked(srv: ServerProcess, n: int, timeout: float = 10.0) -> None:
+    """Wait until exactly ``n`` receives are parked on ``srv``."""
+    wait_until(lambda: waiting_receives(srv) == n, timeout, 0.01, f"{n} parked receives")
+
+
+# ---- system programs --------------------------------------------------------------------------
+
+
+def require_program(name: str, install_hint: str) -> str:
+    """The path of the program ``name``; if it is missing, skip the test with
+    ``install_hint`` (``"apt-get install -y redis-server"``), or fail it when
+    ``WONDERQ_REQUIRE_ALL=1`` (CI, where every test must run)."""
+    path = shutil.which(name)
+    if path is not None:
+        return path
+    message = f"{name} is not installed; install it with: {install_hint}"
+    if os.environ.get("WONDERQ_REQUIRE_ALL") == "1":
+        pytest.fail(f"{message} (WONDERQ_REQUIRE_ALL=1)", pytrace=False)
+    pytest.skip(message)
+
 
 # Short timeouts so the timeout tests are quick; long enough for a loaded CI machine.
 FAST_TIMEOUT_FLAGS = ("--header-timeout", "0.5", "--idle-timeout", "1")

@@ -5,10 +5,11 @@ error (type and ``code``) and every counter. Plain dicts and sorted lists; speed
 beyond keeping the benchmarks' model runs short.
 
 Validation order (the first failing check is the one raised), shared with the engine:
-  publish        queue, now, delay, body (type, empty, size, UTF-8), ids, memory
+  publish        queue, now, delay, body (type, empty, size, UTF-8), attributes, ids, memory
   publish_batch  queue, now, bodies (kind, count, each body's type), delays (kind, length),
-                 then per item: delay, body content; ids, memory
-  receive        queue, cid, limit, now, visibility
+                 attributes (kind, length, each one's type), then per item: delay, body
+                 content, attributes' size; ids, memory
+  receive        queue, cid, limit, now, visibility (receive_list too)
   delete         queue, cid, id, now
   delete_batch   queue, cid, ids (kind, count, each id), now
   change_lease   queue, cid, id, timeout, now
@@ -16,7 +17,8 @@ Validation order (the first failing check is the one raised), shared with the en
   change_lease_token  queue, id, receives, timeout, now
   peek           queue, limit, now
   expire         now, budget
-  restore        queue, id, body (type, empty, UTF-8), receives, now, delay, id in use
+  restore        queue, id, body (type, empty, UTF-8), receives, now, delay, sent_ms,
+                 first_receive_ms, attributes, id in use
   dump_messages  cursor, max_count, now
 """
 
@@ -29,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from wonderq import _core
 from wonderq._core import (
     MAX_DELAY_MS,
     MAX_ID,
@@ -43,7 +46,14 @@ from wonderq._core import (
     QueueNotFound,
 )
 
-MAX_NOW = 1 << 62
+MAX_NOW = (1 << 42) - 1
+MIN_RETENTION_MS = 60_000
+MAX_RETENTION_MS = 1_209_600_000
+assert (MAX_NOW, MIN_RETENTION_MS, MAX_RETENTION_MS) == (
+    _core.MAX_NOW,
+    _core.MIN_RETENTION_MS,
+    _core.MAX_RETENTION_MS,
+), "the model's bounds are the contract's, written out"
 MAX_MESSAGE_BYTES = 1 << 28
 UINT32_MAX = (1 << 32) - 1
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
@@ -88,6 +98,28 @@ def _escaped_len(text: str) -> int:
     return len(json.dumps(text, ensure_ascii=False).encode()) - 2
 
 
+def _attributes(value: Any, max_bytes: int) -> bytes | None:
+    if value is None:
+        return None
+    if type(value) is not bytes:
+        if not isinstance(value, (bytearray, memoryview)):
+            raise InvalidArgument("attributes must be bytes or None", "invalid_attributes")
+        value = bytes(value)
+    if len(value) > max_bytes:
+        raise MessageTooLarge("attributes too large")
+    return value
+
+
+def stored_first_receive(sent: int, first: int) -> int:
+    """The first receive time as the engine keeps it: its distance from the publish exact
+    below 2**16 ms, else truncated to 16 significant bits (never before the publish)."""
+    delta = max(first - sent, 0)
+    if delta >= 1 << 16:
+        e = delta.bit_length() - 16
+        delta = (delta >> e) << e
+    return sent + delta
+
+
 @dataclass
 class Message:
     id: int
@@ -97,10 +129,14 @@ class Message:
     state: str = "ready"  # "ready", "leased" or "delayed"
     deadline: int = 0  # lease or delay end while leased or delayed
     cid: int = -1  # lease owner while leased
+    sent: int = 0  # publish time
+    first_receive: int | None = None  # as stored (stored_first_receive)
+    attributes: bytes | None = None
 
     @property
     def size(self) -> int:
-        return MESSAGE_OVERHEAD + _escaped_len(self.text)
+        extra = 0 if self.attributes is None else 4 + len(self.attributes)
+        return MESSAGE_OVERHEAD + _escaped_len(self.text) + extra
 
 
 @dataclass
@@ -113,6 +149,7 @@ class Queue:
             ("published", "delivered", "deleted", "expired", "dead_lettered"), 0
         )
     )
+    expired_retention: int = 0  # in stats(), not in queue_info()
 
 
 class Broker:
@@ -157,10 +194,46 @@ class Broker:
         msg.cid = -1
         bisect.insort(self.queues[queue].ready, msg.id)
 
+    def _passed(self, msg: Message, queue: str, now: int) -> bool:
+        retention = self.queues[queue].attrs["retention_ms"]
+        return retention is not None and now >= msg.sent + retention
+
+    def _make_available(self, msg: Message, queue: str, now: int) -> None:
+        """Ready in ``queue``, or dropped there if its retention has passed."""
+        if self._passed(msg, queue, now):
+            self._remove(msg)
+            self.queues[queue].expired_retention += 1
+        else:
+            self._make_ready(msg, queue)
+
+    def _drop_head(self, q: Queue) -> None:
+        self._remove(self.messages[q.ready.pop(0)])
+        q.expired_retention += 1
+
+    def _retention_heads(self) -> list[tuple[int, int, str]]:
+        """(deadline, id, queue) of every queue's lowest-id ready message under retention."""
+        out = []
+        for q in self.queues.values():
+            if q.attrs["retention_ms"] is not None and q.ready:
+                head = self.messages[q.ready[0]]
+                out.append((head.sent + q.attrs["retention_ms"], head.id, q.name))
+        return sorted(out)
+
+    def _take(self, q: Queue, limit: int, now: int) -> list[int]:
+        """The ids a receive takes (popped from q.ready), dropping expired ones it meets."""
+        taken: list[int] = []
+        while q.ready and len(taken) < limit:
+            msg_id = q.ready[0]
+            if self._passed(self.messages[msg_id], q.name, now):
+                self._drop_head(q)
+            else:
+                taken.append(q.ready.pop(0))
+        return taken
+
     def _untime(self, msg: Message) -> None:
         self.timers.remove((msg.deadline, msg.id))
 
-    def _end_lease(self, msg: Message, expired: bool) -> None:
+    def _end_lease(self, msg: Message, expired: bool, now: int) -> None:
         q = self.queues[msg.queue]
         max_receives = q.attrs["max_receives"]
         dlq = q.attrs["dead_letter_queue"]
@@ -169,11 +242,11 @@ class Broker:
                 self.dead_letters.append((msg.id, dlq))
             q.totals["dead_lettered"] += 1
             msg.receives = 0
-            self._make_ready(msg, dlq)
+            self._make_available(msg, dlq, now)
         else:
             if expired:
                 q.totals["expired"] += 1
-            self._make_ready(msg, q.name)
+            self._make_available(msg, q.name, now)
 
     def _store(self, msg: Message, now: int, delay: int) -> None:
         self.messages[msg.id] = msg
@@ -232,6 +305,8 @@ class Broker:
                 "max_receives": None,
                 "dead_letter_queue": None,
                 "max_message_bytes": self.max_message_bytes,
+                "retention_ms": None,
+                "meta": None,
             }
         else:
             new = dict(existing.attrs)
@@ -240,16 +315,26 @@ class Broker:
             "delay_ms": (0, MAX_DELAY_MS),
             "max_receives": (1, MAX_ID),
             "max_message_bytes": (1, self.max_message_bytes),
+            "retention_ms": (MIN_RETENTION_MS, MAX_RETENTION_MS),
         }
         for key, value in attributes.items():
             if key in limits:
-                if key == "max_receives" and value is None:
+                if key in ("max_receives", "retention_ms") and value is None:
                     new[key] = None
                 else:
                     new[key] = _int(value, *limits[key], "invalid_attribute", key)
             elif key == "dead_letter_queue":
                 if value is not None and not isinstance(value, str):
                     raise InvalidArgument("bad dead_letter_queue", "invalid_attribute")
+                new[key] = value
+            elif key == "meta":
+                if value is not None:
+                    try:
+                        n = len(value.encode("utf-8")) if isinstance(value, str) else -1
+                    except UnicodeEncodeError:  # a lone surrogate
+                        n = -1
+                    if not 0 <= n <= 65536:
+                        raise InvalidArgument("bad meta", "invalid_attribute")
                 new[key] = value
             else:
                 raise InvalidArgument(f"unknown attribute {key!r}", "invalid_attribute")
@@ -312,16 +397,19 @@ class Broker:
         return int(self._queue(name).attrs["delay_ms"])
 
     # ---- messages -------------------------------------------------------------------------
-    def publish(self, queue: Any, body: Any, now: int, delay_ms: Any = -1) -> int:
+    def publish(
+        self, queue: Any, body: Any, now: int, delay_ms: Any = -1, attributes: Any = None
+    ) -> int:
         q = self._queue(queue)
         _check_now(now)
         delay = _int(delay_ms, -1, MAX_DELAY_MS, "invalid_delay", "delay_ms")
         if delay < 0:
             delay = q.attrs["delay_ms"]
         text = _text(_body_bytes(body), q.attrs["max_message_bytes"])
+        attrs = _attributes(attributes, q.attrs["max_message_bytes"])
         if self._next_id > MAX_ID:
             raise IdsExhausted("ids exhausted")
-        msg = Message(self._next_id, q.name, text)
+        msg = Message(self._next_id, q.name, text, sent=now, attributes=attrs)
         if self.max_memory and self._memory + msg.size > self.max_memory:
             raise MemoryLimitExceeded("memory limit")
         self._next_id += 1
@@ -329,7 +417,9 @@ class Broker:
         self._store(msg, now, delay)
         return msg.id
 
-    def publish_batch(self, queue: Any, bodies: Any, now: int, delays: Any = None) -> int:
+    def publish_batch(
+        self, queue: Any, bodies: Any, now: int, delays: Any = None, attributes: Any = None
+    ) -> int:
         q = self._queue(queue)
         _check_now(now)
         if isinstance(bodies, (bytes, bytearray, memoryview, str)):
@@ -346,18 +436,28 @@ class Broker:
                 raise InvalidArgument("bad delays", "invalid_delay")
         else:
             delays = [-1] * len(bodies)
+        if attributes is not None:
+            if isinstance(attributes, (bytes, bytearray, memoryview, str)):
+                raise InvalidArgument("bad attributes", "invalid_attributes")
+            attributes = list(attributes)
+            if len(attributes) != len(bodies):
+                raise InvalidArgument("bad attributes", "invalid_attributes")
+            attributes = [_attributes(a, MAX_MESSAGE_BYTES) for a in attributes]
+        else:
+            attributes = [None] * len(bodies)
         items = []
-        for data, delay_ms in zip(datas, delays, strict=True):
+        for data, delay_ms, attrs in zip(datas, delays, attributes, strict=True):
             delay = _int(delay_ms, -1, MAX_DELAY_MS, "invalid_delay", "delay_ms")
-            items.append((_text(data, q.attrs["max_message_bytes"]), delay))
+            text = _text(data, q.attrs["max_message_bytes"])
+            items.append((text, delay, _attributes(attrs, q.attrs["max_message_bytes"])))
         if self._next_id + len(items) - 1 > MAX_ID:
             raise IdsExhausted("ids exhausted")
-        total = sum(MESSAGE_OVERHEAD + _escaped_len(text) for text, _ in items)
+        total = sum(Message(0, "", text, attributes=a).size for text, _, a in items)
         if self.max_memory and self._memory + total > self.max_memory:
             raise MemoryLimitExceeded("memory limit")
         first = self._next_id
-        for text, delay in items:
-            msg = Message(self._next_id, q.name, text)
+        for text, delay, attrs in items:
+            msg = Message(self._next_id, q.name, text, sent=now, attributes=attrs)
             self._next_id += 1
             q.totals["published"] += 1
             self._store(msg, now, q.attrs["delay_ms"] if delay < 0 else delay)
@@ -379,31 +479,62 @@ class Broker:
         vis = _int(visibility_ms, -1, MAX_VISIBILITY_MS, "invalid_visibility", "visibility_ms")
         if vis < 0:
             vis = q.attrs["visibility_timeout_ms"]
-        taken, q.ready = q.ready[:limit], q.ready[limit:]
-        if not taken:
+        msgs = self._lease(q, cid, self._take(q, limit, now), now, vis, leased)
+        if not msgs:
             return EMPTY_RESPONSE
-        out = []
+        out = [{"id": m.id, "body": m.text, "receives": m.receives} for m in msgs]
+        return json.dumps({"messages": out}, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def receive_list(
+        self,
+        queue: Any,
+        cid: Any,
+        limit: Any,
+        now: int,
+        visibility_ms: Any = -1,
+        leased: list[int] | None = None,
+    ) -> list[tuple[int, bytes, int, int, int, bytes | None]]:
+        q = self._queue(queue)
+        cid = _int(cid, 0, MAX_ID, "invalid_cid", "cid")
+        limit = _int(limit, 1, self.max_batch, "invalid_limit", "limit")
+        _check_now(now)
+        vis = _int(visibility_ms, -1, MAX_VISIBILITY_MS, "invalid_visibility", "visibility_ms")
+        if vis < 0:
+            vis = q.attrs["visibility_timeout_ms"]
+        msgs = self._lease(q, cid, self._take(q, limit, now), now, vis, leased)
+        return [
+            (m.id, m.text.encode(), m.receives, m.sent, m.first_receive, m.attributes) for m in msgs
+        ]
+
+    def _lease(
+        self, q: Queue, cid: int, taken: list[int], now: int, vis: int, leased: list[int] | None
+    ) -> list[Message]:
+        msgs = []
         for msg_id in taken:
             msg = self.messages[msg_id]
             msg.receives = min(msg.receives + 1, UINT32_MAX)
+            if msg.first_receive is None:
+                msg.first_receive = stored_first_receive(msg.sent, now)
             msg.state = "leased"
             msg.cid = cid
             msg.deadline = now + vis
             bisect.insort(self.timers, (msg.deadline, msg.id))
-            out.append({"id": msg.id, "body": msg.text, "receives": msg.receives})
+            msgs.append(msg)
         q.totals["delivered"] += len(taken)
         if leased is not None:
             leased.extend(taken)
-        return json.dumps({"messages": out}, ensure_ascii=False, separators=(",", ":")).encode()
+        return msgs
 
     def peek(self, queue: Any, limit: Any, now: int) -> bytes:
         q = self._queue(queue)
         limit = _int(limit, 1, self.max_batch, "invalid_limit", "limit")
         _check_now(now)
-        if not q.ready:
+        taken = self._take(q, limit, now)
+        q.ready[:0] = taken  # put back
+        if not taken:
             return EMPTY_RESPONSE
         out = []
-        for msg_id in q.ready[:limit]:
+        for msg_id in taken:
             msg = self.messages[msg_id]
             out.append({"id": msg.id, "body": msg.text, "receives": msg.receives})
         return json.dumps({"messages": out}, ensure_ascii=False, separators=(",", ":")).encode()
@@ -484,23 +615,37 @@ class Broker:
             msg.deadline = now + timeout
             bisect.insort(self.timers, (msg.deadline, msg.id))
         else:
-            self._end_lease(msg, expired=False)
+            self._end_lease(msg, expired=False, now=now)
 
     # ---- timers ---------------------------------------------------------------------------
     def next_deadline(self) -> int:
-        return self.timers[0][0] if self.timers else -1
+        deadlines = [d for d, _, _ in self._retention_heads()[:1]]
+        if self.timers:
+            deadlines.append(self.timers[0][0])
+        return min(deadlines) if deadlines else -1
 
     def expire(self, now: int, budget: Any) -> int:
         _check_now(now)
         budget = _int(budget, 0, MAX_ID, "invalid_budget", "budget")
         done = 0
-        while done < budget and self.timers and self.timers[0][0] <= now:
-            _, msg_id = self.timers.pop(0)
-            msg = self.messages[msg_id]
-            if msg.state == "leased":
-                self._end_lease(msg, expired=True)
+        while done < budget:
+            due: list[tuple[int, int, str | None]] = [
+                h for h in self._retention_heads()[:1] if h[0] <= now
+            ]
+            if self.timers and self.timers[0][0] <= now:
+                due.append((*self.timers[0], None))
+            if not due:
+                break
+            _, msg_id, retention_queue = min(due)
+            if retention_queue is not None:
+                self._drop_head(self.queues[retention_queue])
             else:
-                self._make_ready(msg, msg.queue)
+                self.timers.pop(0)
+                msg = self.messages[msg_id]
+                if msg.state == "leased":
+                    self._end_lease(msg, expired=True, now=now)
+                else:
+                    self._make_available(msg, msg.queue, now)
             done += 1
         return done
 
@@ -517,7 +662,7 @@ class Broker:
     def message_count(self) -> int:
         return len(self.messages)
 
-    def stats(self) -> list[tuple[str, int, int, int, int, int, int, int, int]]:
+    def stats(self) -> list[tuple[str, int, int, int, int, int, int, int, int, int]]:
         rows = []
         for name in sorted(self.queues):
             info = self.queue_info(name)
@@ -533,6 +678,7 @@ class Broker:
                     t["deleted"],
                     t["expired"],
                     t["dead_lettered"],
+                    self.queues[name].expired_retention,
                 )
             )
         return rows
@@ -547,7 +693,16 @@ class Broker:
         self._next_id = max(self._next_id, next_id)
 
     def restore(
-        self, queue: Any, msg_id: Any, body: Any, receives: Any, now: int, delay_ms: Any = 0
+        self,
+        queue: Any,
+        msg_id: Any,
+        body: Any,
+        receives: Any,
+        now: int,
+        delay_ms: Any = 0,
+        sent_ms: Any = None,
+        first_receive_ms: Any = None,
+        attributes: Any = None,
     ) -> None:
         q = self._queue(queue)
         msg_id = _int(msg_id, 1, MAX_ID, "invalid_id", "id")
@@ -555,14 +710,22 @@ class Broker:
         receives = _int(receives, 0, UINT32_MAX, "invalid_receives", "receives")
         _check_now(now)
         delay = _int(delay_ms, 0, MAX_DELAY_MS, "invalid_delay", "delay_ms")
+        sent = now if sent_ms is None else _int(sent_ms, -MAX_NOW - 1, MAX_NOW, "invalid_time", "")
+        first = None
+        if first_receive_ms is not None:
+            first = _int(first_receive_ms, -MAX_NOW - 1, MAX_NOW, "invalid_time", "")
+            first = stored_first_receive(sent, first)
+        attrs = _attributes(attributes, MAX_MESSAGE_BYTES)
         if msg_id in self.messages:
             raise InvalidArgument("id in use", "invalid_id")
         self._next_id = max(self._next_id, msg_id + 1)
-        self._store(Message(msg_id, q.name, text, receives), now, delay)
+        msg = Message(msg_id, q.name, text, receives, sent=sent, first_receive=first)
+        msg.attributes = attrs
+        self._store(msg, now, delay)
 
     def dump_messages(
         self, cursor: Any, max_count: Any, now: int
-    ) -> tuple[int, list[tuple[int, str, bytes, int, int]]]:
+    ) -> tuple[int, list[tuple[Any, ...]]]:
         cursor = _int(cursor, 0, MAX_ID, "invalid_cursor", "cursor")
         max_count = _int(max_count, 1, MAX_ID, "invalid_max_count", "max_count")
         _check_now(now)
@@ -576,7 +739,18 @@ class Broker:
             if self.messages.get(msg_id) is not msg:
                 continue  # removed since the iteration started
             delay = max(msg.deadline - now, 0) if msg.state == "delayed" else 0
-            out.append((msg.id, msg.queue, msg.text.encode(), msg.receives, delay))
+            out.append(
+                (
+                    msg.id,
+                    msg.queue,
+                    msg.text.encode(),
+                    msg.receives,
+                    delay,
+                    msg.sent,
+                    msg.first_receive,
+                    msg.attributes,
+                )
+            )
         if pos >= len(self._dump):
             self._dump = None
             return 0, out

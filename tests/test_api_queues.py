@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from _server import (
     running_server,
     unique_name,
 )
+from conftest import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -480,8 +480,10 @@ def test_publish_delay_and_parameters(server: ServerProcess) -> None:
     )  # a repeated parameter
     counts = info(server, name)["counts"]
     assert counts == {"ready": 2, "leased": 0, "delayed": 2}
-    time.sleep(0.4)
-    assert info(server, name)["counts"] == {"ready": 3, "leased": 0, "delayed": 1}
+    wait_until(
+        lambda: info(server, name)["counts"] == {"ready": 3, "leased": 0, "delayed": 1},
+        what="the 0.25 s delay to end",
+    )
 
 
 def test_queue_delay_applies_and_message_delay_overrides(server: ServerProcess) -> None:
@@ -526,8 +528,10 @@ def test_batch_delays_override_the_queue_delay(server: ServerProcess) -> None:
     resp = batch(server, name, ["x", {"body": "y", "delay": 0}, {"body": "z", "delay": 0.2}])
     assert resp.status == 201
     assert info(server, name)["counts"] == {"ready": 1, "leased": 0, "delayed": 2}
-    time.sleep(0.4)
-    assert info(server, name)["counts"] == {"ready": 2, "leased": 0, "delayed": 1}
+    wait_until(
+        lambda: info(server, name)["counts"] == {"ready": 2, "leased": 0, "delayed": 1},
+        what="the 0.2 s delay of the batch entry to end",
+    )
 
 
 def test_batch_up_to_max_batch(server: ServerProcess) -> None:
@@ -636,8 +640,8 @@ def test_receive_uses_queue_visibility_timeout(server: ServerProcess) -> None:
     mid = publish(server, name)
     receive(server, name, "cid=1")
     assert receive(server, name, "cid=2") == []
-    time.sleep(0.5)
-    assert [m["id"] for m in receive(server, name, "cid=2")] == [mid]
+    got = wait_until(lambda: receive(server, name, "cid=2"), what="the queue's 0.3 s lease")
+    assert [m["id"] for m in got] == [mid]
     assert info(server, name)["totals"]["expired"] == 1
 
 
@@ -712,9 +716,8 @@ def test_delete_after_lease_expired_is_false(server: ServerProcess) -> None:
     name = make_queue(server)
     mid = publish(server, name)
     receive(server, name, "cid=1&visibility=0.2")
-    time.sleep(0.35)
+    wait_until(lambda: info(server, name)["counts"]["ready"] == 1, what="the lease to run out")
     assert delete_msg(server, name, mid, 1) is False
-    assert info(server, name)["counts"]["ready"] == 1
 
 
 @pytest.mark.parametrize(
@@ -835,12 +838,16 @@ def test_ack_in_missing_queue_is_404(server: ServerProcess) -> None:
 
 # ---- change lease -----------------------------------------------------------------------------
 def test_extend_keeps_the_lease(server: ServerProcess) -> None:
+    """End to end: an extended lease outlives its first deadline (the lease is still cid
+    1's when the shorter lease of another message has run out). The exact boundaries:
+    tests/test_api_inprocess.py."""
     name = make_queue(server)
     mid = publish(server, name)
-    receive(server, name, "cid=1&visibility=0.3")
+    marker = publish(server, name)
+    receive(server, name, "cid=1&visibility=0.3&limit=2")
     assert lease(server, name, mid, 1, "30") is True
-    time.sleep(0.5)
-    assert receive(server, name, "cid=2") == []  # still leased to 1
+    got = wait_until(lambda: receive(server, name, "cid=2"), what="the 0.3 s lease")
+    assert [m["id"] for m in got] == [marker]  # and not mid: still leased to 1
     assert delete_msg(server, name, mid, 1) is True
 
 
@@ -849,8 +856,7 @@ def test_extend_can_shorten(server: ServerProcess) -> None:
     mid = publish(server, name)
     receive(server, name, "cid=1&visibility=30")
     assert lease(server, name, mid, 1, "0.2") is True
-    time.sleep(0.4)
-    got = receive(server, name, "cid=2")
+    got = wait_until(lambda: receive(server, name, "cid=2"), what="the shortened lease")
     assert [(m["id"], m["receives"]) for m in got] == [(mid, 2)]
     assert info(server, name)["totals"]["expired"] == 1
 
@@ -873,9 +879,8 @@ def test_lease_rules(server: ServerProcess) -> None:
     receive(server, name, "cid=1&visibility=0.2")
     assert lease(server, name, mid, 2, "10") is False  # someone else's
     assert lease(server, name, MAX_ID, 1, "10") is False  # unknown id
-    time.sleep(0.35)
+    wait_until(lambda: info(server, name)["counts"]["ready"] == 1, what="the lease to run out")
     assert lease(server, name, mid, 1, "10") is False  # expired: can never be extended
-    assert info(server, name)["counts"]["ready"] == 1
 
 
 @pytest.mark.parametrize(
@@ -951,7 +956,7 @@ def test_counters_follow_every_operation(server: ServerProcess) -> None:
     assert counts == {"ready": 0, "leased": 2, "delayed": 1}
     assert totals["delivered"] == 2
     assert lease(server, name, a, 1, "30") is True
-    time.sleep(0.4)  # b's lease runs out
+    wait_until(lambda: totals_and_counts(server, name)[1]["expired"] == 1, what="b's lease")
     counts, totals = totals_and_counts(server, name)
     assert counts == {"ready": 1, "leased": 1, "delayed": 1}
     assert totals["expired"] == 1
@@ -1020,7 +1025,7 @@ def test_wrong_method_is_405_with_allow(
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/nope", "/v1/queues/q1/nope", "/v1/queues/q1/messages/1/nope", "/", "/v2/queues"]
+    "path", ["/v1/nope", "/v1/queues/q1/nope", "/v1/queues/q1/messages/1/nope", "/v2/queues"]
 )
 def test_unknown_route_is_404(server: ServerProcess, path: str) -> None:
     check_error(get(server, path), 404)
@@ -1038,7 +1043,7 @@ def small_server() -> Iterator[ServerProcess]:
 
 def fill(srv: ServerProcess, name: str, size: int = 1000) -> list[int]:
     """Publish ``size``-byte messages until the server answers 507; returns the ids stored."""
-    ids = []
+    ids: list[int] = []
     for _ in range(MAX_MEMORY // size + 10):
         resp = request(srv, "POST", f"/v1/queues/{name}/messages", body="x" * size)
         if resp.status == 507:
@@ -1141,10 +1146,10 @@ def test_plain_id_reads_only_plain_ids(source: bool) -> None:
     """The fast path of a delete's id: anything it refuses (0) goes through param_id."""
     import wonderq.params
 
-    params = _source("params") if source else wonderq.params
+    params: Any = _source("params") if source else wonderq.params
     for value, expected in [("1", 1), ("007", 7), ("9" * 18, 10**18 - 1), (str(MAX_ID), 0)]:
         assert params.plain_id(value) == expected, value
-    for value in (
+    refused: tuple[Any, ...] = (
         "0",
         "",
         " 1",
@@ -1156,5 +1161,6 @@ def test_plain_id_reads_only_plain_ids(source: bool) -> None:
         None,
         params.REPEATED,
         "9" * 19,
-    ):
+    )
+    for value in refused:
         assert params.plain_id(value) == 0, value

@@ -13,7 +13,7 @@ import pytest
 @pytest.mark.parametrize(
     ("module", "sources"),
     [
-        ("wonderq._core", ["_core.pyx", "_core.pxd"]),
+        ("wonderq._core", ["_core.pyx", "_core.pxd", "engine/*.pxi"]),
         ("wonderq.protocol", ["protocol.py", "protocol.pxd"]),
         ("wonderq.params", ["params.py", "params.pxd"]),
         ("wonderq.routing", ["routing.py", "routing.pxd"]),
@@ -25,7 +25,8 @@ def test_compiled_module_is_not_stale(module: str, sources: list[str]) -> None:
     built = Path(importlib.import_module(module).__file__ or "")
     if built.suffix == ".py":
         pytest.skip(f"{built.name} runs uncompiled")
-    newest = max(built.with_name(name).stat().st_mtime for name in sources)
+    here = built.parent
+    newest = max(path.stat().st_mtime for name in sources for path in here.glob(name))
     assert built.stat().st_mtime >= newest, (
         f"{built.name} is older than {' / '.join(sources)}: run `make build`"
     )

@@ -17,7 +17,7 @@ import os
 
 import model
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -58,7 +58,13 @@ attribute_values = {
     "max_receives": st.one_of(st.none(), st.integers(1, 3), st.just(0)),
     "dead_letter_queue": st.one_of(st.none(), st.sampled_from([*NAMES, "nope"])),
     "max_message_bytes": st.integers(0, 80),
+    # The shortest retention is a minute: the clock jumps by minutes too (advance_clock).
+    "retention_ms": st.sampled_from([None, 60_000, 60_003, 120_000, 59_999]),
 }
+# Attribute blobs: mostly none; a wrong type or too long (the queues' limit is 64) rarely.
+blobs = st.one_of(
+    *[st.none()] * 4, st.binary(max_size=8), st.sampled_from([b"", "text", b"x" * 65])
+)
 attributes = st.one_of(
     st.fixed_dictionaries({}, optional=attribute_values),
     st.just({"bogus": 1}),
@@ -72,8 +78,9 @@ class EngineVsModel(RuleBasedStateMachine):
         visibility=st.integers(0, 8),
         chain=st.sampled_from(["plain", "q1>q2", "q1>q2>q3"]),
         max_receives=st.integers(1, 3),
+        retention=st.sampled_from([None, None, 60_000, 60_002]),
     )
-    def setup(self, max_memory, max_batch, visibility, chain, max_receives):
+    def setup(self, max_memory, max_batch, visibility, chain, max_receives, retention):
         kwargs = {
             "visibility_ms": visibility,
             "max_message_bytes": 64,
@@ -100,6 +107,9 @@ class EngineVsModel(RuleBasedStateMachine):
         }[chain]
         for name, attrs in steps:
             assert self.both("put_queue", name, attrs) == ("ok", True)
+        if retention is not None:  # on a source and a dead-letter queue: both paths
+            for name in ("default", "q2"):
+                assert self.both("put_queue", name, {"retention_ms": retention})[0] == "ok"
 
     def both(self, method, *args):
         """Call both brokers; they must agree on the result or on the error."""
@@ -121,11 +131,16 @@ class EngineVsModel(RuleBasedStateMachine):
         return data.draw(st.one_of(*choices))
 
     # ---- rules ----------------------------------------------------------------------------
-    @rule(dt=st.one_of(st.integers(0, 3), st.integers(0, 30)))
+    @rule(dt=st.one_of(st.integers(0, 3), st.integers(0, 30), st.sampled_from([30_000, 60_000])))
     def advance_clock(self, dt):
         self.now += dt
 
-    @precondition(lambda self: self.model.timers)
+    @rule(dt=st.integers(59_990, 60_010))
+    def advance_a_minute(self, dt):
+        """Retention periods are a minute or more."""
+        self.now += dt
+
+    @precondition(lambda self: self.model.next_deadline() >= 0)
     @rule(extra=st.sampled_from([0, 0, 1]))
     def advance_to_next_deadline(self, extra):
         self.now = max(self.now, self.model.next_deadline()) + extra
@@ -146,9 +161,9 @@ class EngineVsModel(RuleBasedStateMachine):
         m = self.some_lease(data)
         self.both("change_lease", m.queue, m.cid, m.id, timeout, self.now)
 
-    @rule(queue=queue_names, body=bodies, delay=delays)
-    def publish(self, queue, body, delay):
-        self.both("publish", queue, body, self.now, delay)
+    @rule(queue=queue_names, body=bodies, delay=delays, attrs=blobs)
+    def publish(self, queue, body, delay, attrs):
+        self.both("publish", queue, body, self.now, delay, attrs)
 
     @rule(
         data=st.data(),
@@ -165,11 +180,29 @@ class EngineVsModel(RuleBasedStateMachine):
             # Mostly one delay per body; sometimes a wrong count.
             n = data.draw(st.one_of(*[st.just(size)] * 5, st.integers(0, 7)))
             batch_delays = data.draw(st.lists(delays, min_size=n, max_size=n))
-        self.both("publish_batch", queue, batch, self.now, batch_delays)
+        batch_attrs = None
+        if data.draw(st.booleans()):
+            n = data.draw(st.one_of(*[st.just(size)] * 5, st.integers(0, 7)))
+            batch_attrs = data.draw(st.lists(blobs, min_size=n, max_size=n))
+        self.both("publish_batch", queue, batch, self.now, batch_delays, batch_attrs)
 
     @rule(data=st.data(), queue=queue_names, size=st.integers(1, 3))
     def publish_batch_more(self, data, queue, size):
         self.publish_batch(data, queue, size, False)
+
+    @rule(queue=queue_names, cid=cids, limit=st.integers(0, 4), visibility=visibilities)
+    def receive_list(self, queue, cid, limit, visibility):
+        leased = [[], []]
+        outcomes = []
+        for broker, ids in zip((self.engine, self.model), leased, strict=True):
+            try:
+                outcomes.append(
+                    ("ok", broker.receive_list(queue, cid, limit, self.now, visibility, ids))
+                )
+            except EngineError as exc:
+                outcomes.append(("error", type(exc).__name__, exc.code))
+        assert outcomes[0] == outcomes[1], ("receive_list", outcomes)
+        assert leased[0] == leased[1], ("receive_list leased", leased)
 
     @rule(queue=queue_names, cid=cids, limit=st.integers(0, 7), visibility=visibilities)
     def receive(self, queue, cid, limit, visibility):
@@ -196,7 +229,7 @@ class EngineVsModel(RuleBasedStateMachine):
 
     @rule(queue=queue_names, body=valid_bodies, delay=delays)
     def publish_more(self, queue, body, delay):
-        self.publish(queue, body, delay)
+        self.publish(queue, body, delay, None)
 
     @rule(queue=queue_names, limit=st.integers(0, 7))
     def peek(self, queue, limit):
@@ -266,14 +299,17 @@ class EngineVsModel(RuleBasedStateMachine):
         receives=st.integers(0, 3),
         delay=st.one_of(st.just(0), st.integers(0, 8)),
         set_next=st.booleans(),
+        sent=st.one_of(st.none(), st.integers(-70_000, 70_000), st.just(-(1 << 42) - 1)),
+        first=st.one_of(st.none(), st.integers(-10, 300_000), st.just(1 << 42)),
+        attrs=blobs,
     )
-    def restore(self, data, queue, body, receives, delay, set_next):
+    def restore(self, data, queue, body, receives, delay, set_next, sent, first, attrs):
         """The recovery hooks: restore a message, or move the id counter."""
         if set_next:
             self.both("set_next_id", data.draw(st.integers(1, self.model.next_id + 10)))
         else:
             msg_id = data.draw(st.integers(1, self.model.next_id + 5))
-            self.both("restore", queue, msg_id, body, receives, self.now, delay)
+            self.both("restore", queue, msg_id, body, receives, self.now, delay, sent, first, attrs)
 
     @rule(
         cursor=st.sampled_from(["continue", "continue", "continue", "zero", "other"]),
@@ -304,7 +340,12 @@ class EngineVsModel(RuleBasedStateMachine):
             assert self.engine.queue_info(name) == self.model.queue_info(name)
             assert self.engine.ready_count(name) == self.model.ready_count(name)
             assert self.engine.queue_delay_ms(name) == self.model.queue_delay_ms(name)
-        assert self.engine.stats() == self.model.stats()
+        stats = self.engine.stats()
+        assert stats == self.model.stats()
+        if any(row[-1] for row in stats):
+            event("a message was dropped by retention")
+        if any(m.first_receive is not None for m in self.model.messages.values()):
+            event("a first receive is kept")
         assert self.engine.next_deadline() == self.model.next_deadline()
         assert self.engine.memory_bytes == self.model.memory_bytes
         assert self.engine.memory_limit == self.model.memory_limit

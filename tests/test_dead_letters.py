@@ -20,6 +20,7 @@ from _server import (
     request,
     running_server,
 )
+from conftest import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -40,23 +41,16 @@ def release(srv: ServerProcess, name: str, msg_id: int, cid: int) -> Any:
     return resp.json()
 
 
-def wait_for(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
-
-
 # ---- end to end -------------------------------------------------------------------------------
 def test_dead_letter_by_expiry(server: ServerProcess) -> None:
     dlq = make_queue(server)
     src = make_queue(server, max_receives=2, dead_letter_queue=dlq, visibility_timeout=0.3)
     mid = publish(server, src, "poison")
     assert [(m["id"], m["receives"]) for m in receive(server, src, "cid=1")] == [(mid, 1)]
-    time.sleep(0.45)
-    assert [(m["id"], m["receives"]) for m in receive(server, src, "cid=2")] == [(mid, 2)]
+    got = wait_until(lambda: receive(server, src, "cid=2"), what="the first lease to run out")
+    assert [(m["id"], m["receives"]) for m in got] == [(mid, 2)]
     # The second lease runs out: received max_receives times, it moves instead of returning.
-    wait_for(lambda: info(server, dlq)["counts"]["ready"] == 1)
+    wait_until(lambda: info(server, dlq)["counts"]["ready"] == 1)
     src_info = info(server, src)
     assert src_info["counts"] == {"ready": 0, "leased": 0, "delayed": 0}
     assert src_info["totals"]["dead_lettered"] == 1
@@ -222,7 +216,7 @@ def test_full_dead_letter_queue_still_accepts_moves() -> None:
         got = receive(srv, src, "cid=1&limit=2")
         assert [m["id"] for m in got] == ids[:2]
         assert release(srv, src, ids[0], 1) is True
-        wait_for(lambda: info(srv, dlq)["counts"]["ready"] == 2)
+        wait_until(lambda: info(srv, dlq)["counts"]["ready"] == 2)
         assert info(srv, src)["totals"]["dead_lettered"] == 2
         got = receive(srv, dlq, "cid=2&limit=10")
         assert [(m["id"], m["receives"]) for m in got] == [(ids[0], 1), (ids[1], 1)]

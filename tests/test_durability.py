@@ -319,6 +319,7 @@ def verify(
 # ---- kill -9 under load ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_kill_9_under_publish_and_delete_load_loses_nothing_answered(tmp_path: Path) -> None:
     rng = random.Random(SEED)
@@ -455,6 +456,7 @@ def compacting(data: Path) -> bool:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_kills_during_compaction_under_load_lose_nothing(tmp_path: Path) -> None:
     rng = random.Random(SEED)
@@ -808,7 +810,7 @@ def test_a_failed_log_answers_publishes_507_and_keeps_serving_reads(
         wal.recover().close()
         store.wal = wal
         h = Harness(store, settings=settings, loop=asyncio.get_running_loop())
-        await h.start()
+        await h.started
 
         async def ask(method: str, target: str, body: bytes = b"") -> tuple[int, Any, bool]:
             """(status, JSON, whether the answer was deferred)."""

@@ -31,6 +31,7 @@ def server() -> Iterator[ServerProcess]:
         yield srv
 
 
+@pytest.mark.slow
 def test_every_user_class_runs_without_a_failure(server: ServerProcess, tmp_path: Path) -> None:
     # find_spec, not importorskip: importing locust would gevent-patch this interpreter
     if importlib.util.find_spec("locust") is None:

@@ -1,5 +1,9 @@
 """Long polling through the real server: parked receives woken by publish, expiry, the end of
-a delay and release; timeouts; disconnected waiters; FIFO order; shutdown."""
+a delay and release; timeouts; disconnected waiters; FIFO order; shutdown.
+
+No test sleeps to let the server park a request: each waits until ``/metrics`` shows it
+parked (``wonderq_waiting_receives``). The millisecond rules are tested on a fake clock in
+tests/test_api_inprocess.py."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from _server import (
     request,
     running_server,
 )
+from conftest import wait_parked, wait_until, waiting_receives
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,9 +58,10 @@ class Parked:
         self.conn.close()
 
 
-def settle() -> None:
-    """Give the server time to read and park what was just sent."""
-    time.sleep(0.3)
+def settle(srv: ServerProcess, parked: int) -> None:
+    """Wait until ``parked`` receives are parked on ``srv`` (this module's tests run one at a
+    time on it, each ending with none parked)."""
+    wait_parked(srv, parked)
 
 
 # ---- answers without parking ------------------------------------------------------------------
@@ -87,7 +93,7 @@ def test_wait_ends_with_an_empty_list(server: ServerProcess) -> None:
 def test_wake_on_publish(server: ServerProcess) -> None:
     name = make_queue(server)
     waiter = Parked(server, f"/v1/queues/{name}/messages?cid=1&wait=10")
-    settle()
+    settle(server, 1)
     published_at = time.monotonic()
     mid = publish(server, name, "hello")
     status, messages, _ = waiter.result()
@@ -101,7 +107,7 @@ def test_wake_on_publish(server: ServerProcess) -> None:
 def test_wake_on_publish_seed_routes(server: ServerProcess) -> None:
     assert request(server, "POST", "/v1/queues/default/purge").status == 200
     waiter = Parked(server, "/v1/consumer?cid=77&wait=10&limit=5")
-    settle()
+    settle(server, 1)
     resp = request(server, "POST", "/v1/publish", body="seed")
     assert resp.status == 201
     status, messages, elapsed = waiter.result()
@@ -113,7 +119,7 @@ def test_wake_on_publish_seed_routes(server: ServerProcess) -> None:
 def test_woken_waiter_gets_up_to_limit(server: ServerProcess) -> None:
     name = make_queue(server)
     waiter = Parked(server, f"/v1/queues/{name}/messages?cid=1&wait=10&limit=2")
-    settle()
+    settle(server, 1)
     resp = request(server, "POST", f"/v1/queues/{name}/batch", body='["a","b","c"]')
     ids = resp.json()["ids"]
     status, messages, _ = waiter.result()
@@ -147,7 +153,7 @@ def test_wake_on_release(server: ServerProcess) -> None:
     mid = publish(server, name)
     receive(server, name, "cid=1&visibility=60")
     waiter = Parked(server, f"/v1/queues/{name}/messages?cid=2&wait=10")
-    settle()
+    settle(server, 1)
     released_at = time.monotonic()
     resp = request(server, "POST", f"/v1/queues/{name}/messages/{mid}/lease?cid=1&timeout=0")
     assert resp.json() is True
@@ -159,27 +165,27 @@ def test_wake_on_release(server: ServerProcess) -> None:
 def test_waiter_lease_uses_its_visibility(server: ServerProcess) -> None:
     name = make_queue(server)
     waiter = Parked(server, f"/v1/queues/{name}/messages?cid=1&wait=10&visibility=0.3")
-    settle()
+    settle(server, 1)
     mid = publish(server, name)
     assert [m["id"] for m in waiter.result()[1]] == [mid]
     assert receive(server, name, "cid=2") == []
-    time.sleep(0.5)
-    assert [m["id"] for m in receive(server, name, "cid=2")] == [mid]
+    got = wait_until(lambda: receive(server, name, "cid=2"), what="the waiter's 0.3 s lease")
+    assert [m["id"] for m in got] == [mid]
 
 
 def test_publish_to_another_queue_does_not_wake(server: ServerProcess) -> None:
     name, other = make_queue(server), make_queue(server)
-    waiter = Parked(server, f"/v1/queues/{name}/messages?cid=1&wait=0.8")
-    settle()
+    waiter = Parked(server, f"/v1/queues/{name}/messages?cid=1&wait=0.4")
+    settle(server, 1)
     publish(server, other)
     status, messages, elapsed = waiter.result()
-    assert status == 200 and messages == [] and elapsed >= 0.75
+    assert status == 200 and messages == [] and elapsed >= 0.35
 
 
 def test_deleting_the_queue_answers_its_waiters_empty(server: ServerProcess) -> None:
     name = make_queue(server)
     waiter = Parked(server, f"/v1/queues/{name}/messages?cid=1&wait=15")
-    settle()
+    settle(server, 1)
     assert request(server, "DELETE", f"/v1/queues/{name}").status == 204
     status, messages, elapsed = waiter.result()
     assert status == 200 and messages == [] and elapsed < 5
@@ -197,10 +203,10 @@ def test_disconnected_waiter_leases_nothing(server: ServerProcess) -> None:
     gone = [
         raw_parked(server, f"/v1/queues/{name}/messages?cid={100 + i}&wait=15") for i in range(5)
     ]
-    settle()
+    settle(server, 5)
     for s in gone:
         s.close()
-    settle()
+    settle(server, 0)
     mid = publish(server, name, "for the living")
     got = receive(server, name, "cid=2&wait=3")
     assert [(m["id"], m["receives"]) for m in got] == [(mid, 1)]
@@ -210,11 +216,11 @@ def test_disconnected_waiter_leases_nothing(server: ServerProcess) -> None:
 def test_disconnected_waiter_before_a_live_one(server: ServerProcess) -> None:
     name = make_queue(server)
     gone = raw_parked(server, f"/v1/queues/{name}/messages?cid=1&wait=15")
-    settle()
+    settle(server, 1)
     live = Parked(server, f"/v1/queues/{name}/messages?cid=2&wait=15")
-    settle()
+    settle(server, 2)
     gone.close()
-    settle()
+    settle(server, 1)
     mid = publish(server, name)
     status, messages, _ = live.result()
     assert status == 200 and [(m["id"], m["receives"]) for m in messages] == [(mid, 1)]
@@ -224,9 +230,9 @@ def test_half_closed_waiter_is_dropped(server: ServerProcess) -> None:
     """A client that shuts its sending side down (EOF) while parked is gone too."""
     name = make_queue(server)
     s = raw_parked(server, f"/v1/queues/{name}/messages?cid=1&wait=15")
-    settle()
+    settle(server, 1)
     s.shutdown(socket.SHUT_WR)
-    settle()
+    settle(server, 0)
     s.close()
     mid = publish(server, name)
     got = receive(server, name, "cid=2&wait=3")
@@ -235,29 +241,32 @@ def test_half_closed_waiter_is_dropped(server: ServerProcess) -> None:
 
 # ---- FIFO -------------------------------------------------------------------------------------
 def test_fifty_waiters_are_served_in_fifo_order(server: ServerProcess) -> None:
+    """Each waiter is sent once the one before it is parked, so parking order is known; one
+    publish at a time then wakes exactly the oldest waiter left."""
     name = make_queue(server)
     waiters = []
     for i in range(50):
         waiters.append(Parked(server, f"/v1/queues/{name}/messages?cid={i}&wait=20&limit=5"))
-        time.sleep(0.02)  # arrival order is parking order
-    settle()
-    ids = [publish(server, name, f"m{i}") for i in range(50)]
-    got = [w.result() for w in waiters]
-    assert all(status == 200 for status, _, _ in got)
-    assert [[m["id"] for m in messages] for _, messages, _ in got] == [[i] for i in ids]
+        settle(server, i + 1)
+    for i, waiter in enumerate(waiters):
+        mid = publish(server, name, f"m{i}")
+        status, messages, _ = waiter.result()
+        assert status == 200 and messages == [{"id": mid, "body": f"m{i}", "receives": 1}], i
+        assert waiting_receives(server) == 49 - i  # the others still wait
     assert info(server, name)["counts"] == {"ready": 0, "leased": 50, "delayed": 0}
 
 
 def test_one_message_wakes_one_waiter(server: ServerProcess) -> None:
     name = make_queue(server)
     first = Parked(server, f"/v1/queues/{name}/messages?cid=1&wait=15")
-    time.sleep(0.05)
-    second = Parked(server, f"/v1/queues/{name}/messages?cid=2&wait=1.5")
-    settle()
+    settle(server, 1)
+    second = Parked(server, f"/v1/queues/{name}/messages?cid=2&wait=0.6")
+    settle(server, 2)
     mid = publish(server, name)
     assert [m["id"] for m in first.result()[1]] == [mid]
+    assert waiting_receives(server) == 1
     status, messages, elapsed = second.result()
-    assert status == 200 and messages == [] and elapsed >= 1.4
+    assert status == 200 and messages == [] and elapsed >= 0.55
 
 
 # ---- shutdown ---------------------------------------------------------------------------------
@@ -268,7 +277,7 @@ def test_shutdown_answers_waiters_empty_and_exits_0() -> None:
         name = make_queue(srv)
         waiters = [Parked(srv, f"/v1/queues/{name}/messages?cid={i}&wait=20") for i in range(5)]
         waiters.append(Parked(srv, "/v1/consumer?cid=99&wait=20"))
-        settle()
+        settle(srv, 6)
         t0 = time.monotonic()
         srv.signal(signal.SIGTERM)
         for w in waiters:
@@ -285,7 +294,7 @@ def test_sigint_also_answers_waiters_and_exits_0() -> None:
     srv = ServerProcess().start()
     try:
         waiter = Parked(srv, "/v1/consumer?cid=1&wait=20")
-        settle()
+        settle(srv, 1)
         srv.signal(signal.SIGINT)
         status, messages, elapsed = waiter.result()
         assert status == 200 and messages == [] and elapsed < 5

@@ -70,3 +70,26 @@ def test_protocol_errors_are_counted(wq: ServerProcess) -> None:
         while sock.recv(4096):
             pass
     assert scrape(wq)["wonderq_http_requests_total"][(("route", "-"), ("status", "400"))] >= 1
+
+
+def test_waiting_receives_counts_parked_long_polls(fresh: ServerProcess) -> None:
+    """wonderq_waiting_receives, which the long-poll tests wait on: up when a receive parks,
+    down when it is answered, when its client goes away, and when its wait ends."""
+    import socket
+
+    from conftest import http_request, wait_parked, waiting_receives
+
+    assert waiting_receives(fresh) == 0
+    socks = []
+    for i, wait in enumerate(("10", "10", "1")):
+        sock = socket.create_connection(("127.0.0.1", fresh.port), timeout=5)
+        sock.sendall(http_request("GET", f"/v1/consumer?cid={i}&wait={wait}"))
+        socks.append(sock)
+        wait_parked(fresh, i + 1)
+    wait_parked(fresh, 2)  # the third one's wait ended
+    assert request(fresh, "POST", "/v1/publish", body="m").status == 201
+    wait_parked(fresh, 1)  # the first was answered
+    socks[1].close()
+    wait_parked(fresh, 0)  # the second's client went away
+    for sock in socks:
+        sock.close()

@@ -499,6 +499,54 @@ def test_a_header_of_the_same_length_is_not_mistaken(loop: asyncio.AbstractEvent
     assert c.transport.closed  # HTTP/1.0 without keep-alive
 
 
+# ---- request headers -------------------------------------------------------------------------
+class HeaderApp(StubApp):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, list[tuple[bytes, bytes]] | None]] = []
+
+    def dispatch(self, req: Request) -> Response | None:
+        self.seen.append((req.path, req.headers))
+        return super().dispatch(req)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_headers_kept_outside_v1(loop: asyncio.AbstractEventLoop, compiled: bool) -> None:
+    """Targets outside /v1/ carry their headers (lowercase names, in order, repeats kept);
+    the native routes carry None. A target cut before its fourth byte keeps them (only a
+    cost); a cut one outside /v1/ always does."""
+    module = protocol if compiled else _source_protocol()
+    app = HeaderApp()
+    proto = module.HttpProtocol(app, Owner(), Limits())
+    proto.connection_made(FakeTransport())
+    sqs = (
+        b"POST /000000000000/jobs HTTP/1.1\r\nHost: h:1\r\nX-Amz-Target: AmazonSQS.SendMessage"
+        b"\r\nx-a: 1\r\nX-A: 2\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    proto.data_received(sqs + get("/v1/publish") + get("/") + get("/v1"))
+    proto.data_received(get("/v1/consumer")[:10])
+    proto.data_received(get("/v1/consumer")[10:])
+    for byte in range(len(get("/q"))):
+        proto.data_received(get("/q")[byte : byte + 1])
+    assert app.seen == [
+        (
+            "/000000000000/jobs",
+            [
+                (b"host", b"h:1"),
+                (b"x-amz-target", b"AmazonSQS.SendMessage"),
+                (b"x-a", b"1"),
+                (b"x-a", b"2"),
+                (b"content-length", b"2"),
+            ],
+        ),
+        ("/v1/publish", None),
+        ("/", [(b"host", b"x")]),
+        ("/v1", [(b"host", b"x")]),
+        ("/v1/consumer", None),
+        ("/q", [(b"host", b"x")]),
+    ]
+
+
 # ---- the compiled build ----------------------------------------------------------------------
 def _source_protocol() -> Any:
     """wonderq/protocol.py run as plain Python, whether or not it is compiled."""

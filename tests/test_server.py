@@ -5,16 +5,23 @@ input, timeouts, vanished clients, the connection cap, concurrency and graceful 
 from __future__ import annotations
 
 import json
+import random
 import re
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from _server import ServerProcess, get, request, running_server
-from conftest import FAST_TIMEOUT_FLAGS, RawConnection, http_request
+from conftest import (
+    FAST_TIMEOUT_FLAGS,
+    RawConnection,
+    http_request,
+    wait_parked,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -281,12 +288,8 @@ def test_body_must_be_valid_nonempty_utf8(raw: Raw, body: bytes) -> None:
     assert conn.read_response().status == 200
 
 
-def test_random_garbage_never_stops_the_server(wq: ServerProcess) -> None:
-    import random
-
-    seed = random.randrange(2**32)
-    rng = random.Random(seed)
-    print("seed", seed)
+def test_random_garbage_never_stops_the_server(wq: ServerProcess, rng: random.Random) -> None:
+    """Random pieces of requests (the seed is printed; WONDERQ_TEST_SEED replays it)."""
     pieces = [b"GET ", b"POST ", b"/v1/publish", b"/v1/consumer?cid=1", b" HTTP/1.1", b"\r\n"]
     pieces += [b"Content-Length: 5", b"Transfer-Encoding: chunked", b"Expect: 100-continue"]
     pieces += [b":", b" ", b"\x00", b"\xff", b"0\r\n\r\n", b"hello"]
@@ -305,9 +308,9 @@ def test_random_garbage_never_stops_the_server(wq: ServerProcess) -> None:
 
 # ---- timeouts ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def fast() -> ServerProcess:
+def fast() -> Iterator[ServerProcess]:
     with running_server(*FAST_TIMEOUT_FLAGS) as srv:
-        yield srv  # type: ignore[misc]
+        yield srv
 
 
 def test_slow_headers_get_408(fast: ServerProcess) -> None:
@@ -361,9 +364,9 @@ def test_client_vanishing_mid_request_leaks_nothing(raw: Raw, wq: ServerProcess)
 def test_waiter_that_vanished_leases_nothing(fresh: ServerProcess) -> None:
     conn = RawConnection(fresh.port)
     conn.send(http_request("GET", "/v1/consumer?cid=1&wait=10"))
-    time.sleep(0.2)  # parked
+    wait_parked(fresh, 1)
     conn.close()
-    time.sleep(0.2)
+    wait_parked(fresh, 0)  # the server saw the close and dropped the waiter
     assert request(fresh, "POST", "/v1/publish", body=b"for the living").status == 201
     resp = get(fresh, "/v1/consumer?cid=2")
     [msg] = resp.json()["messages"]
@@ -383,8 +386,8 @@ def test_connections_over_the_cap_get_503() -> None:
         assert extra.closed_by_server()
         extra.close()
         held.pop().close()
-        time.sleep(0.2)
-        assert get(srv, "/healthz").status == 200  # room again
+        # Room again once the server has seen the close (until then: 503).
+        wait_until(lambda: get(srv, "/healthz").status == 200, what="a free connection slot")
         for conn in held:
             conn.close()
 
@@ -398,6 +401,8 @@ def test_client_that_pipelines_without_reading(raw: Raw) -> None:
     data = http_request("GET", "/healthz") * n
     sender = threading.Thread(target=conn.send, args=(data,))
     sender.start()
+    # Not a wait for state: the sender's head start is the test (it blocks once the
+    # server stops reading and both socket buffers are full).
     time.sleep(0.5)
     for _ in range(n):
         assert conn.read_response().status == 200
@@ -451,7 +456,7 @@ def test_sigterm_answers_parked_long_poll_with_empty_list() -> None:
         conn = RawConnection(srv.port)
         conn.send(http_request("GET", "/v1/consumer?cid=1&wait=20"))
         idle = RawConnection(srv.port)
-        time.sleep(0.3)
+        wait_parked(srv, 1)
         start = time.monotonic()
         srv.signal(signal.SIGTERM)
         resp = conn.read_response()
@@ -491,8 +496,7 @@ def test_sigterm_during_load_exits_cleanly() -> None:
     try:
         for t in threads:
             t.start()
-        time.sleep(1.0)
-        assert answered[0] > 0
+        wait_until(lambda: answered[0] >= 200, what="the load to be under way")
         srv.signal(signal.SIGTERM)
         assert srv.wait(10) == 0
     finally:

@@ -24,12 +24,14 @@ cdef union MsgLink:
     Msg* next               # next message of the queue's ready FIFO (NULL at the tail)
     MsgSlot slot            # heap slot, queue and state while not in a FIFO
 
-# One block per message: this 24-byte header, then body_len bytes of JSON-escaped body.
+# One block per message: this 32-byte header, then body_len bytes of JSON-escaped body, then
+# (iff times has MSG_HAS_ATTRIBUTES) a 4-byte length and the attribute blob (message.pxi).
 cdef struct Msg:
     int64_t id              # 1..MAX_ID, unique, kept when dead-lettered
     MsgLink link            # FIFO link or heap slot (see MsgLink)
     uint32_t body_len       # bytes of escaped body following the header (no quotes)
     uint32_t receives       # receive count; saturates at 2**32-1, reset to 0 by dead-lettering
+    uint64_t times          # publish time, attributes flag, first receive (message.pxi)
 
 # Entry of the broker-wide timer heap (binary min-heap by (deadline_ms, msg_id); timers.pxi).
 cdef struct TimerEntry:
@@ -106,6 +108,21 @@ cdef struct Queue:
     int64_t deleted         # total successful deletes (acks)
     int64_t expired         # total leases that ran out (not dead-lettered)
     int64_t dead_lettered   # total messages moved from here to the dead-letter queue
+    int64_t retention_ms    # messages older than this (since publish) are dropped; 0 = never
+    int32_t ret_index       # slot in Broker.retention, -1 unless retention_ms and ready > 0
+    int64_t expired_retention   # total messages dropped because their retention ran out
+
+# Entry of the retention heap: a queue whose oldest ready message (lowest id) has a retention
+# deadline, keyed like the timer heap by (deadline_ms, msg_id) of that message.
+cdef struct RetentionEntry:
+    int64_t deadline_ms     # publish time + retention of the queue's lowest-id ready message
+    int64_t msg_id          # that message's id (ties, and the order expire() follows)
+    int32_t queue_idx       # the queue
+
+cdef struct RetentionHeap:
+    RetentionEntry* entries  # array of cap entries, the first len in heap order
+    int64_t len             # entries in use (queues with retention and ready messages)
+    int64_t cap             # entries allocated
 
 
 # Final (never subclassed): its cdef methods are direct C calls, not vtable calls
@@ -117,9 +134,11 @@ cdef class Broker:
     cdef dict queue_index           # name -> idx of active queues
     cdef list queue_names_by_idx    # idx -> name (None for a free slot)
     cdef list free_queue_idx        # free slots of queues, reused before growing
+    cdef dict queue_meta            # idx -> the queue's meta str (only queues that have one)
     cdef object last_name           # the name lookup() resolved last (compared by identity)
     cdef int32_t last_idx           # its queue idx; valid while last_name is not NO_NAME
     cdef TimerHeap timers           # leases and delays of every queue
+    cdef RetentionHeap retention    # queues with retention, by their next retention deadline
     cdef LeaseTable leases          # id -> Msg of leased messages only
     cdef SlabAllocator slabs        # memory of messages up to SLAB_MAX_BLOCK bytes
     cdef LeaseTable all_ids         # id -> Msg of every message while restoring (slots NULL else)
@@ -142,7 +161,9 @@ cdef class Broker:
     cdef int64_t* scratch_raw           # max_batch raw body lengths for publish_batch
 
     cdef int32_t lookup(self, object name) except -1
-    cdef void end_lease(self, int32_t qi, Msg* m, bint expired) noexcept
+    cdef void end_lease(self, int32_t qi, Msg* m, bint expired, int64_t now) noexcept
+    cdef void make_available(self, int32_t qi, Msg* m, int64_t now) noexcept
+    cdef void drop_retained(self, int32_t qi, Msg* m) noexcept
     cdef void free_msg(self, Msg* m) noexcept
     cdef int64_t drop_queue_messages(self, int32_t qi) except -1
     cdef int id_exists(self, int64_t msg_id) except -1
@@ -159,13 +180,16 @@ cdef class Broker:
     cdef bint delete_one(self, int32_t qi, int64_t cid, int64_t msg_id, int64_t now) noexcept
     cdef void delete_at(self, int32_t qi, int64_t slot) noexcept
     cdef int change_at(self, int32_t qi, int64_t slot, int64_t timeout, int64_t now) except -1
-    cdef int64_t peek_ready(self, Queue* q, int64_t n) noexcept
+    cdef int64_t take_ready(self, int32_t qi, int64_t n, int64_t now, bint lease) except -1
+    cdef void untake(self, int32_t qi, int64_t n) noexcept
+    cdef void lease_taken(self, int32_t qi, int64_t cid, int64_t n, int64_t now,
+                          int64_t deadline) noexcept
     cdef void after_removals(self) noexcept
     cdef int64_t delete_many(self, int32_t qi, int64_t cid, const int64_t* ids, int64_t n,
                              int64_t now, int64_t* done) noexcept
     cdef dict queue_attributes(self, int32_t qi)
     # The hot calls of the server (also Python methods): C calls from the compiled api.
-    cpdef publish(self, queue, body, int64_t now, delay_ms=*)
+    cpdef publish(self, queue, body, int64_t now, delay_ms=*, attributes=*)
     cpdef publish_batch_json(self, queue, bytes data, int64_t now, list bodies=*)
     cpdef receive(self, queue, cid, limit, int64_t now, visibility_ms=*, list leased=*)
     cpdef bytes peek(self, queue, limit, int64_t now)
@@ -175,4 +199,5 @@ cdef class Broker:
     cpdef int64_t queue_delay_ms(self, queue) except -1
     cpdef int64_t next_deadline(self) noexcept
     cdef int64_t store_batch(self, int32_t qi, int64_t n, int64_t total, int64_t n_delayed,
-                             PyObject** delay_items, int64_t now) except -1
+                             PyObject** delay_items, int64_t now,
+                             PyObject** attr_items) except -1

@@ -7,21 +7,30 @@ Errors: every exception the engine raises for bad input derives from :class:`Eng
 carries ``status`` (the HTTP status the API layer answers with) and ``code`` (the snake_case
 error code of the JSON error body); ``str(exc)`` is a human sentence naming the parameter.
 When an engine call raises, the engine's state is unchanged. Arguments are checked in the order
-of the signature (see tests/model.py for the exact order); ``now`` must be in 0..2**62
-(``invalid_now``). Integer arguments must be ``int`` (``bool`` is refused).
+of the signature (see tests/model.py for the exact order); ``now`` must be in 0..2**42-1
+(``invalid_now``; 139 years of a monotonic clock). Integer arguments must be ``int`` (``bool``
+is refused).
+
+Every message keeps its publish time (``sent_ms``, the ``now`` of its publish, exact) and its
+first receive time (``first_receive_ms``: exact up to 65.5 s after the publish, then to 16
+significant bits of that distance, an error under 31 ppm), and optionally an opaque attribute
+blob (bytes the store keeps for it, e.g. SQS message attributes). A queue with
+``retention_ms`` drops a message once ``now >= sent_ms + retention_ms`` (see ``expire``).
 
 ``InvalidArgument.code`` values: ``invalid_queue_name``, ``invalid_attribute``, ``invalid_body``,
 ``invalid_batch``, ``invalid_limit``, ``invalid_cid``, ``invalid_id``, ``invalid_delay``,
 ``invalid_visibility``, ``invalid_timeout``, ``invalid_receives``, ``invalid_budget``,
-``invalid_now``, ``invalid_cursor``, ``invalid_max_count``, ``too_many_queues`` (and
-``invalid_<setting>`` for Broker's constructor).
+``invalid_now``, ``invalid_cursor``, ``invalid_max_count``, ``invalid_time``,
+``invalid_attributes``, ``too_many_queues`` (and ``invalid_<setting>`` for Broker's
+constructor).
 """
 
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-#: Bytes accounted per message on top of its JSON-escaped body: the 24-byte C header plus
-#: allocation slack (an estimate; the memory limit counts against it).
+#: Bytes accounted per message on top of its JSON-escaped body (and of its attribute blob plus
+#: 4 when it has one): the 32-byte C header plus allocation slack (an estimate; the memory
+#: limit counts against it).
 MESSAGE_OVERHEAD: Final[int]
 #: Largest message id / consumer id (2**63 - 1).
 MAX_ID: Final[int]
@@ -30,6 +39,13 @@ MAX_VISIBILITY_MS: Final[int]
 MAX_DELAY_MS: Final[int]
 #: Most queues one broker holds at once (65536).
 MAX_QUEUES: Final[int]
+#: Largest ``now`` (2**42 - 1 ms); times given to ``restore`` may go down to -MAX_NOW - 1.
+MAX_NOW: Final[int]
+#: Bounds of a queue's ``retention_ms`` (60 s and 14 days, as Amazon SQS).
+MIN_RETENTION_MS: Final[int]
+MAX_RETENTION_MS: Final[int]
+#: Largest queue ``meta`` in bytes of UTF-8 (65536).
+MAX_META_BYTES: Final[int]
 
 def now_ms() -> int:
     """CLOCK_MONOTONIC in whole milliseconds: ``time.monotonic_ns() // 1_000_000``, cheaper.
@@ -94,7 +110,10 @@ class Broker:
         Keys (all optional; a missing key keeps the current value, or the default on create):
         ``visibility_timeout_ms`` (0..MAX_VISIBILITY_MS), ``delay_ms`` (0..MAX_DELAY_MS),
         ``max_receives`` (int >= 1, or None for no limit), ``dead_letter_queue`` (str or None),
-        ``max_message_bytes`` (1..broker max). Keys are checked in the mapping's order.
+        ``max_message_bytes`` (1..broker max), ``retention_ms`` (60_000..1_209_600_000, or None
+        to keep messages until deleted), ``meta`` (None, or a str of at most MAX_META_BYTES
+        bytes of UTF-8 that the engine keeps without reading: the SQS face's JSON object of
+        SQS-only queue attributes and tags). Keys are checked in the mapping's order.
         Unknown keys, wrong types and out-of-range values raise InvalidArgument (code
         ``invalid_attribute``) naming the key. ``max_receives``
         without a dead-letter queue, a dead-letter queue that does not exist, or the queue
@@ -115,9 +134,11 @@ class Broker:
 
     def queue_info(self, name: str) -> dict[str, Any]:
         """``{"name", "attributes": {visibility_timeout_ms, delay_ms, max_receives,
-        dead_letter_queue, max_message_bytes}, "counts": {ready, leased, delayed},
-        "totals": {published, delivered, deleted, expired, dead_lettered}}``.
-        ``max_receives`` and ``dead_letter_queue`` are None when unset."""
+        dead_letter_queue, max_message_bytes, retention_ms, meta}, "counts": {ready, leased,
+        delayed}, "totals": {published, delivered, deleted, expired, dead_lettered}}``.
+        ``max_receives``, ``dead_letter_queue``, ``retention_ms`` and ``meta`` are None when
+        unset. (The ``expired_retention`` total is in ``stats()`` only, so the API's
+        ``<info>`` keeps the contract's five totals.)"""
 
     def ready_count(self, name: str) -> int:
         """Messages available now (cheap; used to decide whether to park a long poll)."""
@@ -128,21 +149,36 @@ class Broker:
 
     # ---- messages -----------------------------------------------------------------------
     def publish(
-        self, queue: str, body: bytes | bytearray | memoryview, now: int, delay_ms: int = -1
+        self,
+        queue: str,
+        body: bytes | bytearray | memoryview,
+        now: int,
+        delay_ms: int = -1,
+        attributes: bytes | bytearray | memoryview | None = None,
     ) -> int:
         """Store one message and return its id. ``delay_ms`` -1 means the queue's default
         delay; > 0 keeps the message invisible until ``now + delay_ms``. The body must be
         1..max_message_bytes bytes of valid UTF-8 (InvalidArgument ``invalid_body`` /
-        MessageTooLarge). Counts ``published``. O(1), O(log n) when delayed."""
+        MessageTooLarge). ``attributes``: an opaque blob kept with the message (None: none;
+        another type: ``invalid_attributes``; longer than max_message_bytes:
+        MessageTooLarge), counted by the memory limit; a message without one costs nothing
+        for it. The publish time is ``now``. Counts ``published``. O(1), O(log n) when
+        delayed."""
 
     def publish_batch(
-        self, queue: str, bodies: Sequence[bytes], now: int, delays: Sequence[int] | None = None
+        self,
+        queue: str,
+        bodies: Sequence[bytes],
+        now: int,
+        delays: Sequence[int] | None = None,
+        attributes: Sequence[bytes | None] | None = None,
     ) -> int:
-        """All or nothing: validate every body (and delay), check memory for the whole batch,
-        then store them with consecutive ids. Returns the first id; the ids are
+        """All or nothing: validate every body (and delay, and blob), check memory for the
+        whole batch, then store them with consecutive ids. Returns the first id; the ids are
         ``range(first, first + len(bodies))``. 1..max_batch bodies (``invalid_batch``);
         ``delays[i]`` as ``delay_ms`` of publish (-1 = queue default); ``delays`` of another
-        length is ``invalid_delay``."""
+        length is ``invalid_delay``; ``attributes[i]`` as publish's ``attributes``, a list of
+        another length is ``invalid_attributes``."""
 
     def publish_batch_json(
         self, queue: str, data: bytes, now: int, bodies: list[bytes] | None = None
@@ -187,10 +223,26 @@ class Broker:
         ``b'{"messages":[]}'``. O(k log n) for k messages. ``leased``, if given, gets the
         leased ids appended, in order (for the durability log)."""
 
+    def receive_list(
+        self,
+        queue: str,
+        cid: int,
+        limit: int,
+        now: int,
+        visibility_ms: int = -1,
+        leased: list[int] | None = None,
+    ) -> list[tuple[int, bytes, int, int, int, bytes | None]]:
+        """``receive`` (same rules, arguments and effects), answered as one tuple per leased
+        message: ``(id, raw body, receives, sent_ms, first_receive_ms, attributes)`` -
+        receives as after this receive, first_receive_ms this receive's ``now`` (as stored)
+        when it is the first, ``attributes`` None when the message has no blob. Nothing
+        available: ``[]``. (The SQS face.)"""
+
     def peek(self, queue: str, limit: int, now: int) -> bytes:
         """The next ``limit`` available messages, those a receive would take now (lowest ids
         first), in exactly receive's JSON format, each with its current receive count. Nothing
-        is leased or counted. ``limit`` 1..max_batch (``invalid_limit``). O(k log n).
+        is leased or counted; messages past the queue's retention that it meets are dropped
+        (as a receive would). ``limit`` 1..max_batch (``invalid_limit``). O(k log n).
         (For dashboards and debugging: GET /v1/queues/{q}/peek.)"""
 
     def delete(self, queue: str, cid: int, msg_id: int, now: int) -> bool:
@@ -230,14 +282,19 @@ class Broker:
 
     # ---- timers -------------------------------------------------------------------------
     def next_deadline(self) -> int:
-        """The earliest lease/delay deadline in the timer heap, or -1 if the heap is empty."""
+        """The earliest deadline ``expire`` has work at: a lease or delay end, or the
+        retention end of a queue's oldest ready message; -1 if there is none. O(1)."""
 
     def expire(self, now: int, budget: int) -> int:
         """Process at most ``budget`` heap entries whose deadline is <= now, in (deadline, id)
         order: an expired lease makes the message available again with its receive count
         (``expired`` += 1), or moves it to the dead-letter queue when receives >= max_receives
         (``dead_lettered`` += 1 on the source queue; receives reset to 0; same id and body);
-        an ended delay makes the message available. Returns the number processed.
+        an ended delay makes the message available. A message that would become available
+        after its queue's retention has passed is dropped instead (``expired_retention`` += 1
+        in stats). The oldest ready message (lowest id) of a queue with retention, once its
+        retention has passed, is an entry too: dropped, in the same (deadline, id) order.
+        Returns the number processed.
         Until an entry is processed by ``expire``, an expired lease still blocks the message
         from ``receive`` but can no longer be deleted or changed. ``budget`` >= 0
         (``invalid_budget``); O(log n) per entry."""
@@ -245,7 +302,8 @@ class Broker:
     # ---- accounting and metrics ---------------------------------------------------------
     @property
     def memory_bytes(self) -> int:
-        """Bytes held: sum over messages of MESSAGE_OVERHEAD + len(escaped body)."""
+        """Bytes held: sum over messages of MESSAGE_OVERHEAD + len(escaped body), plus 4 +
+        len(blob) for those with an attribute blob."""
 
     @property
     def memory_limit(self) -> int:
@@ -255,10 +313,11 @@ class Broker:
     def message_count(self) -> int: ...
     def stats(
         self, names: Iterable[str] | None = None
-    ) -> list[tuple[str, int, int, int, int, int, int, int, int]]:
+    ) -> list[tuple[str, int, int, int, int, int, int, int, int, int]]:
         """One tuple per queue for the metrics collector: (name, ready, leased, delayed,
-        published, delivered, deleted, expired, dead_lettered), sorted by name; with
-        ``names``, for those of them that exist, in that order."""
+        published, delivered, deleted, expired, dead_lettered, expired_retention), sorted by
+        name; with ``names``, for those of them that exist, in that order.
+        ``expired_retention``: messages dropped because their retention ran out."""
 
     # ---- recovery hooks (durability) ----------------------------------------------------
     @property
@@ -270,10 +329,23 @@ class Broker:
         is ignored). ``next_id`` outside 1..MAX_ID + 1: InvalidArgument (``invalid_id``)."""
 
     def restore(
-        self, queue: str, msg_id: int, body: bytes, receives: int, now: int, delay_ms: int = 0
+        self,
+        queue: str,
+        msg_id: int,
+        body: bytes,
+        receives: int,
+        now: int,
+        delay_ms: int = 0,
+        sent_ms: int | None = None,
+        first_receive_ms: int | None = None,
+        attributes: bytes | None = None,
     ) -> None:
         """Insert a message with a given id and receive count as available (or delayed by
         ``delay_ms``), bypassing the memory limit; the id counter moves past ``msg_id``.
+        ``sent_ms`` (None: ``now``) and ``first_receive_ms`` (None: never received) are in
+        -2**42..2**42-1 (``invalid_time``; before the publish counts as at it) and kept as
+        publish keeps them; ``attributes`` as publish's (at most 2**28 bytes). A message
+        already past its queue's retention is stored, then dropped by expire or a receive.
         Does not count ``published``. InvalidArgument (``invalid_id``) if the id is in use.
         The body must be non-empty valid UTF-8; the queue's ``max_message_bytes`` is not
         applied (the limit may have changed since). ``receives`` 0..2**32-1
@@ -286,14 +358,16 @@ class Broker:
 
     def dump_messages(
         self, cursor: int, max_count: int, now: int
-    ) -> tuple[int, list[tuple[int, str, bytes, int, int]]]:
+    ) -> tuple[int, list[tuple[int, str, bytes, int, int, int, int | None, bytes | None]]]:
         """Every message for a snapshot, a chunk at a time, in id order. Start with cursor 0;
         returns ``(next_cursor, batch)``, next_cursor 0 meaning the iteration is complete
         (otherwise it is the last id of the batch). ``batch`` holds up to ``max_count``
-        ``(id, queue, body, receives, delay_remaining_ms)``: the raw body as published;
-        ``delay_remaining_ms`` = max(0, deadline - now) for a delayed message, else 0 (leased
-        messages too). Cursor 0 takes a sorted snapshot of all messages (O(n), plus a radix
-        sort unless ids are already in order; 24 bytes per message until the iteration ends);
+        ``(id, queue, body, receives, delay_remaining_ms, sent_ms, first_receive_ms,
+        attributes)``: the raw body as published; ``delay_remaining_ms`` = max(0, deadline -
+        now) for a delayed message, else 0 (leased messages too); first_receive_ms and
+        attributes None when absent (restore takes all of them back). Cursor 0 takes a
+        sorted snapshot of all messages (O(n), plus a radix sort unless ids are already in
+        order; 24 bytes per message until the iteration ends);
         each later call is O(max_count). Other calls may change the broker between two calls:
         a message that exists during the whole iteration is returned exactly once, with its
         state at the call that returns it (a dead-lettered one under its new queue); messages

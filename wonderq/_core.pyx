@@ -10,10 +10,12 @@ per concept under ``engine/``, in dependency order (see the includes at the end)
 Complexity (n = messages held, k = messages in one call):
   publish O(1) (O(log n) with a delay); receive O(k) plus O(k log n) for the leases;
   delete / change_lease O(log n); expire O(log n) per entry; purge / delete_queue O(n);
-  dump_messages O(max_count) after an O(n) snapshot at cursor 0.
+  dump_messages O(max_count) after an O(n) snapshot at cursor 0. A queue with a retention
+  period adds O(log q) when its oldest ready message changes (q = queues with retention) and
+  O(1) per message dropped; queues without one pay a test of that attribute.
 """
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
@@ -33,6 +35,10 @@ MAX_ID = C_MAX_ID
 MAX_VISIBILITY_MS = C_MAX_VISIBILITY_MS
 MAX_DELAY_MS = C_MAX_DELAY_MS
 MAX_QUEUES = C_MAX_QUEUES
+MAX_NOW = C_MAX_NOW
+MIN_RETENTION_MS = C_MIN_RETENTION_MS
+MAX_RETENTION_MS = C_MAX_RETENTION_MS
+MAX_META_BYTES = C_MAX_META_BYTES
 
 cdef int64_t C_MESSAGE_OVERHEAD = MESSAGE_OVERHEAD
 cdef bytes EMPTY_RESPONSE = b'{"messages":[]}'
@@ -132,6 +138,26 @@ cdef inline int check_now(int64_t now) except -1:
     return 0
 
 
+cdef inline object attributes_bytes(object attributes, int64_t max_bytes):
+    """A message's attribute blob as bytes (bytearray and memoryview copied) or None; at most
+    ``max_bytes`` long (MessageTooLarge), else invalid_attributes."""
+    if attributes is None:
+        return None
+    if not PyBytes_CheckExact(attributes):
+        if not isinstance(attributes, (bytearray, memoryview)):
+            raise InvalidArgument("attributes must be bytes or None", "invalid_attributes")
+        attributes = bytes(attributes)
+    if PyBytes_GET_SIZE(attributes) > max_bytes:
+        raise MessageTooLarge(f"attributes are {PyBytes_GET_SIZE(attributes)} bytes, more than "
+                              f"max_message_bytes ({max_bytes})")
+    return attributes
+
+
+cdef inline int64_t attributes_cost(object attributes) noexcept:
+    """Bytes the memory limit counts for a checked blob: its length and 4 for that length."""
+    return 0 if attributes is None else 4 + PyBytes_GET_SIZE(attributes)
+
+
 cdef inline bytes body_bytes(object body):
     """The body as a bytes object (bytearray and memoryview copied), else invalid_body."""
     if PyBytes_CheckExact(body):
@@ -150,6 +176,7 @@ include "engine/timers.pxi"       # the timer heap of leases and delays
 include "engine/leases.pxi"       # the lease table (id -> leased message)
 include "engine/ready.pxi"        # a queue's ready set: FIFO + return heap
 include "engine/queues.pxi"       # queue names, attributes, the dead-letter rule
+include "engine/retention.pxi"    # dropping messages past their queue's retention
 include "engine/dump.pxi"         # the sorted snapshot behind dump_messages
 include "engine/broker.pxi"       # the Broker: the Python API over all of the above
 include "engine/invariants.pxi"   # Broker.check_invariants

@@ -22,6 +22,7 @@ cdef class Api:
     cdef public object metrics       # the Metrics of /metrics, set by the server
     cdef object _openapi             # bytes of openapi.json once read, else None
     cdef public object statuspage    # wonderq.statuspage.StatusPage
+    cdef public object sqs           # the SQS face, which takes GET / with Action
 
     cpdef reply(self, Request req, object result, object render)
 

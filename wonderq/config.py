@@ -28,6 +28,7 @@ _MAX_INT = 2**63 - 1
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # A plain decimal, as the HTTP API reads times: no sign, exponent, nan or inf.
 _DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?\Z")
+_BACKEND = re.compile(r"rediss?(\+sentinel|\+cluster)?://[^/\s]+(/\S*)?\Z", re.IGNORECASE)
 
 
 class ConfigError(ValueError):
@@ -58,6 +59,22 @@ class Settings:
     data_dir: str | None = None  # directory of the write-ahead log; None = memory only
     fsync: str = "everysec"  # always | everysec | never
     compact_min_bytes: int = 64 * 1024 * 1024  # compact once the log passes max(this, 2 x live)
+    # Scale-out (docs/SCALEOUT.md): the queues in Redis/Valkey when backend is set.
+    backend: str | None = None  # redis://, rediss://, redis+sentinel://, redis+cluster://
+    redis_wait: int = 0  # replicas that must have a publish before it is answered (WAIT)
+    redis_wait_timeout_s: float = 1.0  # how long WAIT may take before the publish gets 503
+    redis_timeout_s: float = 2.0  # an answer from Redis, else 503 backend_unavailable
+    redis_connect_timeout_s: float = 1.0  # a TCP (and TLS) connect to a Redis node
+    redis_pool: int = 1  # connections per Redis node (requests of a turn share one write)
+    # Access control and TLS (docs/SECURITY.md).
+    auth_file: str | None = None  # TOML of tokens, AWS keys and rights; None = no access control
+    allow_anonymous: bool = False  # without auth_file, serve non-loopback clients too
+    tls_cert: str | None = None  # PEM certificate chain; with tls_key, serve HTTPS
+    tls_key: str | None = None  # PEM private key of tls_cert
+    # The Amazon SQS face (docs/SQS.md): how QueueUrl and QueueArn are written.
+    sqs_base_url: str | None = None  # scheme://host[:port] of QueueUrls; None = the Host header
+    sqs_account: str = "000000000000"  # the 12-digit account id in QueueUrls and ARNs
+    sqs_region: str = "us-east-1"  # the region in QueueArns
 
     @property
     def visibility_timeout_ms(self) -> int:
@@ -105,6 +122,35 @@ def _host(text: str) -> str:
     return text
 
 
+def _base_url(text: str) -> str:
+    text = text.strip().rstrip("/")
+    scheme, sep, rest = text.partition("://")
+    if (
+        not sep
+        or scheme not in ("http", "https")
+        or not rest
+        or any(c.isspace() for c in rest)
+        or "?" in rest
+        or "#" in rest
+    ):
+        raise ValueError("must be an http:// or https:// URL, like https://sqs.example.com:8080")
+    return text
+
+
+def _account(text: str) -> str:
+    text = text.strip()
+    if len(text) != 12 or not (text.isascii() and text.isdigit()):
+        raise ValueError("must be a 12-digit AWS account id, like 000000000000")
+    return text
+
+
+def _region(text: str) -> str:
+    text = text.strip()
+    if not re.fullmatch(r"[a-z0-9-]{1,32}", text):
+        raise ValueError("must be an AWS region name, like us-east-1")
+    return text
+
+
 def _log_level(text: str) -> str:
     level = text.strip().lower()
     if level not in _LOG_LEVELS:
@@ -118,11 +164,29 @@ def _directory(text: str) -> str:
     return text
 
 
+def _file(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must be a file path")
+    return text
+
+
 def _fsync_mode(text: str) -> str:
     mode = text.strip().lower()
     if mode not in FSYNC_MODES:
         raise ValueError(f"must be one of {', '.join(FSYNC_MODES)}")
     return mode
+
+
+def _backend_url(text: str) -> str:
+    # The full parse is wonderq.redis.connection.parse_url, at start-up (it needs the
+    # optional `redis` extra); here only what a typo gets wrong.
+    text = text.strip()
+    if not _BACKEND.match(text):
+        raise ValueError(
+            "must be a URL redis://host:port/db, rediss://..., "
+            "redis+sentinel://host:port/master or redis+cluster://host:port"
+        )
+    return text
 
 
 def _boolean(text: str) -> bool:
@@ -270,6 +334,104 @@ FIELDS: tuple[Field, ...] = (
         "(default 67108864 = 64 MiB)",
         "BYTES",
     ),
+    Field(
+        "backend",
+        "--backend",
+        _backend_url,
+        "keep the queues in Redis/Valkey 7+ so any number of WonderQ servers share them: "
+        "redis://host:port/db, rediss://... (TLS), redis+sentinel://host:port/master or "
+        "redis+cluster://host:port (docs/SCALEOUT.md; default: in this process)",
+        "URL",
+    ),
+    Field(
+        "redis_wait",
+        "--redis-wait",
+        _integer(0, 100),
+        "with --backend: answer a publish only once N replicas have it (Redis WAIT), so a "
+        "failover loses no acknowledged message (default 0)",
+        "N",
+    ),
+    Field(
+        "redis_wait_timeout_s",
+        "--redis-wait-timeout",
+        _seconds(0.001, 60),
+        "with --redis-wait: how long the replicas may take before the publish gets 503 (default 1)",
+        "SECONDS",
+    ),
+    Field(
+        "redis_timeout_s",
+        "--redis-timeout",
+        _seconds(0.01, 600),
+        "with --backend: how long to wait for Redis before answering 503 (default 2)",
+        "SECONDS",
+    ),
+    Field(
+        "redis_connect_timeout_s",
+        "--redis-connect-timeout",
+        _seconds(0.01, 600),
+        "with --backend: how long a connection to a Redis node may take (default 1)",
+        "SECONDS",
+    ),
+    Field(
+        "redis_pool",
+        "--redis-pool",
+        _integer(1, 64),
+        "with --backend: connections per Redis node; each event-loop turn's requests share "
+        "one write (default 1)",
+        "N",
+    ),
+    Field(
+        "auth_file",
+        "--auth-file",
+        _file,
+        "turn access control on: bearer tokens and AWS keys with their queues and rights, in "
+        "TOML (docs/SECURITY.md); re-read on SIGHUP (default: none)",
+        "FILE",
+    ),
+    Field(
+        "allow_anonymous",
+        "--allow-anonymous",
+        _boolean,
+        "without --auth-file, serve clients beyond loopback too; by default a server bound to "
+        "a non-loopback --host answers them 403 (protected mode)",
+        switch=True,
+    ),
+    Field(
+        "tls_cert",
+        "--tls-cert",
+        _file,
+        "serve HTTPS (TLS 1.2+) on the same port with this PEM certificate chain; needs --tls-key",
+        "FILE",
+    ),
+    Field(
+        "tls_key",
+        "--tls-key",
+        _file,
+        "the PEM private key of --tls-cert (not encrypted)",
+        "FILE",
+    ),
+    Field(
+        "sqs_base_url",
+        "--sqs-base-url",
+        _base_url,
+        "the scheme://host[:port] the SQS face writes in QueueUrls (default: from each "
+        "request's Host header, which works behind port mapping and proxies)",
+        "URL",
+    ),
+    Field(
+        "sqs_account",
+        "--sqs-account",
+        _account,
+        "the 12-digit account id in the SQS face's QueueUrls and ARNs (default 000000000000)",
+        "ID",
+    ),
+    Field(
+        "sqs_region",
+        "--sqs-region",
+        _region,
+        "the region in the SQS face's QueueArns (default us-east-1)",
+        "REGION",
+    ),
 )
 
 
@@ -292,5 +454,12 @@ def settings_from(flags: Mapping[str, str | None], environ: Mapping[str, str]) -
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc} (got {raw!r})") from None
     settings = Settings(**values)
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        given, missing = (
+            ("--tls-cert", "--tls-key")
+            if settings.tls_cert is not None
+            else ("--tls-key", "--tls-cert")
+        )
+        raise ConfigError(f"{given} needs {missing} too (the certificate and its private key)")
     logging.getLogger("wonderq").debug("settings: %s", dataclasses.asdict(settings))
     return settings

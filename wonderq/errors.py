@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 
 from ._core import EngineError
+from .auth import AuthError
 from .protocol import Response, error_response
 
 __all__ = [
@@ -93,7 +94,7 @@ def answer_error(exc: BaseException, what: str) -> Response:
     """The answer to a failed request: the client's errors and the store's refusals as the
     JSON error shape, anything else a 500 with the traceback logged (``what`` names the
     request in the log line)."""
-    if isinstance(exc, ApiError):
+    if isinstance(exc, (ApiError, AuthError)):  # AuthError: 401 / 403 of access control
         return error_response(exc.status, exc.code, exc.message, exc.headers)
     if isinstance(exc, (EngineError, StoreError)):
         return error_response(exc.status, exc.code, str(exc))

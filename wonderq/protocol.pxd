@@ -33,6 +33,7 @@ cdef class Request:
     cdef public object deferred     # the application's state while parked
     cdef public object response     # an error the protocol answers in turn, or None
     cdef public bint echo_keep_alive  # the client sent Connection: keep-alive
+    cdef public object headers      # [(lowercase name, value)] outside /v1/, else None
 
 
 @cython.final
@@ -61,6 +62,7 @@ cdef class HttpProtocol:
     # The message being parsed.
     cdef int _phase                 # _IDLE, _HEAD or _BODY
     cdef bytes _url                 # the request target so far, None between messages
+    cdef list _headers              # this message's headers (not under /v1/), or None
     cdef Py_ssize_t _head_bytes     # header names + values of this message
     cdef Py_ssize_t _head_mark      # _head_bytes when the previous read ended in a head
     cdef object _head_mark_url      # _url then
@@ -85,6 +87,7 @@ cdef class HttpProtocol:
     cdef int _paused                # _PAUSE_* bits
     cdef list _out                  # pieces of answers not yet written
     cdef bytes _if_none_match       # that header of the message being parsed, or None
+    cdef bytes _authorization       # that header of the message being parsed, or None
     # A streamed answer (start_stream).
     cdef object _stream             # its Request, or None
     cdef bint _stream_chunked       # HTTP/1.1: chunked; HTTP/1.0: until the close
@@ -97,9 +100,11 @@ cdef class HttpProtocol:
     cdef bint _active               # a read completed requests since the timer fired
 
     cpdef data_received(self, object data)
+
+    @cython.locals(start=cython.p_char)
     cpdef on_url(self, bytes url)
 
-    @cython.locals(n=Py_ssize_t)
+    @cython.locals(n=Py_ssize_t, headers=list)
     cpdef on_header(self, bytes name, bytes value)
     cpdef on_headers_complete(self)
     cpdef on_body(self, bytes data)
@@ -113,7 +118,7 @@ cdef class HttpProtocol:
     cdef _more_body(self, bytes data)
     cdef _run(self, Request req)
     cdef _enqueue(self, Request req)
-    cdef _dispatch_failed(self, Request req)
+    cdef _answer_of(self, Request req)
     cdef _park(self, Request req)
     cdef _flush(self)
     cdef _write(self, Request req, object response)

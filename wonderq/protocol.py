@@ -160,10 +160,13 @@ class Request:
     text. ``params`` and ``route`` are for the application (path parameters, the route's
     metric label), ``deferred`` holds its state while the request is parked; ``response`` is
     set only for an error the protocol found itself, answered in turn; ``echo_keep_alive``
-    when the client sent ``Connection: keep-alive``. ``if_none_match`` (bytes) exists only
-    when the request carried that header (read it with ``getattr(req, "if_none_match",
-    None)``). Other attributes may be added (compiled, the class keeps a ``__dict__`` for
-    them, created only when one is set).
+    when the client sent ``Connection: keep-alive``. ``if_none_match`` and ``authorization``
+    (bytes) exist only when the request carried that header (read them with
+    ``getattr(req, "authorization", None)``). Other attributes may be added (compiled, the
+    class keeps a ``__dict__`` for them, created only when one is set). ``headers`` is the
+    list of ``(lowercase name, value)`` bytes pairs in arrival order, kept only for targets
+    outside ``/v1/`` (the SQS face reads ``X-Amz-Target``, ``Content-Type`` and ``Host``; the
+    native routes read none, so their hot path stores none), else None.
     """
 
     def __init__(
@@ -186,6 +189,7 @@ class Request:
         self.deferred: Any = None
         self.response: Response | None = None
         self.echo_keep_alive = False
+        self.headers: list[tuple[bytes, bytes]] | None = None
 
     @classmethod
     def failed(cls, conn: HttpProtocol, response: Response) -> Request:
@@ -339,6 +343,9 @@ class HttpProtocol:
         # clean without an on_message_begin callback.
         self._phase = _IDLE  # _IDLE, _HEAD (request line and headers) or _BODY
         self._url: bytes | None = None
+        # The headers of this message when its target is not under /v1/ (see Request), else
+        # None; decided by the first piece of the target.
+        self._headers: list[tuple[bytes, bytes]] | None = None
         self._head_bytes = 0  # header bytes of this message, counted in on_header
         self._head_mark = 0  # _head_bytes at the end of the previous read ended in a head
         self._head_mark_url: bytes | None = None  # _url then (kept alive: `is` stays valid)
@@ -367,6 +374,7 @@ class HttpProtocol:
         self._paused = 0  # _PAUSE_* bits
         self._out: list[bytes] = []  # pieces of answers not yet written (see _flush)
         self._if_none_match: bytes | None = None  # that header of the message being parsed
+        self._authorization: bytes | None = None  # that header of the message being parsed
         # A streamed answer (start_stream): the request, or None; chunked or until the close.
         self._stream: Request | None = None
         self._stream_chunked = False
@@ -464,6 +472,20 @@ class HttpProtocol:
             self._phase = _HEAD
             self._head_deadline = 0.0
             self._url = url
+            # The native routes (/v1/...) keep no headers. A target cut before its fourth
+            # byte keeps them, which costs only time. Compiled, ``start`` is the bytes' char
+            # pointer: four C compares.
+            start = url
+            if (
+                len(url) >= 4
+                and start[0] == 47
+                and start[1] == 118
+                and start[2] == 49
+                and start[3] == 47
+            ):
+                self._headers = None
+            else:
+                self._headers = []
             if len(url) <= self._max_url_bytes:
                 return
         else:
@@ -487,6 +509,9 @@ class HttpProtocol:
         # section 5.1: names are case-insensitive).
         n = len(name)
         self._head_bytes += n + len(value)
+        headers = self._headers
+        if headers is not None:
+            headers.append((name.lower(), value))
         if n == 14:
             if name == b"Content-Length" or name.lower() == b"content-length":
                 # llhttp has already refused anything but digits and conflicting duplicates.
@@ -502,11 +527,15 @@ class HttpProtocol:
                 self._special = True
                 if b"keep-alive" in value.lower():
                     self._echo_keep_alive = True
-        elif n == 13:  # noqa: SIM102
+        elif n == 13:
             if name == b"If-None-Match" or name.lower() == b"if-none-match":
                 # For the status page's assets: 304 when it names their ETag.
                 self._special = True
                 self._if_none_match = value
+            elif name == b"Authorization" or name.lower() == b"authorization":
+                # For access control (wonderq.auth): the router checks it when it is on.
+                self._special = True
+                self._authorization = value
 
     def on_headers_complete(self) -> None:
         self._phase = _BODY
@@ -584,6 +613,7 @@ class HttpProtocol:
             self._method = method
         keep_alive = self._should_keep_alive()
         req = _new_request(method, path, query, body, keep_alive, self)
+        req.headers = self._headers
         echo = False
         if self._special:
             req.echo_keep_alive = echo = self._echo_keep_alive
@@ -594,6 +624,9 @@ class HttpProtocol:
             if self._if_none_match is not None:
                 req.if_none_match = self._if_none_match  # type: ignore[attr-defined]
                 self._if_none_match = None
+            if self._authorization is not None:
+                req.authorization = self._authorization  # type: ignore[attr-defined]
+                self._authorization = None
         if not keep_alive:
             # Connection: close, or HTTP/1.0 without keep-alive: this is the last request
             # (RFC 9112 section 9.6); llhttp would refuse anything after it anyway.
@@ -604,12 +637,8 @@ class HttpProtocol:
             if len(self._queue) >= MAX_QUEUED_REQUESTS:
                 self._pause(_PAUSE_PIPELINE)
             return
-        try:
-            response = self._dispatch(req)
-        except Exception:
-            response = self._dispatch_failed(req)
+        response = self._answer_of(req)
         if response is None:
-            self._park(req)
             return
         # The common answer, inline: keep-alive, a body, a cached head; three pieces that
         # _flush joins with the rest of the read's answers.
@@ -629,21 +658,26 @@ class HttpProtocol:
         """Dispatch a request that waited in the pipeline, or answer a failed one."""
         response = req.response
         if response is None:
-            try:
-                response = self._dispatch(req)
-            except Exception:
-                response = self._dispatch_failed(req)
+            response = self._answer_of(req)
             if response is None:
-                self._park(req)
                 return
         else:
             self._app.count("-", response[0])
         self._write(req, response)
 
-    def _dispatch_failed(self, req: Request) -> Response:
-        log.exception("dispatch of %s %s failed", req.method, req.path)
-        self._app.count("-", 500)
-        return error_response(500, "internal_error", "internal server error")
+    def _answer_of(self, req: Request) -> Response | None:
+        """The application's answer to ``req``, or None when it parked it (the answer comes
+        later through complete()). A failure of dispatch itself is a 500, never a lost
+        connection."""
+        try:
+            response = self._dispatch(req)
+        except Exception:
+            log.exception("dispatch of %s %s failed", req.method, req.path)
+            self._app.count("-", 500)
+            return error_response(500, "internal_error", "internal server error")
+        if response is None:
+            self._park(req)
+        return response
 
     def _park(self, req: Request) -> None:
         self._busy = req

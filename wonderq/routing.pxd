@@ -28,6 +28,9 @@ cdef class Router:
     cdef dict _other_counts          # (route label, status) -> responses not by a route
     cdef str _last_path              # the static path dispatched last (None at first)
     cdef dict _last_methods          # static[_last_path]
+    cdef public object authorizer    # wonderq.auth.Authorizer with --auth-file, else None
+    cdef dict _fallback              # {method: entry} for paths no route matches, or None
+    cdef object _fallback_accepts    # whether the fallback takes a request
 
     @cython.locals(route=Route, params=dict)
     cpdef tuple match(self, str path)
@@ -36,5 +39,7 @@ cdef class Router:
                    route=Route)
     cpdef dispatch(self, Request req)
 
+    @cython.locals(per_queue=dict)
+    cdef _authorize(self, Request req, tuple access)
     cpdef count(self, str route, int status)
     cpdef answer(self, Request req, tuple response)

@@ -13,6 +13,12 @@ The :class:`Router` is the application the protocol talks to (``dispatch``, ``ca
   method is a 405 with ``Allow``, an unknown path a 404.
 * Errors raised by a handler become answers in one place, :func:`wonderq.errors.answer_error`.
 * ``"<METHOD> <template>"`` is the ``route`` label of ``wonderq_http_requests_total``.
+* Access control (``--auth-file``): a route names the right it needs and on which queue
+  (``add(..., access="publish:{queue}")``: the ``{queue}`` path segment, a queue name, or no
+  queue for server-wide rights such as ``metrics``). With an ``authorizer`` set, the router
+  checks the request's bearer token before the handler runs (401/403); routes without
+  ``access`` are open (``/healthz``, the status page's assets) or check by themselves (the
+  SQS face, whose requests are signed with SigV4).
 
 Compiled with Cython in pure-Python mode (``routing.pxd``); runs as plain Python unbuilt.
 """
@@ -21,13 +27,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
+from .auth import RIGHT_BITS
 from .errors import ApiError, answer_error
+from .params import param_queue
 from .protocol import Request, Response, error_response
 
 __all__ = ["Handler", "MethodNotAllowed", "Route", "Router"]
 
 Handler = Callable[[Request], "Response | None"]
+# A route's method: (handler, metric label, responses counted by status, access or None).
+Entry = tuple[Handler, str, list[int], Any]
 
 _PARAM_SEGMENT = re.compile(r"\{\w+\}")  # a {name} segment of a route template
 
@@ -56,7 +67,8 @@ class Route:
         self.literals = tuple((i, p) for i, p in reversed(list(enumerate(parts))) if p[:1] != "{")
         # (index, name) of the {name} segments, each matching one non-empty segment.
         self.params = tuple((i, p[1:-1]) for i, p in enumerate(parts) if p[:1] == "{")
-        self.handlers: dict[str, tuple[Handler, str, list[int]]] = {}
+        # method -> (handler, label, counts by status, access: (right, queue) or None)
+        self.handlers: dict[str, Entry] = {}
 
     def match(self, segments: list[str]) -> dict[str, str] | None:
         """The path parameters if the path, split at ``/``, matches the template; else None."""
@@ -87,6 +99,24 @@ class MethodNotAllowed(ApiError):
         )
 
 
+_FROM_PATH = "{queue}"  # an access's queue taken from the {queue} path segment
+
+
+def _access(spec: str | None) -> tuple[str, Any] | None:
+    """``"publish:{queue}"`` -> ``("publish", "{queue}")``; ``"metrics"`` -> ``("metrics",
+    None)``."""
+    if spec is None:
+        return None
+    right, _, queue = spec.partition(":")
+    if right not in RIGHT_BITS:
+        raise ValueError(f"unknown right {right!r}")
+    return right, (queue or None)
+
+
+def _accept_none(req: Request) -> bool:
+    return False
+
+
 class Router:
     """The route table, the dispatch, and the request counts.
 
@@ -95,7 +125,7 @@ class Router:
     """
 
     def __init__(self, on_cancel: Callable[[Request], None] | None = None) -> None:
-        self.static: dict[str, dict[str, tuple[Handler, str, list[int]]]] = {}
+        self.static: dict[str, dict[str, Entry]] = {}
         self.dynamic: list[Route] = []
         self._routes: dict[str, Route] = {}  # template -> Route
         self._on_cancel = on_cancel
@@ -106,10 +136,29 @@ class Router:
         # connection's publishes, a consumer's receives and deletes) usually share it, and
         # comparing the new path string is cheaper than hashing it.
         self._last_path: str | None = None
-        self._last_methods: dict[str, tuple[Handler, str, list[int]]] = {}
+        self._last_methods: dict[str, Entry] = {}
+        self.authorizer: Any = None  # wonderq.auth.Authorizer with --auth-file
+        self._fallback: dict[str, Entry] | None = None  # see set_fallback
+        self._fallback_accepts: Callable[[Request], Any] = _accept_none
 
-    def add(self, method: str, template: str, handler: Handler) -> None:
-        """Route ``method template`` to ``handler``."""
+    def set_fallback(
+        self,
+        handler: Handler,
+        label: str,
+        methods: tuple[str, ...],
+        accepts: Callable[[Request], Any],
+    ) -> None:
+        """Send what no route matches to ``handler`` when ``accepts(req)`` says it is its
+        own (the SQS face: queue URL paths ``/<account>/<queue>``); anything else stays a
+        404."""
+        counts = [0] * 600
+        self._fallback = {m: (handler, f"{m} {label}", counts, None) for m in methods}
+        self._fallback_accepts = accepts
+
+    def add(self, method: str, template: str, handler: Handler, access: str | None = None) -> None:
+        """Route ``method template`` to ``handler``; ``access`` is ``"<right>:<queue>"``
+        (``<queue>`` a name or ``{queue}``), ``"<right>"`` for a server-wide right, or None
+        for a route the router does not check."""
         route = self._routes.get(template)
         if route is None:
             route = self._routes[template] = Route(template)
@@ -119,7 +168,7 @@ class Router:
                 self.static[template] = route.handlers
         if method in route.handlers:
             raise ValueError(f"{method} {template} is routed twice")
-        route.handlers[method] = (handler, f"{method} {template}", [0] * 600)
+        route.handlers[method] = (handler, f"{method} {template}", [0] * 600, _access(access))
 
     def match(self, path: str) -> tuple[Route | None, dict[str, str] | None]:
         """The route of ``path`` and its path parameters, or ``(None, None)``."""
@@ -137,7 +186,7 @@ class Router:
     def dispatch(self, req: Request) -> Response | None:
         """Route ``req``, run its handler, map errors; None when the answer comes later."""
         path = req.path
-        methods: dict[str, tuple[Handler, str, list[int]]] | None
+        methods: dict[str, Entry] | None
         if path == self._last_path:
             methods = self._last_methods
         else:
@@ -145,8 +194,11 @@ class Router:
             if methods is None:
                 route, req.params = self.match(path)
                 if route is None:
-                    return self._not_found(req)
-                methods = route.handlers
+                    if self._fallback is None or not self._fallback_accepts(req):
+                        return self._not_found(req)
+                    methods = self._fallback
+                else:
+                    methods = route.handlers
             else:
                 self._last_path = path
                 self._last_methods = methods
@@ -154,6 +206,8 @@ class Router:
         if entry is None:
             return self._not_allowed(req)
         try:
+            if self.authorizer is not None and entry[3] is not None:
+                self._authorize(req, entry[3])
             response = entry[0](req)
         except Exception as exc:
             response = answer_error(exc, f"{req.method} {req.path}")
@@ -167,6 +221,22 @@ class Router:
     def set_cancel(self, on_cancel: Callable[[Request], None]) -> None:
         """Who is told when the connection of a deferred request closed."""
         self._on_cancel = on_cancel
+
+    def _authorize(self, req: Request, access: tuple[str, Any]) -> None:
+        """Raise the 401/403 of access control unless the request's token may do ``access``
+        (a right, and the queue it applies to). The usual case is two dict lookups in the
+        authorizer's decision cache."""
+        right, queue = access
+        if queue is _FROM_PATH:
+            queue = param_queue(req)  # a bad name is a 400 before any 403
+        header = getattr(req, "authorization", None)
+        if header is not None:
+            per_queue = self.authorizer.allowed.get(header)
+            if per_queue is not None:
+                mask = per_queue.get(queue)
+                if mask is not None and mask & RIGHT_BITS[right]:
+                    return
+        self.authorizer.check_bearer(header, right, queue, req.conn.peer)
 
     def cancel(self, req: Request) -> None:
         """The connection of a deferred request closed."""
@@ -189,7 +259,7 @@ class Router:
         """Responses so far by (route label, status), for the metrics."""
         counts = dict(self._other_counts)
         for route in self._routes.values():
-            for _, label, by_status in route.handlers.values():
+            for _, label, by_status, _ in route.handlers.values():
                 for status, n in enumerate(by_status):
                     if n:
                         counts[(label, status)] = counts.get((label, status), 0) + n
@@ -202,6 +272,7 @@ class Router:
 
     def _not_allowed(self, req: Request) -> Response:
         route, _ = self.match(req.path)
-        assert route is not None
+        if route is None:  # a method the fallback does not take
+            return self._not_found(req)
         self.count(route.name, 405)
         return answer_error(MethodNotAllowed(req.method, route), "")

@@ -25,25 +25,39 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import time
 
 import uvloop
 
 from . import _core
 from .api import Api
+from .auth import (
+    AuthConfigError,
+    Authorizer,
+    is_loopback_host,
+    protected_factory,
+    protected_mode,
+)
 from .config import Settings
+from .errors import StoreError
 from .longpoll import LongPoll
 from .metrics import Metrics
 from .protocol import HttpProtocol, protocol_factory, refresh_date
 from .routing import Router
 from .statuspage import chain_cancel
 from .store import Store, open_store
+from .tls import TlsError, server_context
 
 __all__ = ["Server", "ServerError", "bind"]
 
 log = logging.getLogger("wonderq")
 
 _BACKLOG = 1024
+# Whether the HTTP faces check every route against --auth-file (the router checks bearer
+# tokens; the SQS face checks SigV4). Were it False, a server with --auth-file would stay in
+# protected mode (loopback clients only) rather than serve the world unchecked.
+FACES_ENFORCE_AUTH = True
 # In the data directory: held (flock) while a server uses it, so two never write one log.
 _LOCK_FILE = "wonderq.lock"
 
@@ -116,11 +130,11 @@ def raise_fd_limit() -> tuple[int, int]:
     return hard, hard
 
 
-def _url(sock: socket.socket) -> str:
+def _url(sock: socket.socket, tls: bool = False) -> str:
     host, port = sock.getsockname()[:2]
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{'https' if tls else 'http'}://{host}:{port}"
 
 
 class Server:
@@ -134,6 +148,8 @@ class Server:
         self.api: Api | None = None
         self.router: Router | None = None
         self.longpoll: LongPoll | None = None
+        self.ssl_context: ssl.SSLContext | None = None  # with --tls-cert/--tls-key
+        self.authorizer: Authorizer | None = None  # with --auth-file; the faces ask it
         self._lock_fd: int | None = None
         self._stop: asyncio.Event | None = None
         self._date_timer: asyncio.TimerHandle | None = None
@@ -145,10 +161,23 @@ class Server:
         if self.store is not None:
             return
         settings = self.settings
+        if settings.auth_file is not None:
+            try:
+                self.authorizer = Authorizer.from_file(settings.auth_file)
+            except AuthConfigError as exc:
+                raise ServerError(f"--auth-file {exc}") from None
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            try:
+                self.ssl_context = server_context(settings.tls_cert, settings.tls_key)
+            except TlsError as exc:
+                raise ServerError(str(exc)) from None
         store = open_store(settings)
         data_dir = settings.data_dir
         if data_dir is None:
-            store.open()
+            try:
+                store.open()  # RedisStore: reachable, Redis 7+, eviction off
+            except StoreError as exc:
+                raise ServerError(f"cannot use the backend: {exc}") from None
             self.store = store
             return
         from .wal import WalCorruptError
@@ -163,11 +192,12 @@ class Server:
         except (WalCorruptError, _core.EngineError) as exc:
             raise ServerError(f"cannot recover the log in {data_dir}: {exc}") from None
         log.info(
-            "recovered %d messages in %d queues from %s in %.3f s; fsync %s",
+            "recovered %d messages in %d queues from %s in %.3f s (read %.3f s); fsync %s",
             getattr(store, "recovered", 0),
             getattr(store, "recovered_queues", 0),
             data_dir,
             time.perf_counter() - t0,
+            getattr(store, "read_s", 0.0),
             settings.fsync,
         )
         self.store = store
@@ -201,36 +231,67 @@ class Server:
         except OSError as exc:
             log.error("cannot start the store: %s", exc)
             return 1
+        router.authorizer = self.authorizer  # None: access control off
         api = Api(store, router, longpoll, settings.max_batch)
         api.routes(router.add)
+        # The Amazon SQS face (docs/SQS.md) over the same store, parking in the same long polls.
+        from .sqs import SqsFace
+
+        sqs = SqsFace(
+            store,
+            longpoll=longpoll,
+            account=settings.sqs_account,
+            region=settings.sqs_region,
+            base_url=settings.sqs_base_url,
+            authorizer=self.authorizer,
+            tls=self.ssl_context is not None,
+        )
+        sqs.routes(router)
+        api.sqs = sqs
         # Closed event streams of the status page go to it, other deferred requests on.
         router.set_cancel(chain_cancel(api.statuspage.events, longpoll.cancel))
         api.metrics = Metrics(store, router, longpoll, self.connections.__len__)
         self.api, self.router, self.longpoll = api, router, longpoll
+        # Protected mode (docs/SECURITY.md): the factory itself unless a client can be refused.
+        factory = protected_factory(
+            protocol_factory(router, self, settings),
+            settings.host,
+            settings.allow_anonymous or (settings.auth_file is not None and FACES_ENFORCE_AUTH),
+            settings.header_timeout_s,
+        )
         # HttpProtocol is an asyncio protocol by duck typing: compiled, it cannot derive from
         # asyncio.Protocol, so mypy cannot see it as one.
         server = await loop.create_server(
-            protocol_factory(router, self, settings),  # type: ignore[arg-type]
+            factory,
             sock=sock,
             backlog=_BACKLOG,
+            ssl=self.ssl_context,
+            # A client that stalls in the handshake is held no longer than one in its headers.
+            ssl_handshake_timeout=settings.header_timeout_s if self.ssl_context else None,
         )
         self._tick_date(loop)
         self._stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+        self._log_access_control()
         # Everything built so far (~24k objects: modules, metrics, the app) lives as long as
         # the server: keep it out of the cyclic collector's full passes, each of which would
         # otherwise scan it all and hold every answer up for milliseconds.
         gc.collect()
         gc.freeze()
-        log.info("wonderq listening on %s (pid %d)", _url(sock), os.getpid())
+        log.info(
+            "wonderq listening on %s (pid %d)",
+            _url(sock, self.ssl_context is not None),
+            os.getpid(),
+        )
         try:
             await self._stop.wait()
             await self._shutdown(server, store, longpoll)
         finally:
             if self._date_timer is not None:
                 self._date_timer.cancel()
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
         log.info("wonderq stopped")
         return 0
@@ -244,6 +305,35 @@ class Server:
         log.info("%s: shutting down", signal.Signals(signum).name)
         assert self._stop is not None
         self._stop.set()
+
+    def _on_hangup(self) -> None:
+        """SIGHUP: re-read --auth-file; a bad new file keeps the current one (and says why)."""
+        if self.authorizer is None:
+            log.info("SIGHUP: no --auth-file to re-read")
+            return
+        self.authorizer.reload()
+
+    def _log_access_control(self) -> None:
+        settings = self.settings
+        if self.authorizer is not None:
+            log.info(
+                "access control: %s from %s",
+                self.authorizer.config.summary(),
+                settings.auth_file,
+            )
+            if not FACES_ENFORCE_AUTH and not is_loopback_host(settings.host):
+                log.warning(
+                    "access control is loaded but the HTTP faces do not check it yet: "
+                    "protected mode stays on (loopback clients only)"
+                )
+        elif protected_mode(settings.host, settings.auth_file, settings.allow_anonymous):
+            log.warning(
+                "protected mode: listening on %s without --auth-file, so only clients on this "
+                "machine are served; give --auth-file (or --allow-anonymous) to serve others",
+                settings.host,
+            )
+        elif settings.allow_anonymous and not is_loopback_host(settings.host):
+            log.warning("--allow-anonymous: anyone who can reach %s may do anything", settings.host)
 
     def _tick_date(self, loop: asyncio.AbstractEventLoop) -> None:
         """Refresh the cached Date header, then again at the next wall-clock second."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import mimetypes
 import time
 from collections.abc import Callable
@@ -38,6 +39,8 @@ from .protocol import JSON_HEADERS, Request, Response
 __all__ = ["COLUMNS", "CSP", "EventStream", "StatusPage", "chain_cancel", "read_store"]
 
 STATIC_DIR = Path(__file__).with_name("static")
+
+log = logging.getLogger("wonderq.statuspage")
 
 # The page's Content-Security-Policy: nothing but this origin's own files, no inline script
 # or style, no eval, no plugins, no framing, no <base>, no form posts; Trusted Types make
@@ -176,7 +179,10 @@ class EventStream:
         self._timer: asyncio.TimerHandle | None = None
         self._next_at = 0.0  # loop time of the next tick
         self.seq = 0  # snapshots computed so far (each is sent to every subscriber)
-        self._event = b""  # the latest snapshot as one server-sent event
+        self._payload = b""  # the latest snapshot (JSON)
+        self._payload_at = -TICK_S  # time.monotonic() when it was made
+        self._event = b""  # ... as one server-sent event
+        self._failing = False  # the last tick's snapshot failed (logged once)
 
     @property
     def subscribers(self) -> int:
@@ -197,24 +203,33 @@ class EventStream:
         )
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
+    def latest(self) -> bytes:
+        """The latest snapshot, made anew only if it is a tick old: however many clients
+        poll or subscribe, the store is read at most about once a second."""
+        now = time.monotonic()
+        if now - self._payload_at >= TICK_S:
+            self._payload = self.snapshot()
+            self._payload_at = now
+            self._event = b"id: %d\ndata: " % self.seq + self._payload + b"\n\n"
+        return self._payload
+
     def once(self) -> Response:
         """One snapshot as plain JSON (``?once=1``): the page's fallback when it cannot
         hold a stream open, and a handy probe."""
-        return (200, self.snapshot(), JSON_HEADERS)
+        return (200, self.latest(), JSON_HEADERS)
 
     def subscribe(self, req: Request) -> None:
         """Start the stream of ``req``; it receives the latest snapshot at once, then each
         new one."""
+        # First the snapshot (the one the timer made, or a fresh one when nobody was
+        # subscribed): if the store fails, the answer is still a plain error, not a stream.
+        self.latest()
         if not req.conn.start_stream(req, 200, _EVENT_HEADERS):
             return
         req.deferred = self
         if self._timer is None:
-            # Nobody was subscribed: the last snapshot is stale, so make one now; it starts
-            # the timer, and later subscribers share its snapshots.
-            self._event = self._as_event(self.snapshot())
-            loop = asyncio.get_running_loop()
-            self._next_at = loop.time() + TICK_S
-            self._timer = loop.call_at(self._next_at, self._tick)
+            self._next_at = asyncio.get_running_loop().time()
+            self._schedule()
         self._subscribers[req] = 0
         req.conn.send_stream(req, _STREAM_PREAMBLE + self._event)
 
@@ -236,14 +251,23 @@ class EventStream:
             self._timer.cancel()
             self._timer = None
 
-    def _as_event(self, payload: bytes) -> bytes:
-        return b"id: %d\ndata: " % self.seq + payload + b"\n\n"
-
     def _tick(self) -> None:
         self._timer = None
         if not self._subscribers:
             return
-        event = self._event = self._as_event(self.snapshot())
+        self._payload_at = -TICK_S  # a tick's snapshot is always new
+        try:
+            self.latest()
+        except Exception:
+            # A store that cannot answer now (a backend away): skip this tick, keep the
+            # streams; their clients see no event and fall back to polling, which says why.
+            if not self._failing:
+                log.exception("the status page's snapshot failed (logged once until it works)")
+            self._failing = True
+            self._schedule()
+            return
+        self._failing = False
+        event = self._event
         subscribers = self._subscribers
         for req in list(subscribers):
             conn = req.conn
@@ -258,8 +282,10 @@ class EventStream:
                     # behind that buffer, so cut the connection.
                     subscribers.pop(req, None)
                     conn.abort()
-        if not subscribers:
-            return
+        if subscribers:
+            self._schedule()
+
+    def _schedule(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
         # Fixed steps from the first tick, so the period does not drift; skip missed ones.

@@ -39,6 +39,15 @@ cdef class Store:
     cpdef delete_batch(self, str queue, object cid, list ids)
     cpdef ack_json(self, str queue, bytes data)
     cpdef change_lease(self, str queue, object cid, object msg_id, long long timeout_ms)
+    # The SQS face's section.
+    cdef bytes _token_key             # the receipt handles' secret (random per store)
+    cdef public long long wall_offset_ms  # epoch ms - monotonic ms, taken at creation
+    cpdef token_key(self)
+    cpdef send(self, str queue, bytes body, long long delay_ms, object attributes)
+    cpdef receive_messages(self, str queue, object limit, long long visibility_ms)
+    cpdef delete_by_token(self, str queue, object msg_id, object receives)
+    cpdef change_lease_by_token(self, str queue, object msg_id, object receives,
+                                long long timeout_ms)
 
 
 cdef class MemoryStore(Store):
@@ -56,6 +65,7 @@ cdef class MemoryStore(Store):
     cpdef after_change_lease(self, long long timeout_ms)
     cpdef note_deadline(self)
     cpdef arm(self, long long deadline_ms)
+    cpdef expire_due(self, long long now)  # the SQS face's section
 
 
 cdef class DurableStore(MemoryStore):
@@ -64,3 +74,4 @@ cdef class DurableStore(MemoryStore):
     cdef public object wal            # the wonderq.wal.Wal once open() ran, else None
     cdef public Py_ssize_t recovered  # messages restored by open()
     cdef public Py_ssize_t recovered_queues  # queues restored by open()
+    cdef public double read_s         # of open(): seconds reading and checking the files

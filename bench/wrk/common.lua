@@ -20,6 +20,12 @@ M.visibility = os.getenv("WQ_VISIBILITY") or "60"
 
 M.threads = {}
 
+-- WQ_AUTHORIZATION: sent on every request (bench/security.py: "Bearer <token>"). Scripts that
+-- build requests with wrk.format() and no headers of their own send wrk.headers too.
+if os.getenv("WQ_AUTHORIZATION") then
+   wrk.headers["Authorization"] = os.getenv("WQ_AUTHORIZATION")
+end
+
 -- A message body of exactly `n` bytes, plain ASCII so it needs no JSON escaping.
 function M.body(n)
    return string.rep("x", n)

@@ -16,7 +16,9 @@ function init(args)
    recv_path = "/v1/consumer?cid=" .. cid .. "&limit=1&visibility=" .. common.visibility
    del_prefix = "/v1/consumer?cid=" .. cid .. "&id="
    publish_req = wrk.format("POST", "/v1/publish",
-      { ["Content-Type"] = "text/plain; charset=utf-8" }, common.body(common.body_bytes))
+      { ["Content-Type"] = "text/plain; charset=utf-8",
+        ["Authorization"] = os.getenv("WQ_AUTHORIZATION") },  -- nil: no such header
+      common.body(common.body_bytes))
 end
 
 function request()

@@ -28,6 +28,7 @@ cdef class Broker:
         self.timers.entries = NULL
         self.timers.len = 0
         self.timers.cap = 0
+        memset(&self.retention, 0, sizeof(RetentionHeap))
         self.leases.slots = NULL
         self.leases.mask = 0
         self.leases.count = 0
@@ -60,6 +61,7 @@ cdef class Broker:
         self.queue_index = {}
         self.queue_names_by_idx = []
         self.free_queue_idx = []
+        self.queue_meta = {}
         if self.leases.slots == NULL:
             ht_init(&self.leases, MIN_TABLE_CAP)
         if self.scratch == NULL:
@@ -82,20 +84,21 @@ cdef class Broker:
             m = self.queues[qi].fifo_head
             while m != NULL:
                 nxt = m.link.next
-                if msg_block_bytes(m.body_len) > SLAB_MAX_BLOCK:
+                if msg_block_bytes(m) > SLAB_MAX_BLOCK:
                     free(m)
                 m = nxt
             for i in range(self.queues[qi].rheap_len):
-                if msg_block_bytes(self.queues[qi].rheap[i].body_len) > SLAB_MAX_BLOCK:
+                if msg_block_bytes(self.queues[qi].rheap[i]) > SLAB_MAX_BLOCK:
                     free(self.queues[qi].rheap[i])
             free(self.queues[qi].rheap)
         for i in range(self.timers.len):
-            if msg_block_bytes(self.timers.entries[i].msg.body_len) > SLAB_MAX_BLOCK:
+            if msg_block_bytes(self.timers.entries[i].msg) > SLAB_MAX_BLOCK:
                 free(self.timers.entries[i].msg)
         slab_destroy(&self.slabs)
         free(self.all_ids.slots)
         free(self.dump)
         free(self.timers.entries)
+        free(self.retention.entries)
         free(self.leases.slots)
         free(self.queues)
         free(self.scratch)
@@ -117,7 +120,7 @@ cdef class Broker:
         self.last_idx = idx
         return idx
 
-    cdef void end_lease(self, int32_t qi, Msg* m, bint expired) noexcept:
+    cdef void end_lease(self, int32_t qi, Msg* m, bint expired, int64_t now) noexcept:
         """m's lease ran out (expired) or was released, and m has left the timer heap and the
         lease table: make it available again, or dead-letter it. The caller reserved room in
         both queues' return heaps."""
@@ -131,11 +134,29 @@ cdef class Broker:
                 slot = self.dump_find(m.id)
                 if slot >= 0:
                     self.dump[slot].queue_idx = q.dlq
-            ready_add(&self.queues[q.dlq], m)
+            self.make_available(q.dlq, m, now)
         else:
             if expired:
                 q.expired += 1
-            ready_add(q, m)
+            self.make_available(qi, m, now)
+
+    cdef void make_available(self, int32_t qi, Msg* m, int64_t now) noexcept:
+        """m (in no container) becomes available in queue qi, or is dropped there if its
+        retention has passed. Room in qi's return heap is reserved by the caller."""
+        cdef Queue* q = &self.queues[qi]
+        if retention_passed(q, m, now):
+            q.expired_retention += 1
+            self.free_msg(m)
+            return
+        ready_add(q, m)
+        if q.retention_ms:
+            ret_update(&self.retention, self.queues, qi)
+
+    cdef void drop_retained(self, int32_t qi, Msg* m) noexcept:
+        """m, just popped from qi's ready set, is past its retention: count and free it."""
+        self.queues[qi].ready -= 1
+        self.queues[qi].expired_retention += 1
+        self.free_msg(m)
 
     cdef void free_msg(self, Msg* m) noexcept:
         cdef int64_t slot
@@ -145,7 +166,7 @@ cdef class Broker:
             slot = self.dump_find(m.id)
             if slot >= 0:
                 self.dump[slot].msg = NULL
-        self.memory_bytes_ -= C_MESSAGE_OVERHEAD + m.body_len
+        self.memory_bytes_ -= msg_accounted(m)
         self.message_count_ -= 1
         msg_release(&self.slabs, m)
 
@@ -190,6 +211,7 @@ cdef class Broker:
         q.ready = 0
         q.leased = 0
         q.delayed = 0
+        ret_update(&self.retention, self.queues, qi)
         return n
 
     cdef int id_exists(self, int64_t msg_id) except -1:
@@ -357,7 +379,7 @@ cdef class Broker:
                 self.note_dead_letter(q, m)
         heap_remove(&self.timers, hi)
         ht_remove_at(&self.leases, slot)
-        self.end_lease(qi, m, False)
+        self.end_lease(qi, m, False, now)
         self.after_removals()
         return 0
 
@@ -373,6 +395,8 @@ cdef class Broker:
             "max_receives": q.max_receives if q.max_receives > 0 else None,
             "dead_letter_queue": self.queue_names_by_idx[q.dlq] if q.dlq >= 0 else None,
             "max_message_bytes": q.max_message_bytes,
+            "retention_ms": q.retention_ms if q.retention_ms > 0 else None,
+            "meta": self.queue_meta.get(qi),
         }
 
     # ---- queues ---------------------------------------------------------------------------
@@ -401,6 +425,9 @@ cdef class Broker:
         if new["max_receives"] is not None and dlq is None:
             raise InvalidArgument(
                 "max_receives requires a dead_letter_queue", "invalid_attribute")
+        if new["retention_ms"] is not None:
+            # One entry per queue slot at most: ret_update never needs to grow it.
+            ret_reserve(&self.retention, len(self.queue_names_by_idx) + 1)
         if existing is None:
             if self.free_queue_idx:
                 qi = self.free_queue_idx.pop()
@@ -422,6 +449,7 @@ cdef class Broker:
             memset(q, 0, sizeof(Queue))
             q.active = True
             q.dlq = -1
+            q.ret_index = -1
             self.queue_names_by_idx[qi] = name
             self.queue_index[name] = qi
         else:
@@ -437,6 +465,12 @@ cdef class Broker:
         q.delay_ms = new["delay_ms"]
         q.max_receives = 0 if new["max_receives"] is None else new["max_receives"]
         q.max_message_bytes = new["max_message_bytes"]
+        q.retention_ms = 0 if new["retention_ms"] is None else new["retention_ms"]
+        ret_update(&self.retention, self.queues, qi)
+        if new["meta"] is None:
+            self.queue_meta.pop(qi, None)
+        else:
+            self.queue_meta[qi] = new["meta"]
         return existing is None
 
     def delete_queue(self, name):
@@ -453,6 +487,7 @@ cdef class Broker:
             self.queues[q.dlq].dlq_refs -= 1
         free(q.rheap)
         memset(q, 0, sizeof(Queue))
+        self.queue_meta.pop(qi, None)
         del self.queue_index[name]
         self.queue_names_by_idx[qi] = None
         self.last_name = NO_NAME  # the cached name may be this queue's
@@ -496,12 +531,13 @@ cdef class Broker:
 
     # ---- messages -------------------------------------------------------------------------
 
-    cpdef publish(self, queue, body, int64_t now, delay_ms=-1):
+    cpdef publish(self, queue, body, int64_t now, delay_ms=-1, attributes=None):
         """Store one message and return its id."""
         cdef int32_t qi = self.lookup(queue)
         cdef Queue* q = &self.queues[qi]
         cdef int64_t delay
         cdef int64_t esc
+        cdef int64_t cost
         cdef Msg* m
         check_now(now)
         delay = arg_int(delay_ms, -1, C_MAX_DELAY_MS, "invalid_delay", "delay_ms")
@@ -509,20 +545,26 @@ cdef class Broker:
             delay = q.delay_ms
         data = body_bytes(body)
         esc = body_escaped_len(data, q.max_message_bytes)
+        cost = C_MESSAGE_OVERHEAD + esc
+        if attributes is not None:
+            attributes = attributes_bytes(attributes, q.max_message_bytes)
+            cost += attributes_cost(attributes)
         if self.next_id_ > <uint64_t>C_MAX_ID:
             raise IdsExhausted("message ids are exhausted")
-        if self.max_memory_ and self.memory_bytes_ + C_MESSAGE_OVERHEAD + esc > self.max_memory_:
+        if self.max_memory_ and self.memory_bytes_ + cost > self.max_memory_:
             raise MemoryLimitExceeded("the broker's memory limit is reached")
         if delay > 0:
             heap_reserve(&self.timers, 1)
         m = msg_new(&self.slabs, <int64_t>self.next_id_, bytes_ptr(data), PyBytes_GET_SIZE(data),
-                    esc)
+                    esc, now, cost - C_MESSAGE_OVERHEAD - esc)
         if m == NULL:
             raise MemoryError()
+        if attributes is not None:
+            msg_set_attributes(m, attributes)
         if self.all_ids.slots != NULL:
             self.drop_all_ids()  # restoring is over
         self.next_id_ += 1
-        self.memory_bytes_ += C_MESSAGE_OVERHEAD + esc
+        self.memory_bytes_ += cost
         self.message_count_ += 1
         q.published += 1
         if delay > 0:
@@ -533,9 +575,11 @@ cdef class Broker:
         else:
             fifo_append(q, m)  # the newest id: the FIFO stays sorted
             q.ready += 1
+            if q.retention_ms and q.ready == 1:
+                ret_update(&self.retention, self.queues, qi)  # the queue's first ready message
         return m.id
 
-    def publish_batch(self, queue, bodies, int64_t now, delays=None):
+    def publish_batch(self, queue, bodies, int64_t now, delays=None, attributes=None):
         """All or nothing; returns the first id of range(first, first + len(bodies))."""
         cdef int32_t qi = self.lookup(queue)
         cdef Queue* q = &self.queues[qi]
@@ -544,6 +588,7 @@ cdef class Broker:
         cdef int64_t n_delayed = 0
         cdef PyObject** items
         cdef PyObject** delay_items = NULL
+        cdef PyObject** attr_items = NULL
         check_now(now)
         if isinstance(bodies, (bytes, bytearray, memoryview, str)):
             raise InvalidArgument("bodies must be a sequence of bodies", "invalid_batch")
@@ -565,6 +610,16 @@ cdef class Broker:
             if PySequence_Fast_GET_SIZE(delay_seq) != n:
                 raise InvalidArgument("delays must have one entry per body", "invalid_delay")
             delay_items = PySequence_Fast_ITEMS(delay_seq)
+        if attributes is not None:
+            if isinstance(attributes, (bytes, bytearray, memoryview, str)):
+                raise InvalidArgument("attributes must be a sequence of blobs or None",
+                                      "invalid_attributes")
+            attr_seq = PySequence_Fast(attributes, b"attributes must be a sequence")
+            if PySequence_Fast_GET_SIZE(attr_seq) != n:
+                raise InvalidArgument("attributes must have one entry per body",
+                                      "invalid_attributes")
+            attr_seq = [attributes_bytes(a, C_MAX_MESSAGE_BYTES) for a in attr_seq]
+            attr_items = PySequence_Fast_ITEMS(attr_seq)
         # Pass 1: validate everything and size it; nothing is stored yet.
         for i in range(n):
             if delay_items != NULL:
@@ -579,9 +634,12 @@ cdef class Broker:
             self.scratch_raw[i] = PyBytes_GET_SIZE(<bytes><object>items[i])
             self.scratch_len[i] = esc
             total += C_MESSAGE_OVERHEAD + esc
+            if attr_items != NULL:
+                attributes_bytes(<object>attr_items[i], q.max_message_bytes)  # the size
+                total += attributes_cost(<object>attr_items[i])
         if delay_items == NULL and q.delay_ms > 0:
             n_delayed = n
-        return self.store_batch(qi, n, total, n_delayed, delay_items, now)
+        return self.store_batch(qi, n, total, n_delayed, delay_items, now, attr_items)
 
     cpdef publish_batch_json(self, queue, bytes data, int64_t now, list bodies=None):
         """Publish the batch ``data`` when it is a JSON array of plain strings (no backslash,
@@ -608,27 +666,30 @@ cdef class Broker:
             total += C_MESSAGE_OVERHEAD + raw
         if bodies is None:
             return batch_ids_json(
-                self.store_batch(qi, n, total, n if q.delay_ms > 0 else 0, NULL, now), n)
+                self.store_batch(qi, n, total, n if q.delay_ms > 0 else 0, NULL, now, NULL), n)
         # Appended before storing, taken back on failure: nothing can fail after the store.
         bodies_before = len(bodies)
         try:
             for i in range(n):
                 bodies.append(PyBytes_FromStringAndSize(<const char*>self.scratch_src[i],
                                                         self.scratch_raw[i]))
-            first = self.store_batch(qi, n, total, n if q.delay_ms > 0 else 0, NULL, now)
+            first = self.store_batch(qi, n, total, n if q.delay_ms > 0 else 0, NULL, now, NULL)
         except BaseException:
             del bodies[bodies_before:]
             raise
         return batch_ids_json(first, n)
 
     cdef int64_t store_batch(self, int32_t qi, int64_t n, int64_t total, int64_t n_delayed,
-                             PyObject** delay_items, int64_t now) except -1:
+                             PyObject** delay_items, int64_t now,
+                             PyObject** attr_items) except -1:
         """Pass 2 of a batch publish: store the ``n`` validated bodies of scratch_src /
         scratch_raw (escaped lengths in scratch_len, ``total`` bytes with overheads) under
-        consecutive ids, all or nothing; returns the first id."""
+        consecutive ids, with the checked blobs of attr_items (NULL: none), all or nothing;
+        returns the first id."""
         cdef Queue* q = &self.queues[qi]
         cdef int64_t i, delay
         cdef int64_t first
+        cdef int64_t extra
         cdef Msg* m
         if self.next_id_ + <uint64_t>n - 1 > <uint64_t>C_MAX_ID:
             raise IdsExhausted("message ids are exhausted")
@@ -637,13 +698,18 @@ cdef class Broker:
         heap_reserve(&self.timers, n_delayed)
         first = <int64_t>self.next_id_
         for i in range(n):
+            extra = 0
+            if attr_items != NULL:
+                extra = attributes_cost(<object>attr_items[i])
             m = msg_new(&self.slabs, first + i, self.scratch_src[i], self.scratch_raw[i],
-                        self.scratch_len[i])
+                        self.scratch_len[i], now, extra)
             if m == NULL:
                 while i > 0:
                     i -= 1
                     msg_release(&self.slabs, self.scratch[i])
                 raise MemoryError()
+            if attr_items != NULL and <object>attr_items[i] is not None:
+                msg_set_attributes(m, <object>attr_items[i])
             self.scratch[i] = m
         if self.all_ids.slots != NULL:
             self.drop_all_ids()  # restoring is over
@@ -663,6 +729,8 @@ cdef class Broker:
             else:
                 fifo_append(q, m)
                 q.ready += 1
+        if q.retention_ms:
+            ret_update(&self.retention, self.queues, qi)
         self.next_id_ += <uint64_t>n
         self.memory_bytes_ += total
         self.message_count_ += n
@@ -676,8 +744,7 @@ cdef class Broker:
         cdef Queue* q = &self.queues[qi]
         cdef int64_t c = arg_int(cid, 0, C_MAX_ID, "invalid_cid", "cid")
         cdef int64_t n = arg_int(limit, 1, self.max_batch, "invalid_limit", "limit")
-        cdef int64_t vis, i, deadline
-        cdef Msg* m
+        cdef int64_t vis, i
         cdef Msg** got = self.scratch
         cdef Py_ssize_t leased_before = 0
         check_now(now)
@@ -685,14 +752,9 @@ cdef class Broker:
                       "visibility_ms")
         if vis < 0:
             vis = q.visibility_ms
-        if n > q.ready:
-            n = q.ready
+        n = self.take_ready(qi, n, now, True)
         if n == 0:
             return EMPTY_RESPONSE
-        heap_reserve(&self.timers, n)
-        ht_reserve(&self.leases, n)
-        for i in range(n):
-            got[i] = ready_pop(q)
         try:
             out = build_response(got, n, True)
             if leased is not None:
@@ -702,61 +764,124 @@ cdef class Broker:
         except MemoryError:
             if leased is not None:
                 del leased[leased_before:]
-            # Every taken id is below every remaining ready id: prepend them, newest first.
-            i = n
-            while i > 0:
-                i -= 1
-                got[i].link.next = q.fifo_head
-                if q.fifo_head == NULL:
-                    q.fifo_tail = got[i]
-                q.fifo_head = got[i]
+            self.untake(qi, n)
             raise
+        self.lease_taken(qi, c, n, now, now + vis)
+        return out
+
+    def receive_list(self, queue, cid, limit, int64_t now, visibility_ms=-1, list leased=None):
+        """receive, answered as a list of (id, raw body, receives, sent_ms, first_receive_ms,
+        attributes) (the SQS face)."""
+        cdef int32_t qi = self.lookup(queue)
+        cdef Queue* q = &self.queues[qi]
+        cdef int64_t c = arg_int(cid, 0, C_MAX_ID, "invalid_cid", "cid")
+        cdef int64_t n = arg_int(limit, 1, self.max_batch, "invalid_limit", "limit")
+        cdef int64_t vis, i
+        cdef Msg** got = self.scratch
+        cdef Msg* m
+        cdef Py_ssize_t leased_before = 0
+        check_now(now)
+        vis = arg_int(visibility_ms, -1, C_MAX_VISIBILITY_MS, "invalid_visibility",
+                      "visibility_ms")
+        if vis < 0:
+            vis = q.visibility_ms
+        n = self.take_ready(qi, n, now, True)
+        out = []
+        if n == 0:
+            return out
+        try:
+            for i in range(n):
+                m = got[i]
+                out.append((m.id, json_unescape(msg_body(m), m.body_len),
+                            receives_after(m.receives), msg_sent_ms(m),
+                            msg_sent_ms(m) + first_receive_delta(first_receive_after(m, now)),
+                            msg_attributes(m)))
+            if leased is not None:
+                leased_before = len(leased)
+                for i in range(n):
+                    leased.append(got[i].id)
+        except MemoryError:
+            if leased is not None:
+                del leased[leased_before:]
+            self.untake(qi, n)
+            raise
+        self.lease_taken(qi, c, n, now, now + vis)
+        return out
+
+    cdef inline int64_t take_ready(self, int32_t qi, int64_t n, int64_t now,
+                                   bint lease) except -1:
+        """Pop up to ``n`` ready messages of qi into scratch, lowest ids first (with room
+        reserved to lease them if ``lease``); messages past the queue's retention met on the
+        way are dropped. Returns how many. Follow with lease_taken, or untake to give them
+        back."""
+        cdef Queue* q = &self.queues[qi]
+        cdef Msg** got = self.scratch
+        cdef int64_t i
+        cdef int64_t k = 0
+        cdef Msg* m
+        if n > q.ready:
+            n = q.ready
+        if n == 0:
+            return 0
+        if lease:
+            heap_reserve(&self.timers, n)
+            ht_reserve(&self.leases, n)
+        if not q.retention_ms:
+            for i in range(n):
+                got[i] = ready_pop(q)
+            return n
+        while k < n and q.ready > k:
+            m = ready_pop(q)
+            if retention_passed(q, m, now):
+                self.drop_retained(qi, m)
+            else:
+                got[k] = m
+                k += 1
+        if k == 0:
+            ret_update(&self.retention, self.queues, qi)
+            rheap_maybe_shrink(q)
+        return k
+
+    cdef void untake(self, int32_t qi, int64_t n) noexcept:
+        """Give back the n messages take_ready popped."""
+        ready_unpop(&self.queues[qi], self.scratch, n)
+        if self.queues[qi].retention_ms:
+            ret_update(&self.retention, self.queues, qi)
+
+    cdef inline void lease_taken(self, int32_t qi, int64_t cid, int64_t n, int64_t now,
+                                 int64_t deadline) noexcept:
+        """Lease the n messages take_ready popped to cid until deadline, counting a receive."""
+        cdef Queue* q = &self.queues[qi]
+        cdef Msg** got = self.scratch
+        cdef int64_t i
+        cdef Msg* m
         rheap_maybe_shrink(q)
-        deadline = now + vis
         for i in range(n):
             m = got[i]
             m.receives = receives_after(m.receives)
+            msg_note_receive(m, now)
             msg_set_queue(m, qi)
             m.link.slot.state = MSG_LEASED
-            heap_push(&self.timers, deadline, c, m)
+            heap_push(&self.timers, deadline, cid, m)
             ht_insert(&self.leases, m.id, m)
         q.ready -= n
         q.leased += n
         q.delivered += n
-        return out
+        if q.retention_ms:
+            ret_update(&self.retention, self.queues, qi)
 
     cpdef bytes peek(self, queue, limit, int64_t now):
         """The messages a receive would take now, in its JSON format with their current receive
-        counts; nothing is leased or counted."""
+        counts; nothing is leased or counted (messages past retention are dropped)."""
         cdef int32_t qi = self.lookup(queue)
         cdef int64_t n = arg_int(limit, 1, self.max_batch, "invalid_limit", "limit")
         check_now(now)
-        n = self.peek_ready(&self.queues[qi], n)
+        n = self.take_ready(qi, n, now, False)
         if n == 0:
             return EMPTY_RESPONSE
+        self.untake(qi, n)
+        rheap_maybe_shrink(&self.queues[qi])
         return build_response(self.scratch, n, False)
-
-    cdef int64_t peek_ready(self, Queue* q, int64_t n) noexcept:
-        """The (up to) n lowest-id ready messages of q into scratch, in id order, leaving the
-        ready set as it was (its return heap reshuffled); O(n log n). Returns how many."""
-        cdef Msg* f = q.fifo_head
-        cdef Msg** got = self.scratch
-        cdef int64_t* popped_at = self.scratch_raw
-        cdef int64_t i
-        cdef int64_t popped = 0
-        if n > q.ready:
-            n = q.ready
-        for i in range(n):
-            if f != NULL and (q.rheap_len == 0 or f.id < q.rheap[0].id):
-                got[i] = f
-                f = f.link.next
-            else:
-                got[i] = rheap_pop(q)
-                popped_at[popped] = i
-                popped += 1
-        for i in range(popped):
-            rheap_push(q, got[popped_at[i]])
-        return n
 
     cpdef delete(self, queue, cid, msg_id, int64_t now):
         """Ack: True iff msg_id is in queue, leased to cid and now < deadline."""
@@ -896,11 +1021,19 @@ cdef class Broker:
     # ---- timers ---------------------------------------------------------------------------
 
     cpdef int64_t next_deadline(self) noexcept:
-        """The earliest lease/delay deadline, or -1 if there is none."""
-        return self.timers.entries[0].deadline_ms if self.timers.len else -1
+        """The earliest lease, delay or retention deadline, or -1 if there is none."""
+        cdef int64_t t = self.timers.entries[0].deadline_ms if self.timers.len else -1
+        cdef int64_t r
+        if self.retention.len:
+            r = self.retention.entries[0].deadline_ms
+            if t < 0 or r < t:
+                return r
+        return t
 
     def expire(self, int64_t now, budget):
-        """Process at most ``budget`` due heap entries in (deadline, id) order."""
+        """Process at most ``budget`` due entries in (deadline, id) order: timer heap entries
+        (lease and delay ends) and retention heap heads (a queue's oldest ready message past
+        its retention), merged."""
         cdef int64_t b
         cdef int64_t done = 0
         cdef TimerEntry e
@@ -909,7 +1042,20 @@ cdef class Broker:
         cdef int32_t qi
         check_now(now)
         b = arg_int(budget, 0, C_MAX_ID, "invalid_budget", "budget")
-        while done < b and self.timers.len > 0 and self.timers.entries[0].deadline_ms <= now:
+        while done < b:
+            if self.retention.len > 0 and self.retention.entries[0].deadline_ms <= now and (
+                    self.timers.len == 0 or self.timers.entries[0].deadline_ms > now
+                    or ret_before_timer(&self.retention.entries[0], &self.timers.entries[0])):
+                # A queue's oldest ready message is past its retention.
+                qi = self.retention.entries[0].queue_idx
+                q = &self.queues[qi]
+                self.drop_retained(qi, ready_pop(q))
+                ret_update(&self.retention, self.queues, qi)
+                rheap_maybe_shrink(q)
+                done += 1
+                continue
+            if self.timers.len == 0 or self.timers.entries[0].deadline_ms > now:
+                break
             e = self.timers.entries[0]
             m = e.msg
             if e.cid >= 0:
@@ -925,10 +1071,10 @@ cdef class Broker:
             heap_remove(&self.timers, 0)
             if e.cid >= 0:
                 ht_remove_at(&self.leases, ht_find(&self.leases, e.msg_id))
-                self.end_lease(qi, m, True)
+                self.end_lease(qi, m, True, now)
             else:
                 q.delayed -= 1
-                ready_add(q, m)
+                self.make_available(qi, m, now)
             done += 1
         if done:
             self.after_removals()
@@ -952,9 +1098,9 @@ cdef class Broker:
 
     def stats(self, names=None):
         """(name, ready, leased, delayed, published, delivered, deleted, expired,
-        dead_lettered) per queue, sorted by name; with ``names``, for those of them that
-        exist, in their order (the metrics render a few hundred queues per event-loop turn,
-        so a scrape of 100,000 queues never sorts or walks them all at once)."""
+        dead_lettered, expired_retention) per queue, sorted by name; with ``names``, for those
+        of them that exist, in their order (the metrics render a few hundred queues per
+        event-loop turn, so a scrape of 100,000 queues never sorts or walks them all at once)."""
         cdef int32_t qi
         cdef Queue* q
         rows = []
@@ -966,7 +1112,7 @@ cdef class Broker:
             qi = idx
             q = &self.queues[qi]
             rows.append((name, q.ready, q.leased, q.delayed, q.published, q.delivered,
-                         q.deleted, q.expired, q.dead_lettered))
+                         q.deleted, q.expired, q.dead_lettered, q.expired_retention))
         return rows
 
     # ---- recovery hooks -------------------------------------------------------------------
@@ -985,18 +1131,26 @@ cdef class Broker:
         if next_id > self.next_id_:
             self.next_id_ = next_id
 
-    def restore(self, queue, msg_id, body, receives, int64_t now, delay_ms=0):
+    def restore(self, queue, msg_id, body, receives, int64_t now, delay_ms=0, sent_ms=None,
+                first_receive_ms=None, attributes=None):
         """Insert a message with a given id and receive count, bypassing the memory limit."""
         cdef int32_t qi = self.lookup(queue)
         cdef Queue* q = &self.queues[qi]
         cdef int64_t mid = arg_int(msg_id, 1, C_MAX_ID, "invalid_id", "id")
-        cdef int64_t esc, r, delay
+        cdef int64_t esc, r, delay, sent
+        cdef int64_t first = 0
         cdef Msg* m
         data = body_bytes(body)
         esc = body_escaped_len(data, C_MAX_MESSAGE_BYTES)
         r = arg_int(receives, 0, UINT32_MAX, "invalid_receives", "receives")
         check_now(now)
         delay = arg_int(delay_ms, 0, C_MAX_DELAY_MS, "invalid_delay", "delay_ms")
+        sent = now if sent_ms is None else arg_int(
+            sent_ms, -C_MAX_NOW - 1, C_MAX_NOW, "invalid_time", "sent_ms")
+        if first_receive_ms is not None:
+            first = arg_int(first_receive_ms, -C_MAX_NOW - 1, C_MAX_NOW, "invalid_time",
+                            "first_receive_ms")
+        attrs = attributes_bytes(attributes, C_MAX_MESSAGE_BYTES)
         if self.id_exists(mid):
             raise InvalidArgument(f"id {mid} is in use", "invalid_id")
         if delay > 0:
@@ -1005,13 +1159,18 @@ cdef class Broker:
             ready_reserve(q, 1)
         if self.all_ids.slots != NULL:
             ht_reserve(&self.all_ids, 1)
-        m = msg_new(&self.slabs, mid, bytes_ptr(data), PyBytes_GET_SIZE(data), esc)
+        m = msg_new(&self.slabs, mid, bytes_ptr(data), PyBytes_GET_SIZE(data), esc, sent,
+                    attributes_cost(attrs))
         if m == NULL:
             raise MemoryError()
+        if attrs is not None:
+            msg_set_attributes(m, attrs)
         m.receives = <uint32_t>r
+        if first_receive_ms is not None:
+            m.times |= first_receive_code(first - sent)
         if self.all_ids.slots != NULL:
             ht_insert(&self.all_ids, mid, m)
-        self.memory_bytes_ += C_MESSAGE_OVERHEAD + esc
+        self.memory_bytes_ += msg_accounted(m)
         self.message_count_ += 1
         if <uint64_t>mid >= self.next_id_:
             self.next_id_ = <uint64_t>mid + 1
@@ -1022,10 +1181,13 @@ cdef class Broker:
             q.delayed += 1
         else:
             ready_add(q, m)
+            if q.retention_ms:
+                ret_update(&self.retention, self.queues, qi)
 
     def dump_messages(self, cursor, max_count, int64_t now):
         """A chunk of every message for a snapshot, in id order: (next_cursor, [(id, queue,
-        raw body, receives, delay_remaining_ms), ...])."""
+        raw body, receives, delay_remaining_ms, sent_ms, first_receive_ms, attributes),
+        ...])."""
         cdef int64_t c = arg_int(cursor, 0, C_MAX_ID, "invalid_cursor", "cursor")
         cdef int64_t k = arg_int(max_count, 1, C_MAX_ID, "invalid_max_count", "max_count")
         cdef int64_t pos, hi, lo, mid, delay
@@ -1064,7 +1226,8 @@ cdef class Broker:
                     and self.timers.entries[hi].cid < 0):
                 delay = max(self.timers.entries[hi].deadline_ms - now, 0)
             out.append((m.id, self.queue_names_by_idx[e.queue_idx],
-                        json_unescape(msg_body(m), m.body_len), m.receives, delay))
+                        json_unescape(msg_body(m), m.body_len), m.receives, delay,
+                        msg_sent_ms(m), msg_first_receive_ms(m), msg_attributes(m)))
         if pos >= self.dump_len:
             self.drop_dump()
             return 0, out

@@ -15,8 +15,13 @@ cdef enum:
 cdef int64_t C_MAX_ID = INT64_MAX                   # ids and cids: 1..2**63-1 (cids from 0)
 cdef int64_t C_MAX_VISIBILITY_MS = 43200 * 1000     # ms: longest lease (12 h)
 cdef int64_t C_MAX_DELAY_MS = 604800 * 1000         # ms: longest publish delay (7 days)
-# ms: largest ``now``, so that now + any timeout stays far from int64 overflow.
-cdef int64_t C_MAX_NOW = 1 << 62
+# ms: largest ``now`` (139 years of a monotonic clock; wall-clock ms also fit until 2109): a
+# message's publish time is kept in 43 signed bits (message.pxi), and now + any timeout stays
+# far from int64 overflow. Times given back to restore may be negative, down to -C_MAX_NOW - 1.
+cdef int64_t C_MAX_NOW = (1 << 42) - 1
+# ms: a queue's retention period (60 s .. 14 days, as Amazon SQS), or 0 = keep until deleted.
+cdef int64_t C_MIN_RETENTION_MS = 60 * 1000
+cdef int64_t C_MAX_RETENTION_MS = 14 * 86400 * 1000
 # bytes: largest raw body. Escaped bodies must fit Msg.body_len (uint32): 6 bytes per input
 # byte at worst.
 cdef int64_t C_MAX_MESSAGE_BYTES = 1 << 28
@@ -24,6 +29,17 @@ cdef int64_t C_MAX_MESSAGE_BYTES = 1 << 28
 # up to 2**24 would fit; the limit is kept where a server's memory for empty queues (~0.5 KiB
 # each, bench/scale.py) and tests/test_core.py's count-limit test stay modest.
 cdef int64_t C_MAX_QUEUES = 1 << 18
+# bytes: largest queue ``meta`` (UTF-8), the opaque text a face keeps with a queue.
+cdef int64_t C_MAX_META_BYTES = 65536
+
+# ---- a message's time word (Msg.times, message.pxi) ---------------------------------------------
+
+cdef enum:
+    TIME_SHIFT = 21                 # bits 63..21: publish time, ms, 43-bit two's complement
+    MSG_HAS_ATTRIBUTES = 1 << 20    # bit 20: an attribute blob follows the body
+    FIRST_RECEIVE_MASK = 0xFFFFF    # bits 19..0: first receive (0 = never), coded as below
+    FIRST_RECEIVE_EXACT = 1 << 16   # ms: delays (first receive - publish) stored exactly below
+    FIRST_RECEIVE_STEP = 1 << 15    # codes per doubling above it (relative error < 2**-15)
 
 # ---- array sizes ------------------------------------------------------------------------------
 

@@ -58,7 +58,7 @@ cdef int broker_check_invariants(Broker self) except -1:
             ids.add(m.id)
             ptrs.append(<uintptr_t>m)
             where[m.id] = (qi, <uintptr_t>m)
-            memory += C_MESSAGE_OVERHEAD + m.body_len
+            memory += msg_accounted(m)
             n_fifo += 1
             prev = m
             m = m.link.next
@@ -77,12 +77,13 @@ cdef int broker_check_invariants(Broker self) except -1:
             ids.add(m.id)
             ptrs.append(<uintptr_t>m)
             where[m.id] = (qi, <uintptr_t>m)
-            memory += C_MESSAGE_OVERHEAD + m.body_len
+            memory += msg_accounted(m)
         if q.ready != n_fifo + q.rheap_len:
             fail(f"queue {name}: ready count {q.ready} != {n_fifo + q.rheap_len}")
     for qi in range(n_slots):
         if self.queues[qi].active and self.queues[qi].dlq_refs != refs.get(qi, 0):
             fail(f"queue slot {qi}: dead-letter reference count is wrong")
+    check_retention(self, n_slots)
     if self.timers.len > self.timers.cap:
         fail("timer heap overflow")
     for i in range(self.timers.len):
@@ -115,7 +116,7 @@ cdef int broker_check_invariants(Broker self) except -1:
         ids.add(m.id)
         ptrs.append(<uintptr_t>m)
         where[m.id] = (qi, <uintptr_t>m)
-        memory += C_MESSAGE_OVERHEAD + m.body_len
+        memory += msg_accounted(m)
     for qi in range(n_slots):
         q = &self.queues[qi]
         if q.active and (q.leased != leased.get(qi, 0) or q.delayed != delayed.get(qi, 0)):
@@ -168,11 +169,11 @@ cdef int check_slabs(SlabAllocator* a, list ptrs) except -1:
     live = {}
     for p in ptrs:
         m = <Msg*>p
-        if msg_block_bytes(m.body_len) > SLAB_MAX_BLOCK:
+        if msg_block_bytes(m) > SLAB_MAX_BLOCK:
             continue
         base = p & ~(<uintptr_t>SLAB_BYTES - 1)
         s = <Slab*>base
-        if s.block_bytes != msg_block_bytes(m.body_len):
+        if s.block_bytes != msg_block_bytes(m):
             fail(f"message {m.id} in a slab of another size class")
         if (p - base - SLAB_HEADER) % s.block_bytes or p + s.block_bytes > base + s.bump:
             fail(f"message {m.id} is not on a handed-out block boundary")
@@ -194,4 +195,40 @@ cdef int check_slabs(SlabAllocator* a, list ptrs) except -1:
             s = s.next
     if len(live) + empty_listed != a.slabs_in_use:
         fail(f"slabs_in_use {a.slabs_in_use} != {len(live) + empty_listed}")
+    return 0
+
+
+cdef int check_retention(Broker self, int64_t n_slots) except -1:
+    """The retention heap holds exactly the queues with retention and ready messages, each at
+    its stored slot, keyed by its lowest-id ready message, in heap order."""
+    cdef RetentionHeap* h = &self.retention
+    cdef RetentionEntry* e
+    cdef Queue* q
+    cdef Msg* head
+    cdef int64_t i
+    cdef int32_t qi
+    if h.len > h.cap:
+        fail("retention heap overflow")
+    seen = set()
+    for i in range(h.len):
+        e = &h.entries[i]
+        if i > 0 and ret_before(e, &h.entries[(i - 1) >> 1]):
+            fail(f"retention heap out of order at {i}")
+        qi = e.queue_idx
+        if qi < 0 or qi >= n_slots or not self.queues[qi].active:
+            fail(f"retention entry {i}: not an active queue")
+        q = &self.queues[qi]
+        if q.ret_index != i or qi in seen:
+            fail(f"retention entry {i}: queue slot {qi} stores slot {q.ret_index}")
+        seen.add(qi)
+        if q.retention_ms <= 0 or q.ready <= 0:
+            fail(f"retention entry {i}: queue slot {qi} has no retention or nothing ready")
+        head = ready_head(q)
+        if e.msg_id != head.id or e.deadline_ms != msg_sent_ms(head) + q.retention_ms:
+            fail(f"retention entry {i}: stale key for queue slot {qi}")
+    for qi in range(n_slots):
+        q = &self.queues[qi]
+        if q.active and qi not in seen and (q.ret_index != -1 or (
+                q.retention_ms > 0 and q.ready > 0)):
+            fail(f"queue slot {qi}: missing from the retention heap")
     return 0

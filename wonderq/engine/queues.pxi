@@ -24,7 +24,27 @@ cdef dict queue_default_attributes(int64_t visibility_ms, int64_t max_message_by
         "max_receives": None,
         "dead_letter_queue": None,
         "max_message_bytes": max_message_bytes,
+        "retention_ms": None,
+        "meta": None,
     }
+
+
+cdef object queue_check_meta(object value):
+    """``meta``: None, or a str of at most C_MAX_META_BYTES bytes of UTF-8 that the engine
+    keeps for the faces without reading it (the SQS face's JSON object of SQS-only queue
+    attributes and tags)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidArgument("meta must be a string or null", "invalid_attribute")
+    try:
+        n = len((<str>value).encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidArgument("meta must be valid UTF-8 text", "invalid_attribute") from None
+    if n > C_MAX_META_BYTES:
+        raise InvalidArgument(
+            f"meta must be at most {C_MAX_META_BYTES} bytes", "invalid_attribute")
+    return value
 
 
 cdef int queue_apply_attributes(dict new, object attributes, int64_t max_message_bytes) except -1:
@@ -45,11 +65,17 @@ cdef int queue_apply_attributes(dict new, object attributes, int64_t max_message
                         else arg_int(value, 1, C_MAX_ID, "invalid_attribute", key))
         elif key == "max_message_bytes":
             new[key] = arg_int(value, 1, max_message_bytes, "invalid_attribute", key)
+        elif key == "retention_ms":
+            new[key] = (None if value is None
+                        else arg_int(value, C_MIN_RETENTION_MS, C_MAX_RETENTION_MS,
+                                     "invalid_attribute", key))
         elif key == "dead_letter_queue":
             if value is not None and not isinstance(value, str):
                 raise InvalidArgument(
                     "dead_letter_queue must be a queue name or null", "invalid_attribute")
             new[key] = value
+        elif key == "meta":
+            new[key] = queue_check_meta(value)
         else:
             raise InvalidArgument(f"unknown attribute {key!r}", "invalid_attribute")
     return 0

@@ -70,6 +70,14 @@ cdef inline void fifo_append(Queue* q, Msg* m) noexcept nogil:
     q.fifo_tail = m
 
 
+cdef inline Msg* ready_head(Queue* q) noexcept nogil:
+    """The available message with the lowest id, left in place (the queue has one)."""
+    cdef Msg* m = q.fifo_head
+    if m != NULL and (q.rheap_len == 0 or m.id < q.rheap[0].id):
+        return m
+    return q.rheap[0]
+
+
 cdef inline Msg* ready_pop(Queue* q) noexcept nogil:
     """The available message with the lowest id (the queue has one)."""
     cdef Msg* m = q.fifo_head
@@ -103,3 +111,16 @@ cdef inline void ready_add(Queue* q, Msg* m) noexcept nogil:
     else:
         rheap_push(q, m)
     q.ready += 1
+
+
+cdef inline void ready_unpop(Queue* q, Msg** got, int64_t n) noexcept nogil:
+    """Give back the ``n`` messages just popped (got[0..n-1], in id order): each is below every
+    remaining ready id, so they go to the FIFO's front, newest first, keeping it sorted. The
+    caller had not yet subtracted them from q.ready."""
+    cdef int64_t i = n
+    while i > 0:
+        i -= 1
+        got[i].link.next = q.fifo_head
+        if q.fifo_head == NULL:
+            q.fifo_tail = got[i]
+        q.fifo_head = got[i]

@@ -67,6 +67,7 @@
 
   let token = sessionStorage.getItem(TOKEN_KEY);
   let tokenPrompt = null; // the pending prompt's promise, shared by every 401
+  let tokenDeclined = false; // the prompt was cancelled: do not ask again until the button
 
   function authHeaders(extra) {
     const headers = Object.assign({}, extra || {});
@@ -74,14 +75,18 @@
     return headers;
   }
 
-  // Asks for a token (a 401 came back); resolves true once one was entered.
-  function askToken(message) {
+  // Asks for a token (a 401 came back, or the Token... button); resolves true once one was
+  // entered. Once cancelled, 401s stop asking (the banner says why) until the button is used.
+  function askToken(message, force) {
     if (tokenPrompt) return tokenPrompt;
+    if (tokenDeclined && !force) return Promise.resolve(false);
     const dialog = $("token-dialog");
     setText($("token-text"), message || "This server asks for a token. It is kept in this tab only (sessionStorage) and sent as an Authorization: Bearer header.");
     $("token-input").value = "";
     tokenPrompt = new Promise((resolve) => {
       const done = (ok) => {
+        tokenDeclined = !ok;
+        if (!ok) $("token-button").hidden = false;
         $("token-form").onsubmit = null;
         $("token-cancel").onclick = null;
         dialog.onclose = null;
@@ -95,6 +100,7 @@
         if (!value) return;
         token = value;
         sessionStorage.setItem(TOKEN_KEY, token);
+        $("token-button").hidden = false;
         done(true);
       };
       $("token-cancel").onclick = () => done(false);
@@ -216,21 +222,27 @@
 
   // ---- connection: stream, else poll ------------------------------------------------------
 
-  let mode = "connecting"; // "live" (stream), "polling", "down"
+  let mode = "connecting"; // "live" (stream), "polling", "down" (no answer), "refused" (4xx)
   let streamAbort = null;
+  let restartStream = false; // the stream was stopped on purpose (a new token): reopen at once
 
+  const STATE_TEXT = { live: "live", polling: "polling", down: "unreachable", refused: "refused", connecting: "connecting" };
+
+  // The header's state, and the banner when the counters cannot be had: "down" (no answer)
+  // or "refused" (the server answered with an error; ``detail`` says what).
   function setMode(m, detail) {
     mode = m;
     const state = $("f-state");
-    state.dataset.state = m;
-    setText(state, m === "live" ? "live" : m === "polling" ? "polling" : m === "down" ? "unreachable" : "connecting");
+    state.dataset.state = m === "refused" ? "down" : m;
+    setText(state, STATE_TEXT[m]);
     const banner = $("banner");
+    const since = lastEventAt ? new Date(lastEventAt).toLocaleTimeString() : "never";
     if (m === "down") {
-      setText(banner, "The server is unreachable" + (detail ? ` (${detail})` : "") + ". Retrying; the numbers below are from " + (lastEventAt ? new Date(lastEventAt).toLocaleTimeString() : "never") + ".");
-      banner.hidden = false;
-    } else {
-      banner.hidden = true;
+      setText(banner, `The server is unreachable. Retrying; the numbers below are from ${since}.`);
+    } else if (m === "refused") {
+      setText(banner, `${detail} The numbers below are from ${since}.`);
     }
+    banner.hidden = m !== "down" && m !== "refused";
   }
 
   function handleEventBlock(block) {
@@ -284,22 +296,27 @@
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
   // Stream while the server lets us; when the stream fails, poll for a while (the page
-  // keeps updating), then try the stream again.
+  // keeps updating), then try the stream again. A new token (restartStream) tries the stream
+  // again at once.
   async function connect() {
     for (;;) {
+      restartStream = false;
       try {
         const how = await stream();
         if (how === "retry") continue;
       } catch (e) {
         // fall through to polling
       }
+      if (restartStream) continue;
       const until = Date.now() + 15000;
-      while (Date.now() < until) {
+      while (Date.now() < until && !restartStream) {
         try {
           await pollOnce();
           setMode("polling");
         } catch (e) {
-          setMode("down", e instanceof ApiError ? e.message : "no answer");
+          if (!(e instanceof ApiError)) setMode("down");
+          else if (e.status === 401) setMode("refused", "This server needs an access token: use the Token… button above.");
+          else setMode("refused", `The server refuses the live counters: ${e.message}.`);
         }
         await sleep(POLL_MS);
       }
@@ -622,9 +639,16 @@
       return;
     }
     try {
-      const list = await api("GET", "/v1/queues");
+      // Every page of the list (1000 queues each): any queue may send here.
+      const sources = [];
+      let after = null;
+      for (let pages = 0; pages < 100; pages++) {
+        const list = await api("GET", "/v1/queues" + (after ? "?after=" + encodeURIComponent(after) : ""));
+        for (const q of list.queues || []) if (q.attributes.dead_letter_queue === name) sources.push(q.name);
+        after = list.next;
+        if (!after) break;
+      }
       if (name !== openQueue) return;
-      const sources = (list.queues || []).filter((q) => q.attributes.dead_letter_queue === name).map((q) => q.name);
       const from = $("dl-from");
       from.replaceChildren();
       if (sources.length) {
@@ -799,7 +823,22 @@
     else renderOverview();
   }
 
+  // A token once asked for can be replaced (one with other rights) from the header.
+  function setupToken() {
+    $("token-button").hidden = !token;
+    $("token-button").addEventListener("click", async () => {
+      if (!(await askToken("The token this tab sends (kept in sessionStorage, sent as an Authorization: Bearer header).", true))) return;
+      restartStream = true; // the stream (or the polling) starts over with the new token
+      if (streamAbort) streamAbort.abort();
+      if (openQueue) {
+        loadAttributes();
+        peek();
+      }
+    });
+  }
+
   function start() {
+    setupToken();
     setupOverview();
     setupQueuePage();
     window.addEventListener("hashchange", route);

@@ -88,7 +88,9 @@ class BrokerSnapshotSource:
         now = self.now_ms()
         wall = self.wall_ms()
         cursor, msgs = self.broker.dump_messages(cursor, max_count, now)
-        return cursor, [(i, q, b, r, wall + d if d > 0 else 0) for i, q, b, r, d in msgs]
+        # The engine's rows go on with times and attributes (m[5:]); format 1 keeps the first
+        # five: id, queue, body, receives and the end of a delay.
+        return cursor, [(m[0], m[1], m[2], m[3], wall + m[4] if m[4] > 0 else 0) for m in msgs]
 
     def live_bytes(self) -> int:
         return int(self.broker.memory_bytes)

@@ -1,0 +1,206 @@
+"""What access control and TLS cost, measured side by side in one run (docs/SECURITY.md).
+
+    python bench/security.py                  # 3 runs x 10 s per cell, medians
+    python bench/security.py --duration 3 --runs 1
+
+Cells, each a fresh process, interleaved run by run so that a ratio compares figures taken
+within seconds of each other on a possibly shared machine (pinning as bench/run.py does):
+
+- ``plain``: WonderQ, no access control, plain HTTP;
+- ``token``: WonderQ with ``--auth-file``, every request carrying ``Authorization: Bearer``;
+- ``tls``: WonderQ serving HTTPS itself (``--tls-cert/--tls-key``);
+- ``nginx-tls``: nginx (one worker) terminating TLS in front of a plain WonderQ, keep-alive
+  to it: the usual alternative (docs/SECURITY.md, "Behind a proxy instead").
+
+Workloads: publish of 200 B, and publish + receive + delete, wrk with 64 keep-alive
+connections (TLS is negotiated once per connection). Targets: token >= 0.95 x plain for both;
+tls >= 0.5 x plain for publish. The self-signed certificate (EC P-256) is made with the
+``openssl`` command in a temporary directory; needs wrk, nginx and openssl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run
+from run import Bench, Launcher, Server, ServerMissing, log
+
+TOKEN = "bench-token-0123456789abcdefghij"
+# publish_recv_delete publishes what it receives and deletes, so it needs no prefill (which
+# would need the token too).
+WORKLOADS = (
+    ("publish", "publish 200 B"),
+    ("publish_recv_delete", "publish + receive + delete"),
+)
+CELLS = ("plain", "token", "tls", "nginx-tls")
+
+NGINX_TLS = """
+@USER@
+worker_processes 1;
+daemon off;
+master_process on;
+pid @PREFIX@/nginx.pid;
+error_log @PREFIX@/error.log warn;
+events { worker_connections 4096; use epoll; multi_accept on; }
+http {
+    access_log off;
+    keepalive_requests 1000000000;
+    keepalive_timeout 75s;
+    client_body_temp_path @PREFIX@/client_body;
+    proxy_temp_path @PREFIX@/proxy;
+    fastcgi_temp_path @PREFIX@/fastcgi;
+    uwsgi_temp_path @PREFIX@/uwsgi;
+    scgi_temp_path @PREFIX@/scgi;
+    upstream wonderq { server 127.0.0.1:@UPSTREAM@; keepalive 64; }
+    server {
+        listen 127.0.0.1:@PORT@ ssl backlog=4096;
+        ssl_certificate @CERT@;
+        ssl_certificate_key @KEY@;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {
+            proxy_pass http://wonderq;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+"""
+
+
+def make_pki(directory: Path) -> tuple[Path, Path]:
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def nginx_tls(launcher: Launcher, upstream: int, cert: Path, key: Path) -> Server:
+    exe = shutil.which("nginx")
+    if exe is None:
+        raise ServerMissing("nginx is not installed")
+    tmp = tempfile.TemporaryDirectory(prefix="wonderq-nginx-tls-")
+    port = run.free_port()
+    conf = Path(tmp.name) / "nginx.conf"
+    user = "user root;" if os.geteuid() == 0 else ""
+    text = NGINX_TLS
+    for name, value in (
+        ("@USER@", user), ("@PREFIX@", tmp.name), ("@PORT@", str(port)),
+        ("@UPSTREAM@", str(upstream)), ("@CERT@", str(cert)), ("@KEY@", str(key)),
+    ):  # fmt: skip
+        text = text.replace(name, value)
+    conf.write_text(text)
+    proc, log_path = launcher._spawn(
+        "nginx-tls", [exe, "-p", tmp.name, "-c", str(conf), "-e", f"{tmp.name}/error.log"]
+    )
+    server = Server("nginx-tls", proc, port, log_path, tmp)
+    try:
+        run.wait_port(port, proc)
+    except RuntimeError as exc:
+        server.stop()
+        raise ServerMissing(f"nginx: {exc}") from exc
+    server.pids_for_cpu = [proc.pid, *run.proc_children(proc.pid)]
+    return server
+
+
+@contextlib.contextmanager
+def cell(
+    bench: Bench, name: str, auth_file: Path, cert: Path, key: Path
+) -> Iterator[tuple[Server, str, dict[str, str]]]:
+    """The server(s) of one cell; yields the one to measure (for nginx-tls, nginx, whose CPU
+    is counted with WonderQ's behind it), the URL scheme and wrk's environment."""
+    env = dict(os.environ)
+    if name == "token":
+        server = bench.launcher.wonderq("--auth-file", str(auth_file))
+        env["WQ_AUTHORIZATION"] = f"Bearer {TOKEN}"
+    elif name == "tls":
+        server = bench.launcher.wonderq("--tls-cert", str(cert), "--tls-key", str(key))
+    else:
+        server = bench.launcher.wonderq()
+    front = None
+    try:
+        if name == "nginx-tls":
+            front = nginx_tls(bench.launcher, server.port, cert, key)
+            front.pids_for_cpu += [server.pid]
+        scheme = "https" if name in ("tls", "nginx-tls") else "http"
+        yield (front or server), scheme, env
+    finally:
+        if front is not None:
+            front.stop()
+        server.stop()
+
+
+def measure(bench: Bench, name: str, workload: str, paths: tuple[Path, Path, Path]) -> dict:
+    auth_file, cert, key = paths
+    with cell(bench, name, auth_file, cert, key) as (server, scheme, env):
+        cmd = run.wrk_cmd(bench, workload, server.port)
+        cmd[-1] = f"{scheme}://127.0.0.1:{server.port}/"
+        return bench.measure(server, cmd, env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args(argv)
+    for tool in ("wrk", "nginx", "openssl"):
+        if shutil.which(tool) is None:
+            sys.stderr.write(f"{tool} is missing (apt-get install -y {tool})\n")
+            return 1
+    server_pin, gen_pin, pinning = run.cpu_plan()
+    log(pinning)
+    with tempfile.TemporaryDirectory(prefix="wonderq-security-") as tmp:
+        root = Path(tmp)
+        cert, key = make_pki(root)
+        auth_file = root / "auth.toml"
+        auth_file.write_text(
+            f'[tokens.bench]\ntoken = "{TOKEN}"\nrights = ["publish", "consume"]\n'
+        )
+        logdir = root / "logs"
+        logdir.mkdir()
+        bench = Bench(args, gen_pin, Launcher(server_pin, logdir))
+        results: dict[tuple[str, str], list[float]] = {}
+        for i in range(args.runs):
+            for workload, label in WORKLOADS:
+                for name in CELLS:
+                    if workload != "publish" and name in ("tls", "nginx-tls"):
+                        continue  # the TLS targets are about publishes
+                    log(f"run {i + 1}/{args.runs}: {name}: {label}")
+                    result = measure(bench, name, workload, (auth_file, cert, key))
+                    results.setdefault((workload, name), []).append(result["mps"])
+                    time.sleep(0.5)
+    print()
+    print(f"| workload | {' | '.join(CELLS)} | token / plain | tls / plain | tls / nginx-tls |")
+    print(f"|---|{'---|' * (len(CELLS) + 3)}")
+    for workload, label in WORKLOADS:
+        med = {n: statistics.median(v) for (w, n), v in results.items() if w == workload}
+        cells = " | ".join(f"{med[n]:,.0f}" if n in med else "-" for n in CELLS)
+
+        def ratio(a: str, b: str, med: dict[str, float] = med) -> str:
+            return f"{med[a] / med[b]:.2f}x" if a in med and b in med and med[b] else "-"
+
+        print(
+            f"| {label} (msg/s) | {cells} | {ratio('token', 'plain')} | "
+            f"{ratio('tls', 'plain')} | {ratio('tls', 'nginx-tls')} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

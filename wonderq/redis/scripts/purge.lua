@@ -1,0 +1,6 @@
+#!lua flags=allow-oom
+-- Drop every message of the queue (ready, leased, delayed). ARGV: slot. Returns how many.
+exists()
+local n = CALL('ZCARD', R) + CALL('ZCARD', L) + CALL('ZCARD', D)
+CALL('UNLINK', R, L, D, B, S)
+return n
