@@ -15,9 +15,9 @@ cdef struct Msg
 # Where a message sits while it is NOT linked in a ready FIFO (same 8 bytes as Msg.next).
 cdef struct MsgSlot:
     int32_t heap_index      # slot in the timer heap; valid only while leased or delayed
-    uint16_t queue_idx      # index of the owning queue in Broker.queues
+    uint16_t queue_idx      # low 16 bits of the owning queue's index (msg_queue())
     uint8_t state           # MSG_READY (in a return heap), MSG_LEASED or MSG_DELAYED
-    uint8_t spare           # unused; keeps the slot 8 bytes
+    uint8_t queue_hi        # high 8 bits of that index: 24 bits in all, the slot stays 8 bytes
 
 # A message is in a ready FIFO (uses next) or elsewhere (uses slot), never both.
 cdef union MsgLink:

@@ -311,10 +311,13 @@ class Broker:
 
     @property
     def message_count(self) -> int: ...
-    def stats(self) -> list[tuple[str, int, int, int, int, int, int, int, int, int]]:
+    def stats(
+        self, names: Iterable[str] | None = None
+    ) -> list[tuple[str, int, int, int, int, int, int, int, int, int]]:
         """One tuple per queue for the metrics collector: (name, ready, leased, delayed,
         published, delivered, deleted, expired, dead_lettered, expired_retention), sorted by
-        name. ``expired_retention``: messages dropped because their retention ran out."""
+        name; with ``names``, for those of them that exist, in that order.
+        ``expired_retention``: messages dropped because their retention ran out."""
 
     # ---- recovery hooks (durability) ----------------------------------------------------
     @property

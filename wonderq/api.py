@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 from ._core import InvalidArgument, batch_ids_json, id_json
 from .errors import BackendUnavailable, BadParameter, answer_error
 from .limits import DEFAULT_QUEUE, MAX_ID, MAX_VISIBILITY_MS
-from .metrics import CONTENT_TYPE
 from .params import (
     batch_entries,
     delete_args,
@@ -61,7 +60,6 @@ _FALSE: Response = (200, b"false", JSON_HEADERS)
 _HEALTHY: Response = (200, b'{"status":"ok"}', JSON_HEADERS)
 _NO_CONTENT: Response = (204, b"", b"")
 _NO_MESSAGES: Response = (200, EMPTY_MESSAGES, JSON_HEADERS)
-_METRICS_HEADERS = b"Content-Type: " + CONTENT_TYPE.encode() + b"\r\n"
 _MAX_LIST = 1000  # queues on one page of GET /v1/queues
 
 
@@ -383,10 +381,11 @@ class Api:
         """``GET /healthz``: liveness, and whether the store's backend answers."""
         return self.reply(req, self.store.health(), _render_health)
 
-    def handle_metrics(self, req: Request) -> Response:
-        """``GET /metrics``: Prometheus text format, read now."""
+    def handle_metrics(self, req: Request) -> Response | None:
+        """``GET /metrics``: Prometheus text format, rendered a slice per event-loop turn
+        (answered later when it takes more than one: ``Metrics.scrape``)."""
         assert self.metrics is not None
-        return (200, self.metrics.render(), _METRICS_HEADERS)
+        return self.metrics.scrape(req)
 
     def handle_openapi(self, req: Request) -> Response:
         """``GET /openapi.json``: the API's OpenAPI document, shipped with the package."""

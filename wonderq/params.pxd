@@ -22,6 +22,10 @@ cpdef param_cid(dict params)
 cpdef param_ms(dict params, str name, max_ms, default)
 cdef _parse_seconds(str value)
 cpdef str param_queue(Request req)
+
+
+@cython.locals(n=Py_ssize_t, char=Py_UCS4)
+cdef bint _is_queue_name(str name)
 cpdef param_path_id(Request req)
 
 

@@ -230,12 +230,31 @@ def param_queue(req: Request) -> str:
             name = unquote(raw, errors="strict")
         except UnicodeDecodeError:
             name = ""
-    if QUEUE_NAME.fullmatch(name) is None:
+    if not _is_queue_name(name):
         raise BadParameter("invalid_queue_name", f"the queue name must be {QUEUE_NAME_RULE}")
     if len(_NAMES) >= _CACHE_SIZE:
         _NAMES.clear()
     _NAMES[raw] = name
     return name
+
+
+def _is_queue_name(name: str) -> bool:
+    """``QUEUE_NAME.fullmatch(name)`` as a C loop when compiled: with more queues in use
+    than the cache holds (10,000 spread evenly, bench/scale.py) every publish misses it, and
+    the regex took ~260 ns of a ~10 us publish."""
+    n = len(name)
+    if n < 1 or n > 80:
+        return False
+    for char in name:
+        if not (
+            ("a" <= char <= "z")
+            or ("A" <= char <= "Z")
+            or ("0" <= char <= "9")
+            or char == "_"
+            or char == "-"
+        ):
+            return False
+    return True
 
 
 def param_path_id(req: Request) -> int:

@@ -9,7 +9,9 @@ cimport cython
 cdef dict _prefixes                  # headers -> {status: head up to "Content-Length: "}
 cdef tuple _LENGTH_TAILS             # b"<n>\r\n\r\n" for n < _LENGTH_TAILS_MAX
 cdef Py_ssize_t _LENGTH_TAILS_MAX    # bodies this long or longer format their length
+cdef Py_ssize_t _WRITE_AS_IS_BYTES   # a last piece this long is written, not joined
 cdef dict _METHODS                   # method bytes -> interned str
+cdef tuple _NO_QUEUE                 # HttpProtocol._queue while nothing is queued
 
 cdef int _IDLE, _HEAD, _BODY         # HttpProtocol._phase
 cdef int _PAUSE_WRITE_BUFFER, _PAUSE_PIPELINE  # bits of HttpProtocol._paused
@@ -76,7 +78,7 @@ cdef class HttpProtocol:
     cdef Py_ssize_t _body_bytes     # size of the pieces while _body is a list
     # The pipeline.
     cdef object _busy               # the parked Request, or None
-    cdef object _queue              # deque of Requests behind _busy
+    cdef object _queue              # deque of Requests behind _busy, or _NO_QUEUE (empty)
     cdef bint _continue_pending     # a 100 Continue is owed once the pipeline is clear
     cdef bint _reading_done         # discard further input
     cdef bint _shutting_down        # close after the last answer
@@ -115,6 +117,7 @@ cdef class HttpProtocol:
     cdef _check_head(self)
     cdef _more_body(self, bytes data)
     cdef _run(self, Request req)
+    cdef _enqueue(self, Request req)
     cdef _answer_of(self, Request req)
     cdef _park(self, Request req)
     cdef _flush(self)

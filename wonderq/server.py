@@ -22,6 +22,7 @@ import fcntl
 import gc
 import logging
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -113,6 +114,22 @@ def _lock_data_dir(data_dir: str) -> int:
     return fd
 
 
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise the soft limit of open files to the hard one, as far as the system allows: every
+    connection is a file descriptor, and a soft limit of 1024 (a common default) would refuse
+    connections long before ``--max-connections``. Returns the (soft, hard) limits now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return soft, hard
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:  # e.g. macOS refuses RLIM_INFINITY
+        log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, exc)
+        return soft, hard
+    log.info("raised the open-file limit from %d to %d", soft, hard)
+    return hard, hard
+
+
 def _url(sock: socket.socket, tls: bool = False) -> str:
     host, port = sock.getsockname()[:2]
     if ":" in host:
@@ -187,6 +204,14 @@ class Server:
 
     def run(self, sock: socket.socket) -> int:
         """Serve on the listening ``sock`` until SIGTERM/SIGINT; returns the exit status."""
+        soft, _ = raise_fd_limit()
+        if soft != resource.RLIM_INFINITY and soft < self.settings.max_connections + 64:
+            log.warning(
+                "the open-file limit (%d) is below --max-connections (%d): connections past "
+                "it will fail to be accepted; raise it with `ulimit -n`",
+                soft,
+                self.settings.max_connections,
+            )
         return uvloop.run(self.serve(sock))
 
     async def serve(self, sock: socket.socket) -> int:

@@ -56,6 +56,9 @@ cdef class MemoryStore(Store):
     cdef object _loop                 # the serving loop, None until start()
     cdef object _timer                # the expiry timer's handle, or None
     cdef public long long armed_ms    # the deadline the timer is armed for (huge: none)
+    cdef list _names                  # queue names in order once built, else None
+    cdef set _added                   # names created since _names was brought up to date
+    cdef set _removed                 # names deleted since, still in _names
 
     cpdef long long now(self) except -1
     cpdef after_publish(self, str queue)

@@ -22,6 +22,11 @@
  *     --recvdel ... --publish PATH --body B
  *         the depth sweep's cycle: publish, receive, delete on each connection, so the queue
  *         keeps its depth while receives take the oldest (pre-filled) messages
+ *   --body-bytes N   a body of N 'x' (big messages: a command-line argument stops at 128 KiB)
+ *   --delete-suffix S  what follows the id of a delete (`?cid=1` for the named-queue route)
+ *   --spread N       every path may hold {q}: a queue name q0..q<N-1>, the next one (round
+ *                    robin over all connections) for each round or publish/receive/delete
+ *                    cycle, so the load touches N queues evenly (bench/scale.py)
  *   A receive answer without "messages" comes from a server that is not a queue (the
  *   ceilings, nginx): the generator then deletes or acks id 1, so that server gets the same
  *   mix of requests. With "messages" but no id the queue was empty: counted, received again.
@@ -68,13 +73,17 @@ struct conn {
     char *own;          /* this connection's request buffer (receive/delete/ack) */
     size_t own_cap;
     unsigned gen;       /* bumped when the connection is reopened: stale input is dropped */
+    int q;              /* --spread: the queue of the round or cycle in flight */
+    char *recv_own;     /* --spread: this connection's receive request */
+    size_t recv_own_cap;
 };
 
 static struct {
     enum mode mode;
-    int port, conns, pipeline, per_request;
+    int port, conns, pipeline, per_request, spread, spread_next;
     double duration_s;
     const char *name, *method, *path, *body, *ctype, *recv, *del, *ack, *cid, *publish;
+    const char *del_suffix;
     char *fixed;        /* the constant round (fixed mode) */
     size_t fixed_len;
     char *recv_req;     /* the constant receive request */
@@ -155,6 +164,41 @@ static void reopen(struct conn *c) {
     if (open_conn(c) < 0) st.connect++;
 }
 
+/* tmpl with each {q} replaced by q<k>, appended to buf (--spread). */
+static void expand(char **buf, size_t *len, size_t *cap, const char *tmpl, int k) {
+    for (const char *p = tmpl; *p;) {
+        const char *hole = strstr(p, "{q}");
+        if (hole == NULL) {
+            bprintf(buf, len, cap, "%s", p);
+            return;
+        }
+        bprintf(buf, len, cap, "%.*sq%d", (int)(hole - p), p, k);
+        p = hole + 3;
+    }
+}
+
+static int next_queue(void) {
+    int k = cfg.spread_next++;
+    if (cfg.spread_next >= cfg.spread) cfg.spread_next = 0;
+    return k;
+}
+
+/* A round of --fixed (or the cycle's publish) for queue k, in c->own. */
+static size_t build_spread(struct conn *c, int k, int count) {
+    size_t len = 0;
+    for (int i = 0; i < count; i++) {
+        bprintf(&c->own, &len, &c->own_cap, "%s ", cfg.method);
+        expand(&c->own, &len, &c->own_cap, cfg.path, k);
+        if (cfg.body)
+            bprintf(&c->own, &len, &c->own_cap,
+                    " HTTP/1.1\r\n%sContent-Type: %s\r\nContent-Length: %zu\r\n\r\n%s", cfg.host,
+                    cfg.ctype, strlen(cfg.body), cfg.body);
+        else
+            bprintf(&c->own, &len, &c->own_cap, " HTTP/1.1\r\n%s\r\n", cfg.host);
+    }
+    return len;
+}
+
 /* Writes what is left of the round; asks for EPOLLOUT only if the kernel took part of it. */
 static void flush_out(struct conn *c) {
     while (c->out_off < c->out_len) {
@@ -189,21 +233,44 @@ static void send_round(struct conn *c, enum kind kind, char *buf, size_t len, in
 }
 
 static void send_recv(struct conn *c) {
+    if (cfg.spread) {
+        size_t len = 0;
+        bprintf(&c->recv_own, &len, &c->recv_own_cap, "GET ");
+        expand(&c->recv_own, &len, &c->recv_own_cap, cfg.recv, c->q);
+        bprintf(&c->recv_own, &len, &c->recv_own_cap, " HTTP/1.1\r\n%s\r\n", cfg.host);
+        send_round(c, K_RECV, c->recv_own, len, 1);
+        return;
+    }
     send_round(c, K_RECV, cfg.recv_req, cfg.recv_len, 1);
 }
 
 /* What follows a delete, an ack or an empty receive: a publish in the cycle, else a receive. */
 static void send_next(struct conn *c) {
-    if (cfg.publish)
+    if (cfg.spread) c->q = next_queue();
+    if (cfg.publish && cfg.spread)
+        send_round(c, K_PUBLISH, c->own, build_spread(c, c->q, 1), 1);
+    else if (cfg.publish)
         send_round(c, K_PUBLISH, cfg.fixed, cfg.fixed_len, 1);
     else
         send_recv(c);
 }
 
+static void send_fixed(struct conn *c) {
+    if (cfg.spread)
+        send_round(c, K_FIXED, c->own, build_spread(c, next_queue(), cfg.pipeline), cfg.pipeline);
+    else
+        send_round(c, K_FIXED, cfg.fixed, cfg.fixed_len, cfg.pipeline);
+}
+
 static void send_delete(struct conn *c, const char *id, size_t id_len) {
     size_t len = 0;
-    bprintf(&c->own, &len, &c->own_cap, "DELETE %s%.*s HTTP/1.1\r\n%s\r\n", cfg.del, (int)id_len,
-            id, cfg.host);
+    bprintf(&c->own, &len, &c->own_cap, "DELETE ");
+    if (cfg.spread)
+        expand(&c->own, &len, &c->own_cap, cfg.del, c->q);
+    else
+        bprintf(&c->own, &len, &c->own_cap, "%s", cfg.del);
+    bprintf(&c->own, &len, &c->own_cap, "%.*s%s HTTP/1.1\r\n%s\r\n", (int)id_len, id,
+            cfg.del_suffix ? cfg.del_suffix : "", cfg.host);
     send_round(c, K_DELETE, c->own, len, 1);
 }
 
@@ -271,7 +338,7 @@ static void on_answer(struct conn *c, int status, const char *body, size_t len) 
             st.bad++;
         if (--c->pending == 0) {
             record_round(c);
-            send_round(c, K_FIXED, cfg.fixed, cfg.fixed_len, cfg.pipeline);
+            send_fixed(c);
         }
         return;
     case K_PUBLISH:
@@ -395,7 +462,7 @@ static void on_readable(struct conn *c) {
 
 static void start(struct conn *c) {
     if (cfg.mode == FIXED)
-        send_round(c, K_FIXED, cfg.fixed, cfg.fixed_len, cfg.pipeline);
+        send_fixed(c);
     else
         send_next(c);
 }
@@ -440,6 +507,7 @@ static void print_ms(const char *key, double v, const char *sep) {
 
 static void usage(void) {
     fputs("usage: httpgen --port P [-c N] [--duration S] [--name NAME]\n"
+          "  [--spread N] [--body-bytes N] [--delete-suffix S]\n"
           "  (--fixed METHOD PATH [--body B] [--ctype T] [--pipeline N] [--per-request K]\n"
           "   | --recvdel RECV_PATH DELETE_PREFIX [--publish PATH --body B]\n"
           "   | --recvack RECV_PATH ACK_PATH CID)\n",
@@ -457,6 +525,15 @@ static void parse_args(int argc, char **argv) {
         else if (!strcmp(a, "--duration")) cfg.duration_s = atof(NEXT);
         else if (!strcmp(a, "--name")) cfg.name = NEXT;
         else if (!strcmp(a, "--body")) cfg.body = NEXT;
+        else if (!strcmp(a, "--body-bytes")) {
+            long n = atol(NEXT);
+            char *b = malloc((size_t)(n > 0 ? n : 0) + 1);
+            if (b == NULL) die("malloc");
+            memset(b, 'x', (size_t)(n > 0 ? n : 0));
+            b[n > 0 ? n : 0] = 0;
+            cfg.body = b;
+        } else if (!strcmp(a, "--spread")) cfg.spread = atoi(NEXT);
+        else if (!strcmp(a, "--delete-suffix")) cfg.del_suffix = NEXT;
         else if (!strcmp(a, "--ctype")) cfg.ctype = NEXT;
         else if (!strcmp(a, "--pipeline")) cfg.pipeline = atoi(NEXT);
         else if (!strcmp(a, "--per-request")) cfg.per_request = atoi(NEXT);
@@ -526,6 +603,8 @@ int main(int argc, char **argv) {
         c->in = malloc(c->in_cap);
         c->own_cap = 256;
         c->own = malloc(c->own_cap);
+        c->recv_own_cap = 256;
+        c->recv_own = malloc(c->recv_own_cap);
         if (open_conn(c) < 0)
             st.connect++;
         else

@@ -25,8 +25,10 @@ cdef int64_t C_MAX_RETENTION_MS = 14 * 86400 * 1000
 # bytes: largest raw body. Escaped bodies must fit Msg.body_len (uint32): 6 bytes per input
 # byte at worst.
 cdef int64_t C_MAX_MESSAGE_BYTES = 1 << 28
-# queues: Msg.queue_idx is a uint16.
-cdef int64_t C_MAX_QUEUES = 65536
+# queues: a message records its queue's index in 24 bits (MsgSlot.queue_idx + queue_hi), so
+# up to 2**24 would fit; the limit is kept where a server's memory for empty queues (~0.5 KiB
+# each, bench/scale.py) and tests/test_core.py's count-limit test stay modest.
+cdef int64_t C_MAX_QUEUES = 1 << 18
 # bytes: largest queue ``meta`` (UTF-8), the opaque text a face keeps with a queue.
 cdef int64_t C_MAX_META_BYTES = 65536
 

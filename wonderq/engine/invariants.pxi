@@ -97,7 +97,7 @@ cdef int broker_check_invariants(Broker self) except -1:
             fail(f"timer entry {i}: stored slot {m.link.slot.heap_index}")
         if e.msg_id != m.id:
             fail(f"timer entry {i}: id copy is stale")
-        qi = m.link.slot.queue_idx
+        qi = msg_queue(m)
         if qi >= n_slots or not self.queues[qi].active:
             fail(f"timer entry {i}: message of a missing queue")
         if e.cid >= 0:

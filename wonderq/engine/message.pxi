@@ -24,6 +24,16 @@ cdef extern from *:
     int __builtin_clzll(unsigned long long x) noexcept nogil
 
 
+cdef inline int32_t msg_queue(Msg* m) noexcept nogil:
+    """The index of the queue of a message that is not in a ready FIFO (24 bits)."""
+    return <int32_t>m.link.slot.queue_idx | (<int32_t>m.link.slot.queue_hi << 16)
+
+
+cdef inline void msg_set_queue(Msg* m, int32_t qi) noexcept nogil:
+    m.link.slot.queue_idx = <uint16_t>(qi & 0xFFFF)
+    m.link.slot.queue_hi = <uint8_t>(qi >> 16)
+
+
 # ---- block -------------------------------------------------------------------------------------
 
 cdef inline char* msg_body(Msg* m) noexcept nogil:

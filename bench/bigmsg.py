@@ -1,0 +1,201 @@
+"""Big messages: publish and receive of 1 KiB, 64 KiB and 1 MiB bodies in MB/s, against
+nginx accepting and serving the same sizes in the same run, and the memory a burst of
+1 MiB publishes takes beyond what the engine accounts.
+
+    python bench/bigmsg.py                        # 3 rounds x 5 s per size
+    python bench/bigmsg.py --runs 1 --duration 2  # a smoke run
+
+Rates (16 connections, httpgen, pinned like run.py's; rounds interleaved):
+
+* ``publish``: POST /v1/queues/big<size>/messages with a body of ``size`` bytes; nginx:
+  POST of the same body to ``location /`` (read and discarded, 200);
+* ``receive``: GET /v1/queues/big<size>/messages?cid=1 then DELETE of the id, on the
+  messages the publish round stored, for a third of the duration (receiving is faster than
+  publishing: a full-length round would empty the queue); nginx: GET of a static file of
+  ``size`` bytes
+  (bench/peers/nginx.conf.template, ``location /blob/``). MB/s counts bodies only
+  (10^6 bytes), one per acknowledged delete or nginx 200. A receive round that emptied the
+  queue says so (``empty`` > 0): its rate is then a lower bound.
+
+Memory: a fresh server takes 1 MiB publishes for ``--burst`` seconds on 8 connections; its
+VmRSS is sampled every 20 ms (peak) and compared with ``wonderq_memory_bytes`` once the
+burst ends, then again after every message was received and deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import scalelib
+from scalelib import Bench, harness
+
+SIZES = (1024, 65536, 1048576)
+CONNS = 16
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak = 0
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            value = harness.proc_rss_bytes(self.pid) or 0
+            self.peak = max(self.peak, value)
+            time.sleep(0.02)
+
+
+def workloads(
+    size: int, q: str, wq: harness.Server, nginx: harness.Server
+) -> dict[str, tuple[harness.Server, list[str]]]:
+    """httpgen's arguments of each row, by row name."""
+    body = ["--body-bytes", str(size)]
+    receive = f"/v1/queues/{q}/messages?cid=1&limit=1&visibility=60"
+    return {
+        "wq publish": (wq, [*body, "--fixed", "POST", f"/v1/queues/{q}/messages"]),
+        "nginx publish": (nginx, [*body, "--fixed", "POST", "/upload"]),
+        "wq receive": (
+            wq,
+            ["--recvdel", receive, f"/v1/queues/{q}/messages/", "--delete-suffix", "?cid=1"],
+        ),
+        "nginx receive": (nginx, ["--fixed", "GET", f"/blob/{size}"]),
+    }
+
+
+def mbps(result: dict, size: int) -> float:
+    return result["messages"] * size / (result.get("duration_s") or 1) / 1e6
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--burst", type=float, default=1.0, help="seconds of 1 MiB publishes")
+    ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    args = ap.parse_args()
+    bench = Bench(args.duration)
+    doc: dict[str, Any] = {"machine": scalelib.machine(), "pinning": bench.pinning, "sizes": {}}
+    nginx = bench.launcher.nginx()
+    try:
+        assert nginx.tmpdir is not None
+        blob = Path(nginx.tmpdir.name) / "blob"
+        blob.mkdir(exist_ok=True)
+        for size in args.sizes:
+            (blob / str(size)).write_bytes(b"x" * size)
+        with bench.wonderq() as wq:
+            for size in args.sizes:
+                q = f"big{size}"
+                scalelib.create_queues(wq.port, [q])
+                results: dict[str, list[dict]] = {
+                    k: [] for k in ("wq publish", "nginx publish", "wq receive", "nginx receive")
+                }
+                for r in range(args.runs):
+                    for name, (server, gen_args) in workloads(size, q, wq, nginx).items():
+                        # A receive round is a third as long as the publish round before
+                        # it, so it does not empty the queue (it is faster than publishing).
+                        seconds = args.duration / 3 if name == "wq receive" else None
+                        res = bench.gen(server, *gen_args, conns=CONNS, name=name, duration=seconds)
+                        if name == "nginx receive":
+                            res["messages"] = res["requests"] - res.get("bad", 0)
+                        res["mb_s"] = mbps(res, size)
+                        results[name].append(res)
+                        harness.log(
+                            f"{size} B round {r + 1} {name}: {res['mb_s']:.1f} MB/s, "
+                            f"p99 {res['latency_ms']['p99']} ms, empty {res.get('empty')}, "
+                            f"bad {res.get('bad')}"
+                        )
+                    scalelib.call(wq.port, "POST", f"/v1/queues/{q}/purge")
+                row: dict[str, Any] = {}
+                for name, res in results.items():
+                    row[name] = scalelib.summary(res, "mb_s")
+                    row[name]["empty"] = sum(x.get("empty", 0) for x in res)
+                for side in ("publish", "receive"):
+                    row[f"{side} x nginx"] = round(
+                        scalelib.median(
+                            [
+                                a["mb_s"] / b["mb_s"]
+                                for a, b in zip(
+                                    results[f"wq {side}"], results[f"nginx {side}"], strict=True
+                                )
+                                if b["mb_s"]
+                            ]
+                        ),
+                        3,
+                    )
+                doc["sizes"][size] = row
+        # The burst.
+        with bench.wonderq() as wq:
+            scalelib.call(wq.port, "GET", "/healthz")
+            time.sleep(0.5)
+            rss0 = scalelib.rss(wq.pid)
+            sampler = RssSampler(wq.pid)
+            sampler.start()
+            burst_meter = harness.Meter(bench.gen_pin, args.burst)
+            cmd = [
+                bench.httpgen,
+                "--port",
+                str(wq.port),
+                "-c",
+                "8",
+                "--duration",
+                str(args.burst),
+                "--body-bytes",
+                "1048576",
+                "--fixed",
+                "POST",
+                "/v1/publish",
+            ]
+            burst = burst_meter.measure(wq, cmd)
+            time.sleep(0.5)
+            m = scalelib.metrics(wq.port)
+            rss1 = scalelib.rss(wq.pid)
+            peak = sampler.peak
+            drain_meter = harness.Meter(bench.gen_pin, max(2.0, args.burst * 3))
+            drain = drain_meter.measure(
+                wq,
+                [
+                    bench.httpgen,
+                    "--port",
+                    str(wq.port),
+                    "-c",
+                    "8",
+                    "--duration",
+                    str(max(2.0, args.burst * 3)),
+                    "--recvdel",
+                    "/v1/consumer?cid=1&limit=1&visibility=60",
+                    "/v1/consumer?cid=1&id=",
+                ],
+            )
+            time.sleep(0.5)
+            m2 = scalelib.metrics(wq.port)
+            rss2 = scalelib.rss(wq.pid)
+            sampler.running = False
+            accounted = int(m.get("wonderq_memory_bytes", 0))
+            doc["burst"] = {
+                "published": burst["messages"],
+                "rss_before": rss0,
+                "rss_after_burst": rss1,
+                "rss_peak": peak,
+                "memory_bytes_after_burst": accounted,
+                "rss_growth_minus_accounted": rss1 - rss0 - accounted,
+                "peak_growth_minus_accounted": peak - rss0 - accounted,
+                "drained": drain["messages"],
+                "memory_bytes_after_drain": int(m2.get("wonderq_memory_bytes", 0)),
+                "rss_after_drain": rss2,
+                "command": burst["command"],
+            }
+            harness.log(f"burst: {doc['burst']}")
+    finally:
+        nginx.stop()
+    scalelib.emit("bigmsg", doc)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
