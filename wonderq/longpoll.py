@@ -23,7 +23,7 @@ from functools import partial
 from typing import Any
 
 from .errors import answer_error
-from .protocol import Request, Response
+from .request import Request, Response
 from .store import Deferred
 
 __all__ = ["LongPoll", "Waiter"]

@@ -39,7 +39,7 @@ from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from .longpoll import LongPoll
-    from .protocol import Request, Response
+    from .request import Request, Response
     from .routing import Router
     from .store import Store
 

@@ -22,7 +22,7 @@ from urllib.parse import unquote
 from .._core import EngineError
 from ..errors import NotFound, StoreError
 from ..longpoll import LongPoll
-from ..protocol import Request, Response
+from ..request import Request, Response
 from ..store import Deferred, Store
 from . import json_protocol, query_protocol
 from .actions import Actions, Context, Park, engine_error

@@ -36,7 +36,7 @@ from .errors import SqsError, error, invalid, no_such_queue
 from .md5 import md5_hex, md5_of_segments
 
 if TYPE_CHECKING:
-    from ..protocol import Request
+    from ..request import Request
     from ..store import Store
     from .handles import ReceiptHandles
 
