@@ -54,6 +54,20 @@ def pytest_configure(config: pytest.Config) -> None:
         core.global_force_seed = SEED  # type: ignore[assignment]
 
 
+#: The store the server-level tests run against: ``memory`` (the default), ``durable`` or
+#: ``redis``, set together with WONDERQ_SERVER_CMD (tests/wonderq_on_disk.py,
+#: tests/wonderq_on_redis.py; .ci/run runs the API tests on each).
+TEST_STORE = os.environ.get("WONDERQ_TEST_STORE", "memory")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.not_on("redis", reason=...)``: a test of behaviour that store does not
+    share (each says why; docs/SCALEOUT.md lists the differences)."""
+    for mark in item.iter_markers("not_on"):
+        if TEST_STORE in mark.args:
+            pytest.skip(f"not on the {TEST_STORE} store: {mark.kwargs.get('reason', '')}")
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return f"WONDERQ_TEST_SEED={SEED} (set it to replay this run's random choices)"
 

@@ -1,0 +1,37 @@
+"""``wonderq`` with ``--data-dir`` in a fresh temporary directory: the server-level tests
+against the durable store.
+
+    WONDERQ_SERVER_CMD="python tests/wonderq_on_disk.py" python -m pytest tests/test_api_seed.py
+
+tests/_server.py starts this instead of ``wonderq``; it runs ``wonderq <args> --data-dir
+<tmp>`` (unless the test gave a data directory itself), passes signals on, and removes the
+directory when the server exits.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def main() -> int:
+    wonderq = Path(sys.executable).with_name("wonderq")
+    cmd = [str(wonderq)] if wonderq.exists() else [sys.executable, "-m", "wonderq"]
+    args = sys.argv[1:]
+    with tempfile.TemporaryDirectory(prefix="wq-on-disk-") as tmp:
+        if "--data-dir" not in args:
+            args = [*args, "--data-dir", tmp]
+        server = subprocess.Popen([*cmd, *args])
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, lambda n, _f: server.send_signal(n))
+        code = server.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
