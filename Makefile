@@ -19,7 +19,7 @@ lint:
 	mypy
 
 # Every module setup.py compiles: the engine, and the pure-Python-mode layers a request crosses.
-COMPILED = wonderq/_core.pyx wonderq/protocol.py wonderq/params.py wonderq/routing.py \
+COMPILED = wonderq/_core.pyx wonderq/request.py wonderq/protocol.py wonderq/params.py wonderq/routing.py \
            wonderq/api.py wonderq/store.py
 
 annotate:           ## writes wonderq/<module>.html for each compiled module: yellow lines call into the Python C-API

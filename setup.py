@@ -7,6 +7,7 @@ extensions = [
     Extension("wonderq._core", ["wonderq/_core.pyx"], extra_compile_args=["-O2"]),
     # Plain Python compiled in Cython's pure-Python mode, its C types in protocol.pxd; the .py
     # also runs as is when not built.
+    Extension("wonderq.request", ["wonderq/request.py"], extra_compile_args=["-O2"]),
     Extension("wonderq.protocol", ["wonderq/protocol.py"], extra_compile_args=["-O2"]),
     # The same for the layers every request goes through (types in each .pxd): the checks
     # of what a client sent, the dispatch, WonderQ's routes, and the store interface.

@@ -24,7 +24,7 @@ from wonderq.api import Api
 from wonderq.config import Settings
 from wonderq.longpoll import LongPoll
 from wonderq.metrics import Metrics
-from wonderq.protocol import Request
+from wonderq.request import Request
 from wonderq.routing import Router
 from wonderq.store import MemoryStore, Store
 

@@ -14,6 +14,7 @@ import pytest
     ("module", "sources"),
     [
         ("wonderq._core", ["_core.pyx", "_core.pxd", "engine/*.pxi"]),
+        ("wonderq.request", ["request.py", "request.pxd"]),
         ("wonderq.protocol", ["protocol.py", "protocol.pxd"]),
         ("wonderq.params", ["params.py", "params.pxd"]),
         ("wonderq.routing", ["routing.py", "routing.pxd"]),

@@ -32,7 +32,7 @@ from _harness import FakeClock, Harness
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wonderq import params, protocol
+from wonderq import params, protocol, request
 from wonderq.config import Settings
 from wonderq.errors import BadParameter
 from wonderq.limits import MAX_ID
@@ -448,7 +448,7 @@ def test_query_split_fast_path_equals_percent_decoding(
     plain_pairs = all(not any(c in "&=+% " or not c.isascii() for c in n + v) for n, v in pairs)
     if plain_pairs:
         plain = "&".join(f"{n}={v}" for n, v in pairs)
-        fast = protocol.split_query(plain)
+        fast = request.split_query(plain)
         if len(set(n for n, _ in pairs)) == len(pairs):
             assert fast == reference  # the fast path took it and agrees
         else:
@@ -694,8 +694,8 @@ def recording_router() -> tuple[Router, list[Any]]:
     return router, calls
 
 
-def request_for(method: str, path: str) -> protocol.Request:
-    return protocol.Request(method, path, "", b"", True, None)  # type: ignore[arg-type]
+def request_for(method: str, path: str) -> request.Request:
+    return request.Request(method, path, "", b"", True, None)  # type: ignore[arg-type]
 
 
 @settings(max_examples=100, deadline=None)

@@ -16,7 +16,8 @@ import pytest
 import uvloop
 
 from wonderq import protocol
-from wonderq.protocol import JSON_HEADERS, HttpProtocol, Request, Response
+from wonderq.protocol import JSON_HEADERS, HttpProtocol
+from wonderq.request import Request, Response, split_query
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -551,7 +552,7 @@ def test_headers_kept_outside_v1(loop: asyncio.AbstractEventLoop, compiled: bool
 def _source_protocol() -> Any:
     """wonderq/protocol.py run as plain Python, whether or not it is compiled."""
     path = Path(protocol.__file__).with_name("protocol.py")
-    spec = importlib.util.spec_from_file_location("wonderq_protocol_source", path)
+    spec = importlib.util.spec_from_file_location("wonderq._protocol_source", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -600,4 +601,4 @@ def test_source_and_build_answer_byte_for_byte(loop: asyncio.AbstractEventLoop) 
     ],
 )
 def test_split_query(query: str, expected: dict[str, str] | None) -> None:
-    assert protocol.split_query(query) == expected
+    assert split_query(query) == expected

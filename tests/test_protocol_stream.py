@@ -9,7 +9,8 @@ import asyncio
 import pytest
 from test_protocol import FakeTransport, Limits, Owner, get, loop  # noqa: F401 - a fixture
 
-from wonderq.protocol import HttpProtocol, Request, Response
+from wonderq.protocol import HttpProtocol
+from wonderq.request import Request, Response
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -240,7 +240,7 @@ def test_queue_names_are_checked_as_the_rule_says() -> None:
     from wonderq.errors import BadParameter
     from wonderq.limits import QUEUE_NAME
     from wonderq.params import param_queue
-    from wonderq.protocol import Request
+    from wonderq.request import Request
 
     seed = int(os.environ.get("WONDERQ_TEST_SEED", random.randrange(2**32)))
     print(f"WONDERQ_TEST_SEED={seed}")

@@ -180,6 +180,9 @@ def test_sqs_and_native_routes_share_messages(sqs: Any, srv: ServerProcess) -> N
     [message] = sqs.receive_message(QueueUrl=url)["Messages"]
     assert message["MessageId"] == str(msg_id) and message["Body"] == "from native"
     assert get(srv, f"/v1/queues/{name}").json()["counts"]["leased"] == 2
+    # A queue's retention drops old messages and counts them (SQS's MessageRetentionPeriod).
+    metrics = get(srv, "/metrics").body.decode()
+    assert f'wonderq_retention_expired_total{{queue="{name}"}} 0.0' in metrics
 
 
 # ---- long polls ---------------------------------------------------------------------------------
@@ -570,3 +573,19 @@ def test_durable_queue_meta_and_messages_survive_a_restart(tmp_path: Path) -> No
         [message] = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)["Messages"]
         assert message["MessageId"] == sent["MessageId"] and message["Body"] == "survives"
         sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def test_sigterm_answers_parked_long_polls_empty() -> None:
+    server = ServerProcess().start()
+    try:
+        sqs = client(server.url)
+        url = sqs.create_queue(QueueName="bye")["QueueUrl"]
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            future = pool.submit(sqs.receive_message, QueueUrl=url, WaitTimeSeconds=20)
+            time.sleep(0.3)  # let it park
+            started = time.monotonic()
+            assert server.stop() == 0
+            assert "Messages" not in future.result(timeout=15)
+            assert time.monotonic() - started < 10
+    finally:
+        server.stop()

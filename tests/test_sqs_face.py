@@ -305,6 +305,10 @@ def test_long_poll_parks_wakes_and_times_out() -> None:
     assert face.dispatch(req) is None  # type: ignore[arg-type]
     face.close()
     assert len(req.conn.answers) == 1
+    # After shutdown began, a long poll answers at once, from dispatch itself.
+    req = Req("ReceiveMessage", {"QueueUrl": "q", "WaitTimeSeconds": 5})
+    response = face.dispatch(req)  # type: ignore[arg-type]
+    assert response is not None and response[0] == 200 and req.conn.answers == []
 
 
 def test_deleted_queue_answers_a_parked_receive_at_once() -> None:

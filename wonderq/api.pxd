@@ -7,7 +7,7 @@ cimport cython
 
 from wonderq.params cimport (delete_args, param_cid, param_delay, param_int, param_path_id,
                              param_queue, parse_query, receive_args)
-from wonderq.protocol cimport Request
+from wonderq.request cimport Request
 from wonderq.store cimport Deferred, Store
 
 cdef tuple _TRUE, _FALSE            # a delete's answers

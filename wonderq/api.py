@@ -42,7 +42,8 @@ from .params import (
     queue_attributes_ms,
     receive_args,
 )
-from .protocol import JSON_HEADERS, Request, Response
+from .protocol import JSON_HEADERS
+from .request import Request, Response
 from .statuspage import StatusPage
 from .store import Deferred, Store
 

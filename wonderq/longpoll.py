@@ -23,7 +23,7 @@ from functools import partial
 from typing import Any
 
 from .errors import answer_error
-from .protocol import Request, Response
+from .request import Request, Response
 from .store import Deferred
 
 __all__ = ["LongPoll", "Waiter"]
@@ -84,6 +84,8 @@ class LongPoll:
         # server's whole life) to skip the call when nobody waits.
         self.waiting: dict[str, WaitQueue] = {}
         self.closing = False  # shutting down: long polls answer at once
+        self._running = False  # inside available()
+        self._again: set[str] = set()  # queues told meanwhile (see available)
 
     @property
     def count(self) -> int:
@@ -116,7 +118,23 @@ class LongPoll:
     # ---- the store's listener -------------------------------------------------------------
 
     def available(self, queue: str) -> None:
-        """Answer the waiters of ``queue``, oldest first, while they get messages."""
+        """Answer the waiters of ``queue``, oldest first, while they get messages.
+
+        Never re-entered: an attempt may tell the listener again (a receive that expires
+        due leases first, as the SQS face's does); that call becomes one more pass once the
+        current one ends, so no waiter is tried twice at once."""
+        if self._running:
+            self._again.add(queue)
+            return
+        self._running = True
+        try:
+            self._available(queue)
+            while self._again:
+                self._available(self._again.pop())
+        finally:
+            self._running = False
+
+    def _available(self, queue: str) -> None:
         wq = self.waiting.get(queue)
         if wq is None or wq.busy:
             return

@@ -39,7 +39,7 @@ from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from .longpoll import LongPoll
-    from .protocol import Request, Response
+    from .request import Request, Response
     from .routing import Router
     from .store import Store
 
@@ -63,6 +63,7 @@ _FAMILIES = (
     ("deleted_total", "counter", "Messages deleted (acknowledged)."),
     ("expired_total", "counter", "Leases that ran out."),
     ("dead_lettered_total", "counter", "Messages moved to the dead-letter queue."),
+    ("retention_expired_total", "counter", "Messages dropped because their retention ran out."),
 )
 _HEADS = tuple(
     f"# HELP wonderq_{name} {help_text}\n# TYPE wonderq_{name} {kind}\n".encode()
@@ -101,6 +102,8 @@ def render_family(family: int, rows: list[tuple[Any, ...]]) -> bytes:
     else:
         prefix = "wonderq_" + _FAMILIES[family][0]
         i = family + 3
+        if rows and len(rows[0]) <= i:  # a store whose rows end before this column: 0
+            rows = [(*r, 0) for r in rows]
         text = "".join(
             [
                 f'{prefix}{{queue="{r[0]}"}} {small[r[i]] if r[i] < 4096 else num(r[i])}\n'

@@ -4,7 +4,7 @@
 
 cimport cython
 
-from wonderq.protocol cimport Request, split_query
+from wonderq.request cimport Request, split_query
 
 # Validated-value caches (C globals: no dict lookup).
 cdef dict _NO_PARAMS                # the params of an empty query (shared, never mutated)

@@ -26,7 +26,7 @@ from .limits import (
     QUEUE_NAME,
     QUEUE_NAME_RULE,
 )
-from .protocol import Request, split_query
+from .request import Request, split_query
 
 __all__ = [
     "REPEATED",

@@ -5,6 +5,8 @@
 
 cimport cython
 
+from wonderq.request cimport Request
+
 # Module state read on every answer (C globals: no dict lookup).
 cdef dict _prefixes                  # headers -> {status: head up to "Content-Length: "}
 cdef tuple _LENGTH_TAILS             # b"<n>\r\n\r\n" for n < _LENGTH_TAILS_MAX
@@ -16,24 +18,6 @@ cdef tuple _NO_QUEUE                 # HttpProtocol._queue while nothing is queu
 cdef int _IDLE, _HEAD, _BODY         # HttpProtocol._phase
 cdef int _PAUSE_WRITE_BUFFER, _PAUSE_PIPELINE  # bits of HttpProtocol._paused
 cdef int _T_PARSE, _T_BUSY, _T_LINGER          # HttpProtocol._timer_kind
-
-
-@cython.final
-@cython.freelist(64)
-cdef class Request:
-    cdef dict __dict__              # attributes an application adds (created on first use)
-    cdef public object method       # str: interned for the usual methods
-    cdef public object path         # str, raw (not percent-decoded), latin-1
-    cdef public object query        # str, raw, without the "?"
-    cdef public object body         # bytes, whole (chunks joined)
-    cdef public bint keep_alive     # llhttp's verdict for this message
-    cdef public object conn         # the HttpProtocol that answers it
-    cdef public object params       # the application's path parameters, or None
-    cdef public object route        # the application's metric label of a deferred request
-    cdef public object deferred     # the application's state while parked
-    cdef public object response     # an error the protocol answers in turn, or None
-    cdef public bint echo_keep_alive  # the client sent Connection: keep-alive
-    cdef public object headers      # [(lowercase name, value)] outside /v1/, else None
 
 
 @cython.final
@@ -151,8 +135,3 @@ cdef Request _new_request(object method, object path, object query, object body,
 
 @cython.locals(i=Py_ssize_t)
 cdef Py_ssize_t _query_mark(bytes url)
-
-
-@cython.locals(params=dict, end=Py_ssize_t, start=Py_ssize_t, stop=Py_ssize_t, eq=Py_ssize_t,
-               name=str, value=str)
-cpdef dict split_query(str query)

@@ -4,7 +4,7 @@
 
 cimport cython
 
-from wonderq.protocol cimport Request
+from wonderq.request cimport Request
 
 
 @cython.final

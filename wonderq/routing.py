@@ -32,7 +32,8 @@ from typing import Any
 from .auth import RIGHT_BITS
 from .errors import ApiError, answer_error
 from .params import param_queue
-from .protocol import Request, Response, error_response
+from .protocol import error_response
+from .request import Request, Response
 
 __all__ = ["Handler", "MethodNotAllowed", "Route", "Router"]
 

@@ -22,7 +22,7 @@ from urllib.parse import unquote
 from .._core import EngineError
 from ..errors import NotFound, StoreError
 from ..longpoll import LongPoll
-from ..protocol import Request, Response
+from ..request import Request, Response
 from ..store import Deferred, Store
 from . import json_protocol, query_protocol
 from .actions import Actions, Context, Park, engine_error
@@ -93,7 +93,7 @@ class SqsFace(Actions):
         self.started_s = int(time.time())
         self._wait_cache: dict[str, int] = {}
         self._ids = itertools.count(1)
-        self._id_prefix = os.urandom(4).hex()
+        self._id_prefix = os.urandom(4).hex().encode()
         self._actions = {
             name[7:]: getattr(self, name) for name in dir(self) if name.startswith("action_")
         }
@@ -172,8 +172,8 @@ class SqsFace(Actions):
 
     # ---- dispatch -----------------------------------------------------------------------------
     def _request_id(self) -> bytes:
-        n = next(self._ids)
-        return f"{self._id_prefix}-0000-4000-8000-{n:012x}".encode()
+        """A UUID-shaped id, unique per server run (a random prefix and a counter)."""
+        return b"%s-0000-4000-8000-%012x" % (self._id_prefix, next(self._ids))
 
     def dispatch(self, req: Request, kind: int = 0) -> Response | None:
         """Answer ``req`` (an SQS request), or None when the answer comes later."""

@@ -36,7 +36,7 @@ from .errors import SqsError, error, invalid, no_such_queue
 from .md5 import md5_hex, md5_of_segments
 
 if TYPE_CHECKING:
-    from ..protocol import Request
+    from ..request import Request
     from ..store import Store
     from .handles import ReceiptHandles
 
@@ -538,7 +538,6 @@ class Actions:
                 f"Batch requests cannot be longer than {MAX_MESSAGE_BYTES} bytes. You have sent "
                 f"{total} bytes.",
             )
-        yield from self._queue_info(queue)
         successful: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
         sent = False
@@ -560,6 +559,9 @@ class Actions:
             successful.append(out)
         if sent:
             return {"Successful": successful, "Failed": failed}
+        # No entry reached the store, which would have said the queue is missing.
+        yield from self._queue_info(queue)
+        return {"Successful": successful, "Failed": failed}
 
     def action_ReceiveMessage(self, ctx: Context, params: dict[str, Any]) -> Steps:
         queue = self.queue_of(ctx, params)
@@ -652,7 +654,6 @@ class Actions:
     def action_DeleteMessageBatch(self, ctx: Context, params: dict[str, Any]) -> Steps:
         queue = self.queue_of(ctx, params)
         entries = self._entries(params, "DeleteMessageBatch")
-        yield from self._queue_info(queue)
         successful: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
         for entry in entries:
@@ -665,6 +666,8 @@ class Actions:
                 failed.append(_failure(entry["Id"], exc))
                 continue
             successful.append({"Id": entry["Id"]})
+        if not successful:  # no entry reached the store, which would have said the queue is missing
+            yield from self._queue_info(queue)
         return {"Successful": successful, "Failed": failed}
 
     def action_ChangeMessageVisibility(self, ctx: Context, params: dict[str, Any]) -> Steps:
@@ -682,7 +685,6 @@ class Actions:
     def action_ChangeMessageVisibilityBatch(self, ctx: Context, params: dict[str, Any]) -> Steps:
         queue = self.queue_of(ctx, params)
         entries = self._entries(params, "ChangeMessageVisibilityBatch")
-        yield from self._queue_info(queue)
         successful: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
         for entry in entries:
@@ -698,6 +700,8 @@ class Actions:
                 failed.append(_failure(entry["Id"], exc))
                 continue
             successful.append({"Id": entry["Id"]})
+        if not successful:  # no entry reached the store, which would have said the queue is missing
+            yield from self._queue_info(queue)
         return {"Successful": successful, "Failed": failed}
 
 

@@ -50,11 +50,14 @@ _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_d
 
 def answer(result: dict[str, Any], request_id: bytes) -> Response:
     """A 200 answer with ``result`` as the output object."""
-    return (
-        200,
-        _encode(result).encode(),
-        _HEADERS + b"x-amzn-RequestId: " + request_id + b"\r\n",
-    )
+    if len(result) == 2 and "MessageId" in result:  # SendMessage, without attributes
+        body = b'{"MD5OfMessageBody":"%s","MessageId":"%s"}' % (
+            result["MD5OfMessageBody"].encode("ascii"),
+            result["MessageId"].encode("ascii"),
+        )
+    else:
+        body = _encode(result).encode()
+    return (200, body, _HEADERS + b"x-amzn-RequestId: " + request_id + b"\r\n")
 
 
 def answer_error(exc: SqsError, request_id: bytes) -> Response:

@@ -1,0 +1,28 @@
+# cython: language_level=3
+# C types for request.py, compiled in Cython's pure-Python mode (the .py stays the readable
+# source).
+
+cimport cython
+
+
+@cython.final
+@cython.freelist(64)
+cdef class Request:
+    cdef dict __dict__              # attributes an application adds (created on first use)
+    cdef public object method       # str: interned for the usual methods
+    cdef public object path         # str, raw (not percent-decoded), latin-1
+    cdef public object query        # str, raw, without the "?"
+    cdef public object body         # bytes, whole (chunks joined)
+    cdef public bint keep_alive     # llhttp's verdict for this message
+    cdef public object conn         # the HttpProtocol that answers it
+    cdef public object params       # the application's path parameters, or None
+    cdef public object route        # the application's metric label of a deferred request
+    cdef public object deferred     # the application's state while parked
+    cdef public object response     # an error the protocol answers in turn, or None
+    cdef public bint echo_keep_alive  # the client sent Connection: keep-alive
+    cdef public object headers      # [(lowercase name, value)] outside /v1/, else None
+
+
+@cython.locals(params=dict, end=Py_ssize_t, start=Py_ssize_t, stop=Py_ssize_t, eq=Py_ssize_t,
+               name=str, value=str)
+cpdef dict split_query(str query)
