@@ -286,7 +286,9 @@ class Store:
 
     def stats_page(self, after: str, limit: int) -> tuple[list[tuple[Any, ...]], str | None]:
         """Up to ``limit`` rows of ``stats()`` for the queues named after ``after`` (all
-        when empty), and the name to continue after, or None when these were the last."""
+        when empty), and the name to continue after, or None when these were the last.
+        This default bisects ``stats()``, so it needs its rows in name order (the engine's
+        and RedisStore's cache are); override it when a page can be read alone."""
         rows = self.stats()
         i = bisect_right(rows, after, key=itemgetter(0)) if after else 0
         page = rows[i : i + limit]
