@@ -33,8 +33,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run
-from run import Bench, Launcher, Server, ServerMissing, log
+import harness
+from harness import Launcher, Meter, Server, ServerMissing, log
+from workloads import Bench
 
 TOKEN = "bench-token-0123456789abcdefghij"
 # publish_recv_delete publishes what it receives and deletes, so it needs no prefill (which
@@ -95,7 +96,7 @@ def nginx_tls(launcher: Launcher, upstream: int, cert: Path, key: Path) -> Serve
     if exe is None:
         raise ServerMissing("nginx is not installed")
     tmp = tempfile.TemporaryDirectory(prefix="wonderq-nginx-tls-")
-    port = run.free_port()
+    port = harness.free_port()
     conf = Path(tmp.name) / "nginx.conf"
     user = "user root;" if os.geteuid() == 0 else ""
     text = NGINX_TLS
@@ -110,11 +111,11 @@ def nginx_tls(launcher: Launcher, upstream: int, cert: Path, key: Path) -> Serve
     )
     server = Server("nginx-tls", proc, port, log_path, tmp)
     try:
-        run.wait_port(port, proc)
+        harness.wait_port(port, proc)
     except RuntimeError as exc:
         server.stop()
         raise ServerMissing(f"nginx: {exc}") from exc
-    server.pids_for_cpu = [proc.pid, *run.proc_children(proc.pid)]
+    server.pids_for_cpu = [proc.pid, *harness.proc_children(proc.pid)]
     return server
 
 
@@ -148,9 +149,16 @@ def cell(
 def measure(bench: Bench, name: str, workload: str, paths: tuple[Path, Path, Path]) -> dict:
     auth_file, cert, key = paths
     with cell(bench, name, auth_file, cert, key) as (server, scheme, env):
-        cmd = run.wrk_cmd(bench, workload, server.port)
-        cmd[-1] = f"{scheme}://127.0.0.1:{server.port}/"
-        return bench.measure(server, cmd, env)
+        cmd = wrk_cmd(bench, workload, f"{scheme}://127.0.0.1:{server.port}/")
+        return bench.meter.measure(server, cmd, env)
+
+
+def wrk_cmd(bench: Bench, workload: str, url: str) -> list[str]:
+    """wrk with the workload's Lua script (bench/wrk/), which sends WQ_AUTHORIZATION when the
+    environment has it: the generator that speaks HTTPS as well as HTTP."""
+    script = str(harness.ROOT / "bench" / "wrk" / f"{workload}.lua")
+    conns, duration = bench.args.connections, f"{bench.duration:g}"
+    return ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "10s", "-s", script, url]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which(tool) is None:
             sys.stderr.write(f"{tool} is missing (apt-get install -y {tool})\n")
             return 1
-    server_pin, gen_pin, pinning = run.cpu_plan()
+    server_pin, gen_pin, pinning = harness.cpu_plan()
     log(pinning)
     with tempfile.TemporaryDirectory(prefix="wonderq-security-") as tmp:
         root = Path(tmp)
@@ -174,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         logdir = root / "logs"
         logdir.mkdir()
-        bench = Bench(args, gen_pin, Launcher(server_pin, logdir))
+        bench = Bench(args, Meter(gen_pin, args.duration), Launcher(server_pin, logdir))
         results: dict[tuple[str, str], list[float]] = {}
         for i in range(args.runs):
             for workload, label in WORKLOADS:
