@@ -9,11 +9,11 @@ import hashlib
 import json
 import os
 import random
-import struct
 import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
+from _sqs import reference_md5
 
 from wonderq.sqs import json_protocol, query_protocol
 from wonderq.sqs.attributes import (
@@ -29,28 +29,6 @@ from wonderq.sqs.handles import ReceiptHandles
 from wonderq.sqs.md5 import md5_hex, md5_of_segments
 
 NS = "{http://queue.amazonaws.com/doc/2012-11-05/}"
-
-
-def reference_md5(attributes: dict[str, dict[str, Any]]) -> str:
-    """MD5OfMessageAttributes as the AWS SDK for Java's MessageMD5ChecksumInterceptor
-    computes it, written from its description (not from wonderq's code)."""
-    digest = hashlib.md5()
-
-    def put(data: bytes) -> None:
-        digest.update(struct.pack(">I", len(data)))
-        digest.update(data)
-
-    for name in sorted(attributes):
-        value = attributes[name]
-        put(name.encode("utf-8"))
-        put(value["DataType"].encode("utf-8"))
-        if "StringValue" in value:
-            digest.update(b"\x01")
-            put(value["StringValue"].encode("utf-8"))
-        else:
-            digest.update(b"\x02")
-            put(value["BinaryValue"])
-    return digest.hexdigest()
 
 
 def random_attributes(rng: random.Random) -> dict[str, dict[str, Any]]:
