@@ -112,7 +112,7 @@ def protocol_for(workload: str, transport: Transport) -> Any:
         proto: Any = kind(ceiling.Clock())
         proto.connection_made(transport)
         return proto
-    from wonderq import _core, protocol
+    from wonderq import _core, protocol, request
     from wonderq.api import Api
     from wonderq.config import Settings
     from wonderq.longpoll import LongPoll
@@ -130,7 +130,7 @@ def protocol_for(workload: str, transport: Transport) -> Any:
     if workload.startswith("stub"):
 
         class Stub:
-            answer = (201, b'{"id":1}', protocol.JSON_HEADERS)
+            answer = (201, b'{"id":1}', request.JSON_HEADERS)
 
             def dispatch(self, req: Any) -> Any:
                 return self.answer

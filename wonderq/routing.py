@@ -32,8 +32,7 @@ from typing import Any
 from .auth import RIGHT_BITS
 from .errors import ApiError, answer_error
 from .params import param_queue
-from .protocol import error_response
-from .request import Request, Response
+from .request import Request, Response, error_response
 
 __all__ = ["Handler", "MethodNotAllowed", "Route", "Router"]
 

@@ -22,8 +22,9 @@ from .._core import (
     QueueNotFound,
     batch_ids_json,
 )
+from ..deferred import Deferred, Listener
 from ..errors import BackendUnavailable, StoreError
-from ..store import Deferred, Listener, Store
+from ..store import Store
 from .answers import _drained, _pass_on, _wait
 from .checks import (
     _append_body,

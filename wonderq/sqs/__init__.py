@@ -20,10 +20,11 @@ from typing import Any
 from urllib.parse import unquote
 
 from .._core import EngineError
+from ..deferred import Deferred
 from ..errors import NotFound, StoreError
 from ..longpoll import LongPoll
 from ..request import Request, Response
-from ..store import Deferred, Store
+from ..store import Store
 from . import json_protocol, query_protocol
 from .actions import Actions, Context, Park, engine_error
 from .errors import SqsError, error
