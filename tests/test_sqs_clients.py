@@ -551,6 +551,9 @@ def test_aws_cli(srv: ServerProcess, tmp_path: Path) -> None:
 
 
 # ---- with --data-dir ------------------------------------------------------------------------
+@pytest.mark.not_on(
+    "redis", reason="tests --data-dir; a restarted test server gets a fresh redis-server"
+)
 def test_durable_queue_meta_and_messages_survive_a_restart(tmp_path: Path) -> None:
     """SQS-only queue attributes live in the engine's queue ``meta``, which the log records
     with the queue; messages sent through SQS are logged like any publish. (Their message

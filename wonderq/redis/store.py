@@ -381,8 +381,8 @@ class RedisStore(Store):
         return d
 
     def _write_attrs(self, name: str, created: bool, packed: str) -> Deferred:
-        vis, delay, maxr, dlq, mmb, ret, ver = packed.split("|")
-        args = [b"1" if created else b"0", ver, vis, delay, maxr, dlq, mmb, ret]
+        vis, delay, maxr, dlq, mmb, ret, ver, *meta = packed.split("|", 7)
+        args = [b"1" if created else b"0", ver, vis, delay, maxr, dlq, mmb, ret, *meta]
         return self.script(
             "setattrs", name, [a if isinstance(a, bytes) else a.encode() for a in args]
         )
