@@ -236,7 +236,7 @@ class SqsFace(Actions):
         elif isinstance(exc, EngineError):
             sqs_error = engine_error(exc)
         elif isinstance(exc, NotImplementedError):
-            # A store without the SQS section (RedisStore, see docs/SQS.md).
+            # A store without the SQS section (Store's defaults raise NotImplementedError).
             sqs_error = error(
                 "UnsupportedOperation", f"{action or 'this action'} is not available on this store"
             )
