@@ -107,10 +107,12 @@ class Request:
     text. ``params`` and ``route`` are for the application (path parameters, the route's
     metric label), ``deferred`` holds its state while the request is parked; ``response`` is
     set only for an error the protocol found itself, answered in turn; ``echo_keep_alive``
-    when the client sent ``Connection: keep-alive``. ``if_none_match`` and ``authorization``
-    (bytes) exist only when the request carried that header (read them with
-    ``getattr(req, "authorization", None)``). Other attributes may be added (compiled, the
-    class keeps a ``__dict__`` for them, created only when one is set). ``headers`` is the
+    when the client sent ``Connection: keep-alive``. ``authorization`` is the
+    ``Authorization`` header (bytes) or None (a field, not an added attribute: access control
+    reads it on every request). ``if_none_match`` (bytes) exists only when the request carried
+    that header (read it with ``getattr(req, "if_none_match", None)``). Other attributes may
+    be added (compiled, the class keeps a ``__dict__`` for them, created only when one is
+    set). ``headers`` is the
     list of ``(lowercase name, value)`` bytes pairs in arrival order, kept only for targets
     outside ``/v1/`` (the SQS face reads ``X-Amz-Target``, ``Content-Type`` and ``Host``; the
     native routes read none, so their hot path stores none), else None.
@@ -136,6 +138,7 @@ class Request:
         self.deferred: Any = None
         self.response: Response | None = None
         self.echo_keep_alive = False
+        self.authorization: bytes | None = None
         self.headers: list[tuple[bytes, bytes]] | None = None
 
     @classmethod
