@@ -405,7 +405,7 @@ class LazySqsFace:
         return int(self.face().kind(req))
 
     def handle(self, req: Request) -> Response | None:
-        return self.face().handle(req)  # type: ignore[no-any-return]
+        return self.face().handle(req)
 
     def dispatch(self, req: Request, kind: int = 0) -> Response | None:
-        return self.face().dispatch(req, kind)  # type: ignore[no-any-return]
+        return self.face().dispatch(req, kind)
