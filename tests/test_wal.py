@@ -59,6 +59,10 @@ records = st.one_of(
         st.binary(max_size=300),
         st.integers(0, 2**63 - 1),
         st.integers(0, 2**32 - 1),
+        # format 2: sent and first receive times, the attribute blob (each often absent)
+        st.one_of(st.just(0), st.integers(0, 2**63 - 1)),
+        st.one_of(st.just(0), st.integers(0, 2**63 - 1)),
+        st.one_of(st.none(), st.binary(max_size=100)),
     ),
     st.builds(Receive, st.lists(ids, max_size=20).map(tuple)),
     st.builds(DeadLetter, st.lists(ids, max_size=20).map(tuple), names),

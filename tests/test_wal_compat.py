@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from wonderq.wal import BrokerSnapshotSource, Publish, Wal, read_file, recover
+from wonderq.wal.format import FILE_HEADER, FORMAT_VERSION
 
 FIXTURE = Path(__file__).parent / "data" / "wal-v1"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
@@ -121,9 +122,11 @@ def test_the_real_engine_serves_the_old_messages(data_dir: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_the_new_log_continues_and_compacts_an_old_directory(data_dir: Path) -> None:
-    """Append to the old segment, compact it into a new snapshot, and read it all back."""
+    """Go on after an old segment (in a new one of the current version: the old one is left
+    as its header says), compact both into a new snapshot, and read it all back."""
     core = pytest.importorskip("wonderq._core")
     wall = first_delay_end() - 60_000  # every delay still runs, none past the engine's cap
+    old_segment = (data_dir / "wal-00000000000000000002.log").read_bytes()
 
     async def run() -> list[Publish]:
         broker: Any = core.Broker()
@@ -134,6 +137,16 @@ def test_the_new_log_continues_and_compacts_an_old_directory(data_dir: Path) -> 
         new_id = broker.publish("jobs", b"new", 0)
         log.append_publish(new_id, "jobs", b"new")
         await log.commit()  # type: ignore[misc]
+        # The old segment is as it was; the new record went to segment 3, of version 2.
+        assert (data_dir / "wal-00000000000000000002.log").read_bytes() == old_segment
+        seq, records, scan = read_file(data_dir / "wal-00000000000000000003.log")
+        assert (seq, scan.reason) == (3, "") and Publish(new_id, "jobs", b"new") in records
+        head = (data_dir / "wal-00000000000000000003.log").read_bytes()[:16]
+        assert FILE_HEADER.unpack(head)[1] == FORMAT_VERSION == 2
+        with recover(data_dir) as state:  # the old segment and the new one, in order
+            assert state.messages() == sorted(
+                [*expected_messages(), Publish(new_id, "jobs", b"new")], key=lambda m: m.msg_id
+            )
         await log.compact()
         await log.close()
         assert log.compactions == 1
@@ -141,6 +154,12 @@ def test_the_new_log_continues_and_compacts_an_old_directory(data_dir: Path) -> 
 
     added = asyncio.run(run())
     with recover(data_dir) as state:
-        assert state.report.snapshot == "snapshot-00000000000000000003.snap"
+        assert state.report.snapshot == "snapshot-00000000000000000004.snap"
         assert {q: v1_attributes(a) for q, a in state.queues.items()} == EXPECTED["queues"]
-        assert state.messages() == sorted(expected_messages() + added, key=lambda m: m.msg_id)
+        # The snapshot (format 2) holds every message's sent time: the engine's, which for
+        # a message of a format 1 log is the time it was recovered.
+        messages = state.messages()
+        assert {m.sent_ms for m in messages} == {wall}
+        assert [m._replace(sent_ms=0) for m in messages] == sorted(
+            expected_messages() + added, key=lambda m: m.msg_id
+        )

@@ -76,7 +76,19 @@ class _Run:
     queue, from one file: consecutive publish sections are merged into one run, so replay
     costs list appends per message, not objects."""
 
-    __slots__ = ("buf", "delays", "epoch", "ids", "lens", "offs", "queue", "receives")
+    __slots__ = (
+        "attributes",
+        "buf",
+        "delays",
+        "epoch",
+        "firsts",
+        "ids",
+        "lens",
+        "offs",
+        "queue",
+        "receives",
+        "sents",
+    )
 
     def __init__(self, queue: str, epoch: int, buf: Any) -> None:
         self.queue = queue
@@ -85,8 +97,33 @@ class _Run:
         self.ids: list[int] = []
         self.offs: list[int] = []  # offset of each body in buf
         self.lens: list[int] = []
+        # The optional columns (_COLUMNS), None while every message of the run has the default:
         self.delays: list[int] | None = None  # delay end (wall ms) per message, if any
         self.receives: list[int] | None = None  # receive count per message, if any (snapshots)
+        self.sents: list[int] | None = None  # sent time (wall ms), if recorded (format 2)
+        self.firsts: list[int] | None = None  # first receive (wall ms), if any (format 2)
+        self.attributes: list[bytes | None] | None = None  # attribute blobs (format 2)
+
+    @property
+    def plain(self) -> bool:
+        """No message of the run has anything but an id and a body."""
+        return (
+            self.delays is None
+            and self.receives is None
+            and self.sents is None
+            and self.firsts is None
+            and self.attributes is None
+        )
+
+
+#: The optional per-message columns of a run and of a PubSection, with their defaults.
+_COLUMNS = (
+    ("delays", 0),
+    ("receives", 0),
+    ("sents", 0),
+    ("firsts", 0),
+    ("attributes", None),
+)
 
 
 class _Replayer:
@@ -168,16 +205,16 @@ class _Replayer:
         run.ids.extend(sec.ids)
         run.lens.extend(sec.lens)
         run.offs.extend(itertools.islice(itertools.accumulate(sec.lens, initial=sec.body_start), n))
-        for attr in ("delays", "receives"):
+        for attr, default in _COLUMNS:
             have = getattr(run, attr)
             new = getattr(sec, attr)
             if new is not None:
                 if have is None:
-                    setattr(run, attr, [0] * base + new)
+                    setattr(run, attr, [default] * base + new)
                 else:
                     have.extend(new)
             elif have is not None:
-                have.extend([0] * n)
+                have.extend([default] * n)
         top = max(sec.ids) + 1
         if top > self.next_id:
             self.next_id = top
@@ -272,7 +309,7 @@ class _Replayer:
         if queue is None:
             queue = self.names[qraw] = qraw.decode()
         run = self._run_for(queue, buf)
-        if run.delays is not None or run.receives is not None:
+        if not run.plain:
             return None
         run.ids.append(msg_id)
         run.offs.append(p0 + size)
@@ -282,6 +319,18 @@ class _Replayer:
         return qraw, qlen, size, unpack, run.ids.append, run.offs.append, run.lens.append
 
 
+#: Live messages of one run as parallel sequences: (queue, ids, bodies, receives, delay ends,
+#: sent times, first receive times, attribute blobs); a None column: all default.
+_Live = tuple[
+    str,
+    list[int],
+    Iterable[bytes],
+    list[int] | None,
+    list[int] | None,
+    list[int] | None,
+    list[int] | None,
+    list[bytes | None] | None,
+]
 #: A snapshot's chunks still to be applied, in position order.
 Chunks = collections.deque[ChunkSections]
 #: The replay's fast path for one queue: (raw name, its length, the size of a one-message
@@ -342,12 +391,10 @@ class RecoveredState:
                 m.close()
         self._maps = []
 
-    def _live_runs(
-        self,
-    ) -> Iterator[tuple[str, list[int], Iterable[bytes], list[int] | None, list[int] | None]]:
-        """Per run, its live messages as parallel sequences (queue, ids, bodies, receives,
-        delay_ends; None = all 0). Runs no later record touched take a path with no Python
-        code per message (bodies come from a lazy C-level map); moved messages come out in
+    def _live_runs(self) -> Iterator[_Live]:
+        """Per run, its live messages as parallel sequences (see _Live; None = every message
+        has the default). Runs no later record touched take a path with no Python code per
+        message (bodies come from a lazy C-level map); moved messages come out in
         one-message groups."""
         rep = self._rep
         deleted, superseded = rep.deleted, rep.superseded
@@ -365,15 +412,22 @@ class RecoveredState:
                 and (not rc or rc.keys().isdisjoint(run.ids))
                 and (not moved or moved.keys().isdisjoint(run.ids))
             )
+            sents, firsts, attributes = run.sents, run.firsts, run.attributes
             if clean:
                 ends = map(operator.add, run.offs, run.lens)
                 bodies = map(buf.__getitem__, map(slice, run.offs, ends))
-                yield run.queue, run.ids, bodies, run.receives, run.delays
+                yield (
+                    run.queue, run.ids, bodies, run.receives, run.delays, sents, firsts, attributes
+                )  # fmt: skip
                 continue
+            extra = sents is not None or firsts is not None or attributes is not None
             ids: list[int] = []
             some: list[bytes] = []
             recs: list[int] = []
             dels: list[int] = []
+            sent_ms: list[int] = []
+            first_ms: list[int] = []
+            blobs: list[bytes | None] = []
             for i, msg_id in enumerate(run.ids):
                 if msg_id in deleted or superseded.get(msg_id, run) is not run:
                     continue
@@ -384,7 +438,16 @@ class RecoveredState:
                 if mv is not None:
                     q, ep = mv
                     if q in queues and epochs[q] == ep:
-                        yield (q, [msg_id], [body], [rc.get(msg_id, 0)], [d])
+                        yield (
+                            q,
+                            [msg_id],
+                            [body],
+                            [rc.get(msg_id, 0)],
+                            [d],
+                            [sents[i]] if sents else None,
+                            [firsts[i]] if firsts else None,
+                            [attributes[i]] if attributes else None,
+                        )
                     continue
                 if not queue_ok:
                     continue
@@ -392,37 +455,80 @@ class RecoveredState:
                 some.append(body)
                 recs.append((run.receives[i] if run.receives else 0) + rc.get(msg_id, 0))
                 dels.append(d)
+                if extra:
+                    sent_ms.append(sents[i] if sents else 0)
+                    first_ms.append(firsts[i] if firsts else 0)
+                    blobs.append(attributes[i] if attributes else None)
             if ids:
-                yield run.queue, ids, some, recs, dels
+                if extra:
+                    yield run.queue, ids, some, recs, dels, sent_ms, first_ms, blobs
+                else:
+                    yield run.queue, ids, some, recs, dels, None, None, None
 
     def messages(self) -> list[Publish]:
         """Every live message, in increasing id order (receives = the recovered count)."""
         out = []
-        for q, ids, bodies, recs, dels in self._live_runs():
-            zeros = itertools.repeat(0)
-            for i, b, r, d in zip(ids, bodies, recs or zeros, dels or zeros, strict=False):
-                out.append(Publish(i, q, bytes(b), d, r))
+        zeros = itertools.repeat(0)
+        nones = itertools.repeat(None)
+        for q, ids, bodies, recs, dels, sents, firsts, blobs in self._live_runs():
+            for i, b, r, d, s, f, a in zip(
+                ids,
+                bodies,
+                recs or zeros,
+                dels or zeros,
+                sents or zeros,
+                firsts or zeros,
+                blobs or nones,
+                strict=False,
+            ):
+                out.append(Publish(i, q, bytes(b), d, r, s, f, a))
         out.sort(key=lambda p: p.msg_id)
         return out
 
-    def load_into(self, broker: Any, now_ms: int, wall_ms: int) -> int:
+    def load_into(
+        self, broker: Any, now_ms: int, wall_ms: int, sent_offset_ms: int | None = None
+    ) -> int:
         """Create the queues, restore every live message (available again: leases are not
         durable; delays resume with what was left of them by the wall clock) and move the id
-        counter above every id ever issued. Returns the number of messages restored."""
-        with _cyclic_gc_paused():
-            return self._load_into(broker, now_ms, wall_ms)
+        counter above every id ever issued. Returns the number of messages restored.
 
-    def _load_into(self, broker: Any, now_ms: int, wall_ms: int) -> int:
+        A message whose sent time was logged keeps it (its retention period counts from it;
+        SQS's SentTimestamp is unchanged), and so does its first receive time and attribute
+        blob; the engine's clock is ``now_ms``, and ``sent_offset_ms`` (wall-clock minus
+        engine ms; by default ``wall_ms - now_ms``) turns the logged wall-clock times into
+        it. Others are taken as sent at ``now_ms``."""
+        if sent_offset_ms is None:
+            sent_offset_ms = wall_ms - now_ms
+        with _cyclic_gc_paused():
+            return self._load_into(broker, now_ms, wall_ms, sent_offset_ms)
+
+    def _load_into(self, broker: Any, now_ms: int, wall_ms: int, offset: int) -> int:
         t0 = time.perf_counter()
         self._load_queues(broker)
         max_delay = MAX_DELAY_MS
         restore = broker.restore
         restored = dropped = 0
-        for queue, ids, bodies, recs, dels in self._live_runs():
+        zeros = itertools.repeat(0)
+        for queue, ids, bodies, recs, dels, sents, firsts, blobs in self._live_runs():
             if not broker.has_queue(queue):
                 dropped += len(ids)
                 continue
-            if not dels or not any(dels):
+            if sents is not None or firsts is not None or blobs is not None:
+                _restore_all(
+                    restore,
+                    queue,
+                    ids,
+                    bodies,
+                    recs or zeros,
+                    dels or zeros,
+                    sents or zeros,
+                    firsts or zeros,
+                    blobs or itertools.repeat(None),
+                    now_ms,
+                    wall_ms,
+                    offset,
+                )
+            elif not dels or not any(dels):
                 if not recs or not any(recs):
                     for msg_id, body in zip(ids, bodies, strict=False):
                         restore(queue, msg_id, body, 0, now_ms, 0)
@@ -430,7 +536,6 @@ class RecoveredState:
                     for msg_id, body, r in zip(ids, bodies, recs, strict=False):
                         restore(queue, msg_id, body, r, now_ms, 0)
             else:
-                zeros = itertools.repeat(0)
                 for msg_id, body, r, d in zip(ids, bodies, recs or zeros, dels, strict=False):
                     left = min(max(d - wall_ms, 0), max_delay) if d else 0
                     restore(queue, msg_id, body, r, now_ms, left)
@@ -480,6 +585,32 @@ def _put_queue(broker: Any, name: str, attrs: Mapping[str, Any]) -> None:
                 continue
             log.warning("recovery: queue %r: %s; dropping attribute %r", name, exc, bad)
             del attrs[bad]
+
+
+def _restore_all(
+    restore: Callable[..., Any],
+    queue: str,
+    ids: Iterable[int],
+    bodies: Iterable[bytes],
+    recs: Iterable[int],
+    dels: Iterable[int],
+    sents: Iterable[int],
+    firsts: Iterable[int],
+    blobs: Iterable[bytes | None],
+    now_ms: int,
+    wall_ms: int,
+    offset: int,
+) -> None:
+    """Restore messages with format 2 columns: wall-clock times become engine times (a sent
+    time after now, the clock having gone back, is taken as now)."""
+    max_delay = MAX_DELAY_MS
+    for msg_id, body, r, d, s, f, a in zip(
+        ids, bodies, recs, dels, sents, firsts, blobs, strict=False
+    ):
+        left = min(max(d - wall_ms, 0), max_delay) if d else 0
+        sent = min(s - offset, now_ms) if s else None
+        first = max(min(f - offset, now_ms), sent if sent is not None else now_ms) if f else None
+        restore(queue, msg_id, body, r, now_ms, left, sent, first, a)
 
 
 def recover(data_dir: str | os.PathLike[str]) -> RecoveredState:
