@@ -21,6 +21,7 @@ from wonderq.wal import (
     DeadLetter,
     Delete,
     End,
+    FirstReceives,
     NextId,
     Publish,
     Purge,
@@ -70,6 +71,9 @@ records = st.one_of(
     st.builds(NextId, u64),
     st.builds(Chunk, u64),
     st.builds(End, u64),
+    st.lists(st.tuples(ids, u64), max_size=20).map(
+        lambda pairs: FirstReceives(tuple(i for i, _ in pairs), tuple(t for _, t in pairs))
+    ),
 )
 
 

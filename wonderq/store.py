@@ -802,7 +802,15 @@ class DurableStore(MemoryStore):
         if not rows:
             return rows
         self.note_deadline()
-        return _epoch_rows(rows, self.wall_offset_ms)
+        out = _epoch_rows(rows, self.wall_offset_ms)
+        # The first receives (count 1) with their time, for ApproximateFirstReceiveTimestamp
+        # after a restart (the earliest logged one wins: a dead-letter move starts at 1 too).
+        first = [row for row in out if row[2] == 1]
+        if first:
+            self.wal.append_first_receives(  # type: ignore[union-attr]
+                [row[0] for row in first], [row[4] for row in first]
+            )
+        return out
 
     def delete_by_token(self, queue: str, msg_id: int, receives: int) -> Any:
         if not self.broker.delete_token(queue, msg_id, receives, self.now()):

@@ -56,6 +56,7 @@ S_PURGE = 7  # <BB kind, qlen> queue
 S_NEXT_ID = 8  # <BQ kind, id> ids below this one were issued or reserved
 S_CHUNK = 9  # <BQ kind, position> snapshot only: the messages that follow are as of that offset
 S_END = 10  # <BQ kind, count> snapshot only: last section, number of messages in the snapshot
+S_FIRST_RECEIVES = 11  # format 2: <BI kind, n> ids u64[n], first receive wall ms u64[n]
 
 # Publish section flags: which optional per-message columns follow the lengths.
 F_DELAYS = 1  # the wall-clock ms a delay ends (0: none)
@@ -133,8 +134,25 @@ class End(NamedTuple):
     messages: int
 
 
+class FirstReceives(NamedTuple):
+    """Format 2: the first receive (wall-clock ms) of each of ``ids``."""
+
+    ids: tuple[int, ...]
+    times: tuple[int, ...]
+
+
 Record = (
-    QueuePut | QueueDelete | Purge | Publish | Receive | DeadLetter | Delete | NextId | Chunk | End
+    QueuePut
+    | QueueDelete
+    | Purge
+    | Publish
+    | Receive
+    | DeadLetter
+    | Delete
+    | NextId
+    | Chunk
+    | End
+    | FirstReceives
 )
 
 
@@ -206,6 +224,11 @@ def publish_section(
             return parts
     parts.extend(bodies)
     return parts
+
+
+def first_receives_section(ids: Sequence[int], times: Sequence[int]) -> list[bytes]:
+    """Format 2: the first receive time of each of ``ids`` (wall-clock ms)."""
+    return [_IDS.pack(S_FIRST_RECEIVES, len(ids)), u64s(ids), u64s(times)]
 
 
 def ids_section(kind: int, ids: Sequence[int]) -> list[bytes]:
@@ -298,6 +321,8 @@ def encode_frame(records: Iterable[Record]) -> bytes:
             parts.append(u64_section(S_CHUNK, r.position))
         elif isinstance(r, End):
             parts.append(u64_section(S_END, r.messages))
+        elif isinstance(r, FirstReceives):
+            parts.extend(first_receives_section(r.ids, r.times))
         else:
             raise TypeError(f"not a log record: {r!r}")
     flush_publishes()
@@ -354,6 +379,16 @@ def decode_sections(buf: Any, start: int, end: int, names: dict[bytes, str]) -> 
             else:
                 sec, pos = _publish_v2(buf, pos, end, flags, queue, ids, lens, delays, receives)
             out.append((S_PUBLISH, sec))
+        elif kind == S_FIRST_RECEIVES:
+            _, n = _IDS.unpack_from(buf, pos)
+            pos += _IDS.size
+            ids = read_array("Q", buf, pos, n).tolist()
+            pos += 8 * n
+            times = read_array("Q", buf, pos, n).tolist()
+            pos += 8 * n
+            if len(ids) != n or len(times) != n:
+                raise ValueError("first receive section overruns its frame")
+            out.append((kind, ids, times))
         elif kind in (S_RECEIVE, S_DELETE):
             _, n = _IDS.unpack_from(buf, pos)
             pos += _IDS.size
@@ -488,6 +523,8 @@ def decode_payload(payload: bytes) -> list[Record]:
             records.append(Chunk(sec[1]))
         elif kind == S_END:
             records.append(End(sec[1]))
+        elif kind == S_FIRST_RECEIVES:
+            records.append(FirstReceives(tuple(sec[1]), tuple(sec[2])))
     return records
 
 

@@ -29,11 +29,13 @@ from .format import (
     LOG_MAGIC,
     S_DEAD_LETTER,
     S_DELETE,
+    S_FIRST_RECEIVES,
     S_NEXT_ID,
     S_PURGE,
     S_QUEUE_DELETE,
     S_RECEIVE,
     dead_letter_section,
+    first_receives_section,
     frame,
     frame_header,
     ids_section,
@@ -135,7 +137,8 @@ class Wal:
         self._always = fsync == "always"
         # pending records of the frame being built (see _seal)
         self._pub: dict[str, list[Any]] = {}  # queue -> [ids, bodies, optional columns] (_group)
-        self._mid: list[list[Any]] = []  # [kind, queue | None, ids] receive / dead-letter groups
+        # [kind, queue | None | times, ids]: receive, dead-letter and first receive groups
+        self._mid: list[list[Any]] = []
         self._dels: list[int] = []
         self._misc: list[bytes] = []  # encoded next-id sections
         self._frame_bytes = 0
@@ -358,6 +361,11 @@ class Wal:
         else:
             mid.append([S_RECEIVE, None, ids])
 
+    def append_first_receives(self, ids: Sequence[int], times: Sequence[int]) -> None:
+        """The first receive (wall-clock ms) of messages received for the first time (format
+        2; SQS's ApproximateFirstReceiveTimestamp). Never waited for."""
+        self._mid.append([S_FIRST_RECEIVES, list(times), list(ids)])
+
     def append_dead_letter(self, msg_id: int, queue: str) -> None:
         """A message moved to dead-letter queue ``queue`` (receive count back to 0)."""
         mid = self._mid
@@ -401,6 +409,8 @@ class Wal:
         for kind, queue, ids in self._mid:
             if kind == S_RECEIVE:
                 parts += ids_section(S_RECEIVE, ids)
+            elif kind == S_FIRST_RECEIVES:
+                parts += first_receives_section(ids, queue)  # queue: the times
             else:
                 parts += dead_letter_section(names[queue], ids)
         if self._dels:

@@ -36,6 +36,7 @@ from .format import (
     S_DEAD_LETTER,
     S_DELETE,
     S_END,
+    S_FIRST_RECEIVES,
     S_NEXT_ID,
     S_PUBLISH,
     S_PURGE,
@@ -146,6 +147,9 @@ class _Replayer:
         self.superseded: dict[int, _Run] = {}
         self.rc: collections.Counter[int] = collections.Counter()
         self.moved: dict[int, tuple[str, int]] = {}
+        # First receive times (wall ms) logged since an id was stored (the earliest wins); a
+        # time in the id's run (a snapshot row) comes first.
+        self.first_receives: dict[int, int] = {}
         self.next_id = 1
         self.names: dict[bytes, str] = {}
         # While snapshot chunks are pending: ids placed since the snapshot, to detect overlaps.
@@ -165,6 +169,10 @@ class _Replayer:
                 self._publish(sec[1], None)
             elif kind == S_RECEIVE:
                 self.rc.update(sec[1])
+            elif kind == S_FIRST_RECEIVES:
+                keep = self.first_receives.setdefault
+                for msg_id, t in zip(sec[1], sec[2], strict=True):
+                    keep(msg_id, t)
             elif kind == S_DELETE:
                 self._delete(sec[1])
             elif kind == S_DEAD_LETTER:
@@ -195,6 +203,9 @@ class _Replayer:
         if self.moved:
             for msg_id in self.moved.keys() & ids:
                 del self.moved[msg_id]
+        if self.first_receives:
+            for msg_id in self.first_receives.keys() & ids:
+                del self.first_receives[msg_id]
 
     def _publish(self, sec: PubSection, chunk_run: _Run | None) -> None:
         n = len(sec.ids)
@@ -239,6 +250,10 @@ class _Replayer:
             if self.moved and not self.moved.keys().isdisjoint(p.ids):
                 for msg_id in self.moved.keys() & set(p.ids):
                     del self.moved[msg_id]
+            fr = self.first_receives
+            if fr and not fr.keys().isdisjoint(p.ids):
+                for msg_id in fr.keys() & set(p.ids):
+                    del fr[msg_id]
             self._publish(p, run)
 
     def replay_frames(self, buf: Any, start: int, end: int, chunks: Chunks) -> FrameScan:
@@ -399,6 +414,7 @@ class RecoveredState:
         rep = self._rep
         deleted, superseded = rep.deleted, rep.superseded
         rc, moved, epochs, queues = rep.rc, rep.moved, rep.epochs, rep.queues
+        fr = rep.first_receives
         for run in rep.runs:
             n = len(run.ids)
             if not n:
@@ -411,6 +427,7 @@ class RecoveredState:
                 and (not superseded or superseded.keys().isdisjoint(run.ids))
                 and (not rc or rc.keys().isdisjoint(run.ids))
                 and (not moved or moved.keys().isdisjoint(run.ids))
+                and (not fr or fr.keys().isdisjoint(run.ids))
             )
             sents, firsts, attributes = run.sents, run.firsts, run.attributes
             if clean:
@@ -420,7 +437,12 @@ class RecoveredState:
                     run.queue, run.ids, bodies, run.receives, run.delays, sents, firsts, attributes
                 )  # fmt: skip
                 continue
-            extra = sents is not None or firsts is not None or attributes is not None
+            extra = (
+                sents is not None
+                or firsts is not None
+                or attributes is not None
+                or (fr and not fr.keys().isdisjoint(run.ids))
+            )
             ids: list[int] = []
             some: list[bytes] = []
             recs: list[int] = []
@@ -434,6 +456,7 @@ class RecoveredState:
                 o = run.offs[i]
                 body = buf[o : o + run.lens[i]]
                 d = run.delays[i] if run.delays else 0
+                f = (firsts[i] if firsts else 0) or fr.get(msg_id, 0)
                 mv = moved.get(msg_id)
                 if mv is not None:
                     q, ep = mv
@@ -445,7 +468,7 @@ class RecoveredState:
                             [rc.get(msg_id, 0)],
                             [d],
                             [sents[i]] if sents else None,
-                            [firsts[i]] if firsts else None,
+                            [f] if f else None,
                             [attributes[i]] if attributes else None,
                         )
                     continue
@@ -457,7 +480,7 @@ class RecoveredState:
                 dels.append(d)
                 if extra:
                     sent_ms.append(sents[i] if sents else 0)
-                    first_ms.append(firsts[i] if firsts else 0)
+                    first_ms.append(f)
                     blobs.append(attributes[i] if attributes else None)
             if ids:
                 if extra:
