@@ -228,6 +228,24 @@ def test_recovery_restores_attributes_and_times(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("future", [False, True], ids=["all past", "one after the clock"])
+def test_messages_with_only_a_sent_time(tmp_path: Path, future: bool) -> None:
+    """What a snapshot holds for most messages (recovery's shortcut for them): the sent time
+    becomes the engine's, and one later than the wall clock is taken as now."""
+    now = 5_000_000
+    offset = W - now
+    last = W + 60_000 if future else W - 1
+    broker = broker_from(
+        tmp_path,
+        [Publish(i, "default", b"m", sent_ms=W - 1000 + i) for i in range(1, 5)]
+        + [Publish(5, "default", b"m", sent_ms=last)],
+        now,
+        W,
+    )
+    _, rows = broker.dump_messages(0, 10, now)
+    assert [m[5] + offset for m in rows] == [W - 999, W - 998, W - 997, W - 996, min(last, W)]
+
+
 def test_retention_counts_from_the_original_sent_time(tmp_path: Path) -> None:
     from wonderq.wal import QueuePut
 

@@ -536,7 +536,21 @@ class RecoveredState:
             if not broker.has_queue(queue):
                 dropped += len(ids)
                 continue
-            if sents is not None or firsts is not None or blobs is not None:
+            if (
+                sents is not None
+                and firsts is None
+                and blobs is None
+                and not recs
+                and not dels
+                and 0 not in sents
+                and max(sents) - offset <= now_ms
+            ):
+                # Messages with only a sent time (what a snapshot holds for most): the times
+                # converted by a C-level map, nothing else per message but the call.
+                engine_sents = map(operator.sub, sents, itertools.repeat(offset))
+                for msg_id, body, sent in zip(ids, bodies, engine_sents, strict=False):
+                    restore(queue, msg_id, body, 0, now_ms, 0, sent)
+            elif sents is not None or firsts is not None or blobs is not None:
                 _restore_all(
                     restore,
                     queue,
