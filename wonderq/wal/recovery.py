@@ -638,15 +638,22 @@ def _restore_all(
     wall_ms: int,
     offset: int,
 ) -> None:
-    """Restore messages with format 2 columns: wall-clock times become engine times (a sent
-    time after now, the clock having gone back, is taken as now)."""
+    """Restore messages with format 2 columns: wall-clock times become engine times (a time
+    after now, the clock having gone back, is taken as now). A message whose sent time was not
+    logged but whose first receive was counts as sent then (it was sent before; the engine
+    keeps no first receive earlier than the send, and the restart would be later)."""
     max_delay = MAX_DELAY_MS
     for msg_id, body, r, d, s, f, a in zip(
         ids, bodies, recs, dels, sents, firsts, blobs, strict=False
     ):
         left = min(max(d - wall_ms, 0), max_delay) if d else 0
-        sent = min(s - offset, now_ms) if s else None
-        first = max(min(f - offset, now_ms), sent if sent is not None else now_ms) if f else None
+        first = min(f - offset, now_ms) if f else None
+        if s:
+            sent: int | None = min(s - offset, now_ms)
+            if first is not None and first < sent:
+                first = sent
+        else:
+            sent = first
         restore(queue, msg_id, body, r, now_ms, left, sent, first, a)
 
 
