@@ -371,3 +371,51 @@ def test_a_snapshot_row_and_a_logged_first_receive(
             (1, W + 5),
             (2, second),
         ]
+
+
+# ---- the durable store ------------------------------------------------------------------------
+def test_the_store_logs_sent_times_for_queues_with_a_retention_period(tmp_path: Path) -> None:
+    """Native publishes (single, batch, JSON batch) to a queue with a retention period are
+    logged with their sent time, those to other queues are not (they cost what they did);
+    after a restart the former have the same wall-clock sent time, so their retention counts
+    from the original publish."""
+    from wonderq.config import Settings
+    from wonderq.store import DurableStore
+
+    settings = Settings(data_dir=str(tmp_path / "data"), fsync="always")
+
+    async def first_run() -> dict[int, int]:
+        store = DurableStore(settings)
+        store.open()
+        await store.start(asyncio.get_running_loop(), store.listener)
+        await asyncio.sleep(0)
+        store.put_queue("kept", {"retention_ms": 3_600_000})
+        store.put_queue("plain", None)
+        store.publish("kept", b"one", -1)
+        store.publish_batch("kept", [b"two", b"three"], None)
+        store.publish_batch_json("kept", b'["four"]')
+        store.publish("plain", b"five", -1)
+        store.put_queue("kept", {"retention_ms": None})  # no longer: logged without
+        store.publish("kept", b"six", -1)
+        _, rows = store.broker.dump_messages(0, 10, store.now())
+        await store.close()
+        return {m[0]: m[5] + store.wall_offset_ms for m in rows}
+
+    sent = asyncio.run(first_run())
+    logged = {}
+    for seg in sorted((tmp_path / "data").glob("wal-*.log")):
+        logged.update({r.body: r.sent_ms for r in read_file(seg)[1] if isinstance(r, Publish)})
+    assert logged == {
+        b"one": sent[1],
+        b"two": sent[2],
+        b"three": sent[3],
+        b"four": sent[4],
+        b"five": 0,
+        b"six": 0,
+    }
+    store = DurableStore(settings)
+    store.open()
+    _, rows = store.broker.dump_messages(0, 10, store.now())
+    again = {m[0]: m[5] + store.wall_offset_ms for m in rows}
+    assert {i: again[i] for i in (1, 2, 3, 4)} == {i: sent[i] for i in (1, 2, 3, 4)}
+    assert again[5] >= sent[5] and again[6] >= sent[6]  # the restart's time
