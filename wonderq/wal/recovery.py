@@ -28,9 +28,12 @@ from typing import Any
 from ..limits import DEFAULT_QUEUE, MAX_DELAY_MS
 from .files import list_files, segment_name, truncate
 from .format import (
+    F_ATTRIBUTES,
+    F_SENT,
     FRAME_HEADER_SIZE,
     HEADER_SIZE,
     LOG_MAGIC,
+    NO_ATTRIBUTES,
     PUB,
     S_CHUNK,
     S_DEAD_LETTER,
@@ -273,6 +276,9 @@ class _Replayer:
         add_id: Callable[[int], None] = _no_run
         add_off: Callable[[int], None] = _no_run
         add_len: Callable[[int], None] = _no_run
+        # The same for one-message frames of SQS sends (a sent time, a blob or not), of one
+        # queue (a plain fast path of another queue may run beside it).
+        sends: _SendPath | None = None
         for p0, p1 in scan:
             if p0 >= chunk_at:
                 while chunks and chunks[0][0] + FRAME_HEADER_SIZE <= p0:
@@ -281,6 +287,7 @@ class _Replayer:
                 if not chunks:
                     self.recent = None
                 fast_q = None
+                sends = None
             if fast_q is not None and p1 - p0 >= fast_size:
                 kind, flags, qlen, n, qraw, msg_id, blen = fast_unpack(buf, p0)
                 if (
@@ -297,10 +304,17 @@ class _Replayer:
                     if msg_id >= self.next_id:
                         self.next_id = msg_id + 1
                     continue
+            if sends is not None and sends.take(buf, p0, p1):
+                continue
             fast = self._start_fast_path(buf, p0, p1)
             if fast is None:
+                started = self._start_send_path(buf, p0, p1)
+                if started is not None:
+                    sends = started
+                    continue
                 self.apply(decode_sections(buf, p0, p1, self.names))
                 fast_q = None  # the sections may have changed epochs or runs
+                sends = None
             else:
                 fast_q, fast_qlen, fast_size, fast_unpack, add_id, add_off, add_len = fast
         return scan
@@ -332,6 +346,100 @@ class _Replayer:
         if msg_id >= self.next_id:
             self.next_id = msg_id + 1
         return qraw, qlen, size, unpack, run.ids.append, run.offs.append, run.lens.append
+
+    def _start_send_path(self, buf: Any, p0: int, p1: int) -> _SendPath | None:
+        """Like _start_fast_path, for a frame that is one SQS send (format 2: flags F_SENT,
+        with or without F_ATTRIBUTES) to a queue whose open run has exactly those columns (or
+        is empty): take it and return the path for the next frames; else None."""
+        if self.recent is not None or p1 - p0 < PUB.size:
+            return None
+        kind, flags, qlen, n = PUB.unpack_from(buf, p0)
+        if kind != S_PUBLISH or n != 1 or flags not in _SEND_FLAGS or p1 - p0 < PUB.size + qlen:
+            return None
+        qraw = bytes(buf[p0 + PUB.size : p0 + PUB.size + qlen])
+        queue = self.names.get(qraw)
+        if queue is None:
+            queue = self.names[qraw] = qraw.decode()
+        run = self._run_for(queue, buf)
+        if run.delays is not None or run.receives is not None or run.firsts is not None:
+            return None
+        with_blobs = flags == F_SENT | F_ATTRIBUTES
+        if not run.ids:
+            run.sents = []
+            run.attributes = [] if with_blobs else None
+        elif run.sents is None or (run.attributes is not None) != with_blobs:
+            return None
+        path = _SendPath(self, qraw, flags, run)
+        return path if path.take(buf, p0, p1) else None
+
+
+class _SendPath:
+    """The replay's fast path for one-message frames of SQS sends to one queue: what
+    _Replayer.replay_frames does inline for plain messages, plus the sent time and the blob
+    (a method call and a second struct call more per frame, not the general decoder)."""
+
+    __slots__ = (
+        "add_blob",
+        "add_id",
+        "add_len",
+        "add_off",
+        "add_sent",
+        "flags",
+        "head",
+        "qlen",
+        "qraw",
+        "rep",
+        "size",
+        "unpack",
+    )
+
+    def __init__(self, rep: _Replayer, qraw: bytes, flags: int, run: _Run) -> None:
+        self.rep = rep
+        self.qraw = qraw
+        self.qlen = len(qraw)
+        self.flags = flags
+        self.unpack, self.size = _one_message_send(self.qlen)
+        self.head = self.size + (4 if run.attributes is not None else 0)  # up to the body
+        self.add_id = run.ids.append
+        self.add_off = run.offs.append
+        self.add_len = run.lens.append
+        assert run.sents is not None
+        self.add_sent = run.sents.append
+        self.add_blob = run.attributes.append if run.attributes is not None else None
+
+    def take(self, buf: Any, p0: int, p1: int) -> bool:
+        """Append the frame buf[p0:p1] to the run if it is one send of this shape."""
+        if p1 - p0 < self.head:
+            return False
+        kind, flags, qlen, n, qraw, msg_id, blen, sent = self.unpack(buf, p0)
+        if kind != S_PUBLISH or n != 1 or flags != self.flags or qlen != self.qlen:
+            return False
+        if qraw != self.qraw:
+            return False
+        body = p0 + self.head
+        end = body + blen
+        blob = None
+        if self.add_blob is not None:
+            alen = _U32.unpack_from(buf, p0 + self.size)[0]
+            if alen != NO_ATTRIBUTES:
+                blob = bytes(buf[end : end + alen])
+                end += alen
+        if end != p1:
+            return False
+        self.add_id(msg_id)
+        self.add_off(body)
+        self.add_len(blen)
+        self.add_sent(sent)
+        if self.add_blob is not None:
+            self.add_blob(blob)
+        rep = self.rep
+        if msg_id >= rep.next_id:
+            rep.next_id = msg_id + 1
+        return True
+
+
+_SEND_FLAGS = (F_SENT, F_SENT | F_ATTRIBUTES)
+_U32 = struct.Struct("<I")
 
 
 #: Live messages of one run as parallel sequences: (queue, ids, bodies, receives, delay ends,
@@ -369,6 +477,14 @@ def _no_run(_value: int) -> None:
 def _chunk_at(chunks: Chunks) -> int:
     """The payload offset from which the first pending chunk applies (before that frame)."""
     return chunks[0][0] + FRAME_HEADER_SIZE if chunks else sys.maxsize
+
+
+@functools.cache
+def _one_message_send(qlen: int) -> tuple[Callable[..., tuple[Any, ...]], int]:
+    """The unpacker and size of a one-message publish section with a sent time, up to the
+    attribute blob's length if any: kind, flags, qlen, n, name, id, body length, sent."""
+    st = struct.Struct(f"<BBBI{qlen}sQIQ")
+    return st.unpack_from, st.size
 
 
 @functools.cache
