@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import gc
 import itertools
 import logging
@@ -33,7 +32,6 @@ from .format import (
     FRAME_HEADER_SIZE,
     HEADER_SIZE,
     LOG_MAGIC,
-    NO_ATTRIBUTES,
     PUB,
     S_CHUNK,
     S_DEAD_LETTER,
@@ -52,6 +50,15 @@ from .format import (
     WalCorruptError,
     check_header,
     decode_sections,
+)
+from .runs import (
+    COLUMNS,
+    SEND_FLAGS,
+    FastPath,
+    Run,
+    SendPath,
+    no_run,
+    one_message_publish,
 )
 from .snapshot import ChunkSections, read_snapshot
 
@@ -75,61 +82,6 @@ class RecoveryReport:
     seconds: float = 0.0
 
 
-class _Run:
-    """Message bodies of one queue that entered the replayed state in the same epoch of that
-    queue, from one file: consecutive publish sections are merged into one run, so replay
-    costs list appends per message, not objects."""
-
-    __slots__ = (
-        "attributes",
-        "buf",
-        "delays",
-        "epoch",
-        "firsts",
-        "ids",
-        "lens",
-        "offs",
-        "queue",
-        "receives",
-        "sents",
-    )
-
-    def __init__(self, queue: str, epoch: int, buf: Any) -> None:
-        self.queue = queue
-        self.epoch = epoch
-        self.buf = buf  # the mapped file the bodies are in
-        self.ids: list[int] = []
-        self.offs: list[int] = []  # offset of each body in buf
-        self.lens: list[int] = []
-        # The optional columns (_COLUMNS), None while every message of the run has the default:
-        self.delays: list[int] | None = None  # delay end (wall ms) per message, if any
-        self.receives: list[int] | None = None  # receive count per message, if any (snapshots)
-        self.sents: list[int] | None = None  # sent time (wall ms), if recorded (format 2)
-        self.firsts: list[int] | None = None  # first receive (wall ms), if any (format 2)
-        self.attributes: list[bytes | None] | None = None  # attribute blobs (format 2)
-
-    @property
-    def plain(self) -> bool:
-        """No message of the run has anything but an id and a body."""
-        return (
-            self.delays is None
-            and self.receives is None
-            and self.sents is None
-            and self.firsts is None
-            and self.attributes is None
-        )
-
-
-#: The optional per-message columns of a run and of a PubSection, with their defaults.
-_COLUMNS = (
-    ("delays", 0),
-    ("receives", 0),
-    ("sents", 0),
-    ("firsts", 0),
-    ("attributes", None),
-)
-
-
 class _Replayer:
     """Folds sections into the state they describe.
 
@@ -144,10 +96,10 @@ class _Replayer:
     def __init__(self) -> None:
         self.queues: dict[str, dict[str, Any]] = {DEFAULT_QUEUE: {}}
         self.epochs: dict[str, int] = collections.defaultdict(int)
-        self.runs: list[_Run] = []
-        self.open_runs: dict[str, _Run] = {}  # queue -> the run new publishes extend
+        self.runs: list[Run] = []
+        self.open_runs: dict[str, Run] = {}  # queue -> the run new publishes extend
         self.deleted: set[int] = set()
-        self.superseded: dict[int, _Run] = {}
+        self.superseded: dict[int, Run] = {}
         self.rc: collections.Counter[int] = collections.Counter()
         self.moved: dict[int, tuple[str, int]] = {}
         # First receive times (wall ms) logged since an id was stored (the earliest wins); a
@@ -158,10 +110,10 @@ class _Replayer:
         # While snapshot chunks are pending: ids placed since the snapshot, to detect overlaps.
         self.recent: set[int] | None = None
 
-    def _run_for(self, queue: str, buf: Any) -> _Run:
+    def _run_for(self, queue: str, buf: Any) -> Run:
         run = self.open_runs.get(queue)
         if run is None or run.buf is not buf or run.epoch != self.epochs[queue]:
-            run = self.open_runs[queue] = _Run(queue, self.epochs[queue], buf)
+            run = self.open_runs[queue] = Run(queue, self.epochs[queue], buf)
             self.runs.append(run)
         return run
 
@@ -210,7 +162,7 @@ class _Replayer:
             for msg_id in self.first_receives.keys() & ids:
                 del self.first_receives[msg_id]
 
-    def _publish(self, sec: PubSection, chunk_run: _Run | None) -> None:
+    def _publish(self, sec: PubSection, chunk_run: Run | None) -> None:
         n = len(sec.ids)
         if not n:
             return
@@ -219,7 +171,7 @@ class _Replayer:
         run.ids.extend(sec.ids)
         run.lens.extend(sec.lens)
         run.offs.extend(itertools.islice(itertools.accumulate(sec.lens, initial=sec.body_start), n))
-        for attr, default in _COLUMNS:
+        for attr, default in COLUMNS:
             have = getattr(run, attr)
             new = getattr(sec, attr)
             if new is not None:
@@ -241,7 +193,7 @@ class _Replayer:
             if sec[0] != S_PUBLISH:
                 raise ValueError("a snapshot chunk holds only messages")
             p: PubSection = sec[1]
-            run = _Run(p.queue, self.epochs[p.queue], p.buf)
+            run = Run(p.queue, self.epochs[p.queue], p.buf)
             self.runs.append(run)
             recent = self.recent
             if recent and not recent.isdisjoint(p.ids):
@@ -273,12 +225,12 @@ class _Replayer:
         fast_q: bytes | None = None
         fast_qlen = fast_size = 0
         fast_unpack: Callable[..., tuple[Any, ...]] = PUB.unpack_from
-        add_id: Callable[[int], None] = _no_run
-        add_off: Callable[[int], None] = _no_run
-        add_len: Callable[[int], None] = _no_run
+        add_id: Callable[[int], None] = no_run
+        add_off: Callable[[int], None] = no_run
+        add_len: Callable[[int], None] = no_run
         # The same for one-message frames of SQS sends (a sent time, a blob or not), of one
         # queue (a plain fast path of another queue may run beside it).
-        sends: _SendPath | None = None
+        sends: SendPath | None = None
         for p0, p1 in scan:
             if p0 >= chunk_at:
                 while chunks and chunks[0][0] + FRAME_HEADER_SIZE <= p0:
@@ -319,7 +271,7 @@ class _Replayer:
                 fast_q, fast_qlen, fast_size, fast_unpack, add_id, add_off, add_len = fast
         return scan
 
-    def _start_fast_path(self, buf: Any, p0: int, p1: int) -> _FastPath | None:
+    def _start_fast_path(self, buf: Any, p0: int, p1: int) -> FastPath | None:
         """If frame buf[p0:p1] is one plain message published to a queue whose open run can
         take it directly, append it and return the fast path's state for that queue (to try
         on the next frames); else None: the general decoder must handle the frame."""
@@ -328,7 +280,7 @@ class _Replayer:
         kind, flags, qlen, n = PUB.unpack_from(buf, p0)
         if kind != S_PUBLISH or n != 1 or flags:
             return None
-        unpack, size = _one_message_publish(qlen)
+        unpack, size = one_message_publish(qlen)
         if p1 - p0 < size:
             return None
         _, _, _, _, qraw, msg_id, blen = unpack(buf, p0)
@@ -347,14 +299,14 @@ class _Replayer:
             self.next_id = msg_id + 1
         return qraw, qlen, size, unpack, run.ids.append, run.offs.append, run.lens.append
 
-    def _start_send_path(self, buf: Any, p0: int, p1: int) -> _SendPath | None:
+    def _start_send_path(self, buf: Any, p0: int, p1: int) -> SendPath | None:
         """Like _start_fast_path, for a frame that is one SQS send (format 2: flags F_SENT,
         with or without F_ATTRIBUTES) to a queue whose open run has exactly those columns (or
         is empty): take it and return the path for the next frames; else None."""
         if self.recent is not None or p1 - p0 < PUB.size:
             return None
         kind, flags, qlen, n = PUB.unpack_from(buf, p0)
-        if kind != S_PUBLISH or n != 1 or flags not in _SEND_FLAGS or p1 - p0 < PUB.size + qlen:
+        if kind != S_PUBLISH or n != 1 or flags not in SEND_FLAGS or p1 - p0 < PUB.size + qlen:
             return None
         qraw = bytes(buf[p0 + PUB.size : p0 + PUB.size + qlen])
         queue = self.names.get(qraw)
@@ -369,77 +321,8 @@ class _Replayer:
             run.attributes = [] if with_blobs else None
         elif run.sents is None or (run.attributes is not None) != with_blobs:
             return None
-        path = _SendPath(self, qraw, flags, run)
+        path = SendPath(self, qraw, flags, run)
         return path if path.take(buf, p0, p1) else None
-
-
-class _SendPath:
-    """The replay's fast path for one-message frames of SQS sends to one queue: what
-    _Replayer.replay_frames does inline for plain messages, plus the sent time and the blob
-    (a method call and a second struct call more per frame, not the general decoder)."""
-
-    __slots__ = (
-        "add_blob",
-        "add_id",
-        "add_len",
-        "add_off",
-        "add_sent",
-        "flags",
-        "head",
-        "qlen",
-        "qraw",
-        "rep",
-        "size",
-        "unpack",
-    )
-
-    def __init__(self, rep: _Replayer, qraw: bytes, flags: int, run: _Run) -> None:
-        self.rep = rep
-        self.qraw = qraw
-        self.qlen = len(qraw)
-        self.flags = flags
-        self.unpack, self.size = _one_message_send(self.qlen)
-        self.head = self.size + (4 if run.attributes is not None else 0)  # up to the body
-        self.add_id = run.ids.append
-        self.add_off = run.offs.append
-        self.add_len = run.lens.append
-        assert run.sents is not None
-        self.add_sent = run.sents.append
-        self.add_blob = run.attributes.append if run.attributes is not None else None
-
-    def take(self, buf: Any, p0: int, p1: int) -> bool:
-        """Append the frame buf[p0:p1] to the run if it is one send of this shape."""
-        if p1 - p0 < self.head:
-            return False
-        kind, flags, qlen, n, qraw, msg_id, blen, sent = self.unpack(buf, p0)
-        if kind != S_PUBLISH or n != 1 or flags != self.flags or qlen != self.qlen:
-            return False
-        if qraw != self.qraw:
-            return False
-        body = p0 + self.head
-        end = body + blen
-        blob = None
-        if self.add_blob is not None:
-            alen = _U32.unpack_from(buf, p0 + self.size)[0]
-            if alen != NO_ATTRIBUTES:
-                blob = bytes(buf[end : end + alen])
-                end += alen
-        if end != p1:
-            return False
-        self.add_id(msg_id)
-        self.add_off(body)
-        self.add_len(blen)
-        self.add_sent(sent)
-        if self.add_blob is not None:
-            self.add_blob(blob)
-        rep = self.rep
-        if msg_id >= rep.next_id:
-            rep.next_id = msg_id + 1
-        return True
-
-
-_SEND_FLAGS = (F_SENT, F_SENT | F_ATTRIBUTES)
-_U32 = struct.Struct("<I")
 
 
 #: Live messages of one run as parallel sequences: (queue, ids, bodies, receives, delay ends,
@@ -456,43 +339,11 @@ _Live = tuple[
 ]
 #: A snapshot's chunks still to be applied, in position order.
 Chunks = collections.deque[ChunkSections]
-#: The replay's fast path for one queue: (raw name, its length, the size of a one-message
-#: publish section before the body, the struct unpacking it, the run's ids/offs/lens appends).
-_FastPath = tuple[
-    bytes,
-    int,
-    int,
-    Callable[..., tuple[Any, ...]],
-    Callable[[int], None],
-    Callable[[int], None],
-    Callable[[int], None],
-]
-
-
-def _no_run(_value: int) -> None:
-    """The fast path's appends until it has a run (never called: ``fast_q`` is None)."""
-    raise AssertionError("the replay's fast path has no run")
 
 
 def _chunk_at(chunks: Chunks) -> int:
     """The payload offset from which the first pending chunk applies (before that frame)."""
     return chunks[0][0] + FRAME_HEADER_SIZE if chunks else sys.maxsize
-
-
-@functools.cache
-def _one_message_send(qlen: int) -> tuple[Callable[..., tuple[Any, ...]], int]:
-    """The unpacker and size of a one-message publish section with a sent time, up to the
-    attribute blob's length if any: kind, flags, qlen, n, name, id, body length, sent."""
-    st = struct.Struct(f"<BBBI{qlen}sQIQ")
-    return st.unpack_from, st.size
-
-
-@functools.cache
-def _one_message_publish(qlen: int) -> tuple[Callable[..., tuple[Any, ...]], int]:
-    """The unpacker and size of a publish section of one message to a queue whose name is
-    ``qlen`` bytes, up to its body: kind, flags, qlen, n, name, id, body length."""
-    st = struct.Struct(f"<BBBI{qlen}sQI")
-    return st.unpack_from, st.size
 
 
 class RecoveredState:
