@@ -189,6 +189,40 @@ def test_keep_alive_and_pipelining_over_tls(https: ServerProcess, pki: Pki) -> N
         assert more.startswith(b"HTTP/1.1 200 OK\r\n")
 
 
+def test_big_bodies_sent_interleaved_on_two_connections_arrive_intact(
+    https: ServerProcess, pki: Pki
+) -> None:
+    """Every TLS read is decrypted into one buffer shared by all connections (wonderq/tls.py):
+    bodies of many records, their pieces arriving in turn on two connections, stay apart."""
+    ctx = client_context(pki)
+    queues = [f"tls-big-{os.getpid()}-{i}" for i in range(2)]
+    bodies = [b"".join(b"%07d%d" % (n, i) for n in range(112_500)) for i in range(2)]  # 900 kB
+    for queue in queues:
+        assert request(https, "PUT", f"/v1/queues/{queue}", body="{}").status == 201
+    socks = []
+    for queue, body in zip(queues, bodies, strict=True):
+        raw = socket.create_connection(("127.0.0.1", https.port), timeout=10)
+        tls = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+        tls.sendall(b"POST /v1/queues/%s/messages HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: %d\r\n\r\n" % (queue.encode(), len(body)))  # fmt: skip
+        socks.append(tls)
+    piece = 100_000
+    for start in range(0, len(bodies[0]), piece):
+        for tls, body in zip(socks, bodies, strict=True):
+            tls.sendall(body[start : start + piece])
+    for tls in socks:
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+            chunk = tls.recv(65536)
+            assert chunk, answer
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 201 "), answer
+        tls.close()
+    for queue, body in zip(queues, bodies, strict=True):
+        resp = get(https, f"/v1/queues/{queue}/messages?cid=7")
+        assert resp.json()["messages"][0]["body"].encode() == body
+
+
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
 def test_old_tls_and_plain_http_are_refused(https: ServerProcess, pki: Pki) -> None:
     ctx = client_context(pki)
