@@ -11,12 +11,17 @@ within seconds of each other on a possibly shared machine (pinning as bench/run.
 - ``token``: WonderQ with ``--auth-file``, every request carrying ``Authorization: Bearer``;
 - ``tls``: WonderQ serving HTTPS itself (``--tls-cert/--tls-key``);
 - ``nginx-tls``: nginx (one worker) terminating TLS in front of a plain WonderQ, keep-alive
-  to it: the usual alternative (docs/SECURITY.md, "Behind a proxy instead").
+  to it: the usual alternative (docs/SECURITY.md, "Behind a proxy instead");
+- ``nginx`` and ``nginx-https``: nginx alone answering every request with a constant 200
+  (bench/run.py's C ceiling), over plain HTTP and over HTTPS: what TLS costs a C server
+  (publish only).
 
 Workloads: publish of 200 B, and publish + receive + delete, wrk with 64 keep-alive
 connections (TLS is negotiated once per connection). Targets: token >= 0.95 x plain for both;
-tls >= 0.5 x plain for publish. The self-signed certificate (EC P-256) is made with the
-``openssl`` command in a temporary directory; needs wrk, nginx and openssl.
+tls >= 0.5 x plain for publish (nginx-https / nginx says how much of its rate a C server keeps
+over TLS with the same requests, certificate and generator). The self-signed certificate
+(EC P-256) is made with the ``openssl`` command in a temporary directory; needs wrk, nginx and
+openssl.
 
 Two tables: messages per second, and requests per CPU-second of the server side (WonderQ; for
 nginx-tls, nginx and WonderQ together), which a machine shared with other work moves less
@@ -50,7 +55,17 @@ WORKLOADS = (
     ("publish", "publish 200 B"),
     ("publish_recv_delete", "publish + receive + delete"),
 )
-CELLS = ("plain", "token", "tls", "nginx-tls")
+CELLS = ("plain", "token", "tls", "nginx-tls", "nginx", "nginx-https")
+# The cells that only the publishes are measured in.
+PUBLISH_ONLY = ("tls", "nginx-tls", "nginx", "nginx-https")
+# What nginx does with every request: pass it to WonderQ, or answer it (nginx-https).
+PROXY = """proxy_pass http://wonderq;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;"""
+CONSTANT = """add_header Cache-Control no-store;
+            default_type application/json;
+            return 200 '{"ok":true}';"""
 
 NGINX_TLS = """
 @USER@
@@ -69,17 +84,14 @@ http {
     fastcgi_temp_path @PREFIX@/fastcgi;
     uwsgi_temp_path @PREFIX@/uwsgi;
     scgi_temp_path @PREFIX@/scgi;
-    upstream wonderq { server 127.0.0.1:@UPSTREAM@; keepalive 64; }
+    @UPSTREAM@
     server {
         listen 127.0.0.1:@PORT@ ssl backlog=4096;
         ssl_certificate @CERT@;
         ssl_certificate_key @KEY@;
         ssl_protocols TLSv1.2 TLSv1.3;
         location / {
-            proxy_pass http://wonderq;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
+            @LOCATION@
         }
     }
 }
@@ -97,7 +109,9 @@ def make_pki(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def nginx_tls(launcher: Launcher, upstream: int, cert: Path, key: Path) -> Server:
+def nginx_tls(launcher: Launcher, upstream: int | None, cert: Path, key: Path) -> Server:
+    """nginx on HTTPS, passing each request to WonderQ on port ``upstream``, or answering it
+    itself (``upstream=None``)."""
     exe = shutil.which("nginx")
     if exe is None:
         raise ServerMissing("nginx is not installed")
@@ -108,7 +122,10 @@ def nginx_tls(launcher: Launcher, upstream: int, cert: Path, key: Path) -> Serve
     text = NGINX_TLS
     for name, value in (
         ("@USER@", user), ("@PREFIX@", tmp.name), ("@PORT@", str(port)),
-        ("@UPSTREAM@", str(upstream)), ("@CERT@", str(cert)), ("@KEY@", str(key)),
+        ("@UPSTREAM@", "" if upstream is None else
+         f"upstream wonderq {{ server 127.0.0.1:{upstream}; keepalive 64; }}"),
+        ("@LOCATION@", CONSTANT if upstream is None else PROXY),
+        ("@CERT@", str(cert)), ("@KEY@", str(key)),
     ):  # fmt: skip
         text = text.replace(name, value)
     conf.write_text(text)
@@ -132,6 +149,18 @@ def cell(
     """The server(s) of one cell; yields the one to measure (for nginx-tls, nginx, whose CPU
     is counted with WonderQ's behind it), the URL scheme and wrk's environment."""
     env = dict(os.environ)
+    scheme = "https" if name in ("tls", "nginx-tls", "nginx-https") else "http"
+    if name == "nginx":
+        with harness.running(bench.launcher.nginx) as server:
+            yield server, scheme, env
+        return
+    if name == "nginx-https":
+        server = nginx_tls(bench.launcher, None, cert, key)
+        try:
+            yield server, scheme, env
+        finally:
+            server.stop()
+        return
     if name == "token":
         server = bench.launcher.wonderq("--auth-file", str(auth_file))
         env["WQ_AUTHORIZATION"] = f"Bearer {TOKEN}"
@@ -144,7 +173,6 @@ def cell(
         if name == "nginx-tls":
             front = nginx_tls(bench.launcher, server.port, cert, key)
             front.pids_for_cpu += [server.pid]
-        scheme = "https" if name in ("tls", "nginx-tls") else "http"
         yield (front or server), scheme, env
     finally:
         if front is not None:
@@ -201,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.runs):
             for workload, label in workloads:
                 for name in cells:
-                    if workload != "publish" and name in ("tls", "nginx-tls"):
+                    if workload != "publish" and name in PUBLISH_ONLY:
                         continue  # the TLS targets are about publishes
                     log(f"run {i + 1}/{args.runs}: {name}: {label}")
                     result = measure(bench, name, workload, (auth_file, cert, key))
@@ -218,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     table(results, workloads, cells, "requests per server CPU-second", per_cpu_second)
     print()
     print(
-        f"server CPU: WonderQ's process (for nginx-tls, nginx's and WonderQ's); "
+        f"server CPU: WonderQ's process (for nginx-tls, nginx's and WonderQ's; for nginx and "
+        f"nginx-https, nginx's); "
         f"* = the load generator used {GENERATOR_BOUND:.0%} or more of its core"
     )
     return 0
@@ -239,8 +268,8 @@ def table(
 ) -> None:
     """One markdown table: the median of ``figure`` per cell, and the ratios."""
     print(f"| workload ({unit}) | {' | '.join(cells)} | token / plain | tls / plain | "
-          "nginx-tls / plain | tls / nginx-tls |")  # fmt: skip
-    print(f"|---|{'---|' * (len(cells) + 4)}")
+          "nginx-tls / plain | tls / nginx-tls | nginx-https / nginx |")  # fmt: skip
+    print(f"|---|{'---|' * (len(cells) + 5)}")
     for workload, label in workloads:
         med: dict[str, float] = {}
         marks: dict[str, str] = {}
@@ -256,7 +285,8 @@ def table(
 
         print(
             f"| {label} | {row} | {ratio('token', 'plain')} | {ratio('tls', 'plain')} | "
-            f"{ratio('nginx-tls', 'plain')} | {ratio('tls', 'nginx-tls')} |"
+            f"{ratio('nginx-tls', 'plain')} | {ratio('tls', 'nginx-tls')} | "
+            f"{ratio('nginx-https', 'nginx')} |"
         )
 
 
