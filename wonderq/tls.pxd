@@ -6,9 +6,10 @@ cimport cython
 
 from wonderq.protocol cimport HttpProtocol
 
-cdef object _BUFFER                  # the memoryview every TLS read is decrypted into
+cdef Py_ssize_t _BUFFER_BYTES
 
 
 @cython.final
 cdef class TlsReads:
     cdef HttpProtocol _http
+    cdef object _buffer              # the memoryview every TLS read is decrypted into

@@ -21,11 +21,10 @@ from .protocol import HttpProtocol
 
 __all__ = ["TlsError", "TlsReads", "server_context", "tls_reads"]
 
-# What TlsReads offers uvloop to decrypt into: one buffer for every connection (uvloop reads
-# into it and hands it over in the same call, and never from inside a protocol's callback).
-# 256 KiB: the most uvloop reads from a socket at once.
+# What TlsReads offers uvloop to decrypt into: one buffer for every connection of a server
+# (uvloop reads into it and hands it over in the same call, and never from inside a
+# protocol's callback). 256 KiB: the most uvloop reads from a socket at once.
 _BUFFER_BYTES = 256 * 1024
-_BUFFER = memoryview(bytearray(_BUFFER_BYTES))
 
 
 class TlsReads:
@@ -40,8 +39,9 @@ class TlsReads:
     keeps nothing of ``data`` past ``data_received`` (httptools copies what it hands on).
     """
 
-    def __init__(self, http: HttpProtocol) -> None:
+    def __init__(self, http: HttpProtocol, buffer: memoryview) -> None:
         self._http = http
+        self._buffer = buffer  # shared: see tls_reads()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._http.connection_made(transport)
@@ -59,10 +59,10 @@ class TlsReads:
         self._http.resume_writing()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _BUFFER
+        return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._http.data_received(_BUFFER[:nbytes])
+        self._http.data_received(self._buffer[:nbytes])
 
 
 class TlsError(Exception):
@@ -164,5 +164,7 @@ def server_context(cert_path: str, key_path: str) -> ssl.SSLContext:
 
 
 def tls_reads(factory: Callable[[], HttpProtocol]) -> Callable[[], TlsReads]:
-    """The protocol factory for ``loop.create_server(..., ssl=...)`` from HttpProtocol's."""
-    return lambda: TlsReads(factory())
+    """The protocol factory for ``loop.create_server(..., ssl=...)`` from HttpProtocol's: its
+    connections share one read buffer (allocated here, so a server without TLS has none)."""
+    buffer = memoryview(bytearray(_BUFFER_BYTES))
+    return lambda: TlsReads(factory(), buffer)
