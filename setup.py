@@ -14,6 +14,7 @@ extensions = [
     Extension("wonderq.params", ["wonderq/params.py"], extra_compile_args=["-O2"]),
     Extension("wonderq.routing", ["wonderq/routing.py"], extra_compile_args=["-O2"]),
     Extension("wonderq.api", ["wonderq/api.py"], extra_compile_args=["-O2"]),
+    Extension("wonderq.deferred", ["wonderq/deferred.py"], extra_compile_args=["-O2"]),
     Extension("wonderq.store", ["wonderq/store.py"], extra_compile_args=["-O2"]),
 ]
 

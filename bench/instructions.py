@@ -42,6 +42,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 BODY = b"x" * 200
 HOST = b"Host: 127.0.0.1:8080\r\n"
+TOKEN = "bench-token-0123456789abcdefghij"
+AUTH = b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
 PUBLISH = (
     b"POST /v1/publish HTTP/1.1\r\n" + HOST + b"Content-Type: text/plain; charset=utf-8\r\n"
     b"Content-Length: 200\r\n\r\n" + BODY
@@ -121,6 +123,8 @@ WORKLOADS = {
     "publish16": "POST /v1/publish, 16 pipelined per read",
     "recvdel": "GET + DELETE /v1/consumer, alternating (per request)",
     "recvdel_q": "named-queue receive + delete, alternating (per request)",
+    "publish_token": "POST /v1/publish with Authorization: Bearer (--auth-file), one per read",
+    "recvdel_token": "GET + DELETE /v1/consumer with Authorization: Bearer, alternating",
     "batch": "batch publish of 100 x 200 B (per message)",
     "recvack": "batch receive of 100 + batch ack (per message; ack bodies built outside)",
     "q_send": "POST /v1/queues/default/messages, one per read (sqs_send's native twin)",
@@ -175,7 +179,7 @@ def protocol_for(workload: str, transport: Transport) -> Any:
         proto: Any = kind(ceiling.Clock())
         proto.connection_made(transport)
         return proto
-    from wonderq import _core, protocol
+    from wonderq import _core, protocol, request
     from wonderq.api import Api
     from wonderq.config import Settings
     from wonderq.longpoll import LongPoll
@@ -193,7 +197,7 @@ def protocol_for(workload: str, transport: Transport) -> Any:
     if workload.startswith("stub"):
 
         class Stub:
-            answer = (201, b'{"id":1}', protocol.JSON_HEADERS)
+            answer = (201, b'{"id":1}', request.JSON_HEADERS)
 
             def dispatch(self, req: Any) -> Any:
                 return self.answer
@@ -215,6 +219,11 @@ def protocol_for(workload: str, transport: Transport) -> Any:
         from wonderq.sqs import SqsFace  # as the server does: the fallback, POST /
 
         SqsFace(store, longpoll=longpoll).routes(app)
+        if workload.endswith("_token"):
+            from wonderq.auth import AuthConfig, Authorizer
+
+            text = f'[tokens.bench]\ntoken = "{TOKEN}"\nrights = ["publish", "consume"]\n'
+            app.authorizer = Authorizer(AuthConfig.parse(text))
     for _ in range(60):  # messages for the consuming workloads, the same whatever N
         broker.publish_batch("default", [BODY] * 1000, time.monotonic_ns() // 1_000_000)
     proto = protocol.HttpProtocol(app, Owner(), settings)
@@ -229,15 +238,22 @@ def feed(workload: str, n: int) -> None:
     asyncio.set_event_loop(uvloop.new_event_loop())
     transport = Transport()
     received = protocol_for(workload, transport).data_received
+    token = workload.endswith("_token")
+    if token:
+        workload = workload[: -len("_token")]
     if workload in ("ceiling", "reading", "stub", "publish"):
+        publish = PUBLISH.replace(HOST, HOST + AUTH) if token else PUBLISH
         for _ in range(n):
-            received(PUBLISH)
+            received(publish)
+        assert transport.last[:12] in (b"HTTP/1.1 201", b""), transport.last[:200]
     elif workload in ("ceiling16", "reading16", "stub16", "publish16"):
         data = PUBLISH * 16
         for _ in range(n // 16):
             received(data)
     elif workload.endswith(("recvdel", "recvdel_q")):
         receive, delete = (Q_RECEIVE, Q_DELETE) if workload == "recvdel_q" else (RECEIVE, DELETE)
+        if token:
+            receive, delete = receive.replace(HOST, HOST + AUTH), delete.replace(HOST, HOST + AUTH)
         for i in range(n // 2):  # the i-th receive leases id i + 1
             received(receive)
             received(delete % (i + 1))

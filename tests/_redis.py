@@ -8,11 +8,16 @@ Fixtures (pytest, session-scoped where state can be reset with FLUSHALL):
 * ``redis_server``  one standalone server (``RedisProcess``), flushed by ``redis_url``.
 * ``redis_url``     ``redis://127.0.0.1:PORT/0`` of that server, empty for each test.
 * ``redis_cluster`` three primaries made with ``redis-cli --cluster create`` (``Cluster``).
+
+:func:`cluster_pool` starts clusters once for a whole run of the server-level tests on a
+cluster (tests/wonderq_on_redis_cluster.py leases one per test server).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import json
 import os
 import shutil
 import signal
@@ -21,6 +26,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -81,14 +87,27 @@ def ping(port: int, timeout: float = 0.2) -> bool:
         return False
 
 
-class RedisProcess:
-    """One redis-server we started (``--port``, no persistence unless asked)."""
+def _die_with_parent() -> None:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
-    def __init__(self, directory: Path, *extra: str, port: int | None = None) -> None:
+
+class RedisProcess:
+    """One redis-server we started (``--port``, no persistence unless asked). With
+    ``die_with_parent`` it is killed when the thread that started it ends (PR_SET_PDEATHSIG),
+    for a short-lived process that must not leave it behind even if it is SIGKILLed."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *extra: str,
+        port: int | None = None,
+        die_with_parent: bool = False,
+    ) -> None:
         self.port = port or free_port()
         self.dir = directory / str(self.port)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.extra = list(extra)
+        self.die_with_parent = die_with_parent
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> RedisProcess:
@@ -105,7 +124,12 @@ class RedisProcess:
             "--repl-diskless-sync-delay", "0",  # a replica syncs at once, not after 5 s
             *self.extra,
         ]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if self.die_with_parent else None,
+        )
         deadline = time.monotonic() + timeout
         while not ping(self.port):
             if self.proc.poll() is not None:
@@ -165,11 +189,18 @@ class RedisProcess:
 class Cluster:
     """A Redis Cluster on loopback: ``primaries`` primaries and ``replicas`` replicas each."""
 
-    def __init__(self, directory: Path, primaries: int = 3, replicas: int = 0) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        primaries: int = 3,
+        replicas: int = 0,
+        die_with_parent: bool = False,
+    ) -> None:
         self.directory = directory
         self.nodes: list[RedisProcess] = []
         self.primaries = primaries
         self.replicas = replicas
+        self.die_with_parent = die_with_parent
 
     def start(self) -> Cluster:
         cli = require_program("redis-cli")
@@ -182,8 +213,10 @@ class Cluster:
                 "--cluster-replica-validity-factor", "0",
                 "--cluster-require-full-coverage", "no",
                 port=free_port_pair(),
+                die_with_parent=self.die_with_parent,
             )  # fmt: skip
-            self.nodes.append(node.start())
+            self.nodes.append(node)
+            node.start()
         addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
         out = subprocess.run(
             [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas),
@@ -270,6 +303,33 @@ class Cluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+    def describe(self) -> dict[str, object]:
+        """What tests/wonderq_on_redis_cluster.py needs: the URL and the primaries' ports."""
+        return {"url": self.url, "primaries": [n.port for n in self.nodes]}
+
+
+@contextlib.contextmanager
+def cluster_pool(directory: Path, size: int) -> Iterator[Path]:
+    """``size`` clusters of three primaries, started at once (about 2 s, in parallel) and
+    stopped by PID when the block ends, also after a failure. Each is described by
+    ``<pool>/<i>.json`` (:meth:`Cluster.describe`); tests/wonderq_on_redis_cluster.py locks
+    one (``flock``) for the life of its server and flushes it first, so every test server
+    sees empty queues as with the memory store, without a 2 s cluster start of its own."""
+    require_program("redis-server")
+    require_program("redis-cli")
+    pool = directory / "pool"
+    pool.mkdir(parents=True)
+    clusters = [Cluster(directory / f"cluster-{i}") for i in range(size)]
+    try:
+        with ThreadPoolExecutor(size) as starting:  # no die_with_parent: these threads end
+            list(starting.map(Cluster.start, clusters))  # raises the first failure
+        for i, cluster in enumerate(clusters):
+            (pool / f"{i}.json").write_text(json.dumps(cluster.describe()))
+        yield pool
+    finally:
+        for cluster in clusters:
+            cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -85,7 +85,13 @@ class ServerProcess:
         return "".join(self.lines[-200:])
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WONDERQ_")}
+        # Not the runner's WONDERQ_* settings; WONDERQ_TEST_CLUSTERS is for the cluster
+        # wrapper (tests/wonderq_on_redis_cluster.py), which does not pass it on.
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("WONDERQ_") or k == "WONDERQ_TEST_CLUSTERS"
+        }
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.extra_env)
         cmd = [

@@ -54,18 +54,41 @@ def pytest_configure(config: pytest.Config) -> None:
         core.global_force_seed = SEED  # type: ignore[assignment]
 
 
-#: The store the server-level tests run against: ``memory`` (the default), ``durable`` or
-#: ``redis``, set together with WONDERQ_SERVER_CMD (tests/wonderq_on_disk.py,
-#: tests/wonderq_on_redis.py; .ci/run runs the API tests on each).
+#: The store the server-level tests run against: ``memory`` (the default), ``durable``,
+#: ``redis`` or ``redis-cluster``, set together with WONDERQ_SERVER_CMD
+#: (tests/wonderq_on_disk.py, tests/wonderq_on_redis.py, tests/wonderq_on_redis_cluster.py;
+#: .ci/run runs the API tests on each).
 TEST_STORE = os.environ.get("WONDERQ_TEST_STORE", "memory")
+
+#: The stores a ``not_on`` name covers: what holds apart from Redis holds apart from a Redis
+#: Cluster too (the same RedisStore); ``not_on("redis-cluster")`` is the cluster alone.
+_COVERED = {"redis": ("redis", "redis-cluster")}
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """``@pytest.mark.not_on("redis", reason=...)``: a test of behaviour that store does not
     share (each says why; docs/SCALEOUT.md lists the differences)."""
     for mark in item.iter_markers("not_on"):
-        if TEST_STORE in mark.args:
+        if any(TEST_STORE in _COVERED.get(store, (store,)) for store in mark.args):
             pytest.skip(f"not on the {TEST_STORE} store: {mark.kwargs.get('reason', '')}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _redis_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """With WONDERQ_TEST_STORE=redis-cluster: two Redis Clusters started once for the run,
+    for tests/wonderq_on_redis_cluster.py to lease one per test server (two run at once at
+    most: a module's server and a test's own); stopped by PID at the end."""
+    if TEST_STORE != "redis-cluster":
+        yield
+        return
+    from _redis import cluster_pool
+
+    with cluster_pool(tmp_path_factory.mktemp("clusters"), 2) as pool:
+        os.environ["WONDERQ_TEST_CLUSTERS"] = str(pool)
+        try:
+            yield
+        finally:
+            del os.environ["WONDERQ_TEST_CLUSTERS"]
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -19,7 +19,8 @@ import pytest
         ("wonderq.params", ["params.py", "params.pxd"]),
         ("wonderq.routing", ["routing.py", "routing.pxd"]),
         ("wonderq.api", ["api.py", "api.pxd"]),
-        ("wonderq.store", ["store.py", "store.pxd"]),
+        ("wonderq.deferred", ["deferred.py", "deferred.pxd"]),
+        ("wonderq.store", ["store.py", "store.pxd", "deferred.pxd"]),
     ],
 )
 def test_compiled_module_is_not_stale(module: str, sources: list[str]) -> None:

@@ -782,7 +782,7 @@ MODES = {
     "1.0-keep-alive": ("HTTP/1.0", "Connection: keep-alive\r\n", "keep-alive"),
 }
 HEADER_LINES = [
-    protocol.JSON_HEADERS,
+    request.JSON_HEADERS,
     b"",
     b"Content-Type: text/plain\r\nAllow: GET, PUT\r\n",
     # An answer with its own Cache-Control (the status page's assets): no no-store then.
@@ -846,7 +846,7 @@ def test_answers_on_the_wire_equal_a_plain_rendering(
     and through the general write (access log on), byte for byte as a field-by-field
     rendering. A close ends the connection: the answers after it are not sent."""
     version, header, conn = MODES[mode]
-    protocol.refresh_date(FIXED_TIME)
+    request.refresh_date(FIXED_TIME)
     try:
         requests = b""
         responses = []
@@ -860,7 +860,7 @@ def test_answers_on_the_wire_equal_a_plain_rendering(
                 break  # the last request of the connection
         assert run_protocol(requests, responses, access_log) == expected
     finally:
-        protocol.refresh_date()
+        request.refresh_date()
 
 
 def test_reference_rendering_matches_a_known_answer() -> None:
@@ -870,5 +870,5 @@ def test_reference_rendering_matches_a_known_answer() -> None:
         b"Cache-Control: no-store\r\nContent-Type: application/json\r\nContent-Length: 8\r\n"
         b'\r\n{"id":1}'
     )
-    assert reference_answer(201, b'{"id":1}', protocol.JSON_HEADERS, "POST", None) == want
+    assert reference_answer(201, b'{"id":1}', request.JSON_HEADERS, "POST", None) == want
     assert re.match(rb"HTTP/1.1 204 No Content\r\n", reference_answer(204, b"", b"", "GET", None))

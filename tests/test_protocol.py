@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import uvloop
 
-from wonderq import protocol
-from wonderq.protocol import JSON_HEADERS, HttpProtocol
-from wonderq.request import Request, Response, split_query
+from wonderq import protocol, request
+from wonderq.protocol import HttpProtocol
+from wonderq.request import JSON_HEADERS, Request, Response, split_query
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -173,10 +173,10 @@ def test_response_headers(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def test_date_is_cached_and_refreshed() -> None:
-    protocol.refresh_date(0)
-    assert b"Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n" in protocol._common_headers
-    protocol.refresh_date()
-    assert b"1970" not in protocol._common_headers
+    request.refresh_date(0)
+    assert b"Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n" in request._common_headers
+    request.refresh_date()
+    assert b"1970" not in request._common_headers
 
 
 def test_pipelined_requests_in_one_feed_answer_in_order(loop: asyncio.AbstractEventLoop) -> None:
@@ -571,7 +571,7 @@ def test_source_and_build_answer_byte_for_byte(loop: asyncio.AbstractEventLoop) 
     ]
     outputs = []
     for module in (protocol, _source_protocol()):
-        module.refresh_date(0)
+        request.refresh_date(0)
         app, owner, transport = StubApp(), Owner(), FakeTransport()
         proto = module.HttpProtocol(app, owner, Limits())
         proto.connection_made(transport)
@@ -580,7 +580,7 @@ def test_source_and_build_answer_byte_for_byte(loop: asyncio.AbstractEventLoop) 
             if i == 0:
                 proto.complete(app.parked[0], (200, b"parked", JSON_HEADERS))
         outputs.append((bytes(transport.out), transport.closed, dict(app.counts)))
-        module.refresh_date()
+        request.refresh_date()
     assert outputs[0] == outputs[1]
     assert outputs[0][0].count(b"HTTP/1.1 ") == 11 and outputs[0][1]
 

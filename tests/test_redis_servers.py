@@ -1,11 +1,12 @@
 """Real ``wonderq serve --backend redis://...`` processes on one Redis, driven over HTTP.
 
-Two and three servers on one Redis (standalone, then the 3-primary cluster): what is
-published through one is received through another exactly once under concurrent consumers;
-a lease taken through one is fenced on all; a long poll parked on one is answered by a
-publish through another; the answers' shapes are the memory store's; the start is refused
-when Redis evicts keys; a stopped Redis is 503 ``backend_unavailable``, not a hang.
-"""
+Two and three servers sharing one Redis, each such test on a standalone Redis and on the
+3-primary cluster: what is published through one is received through another exactly once
+under concurrent consumers; a lease taken through one is fenced on all; a long poll parked on
+one is answered by a publish through another; the sweeper is taken over from a killed or
+stopped server; ``/metrics`` shows the shared queues. Also: the answers' shapes are the memory
+store's; the start is refused when Redis evicts keys; a stopped Redis is 503
+``backend_unavailable``, not a hang."""
 
 from __future__ import annotations
 
@@ -149,13 +150,13 @@ def _metric(srv: ServerProcess, name: str) -> float:
     raise AssertionError(f"{name} missing from /metrics")
 
 
-def test_killed_server_sweeper_taken_over_and_its_leases_come_back(redis_url: str) -> None:  # noqa: F811
-    with running_server("--backend", redis_url) as a:
+def test_killed_server_sweeper_taken_over_and_its_leases_come_back(backend: str) -> None:
+    with running_server("--backend", backend) as a:
         deadline = time.monotonic() + 10
         while _metric(a, "wonderq_redis_sweeper") != 1:
             assert time.monotonic() < deadline, "a never took the sweeper lease"
             time.sleep(0.1)
-        with running_server("--backend", redis_url) as b:
+        with running_server("--backend", backend) as b:
             assert _metric(b, "wonderq_redis_sweeper") == 0
             resp = request(a, "POST", "/v1/queues/default/batch", json.dumps(["j1", "j2", "j3"]))
             ids = resp.json()["ids"]
@@ -184,9 +185,9 @@ def test_killed_server_sweeper_taken_over_and_its_leases_come_back(redis_url: st
             assert _metric(b, "wonderq_redis_up") == 1
 
 
-def test_metrics_show_the_shared_queues(redis_url: str) -> None:  # noqa: F811
+def test_metrics_show_the_shared_queues(backend: str) -> None:
     with ExitStack() as stack:
-        a, b = servers(stack, redis_url, 2)
+        a, b = servers(stack, backend, 2)
         for _ in range(3):
             assert request(a, "POST", "/v1/publish", b"m").status == 201
         line = 'wonderq_queue_messages{queue="default",state="ready"} 3.0'
@@ -211,24 +212,24 @@ def test_start_refused_when_redis_is_unreachable() -> None:
     assert "cannot use" in proc.output() and "Traceback" not in proc.output(), proc.output()
 
 
-def test_redis_wait_without_replicas_is_503(redis_url: str) -> None:  # noqa: F811
+def test_redis_wait_without_replicas_is_503(backend: str) -> None:
     """--redis-wait 1 on a Redis with no replica: nothing is acknowledged it could lose."""
     with running_server(
-        "--backend", redis_url, "--redis-wait", "1", "--redis-wait-timeout", "0.1"
+        "--backend", backend, "--redis-wait", "1", "--redis-wait-timeout", "0.1"
     ) as wq:
         check_error(request(wq, "POST", "/v1/publish", b"x"), 503, code="backend_unavailable")
         assert get(wq, "/v1/consumer?cid=1").status == 200
 
 
-def test_a_stopped_server_hands_the_sweeper_on_at_once(redis_url: str) -> None:  # noqa: F811
+def test_a_stopped_server_hands_the_sweeper_on_at_once(backend: str) -> None:
     """SIGTERM: the holder gives its lease back, so another takes over within a pass (about
     a second), not after the lease's 5 s."""
-    with running_server("--backend", redis_url) as a:
+    with running_server("--backend", backend) as a:
         deadline = time.monotonic() + 10
         while _metric(a, "wonderq_redis_sweeper") != 1:
             assert time.monotonic() < deadline, "a never took the sweeper lease"
             time.sleep(0.1)
-        with running_server("--backend", redis_url) as b:
+        with running_server("--backend", backend) as b:
             assert a.stop() == 0
             stopped = time.monotonic()
             while _metric(b, "wonderq_redis_sweeper") != 1:

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from wonderq._core import QueueNotFound
+from wonderq.deferred import Deferred
 from wonderq.errors import StorageError
 from wonderq.sqs import JSON, QUERY, SqsFace
-from wonderq.store import Deferred
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -8,7 +8,8 @@ cimport cython
 from wonderq.params cimport (delete_args, param_cid, param_delay, param_int, param_path_id,
                              param_queue, parse_query, receive_args)
 from wonderq.request cimport Request
-from wonderq.store cimport Deferred, Store
+from wonderq.deferred cimport Deferred
+from wonderq.store cimport Store
 
 cdef tuple _TRUE, _FALSE            # a delete's answers
 

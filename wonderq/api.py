@@ -3,7 +3,7 @@
 
 A handler reads its parameters (``wonderq.params``: a bad one is a 400 naming it), makes
 one store call (``wonderq.store``) and turns the store's answer into bytes. When the store
-answers later (a :class:`~wonderq.store.Deferred`), :meth:`Api.reply` parks the request and
+answers later (a :class:`~wonderq.deferred.Deferred`), :meth:`Api.reply` parks the request and
 answers it once the store has; a receive with ``wait`` that finds nothing is parked in the
 long polls (``wonderq.longpoll``). Errors propagate to the router, which answers them in one
 place (``wonderq.errors.answer_error``).
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._core import InvalidArgument, batch_ids_json, id_json
+from .deferred import Deferred
 from .errors import BackendUnavailable, BadParameter, answer_error
 from .limits import DEFAULT_QUEUE, MAX_ID, MAX_VISIBILITY_MS
 from .params import (
@@ -42,10 +43,9 @@ from .params import (
     queue_attributes_ms,
     receive_args,
 )
-from .protocol import JSON_HEADERS
-from .request import Request, Response
+from .request import JSON_HEADERS, Request, Response
 from .statuspage import StatusPage
-from .store import Deferred, Store
+from .store import Store
 
 if TYPE_CHECKING:
     from .longpoll import LongPoll

@@ -16,7 +16,7 @@ import logging
 
 from ._core import EngineError
 from .auth import AuthError
-from .protocol import Response, error_response
+from .request import Response, error_response
 
 __all__ = [
     "INTERNAL_ERROR",

@@ -8,7 +8,7 @@ answered with an empty list when its wait ends, when its queue is deleted, or at
 waiter whose connection closed leases nothing.
 
 A waiter does not know the store or the face: it holds an ``attempt()`` that asks the store
-(answer now, or a :class:`~wonderq.store.Deferred`) and a ``render(value)`` that makes the
+(answer now, or a :class:`~wonderq.deferred.Deferred`) and a ``render(value)`` that makes the
 response, or None when nothing was available, so both faces (WonderQ's JSON, SQS) park here.
 With a store that answers later, one attempt per queue is in flight at a time; a waiter whose
 wait ends during its attempt is answered with what the attempt brings.
@@ -22,9 +22,9 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from .deferred import Deferred
 from .errors import answer_error
 from .request import Request, Response
-from .store import Deferred
 
 __all__ = ["LongPoll", "Waiter"]
 

@@ -8,7 +8,7 @@ cimport cython
 from wonderq.request cimport Request
 
 # Module state read on every answer (C globals: no dict lookup).
-cdef dict _prefixes                  # headers -> {status: head up to "Content-Length: "}
+cdef dict _prefixes                  # request._prefixes: headers -> {status: head}
 cdef tuple _LENGTH_TAILS             # b"<n>\r\n\r\n" for n < _LENGTH_TAILS_MAX
 cdef Py_ssize_t _LENGTH_TAILS_MAX    # bodies this long or longer format their length
 cdef Py_ssize_t _WRITE_AS_IS_BYTES   # a last piece this long is written, not joined
@@ -124,6 +124,10 @@ cdef class HttpProtocol:
     cdef _set_deadline(self, int kind, double deadline)
 
 
+@cython.locals(i=Py_ssize_t)
+cdef Py_ssize_t _query_mark(bytes url)
+
+
 @cython.locals(prefixes=dict)
 cdef bytes _prefix(object status, object headers)
 
@@ -131,7 +135,3 @@ cdef bytes _prefix(object status, object headers)
 @cython.locals(req=Request)
 cdef Request _new_request(object method, object path, object query, object body,
                           bint keep_alive, object conn)
-
-
-@cython.locals(i=Py_ssize_t)
-cdef Py_ssize_t _query_mark(bytes url)

@@ -16,96 +16,53 @@ pipeline, and the timer. There is one timer per connection; moving its deadline 
 store, and the timer re-arms itself lazily when it fires early.
 
 Compiled. setup.py compiles this file with Cython in pure-Python mode: ``protocol.pxd``
-beside it declares the C types (``Request`` and ``HttpProtocol`` become extension types, the
-helpers C methods), so the httptools callbacks and the answer cost C calls instead of Python
-frames (callgrind, a publish to a stub application: 29.7k instructions as Python, 11.6k
-compiled, 10.9k since the target split became a C loop; the Python ceiling of
-bench/ceiling.py takes 6.5k). The file runs unchanged as plain Python when it is not
-built. Types come only from the ``.pxd`` (``annotation_typing=False``): the annotations here
-are for readers and mypy. After an edit, ``make build``: a build older than its source fails
-tests/test_build.py.
+beside it declares the C types (``HttpProtocol`` becomes an extension type, the helpers C
+methods), so the httptools callbacks and the answer cost C calls instead of Python frames
+(instructions per request: bench/instructions.py, figures in bench/RESULTS.md). The file runs
+unchanged as plain Python when it is not built. Types come only from the ``.pxd``
+(``annotation_typing=False``): the annotations are for readers and mypy. After an edit,
+``make build``: a build older than its source fails tests/test_build.py.
+
+The head of every answer (status line, Date, the cached prefixes) and the App/Owner
+contracts live in ``wonderq.request``, beside Request and Response.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
 from collections.abc import Callable
-from email.utils import formatdate
-from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any
 
 import httptools
 
-from .request import Request, Response, _origin_form
+from .request import (
+    _CLOSE_TAIL,
+    _CONTINUE,
+    _KEEP_ALIVE_TAIL,
+    _LENGTH_TAILS,
+    _LENGTH_TAILS_MAX,
+    _PLAIN_TAIL,
+    App,
+    Owner,
+    Request,
+    Response,
+    _build_prefix,
+    _head_start,
+    _origin_form,
+    _prefixes,
+    error_response,
+)
 
-__all__ = [
-    "JSON_HEADERS",
-    "HttpProtocol",
-    "Response",
-    "error_response",
-    "refresh_date",
-]
+__all__ = ["HttpProtocol", "protocol_factory"]
 
 log = logging.getLogger("wonderq.http")
 access_log = logging.getLogger("wonderq.access")
 
 
-JSON_HEADERS = b"Content-Type: application/json\r\n"
-
-# Precomputed status lines; we always answer as HTTP/1.1 (RFC 9112 section 2.3: a server
-# sends its own highest minor version, the client's major version).
-STATUS_LINES: dict[int, bytes] = {
-    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("ascii")) for s in HTTPStatus
-}
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# What follows the Content-Length value: the Connection header if any, the blank line.
-_CLOSE_TAIL = b"\r\nConnection: close\r\n\r\n"
-_KEEP_ALIVE_TAIL = b"\r\nConnection: keep-alive\r\n\r\n"
-_PLAIN_TAIL = b"\r\n\r\n"
-
-# Date + Server + Cache-Control, the same for every response within a second; rebuilt by
-# refresh_date(), which the server calls once a second from a loop timer.
-_common_headers = b""
-# Date + Server: for an answer whose own header lines carry ``Cache-Control: `` (the status
-# page's assets, revalidated by ETag), which replaces our ``no-store``.
-_date_headers = b""
-
-# Response heads up to ``Content-Length: `` by header lines, then status; built on first use
-# and dropped each second with the Date they contain.
-_prefixes: dict[bytes, dict[int, bytes]] = {}
-
-# ``<n>\r\n\r\n`` for the body lengths most answers have (ids, acks, one message): the hot
-# path picks the end of its head here instead of formatting a number (about 90 KB).
-_LENGTH_TAILS_MAX = 2048
 # A last piece of an answer this big or bigger is written without being joined (_flush).
 _WRITE_AS_IS_BYTES = 256 * 1024
-_LENGTH_TAILS: tuple[bytes, ...] = tuple(b"%d\r\n\r\n" % n for n in range(_LENGTH_TAILS_MAX))
-
-
-def refresh_date(now_s: float | None = None) -> None:
-    """Rebuild the cached ``Date`` header (RFC 9110 section 6.6.1: one-second resolution)."""
-    global _common_headers, _date_headers
-    date = formatdate(now_s, usegmt=True).encode("ascii")
-    _date_headers = b"Date: " + date + b"\r\nServer: wonderq\r\n"
-    _common_headers = _date_headers + b"Cache-Control: no-store\r\n"
-    _prefixes.clear()
-
-
-def _head_start(status: int, headers: bytes) -> bytes:
-    """Status line, Date, Server, Cache-Control (``no-store`` unless ``headers`` set their
-    own), then ``headers``."""
-    common = _date_headers if b"Cache-Control: " in headers else _common_headers
-    return STATUS_LINES[status] + common + headers
-
-
-def _build_prefix(status: int, headers: bytes) -> bytes:
-    prefix = _head_start(status, headers) + b"Content-Length: "
-    if len(_prefixes) < 64:  # header lines are a few constants; never let odd ones pile up
-        _prefixes.setdefault(headers, {})[status] = prefix
-    return prefix
 
 
 def _prefix(status: int, headers: bytes) -> bytes:
@@ -118,41 +75,10 @@ def _prefix(status: int, headers: bytes) -> bytes:
     return _build_prefix(status, headers)
 
 
-refresh_date()
-
-
-def error_response(status: int, code: str, message: str, headers: bytes = b"") -> Response:
-    """The JSON error shape of DESIGN.md: ``{"error": {"code": ..., "message": ...}}``."""
-    body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode(
-        "utf-8"
-    )
-    return (status, body, JSON_HEADERS + headers)
-
-
-class App(Protocol):
-    """What the protocol needs from the application (wonderq.api.Api implements it)."""
-
-    def dispatch(self, req: Request) -> Response | None:
-        """Answer ``req`` now, or return None and later call ``req.conn.complete``."""
-
-    def cancel(self, req: Request) -> None:
-        """``req`` was deferred and its connection is gone: forget it, lease nothing."""
-
-    def count(self, route: str, status: int) -> None:
-        """Count a response the protocol produced on its own (parse errors, limits)."""
-
-
-class Owner(Protocol):
-    """What the protocol needs from the server that accepted the connection."""
-
-    connections: set[HttpProtocol]
-    shutting_down: bool
-
-
 def _new_request(
     method: str, path: str, query: str, body: bytes, keep_alive: bool, conn: HttpProtocol
 ) -> Request:
-    """Request(...) for the hot path: compiled, a bare allocation and eleven field stores,
+    """Request(...) for the hot path: compiled, a bare allocation and twelve field stores,
     without the argument parsing of a call to the class."""
     req = Request.__new__(Request)
     req.method = method
@@ -166,6 +92,7 @@ def _new_request(
     req.deferred = None
     req.response = None
     req.echo_keep_alive = False
+    req.authorization = None
     return req
 
 
@@ -438,14 +365,16 @@ class HttpProtocol:
                 if b"keep-alive" in value.lower():
                     self._echo_keep_alive = True
         elif n == 13:
-            if name == b"If-None-Match" or name.lower() == b"if-none-match":
-                # For the status page's assets: 304 when it names their ETag.
-                self._special = True
-                self._if_none_match = value
-            elif name == b"Authorization" or name.lower() == b"authorization":
+            # Authorization first: with access control every request has it, and a failed
+            # test of the other spelling would lower-case it (~370 instructions).
+            if name == b"Authorization" or name.lower() == b"authorization":
                 # For access control (wonderq.auth): the router checks it when it is on.
                 self._special = True
                 self._authorization = value
+            elif name == b"If-None-Match" or name.lower() == b"if-none-match":
+                # For the status page's assets: 304 when it names their ETag.
+                self._special = True
+                self._if_none_match = value
 
     def on_headers_complete(self) -> None:
         self._phase = _BODY
@@ -535,7 +464,7 @@ class HttpProtocol:
                 req.if_none_match = self._if_none_match  # type: ignore[attr-defined]
                 self._if_none_match = None
             if self._authorization is not None:
-                req.authorization = self._authorization  # type: ignore[attr-defined]
+                req.authorization = self._authorization
                 self._authorization = None
         if not keep_alive:
             # Connection: close, or HTTP/1.0 without keep-alive: this is the last request

@@ -21,6 +21,7 @@ cdef class Request:
     cdef public object response     # an error the protocol answers in turn, or None
     cdef public bint echo_keep_alive  # the client sent Connection: keep-alive
     cdef public object headers      # [(lowercase name, value)] outside /v1/, else None
+    cdef public object authorization  # the Authorization header (bytes), or None
 
 
 @cython.locals(params=dict, end=Py_ssize_t, start=Py_ssize_t, stop=Py_ssize_t, eq=Py_ssize_t,

@@ -9,17 +9,95 @@ the parameter checks call :func:`split_query` as a C call.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import json
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .protocol import HttpProtocol
 
-__all__ = ["Request", "Response", "split_query"]
+__all__ = [
+    "JSON_HEADERS",
+    "Request",
+    "Response",
+    "error_response",
+    "refresh_date",
+    "split_query",
+]
 
 #: ``(status, body, header_lines)``: header_lines are complete ``Name: value\r\n`` lines,
 #: Content-Type included; the protocol adds the status line, Date, Server, Cache-Control,
 #: Content-Length and Connection.
 Response = tuple[int, bytes, bytes]
+
+
+# ---- the head of an answer ------------------------------------------------------------------
+# Built here, beside Response, so that the protocol and the error paths share one copy.
+
+JSON_HEADERS = b"Content-Type: application/json\r\n"
+
+# Precomputed status lines; we always answer as HTTP/1.1 (RFC 9112 section 2.3: a server
+# sends its own highest minor version, the client's major version).
+STATUS_LINES: dict[int, bytes] = {
+    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("ascii")) for s in HTTPStatus
+}
+# What follows the Content-Length value: the Connection header if any, the blank line.
+_CLOSE_TAIL = b"\r\nConnection: close\r\n\r\n"
+_KEEP_ALIVE_TAIL = b"\r\nConnection: keep-alive\r\n\r\n"
+_PLAIN_TAIL = b"\r\n\r\n"
+
+# Date + Server + Cache-Control, the same for every response within a second; rebuilt by
+# refresh_date(), which the server calls once a second from a loop timer.
+_common_headers = b""
+# Date + Server: for an answer whose own header lines carry ``Cache-Control: `` (the status
+# page's assets, revalidated by ETag), which replaces our ``no-store``.
+_date_headers = b""
+
+# Response heads up to ``Content-Length: `` by header lines, then status; built on first use
+# and dropped each second with the Date they contain.
+_prefixes: dict[bytes, dict[int, bytes]] = {}
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+# ``<n>\r\n\r\n`` for the body lengths most answers have (ids, acks, one message): the hot
+# path picks the end of its head here instead of formatting a number (about 90 KB).
+_LENGTH_TAILS_MAX = 2048
+_LENGTH_TAILS: tuple[bytes, ...] = tuple(b"%d\r\n\r\n" % n for n in range(_LENGTH_TAILS_MAX))
+
+
+def refresh_date(now_s: float | None = None) -> None:
+    """Rebuild the cached ``Date`` header (RFC 9110 section 6.6.1: one-second resolution)."""
+    global _common_headers, _date_headers
+    date = formatdate(now_s, usegmt=True).encode("ascii")
+    _date_headers = b"Date: " + date + b"\r\nServer: wonderq\r\n"
+    _common_headers = _date_headers + b"Cache-Control: no-store\r\n"
+    _prefixes.clear()
+
+
+def _head_start(status: int, headers: bytes) -> bytes:
+    """Status line, Date, Server, Cache-Control (``no-store`` unless ``headers`` set their
+    own), then ``headers``."""
+    common = _date_headers if b"Cache-Control: " in headers else _common_headers
+    return STATUS_LINES[status] + common + headers
+
+
+def _build_prefix(status: int, headers: bytes) -> bytes:
+    prefix = _head_start(status, headers) + b"Content-Length: "
+    if len(_prefixes) < 64:  # header lines are a few constants; never let odd ones pile up
+        _prefixes.setdefault(headers, {})[status] = prefix
+    return prefix
+
+
+refresh_date()
+
+
+def error_response(status: int, code: str, message: str, headers: bytes = b"") -> Response:
+    """The JSON error shape of DESIGN.md: ``{"error": {"code": ..., "message": ...}}``."""
+    body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode(
+        "utf-8"
+    )
+    return (status, body, JSON_HEADERS + headers)
 
 
 class Request:
@@ -29,10 +107,12 @@ class Request:
     text. ``params`` and ``route`` are for the application (path parameters, the route's
     metric label), ``deferred`` holds its state while the request is parked; ``response`` is
     set only for an error the protocol found itself, answered in turn; ``echo_keep_alive``
-    when the client sent ``Connection: keep-alive``. ``if_none_match`` and ``authorization``
-    (bytes) exist only when the request carried that header (read them with
-    ``getattr(req, "authorization", None)``). Other attributes may be added (compiled, the
-    class keeps a ``__dict__`` for them, created only when one is set). ``headers`` is the
+    when the client sent ``Connection: keep-alive``. ``authorization`` is the
+    ``Authorization`` header (bytes) or None (a field, not an added attribute: access control
+    reads it on every request). ``if_none_match`` (bytes) exists only when the request carried
+    that header (read it with ``getattr(req, "if_none_match", None)``). Other attributes may
+    be added (compiled, the class keeps a ``__dict__`` for them, created only when one is
+    set). ``headers`` is the
     list of ``(lowercase name, value)`` bytes pairs in arrival order, kept only for targets
     outside ``/v1/`` (the SQS face reads ``X-Amz-Target``, ``Content-Type`` and ``Host``; the
     native routes read none, so their hot path stores none), else None.
@@ -58,6 +138,7 @@ class Request:
         self.deferred: Any = None
         self.response: Response | None = None
         self.echo_keep_alive = False
+        self.authorization: bytes | None = None
         self.headers: list[tuple[bytes, bytes]] | None = None
 
     @classmethod
@@ -66,6 +147,26 @@ class Request:
         req = cls("-", "-", "", b"", False, conn)
         req.response = response
         return req
+
+
+class App(Protocol):
+    """What the protocol needs from the application (wonderq.api.Api implements it)."""
+
+    def dispatch(self, req: Request) -> Response | None:
+        """Answer ``req`` now, or return None and later call ``req.conn.complete``."""
+
+    def cancel(self, req: Request) -> None:
+        """``req`` was deferred and its connection is gone: forget it, lease nothing."""
+
+    def count(self, route: str, status: int) -> None:
+        """Count a response the protocol produced on its own (parse errors, limits)."""
+
+
+class Owner(Protocol):
+    """What the protocol needs from the server that accepted the connection."""
+
+    connections: set[HttpProtocol]
+    shutting_down: bool
 
 
 def _origin_form(path: str) -> str:

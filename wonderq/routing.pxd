@@ -29,6 +29,8 @@ cdef class Router:
     cdef str _last_path              # the static path dispatched last (None at first)
     cdef dict _last_methods          # static[_last_path]
     cdef public object authorizer    # wonderq.auth.Authorizer with --auth-file, else None
+    cdef dict _allowed               # authorizer.allowed, the decision cache
+    cdef object _allowed_of          # the authorizer _allowed belongs to
     cdef dict _fallback              # {method: entry} for paths no route matches, or None
     cdef object _fallback_accepts    # whether the fallback takes a request
 
@@ -39,7 +41,7 @@ cdef class Router:
                    route=Route)
     cpdef dispatch(self, Request req)
 
-    @cython.locals(per_queue=dict)
+    @cython.locals(per_queue=dict, bit=Py_ssize_t)
     cdef _authorize(self, Request req, tuple access)
     cpdef count(self, str route, int status)
     cpdef answer(self, Request req, tuple response)

@@ -32,8 +32,7 @@ from typing import Any
 from .auth import RIGHT_BITS
 from .errors import ApiError, answer_error
 from .params import param_queue
-from .protocol import error_response
-from .request import Request, Response
+from .request import Request, Response, error_response
 
 __all__ = ["Handler", "MethodNotAllowed", "Route", "Router"]
 
@@ -68,7 +67,7 @@ class Route:
         self.literals = tuple((i, p) for i, p in reversed(list(enumerate(parts))) if p[:1] != "{")
         # (index, name) of the {name} segments, each matching one non-empty segment.
         self.params = tuple((i, p[1:-1]) for i, p in enumerate(parts) if p[:1] == "{")
-        # method -> (handler, label, counts by status, access: (right, queue) or None)
+        # method -> (handler, label, counts by status, access: (right, queue, bit) or None)
         self.handlers: dict[str, Entry] = {}
 
     def match(self, segments: list[str]) -> dict[str, str] | None:
@@ -103,15 +102,15 @@ class MethodNotAllowed(ApiError):
 _FROM_PATH = "{queue}"  # an access's queue taken from the {queue} path segment
 
 
-def _access(spec: str | None) -> tuple[str, Any] | None:
-    """``"publish:{queue}"`` -> ``("publish", "{queue}")``; ``"metrics"`` -> ``("metrics",
-    None)``."""
+def _access(spec: str | None) -> tuple[str, Any, int] | None:
+    """``"publish:{queue}"`` -> ``("publish", "{queue}", RIGHT_BITS["publish"])``;
+    ``"metrics"`` -> ``("metrics", None, RIGHT_BITS["metrics"])``."""
     if spec is None:
         return None
     right, _, queue = spec.partition(":")
     if right not in RIGHT_BITS:
         raise ValueError(f"unknown right {right!r}")
-    return right, (queue or None)
+    return right, (queue or None), RIGHT_BITS[right]
 
 
 def _accept_none(req: Request) -> bool:
@@ -139,6 +138,9 @@ class Router:
         self._last_path: str | None = None
         self._last_methods: dict[str, Entry] = {}
         self.authorizer: Any = None  # wonderq.auth.Authorizer with --auth-file
+        # Its decision cache (Authorizer.allowed), read by _authorize, and whose it is.
+        self._allowed: dict[Any, dict[str | None, int]] = {}
+        self._allowed_of: Any = None
         self._fallback: dict[str, Entry] | None = None  # see set_fallback
         self._fallback_accepts: Callable[[Request], Any] = _accept_none
 
@@ -223,21 +225,28 @@ class Router:
         """Who is told when the connection of a deferred request closed."""
         self._on_cancel = on_cancel
 
-    def _authorize(self, req: Request, access: tuple[str, Any]) -> None:
+    def _authorize(self, req: Request, access: tuple[str, Any, int]) -> None:
         """Raise the 401/403 of access control unless the request's token may do ``access``
-        (a right, and the queue it applies to). The usual case is two dict lookups in the
-        authorizer's decision cache."""
-        right, queue = access
+        (a right, the queue it applies to, the right's bit). The usual case is two dict
+        lookups in the authorizer's decision cache (the header's bytes, then the queue) and
+        a bit test, all C calls when compiled; anything else asks ``check_bearer``, which
+        verifies the token (SHA-256, then ``hmac.compare_digest``) and fills the cache."""
+        right, queue, bit = access
         if queue is _FROM_PATH:
             queue = param_queue(req)  # a bad name is a 400 before any 403
-        header = getattr(req, "authorization", None)
+        header = req.authorization
+        authorizer = self.authorizer
+        if authorizer is not self._allowed_of:
+            # Authorizer.reload clears its dict in place, so one reference stays valid.
+            self._allowed = authorizer.allowed
+            self._allowed_of = authorizer
         if header is not None:
-            per_queue = self.authorizer.allowed.get(header)
+            per_queue = self._allowed.get(header)
             if per_queue is not None:
                 mask = per_queue.get(queue)
-                if mask is not None and mask & RIGHT_BITS[right]:
+                if mask is not None and mask & bit:
                     return
-        self.authorizer.check_bearer(header, right, queue, req.conn.peer)
+        authorizer.check_bearer(header, right, queue, req.conn.peer)
 
     def cancel(self, req: Request) -> None:
         """The connection of a deferred request closed."""

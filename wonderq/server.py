@@ -43,7 +43,8 @@ from .config import Settings
 from .errors import StoreError
 from .longpoll import LongPoll
 from .metrics import Metrics
-from .protocol import HttpProtocol, protocol_factory, refresh_date
+from .protocol import HttpProtocol, protocol_factory
+from .request import refresh_date
 from .routing import Router
 from .statuspage import chain_cancel
 from .store import Store, open_store

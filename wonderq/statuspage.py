@@ -34,8 +34,7 @@ from . import __version__
 from ._core import now_ms
 from .errors import NotFound
 from .params import parse_query
-from .protocol import JSON_HEADERS
-from .request import Request, Response
+from .request import JSON_HEADERS, Request, Response
 
 __all__ = ["COLUMNS", "CSP", "EventStream", "StatusPage", "chain_cancel", "read_store"]
 

@@ -6,19 +6,7 @@
 cimport cython
 
 from wonderq._core cimport Broker
-
-
-@cython.final
-cdef class Deferred:
-    cdef public bint done             # the answer (or the error) is known
-    cdef public object value          # the answer once done
-    cdef public object error          # the exception once failed, else None
-    cdef list _callbacks              # callbacks waiting for done, or None
-
-    cpdef add(self, object callback)
-    cpdef resolve(self, object value)
-    cpdef fail(self, object error)
-    cdef _run(self)
+from wonderq.deferred cimport Deferred
 
 
 cdef class Store:

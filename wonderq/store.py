@@ -10,11 +10,8 @@ respect says so in its docs. Three implementations:
   durable), dead-letter logging and the mapping of log failures to 507.
 * ``wonderq.redis.RedisStore`` — the queues in Redis/Valkey (``--backend redis://...``).
 
-**Answers that come later.** A store method returns its answer, or a :class:`Deferred` when
-the answer is not ready yet (the durable store under ``--fsync always``; a networked store
-always). The caller tests ``type(result) is Deferred``: for the in-memory path that is one
-pointer comparison, no coroutine, no future, no allocation. A Deferred calls its callbacks
-from a later event-loop callback, never from inside the method that returned it.
+**Answers that come later.** A store method returns its answer, or a
+:class:`~wonderq.deferred.Deferred` when the answer is not ready yet (wonderq/deferred.py).
 
 **Time.** The faces never pass a time: the store reads the clock (``_core.now_ms``, monotonic
 milliseconds) unless a test gave it a ``clock`` to advance by hand.
@@ -40,12 +37,12 @@ import os
 import time
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable
-from functools import partial
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ._core import Broker, now_ms
-from .errors import ShuttingDown, StorageError
+from .deferred import Listener, _NoListener, after_future
+from .errors import StorageError
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -54,9 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXPIRE_BUDGET",
     "SQS_CID",
-    "Deferred",
     "DurableStore",
-    "Listener",
     "MemoryStore",
     "Store",
     "open_store",
@@ -70,105 +65,6 @@ log = logging.getLogger("wonderq.store")
 # 4096 up to 12.7 ms; 1024 keeps a slice near 1-2 ms for the same total time.
 EXPIRE_BUDGET = 1024
 _NOT_ARMED = 2**62  # later than any deadline (the engine keeps now <= 2**62)
-
-
-class Listener(Protocol):
-    """What a store tells the long-poll layer (wonderq.longpoll.LongPoll implements it)."""
-
-    #: Queues that have parked receives. The store reads it (never changes it) to skip the
-    #: call on the hot path: a publish to a queue nobody waits on costs one dict check.
-    waiting: dict[str, Any]
-
-    def available(self, queue: str) -> None:
-        """Messages may be available in ``queue`` now."""
-
-    def available_any(self) -> None:
-        """Messages may be available in any queue (after an expiry slice or a release)."""
-
-
-class _NoListener:
-    waiting: dict[str, Any] = {}
-
-    def available(self, queue: str) -> None:
-        pass
-
-    def available_any(self) -> None:
-        pass
-
-
-class Deferred:
-    """A store answer that comes later: ``value`` once ``done`` (or ``error``).
-
-    ``add(callback)`` runs ``callback(self)`` once it is done; callbacks run from the
-    event-loop callback that resolved it, in the order added. Cheaper than an asyncio
-    future (no loop, no scheduling of its own), which matters under ``--fsync always``.
-    """
-
-    def __init__(self) -> None:
-        self.done = False
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self._callbacks: list[Callable[[Deferred], None]] | None = None
-
-    def add(self, callback: Callable[[Deferred], None]) -> None:
-        """Call ``callback(self)`` when done (at once if it already is)."""
-        if self.done:
-            callback(self)
-        elif self._callbacks is None:
-            self._callbacks = [callback]
-        else:
-            self._callbacks.append(callback)
-
-    def resolve(self, value: Any) -> None:
-        """The answer is ``value``."""
-        if not self.done:
-            self.done = True
-            self.value = value
-            self._run()
-
-    def fail(self, error: BaseException) -> None:
-        """The operation failed with ``error`` (raised to whoever reads the answer)."""
-        if not self.done:
-            self.done = True
-            self.error = error
-            self._run()
-
-    def result(self) -> Any:
-        """The value, or raise the error (only once done)."""
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-    def _run(self) -> None:
-        callbacks = self._callbacks
-        self._callbacks = None
-        if callbacks:
-            for callback in callbacks:
-                try:
-                    callback(self)
-                except Exception:
-                    log.exception("a store answer's callback failed")
-
-
-def after_future(fut: asyncio.Future[Any], value: Any) -> Deferred:
-    """A Deferred answering ``value`` once ``fut`` is done (its error if it failed; a
-    cancelled future means the server stopped first)."""
-    d = Deferred()
-    fut.add_done_callback(partial(_future_done, d, value))
-    return d
-
-
-def _future_done(d: Deferred, value: Any, fut: asyncio.Future[Any]) -> None:
-    if fut.cancelled():
-        d.fail(ShuttingDown("the server is shutting down"))
-        return
-    exc = fut.exception()
-    if exc is None:
-        d.resolve(value)
-    elif isinstance(exc, StorageError):
-        d.fail(exc)
-    else:
-        d.fail(StorageError(str(exc)))
 
 
 class Store:
@@ -705,7 +601,10 @@ class DurableStore(MemoryStore):
 
         MemoryStore.start(self, loop, listener)
         assert self.wal is not None
-        await self.wal.start(BrokerSnapshotSource(self.broker, self.now, self.wall_ms))
+        # The Python-level bound method: compiled, ``self.now`` here would wrap the C method
+        # with the wrong signature (the C compiler warns of the pointer type).
+        now = getattr(self, "now")  # noqa: B009
+        await self.wal.start(BrokerSnapshotSource(self.broker, now, self.wall_ms))
 
     def start(self, loop: asyncio.AbstractEventLoop, listener: Listener) -> Any:
         return self._start(loop, listener)

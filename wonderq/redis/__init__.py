@@ -18,6 +18,9 @@ Where this store differs from the engine (docs/SCALEOUT.md says it for users):
   "an unexpired entry still blocks" window does not exist here.
 * A dead-letter move goes through an outbox (the queue and its dead-letter queue can live in
   different slots): for a few milliseconds the message is in neither queue.
+* The SQS face's extras (attribute blob, first receive) live apart from the body
+  (``wq:{q}:x``, only where there are any; :mod:`wonderq.redis.sqs`): a message first
+  received through the own API shows its first SQS receive as ApproximateFirstReceiveTimestamp.
 """
 
 from .answers import wait

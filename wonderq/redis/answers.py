@@ -1,4 +1,4 @@
-"""Store answers (:class:`~wonderq.store.Deferred`) as the Redis store's callbacks and
+"""Store answers (:class:`~wonderq.deferred.Deferred`) as the Redis store's callbacks and
 coroutines pass them on and wait for them."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 import logging
 from typing import Any
 
-from ..store import Deferred
+from ..deferred import Deferred
 
 log = logging.getLogger("wonderq.redis")
 

@@ -41,7 +41,7 @@ class QueueKeys:
         self.tag = tag
         self.slot = key_slot(tag.encode()) if cluster else 0
         counter = f"wq:{{{slot_tag(self.slot)}}}:v" if cluster else "wq:{s0}:v"
-        keys = [f"wq:{tag}:{k}" for k in "arldbstoiw"] + [counter]
+        keys = [f"wq:{tag}:{k}" for k in "arldbstoiw"] + [counter, f"wq:{tag}:x"]
         if test_clock:
             keys.append(f"wq:{tag}:clock")
         parts = [b"$%d\r\n%d\r\n" % (len(str(len(keys))), len(keys))]

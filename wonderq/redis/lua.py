@@ -22,6 +22,8 @@ DATA_SCRIPTS = (
     "import",
     "unout",
     "forget",
+    "send",
+    "take",
 )
 REGISTRY_SCRIPTS = ("reg_put", "reg_delete", "lock")
 _TEST_CLOCK = (

@@ -22,8 +22,10 @@ from .._core import (
     QueueNotFound,
     batch_ids_json,
 )
+from ..deferred import Deferred, Listener
 from ..errors import BackendUnavailable, StoreError
-from ..store import Deferred, Listener, Store
+from ..store import Store
+from . import sqs
 from .answers import _drained, _pass_on, _wait
 from .checks import (
     _append_body,
@@ -37,6 +39,7 @@ from .checks import (
 from .connection import Address, Backend, ReplyError, encode, parse_url
 from .keys import HANDLE_KEY, LOCK_KEY, REG_KEYS, QueueKeys, _id_arg, _tag_of, key_slot
 from .lua import load_scripts
+from .sqs import outbox_extras
 from .stats import info_dict, metric_rows, read_figures, refresh_loop
 
 if TYPE_CHECKING:
@@ -379,8 +382,8 @@ class RedisStore(Store):
         return d
 
     def _write_attrs(self, name: str, created: bool, packed: str) -> Deferred:
-        vis, delay, maxr, dlq, mmb, ret, ver = packed.split("|")
-        args = [b"1" if created else b"0", ver, vis, delay, maxr, dlq, mmb, ret]
+        vis, delay, maxr, dlq, mmb, ret, ver, *meta = packed.split("|", 7)
+        args = [b"1" if created else b"0", ver, vis, delay, maxr, dlq, mmb, ret, *meta]
         return self.script(
             "setattrs", name, [a if isinstance(a, bytes) else a.encode() for a in args]
         )
@@ -714,7 +717,13 @@ class RedisStore(Store):
             self.listener.available(queue)
         return self._confirmed(queue, value)
 
-    # ---- the SQS face's names (branch sqs: Store.token_key, delete_by_token, ...) ----------
+    # ---- the SQS face (Store's section; wonderq/redis/sqs.py) -------------------------------
+    def send(self, queue: str, body: bytes, delay_ms: int, attributes: bytes | None) -> Any:
+        return sqs.send(self, queue, body, delay_ms, attributes)
+
+    def receive_messages(self, queue: str, limit: int, visibility_ms: int) -> Any:
+        return sqs.receive_messages(self, queue, limit, visibility_ms)
+
     def token_key(self) -> bytes:
         """The deployment's secret for receipt handles (see ``handle_key``)."""
         return self.handle_key
@@ -744,8 +753,10 @@ class RedisStore(Store):
                 return moved
             for i in range(0, len(flat), 2):
                 msg_id, entry = flat[i], flat[i + 1]
-                dlq, token, body = entry.split(b"\n", 2)
-                outcome = await _wait(self.script("import", dlq.decode(), [msg_id, token, body]))
+                parts = entry.split(b"\n", 4)  # dlq, token, body[, SQS extras]
+                dlq, token, body = parts[:3]
+                args = [msg_id, token, body, *outbox_extras(parts)]
+                outcome = await _wait(self.script("import", dlq.decode(), args))
                 if outcome == b"ok":
                     # With --redis-wait, the copy is replicated before the original goes.
                     await _wait(self._confirmed(dlq.decode(), outcome))

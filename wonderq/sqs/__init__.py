@@ -20,10 +20,11 @@ from typing import Any
 from urllib.parse import unquote
 
 from .._core import EngineError
+from ..deferred import Deferred
 from ..errors import NotFound, StoreError
 from ..longpoll import LongPoll
 from ..request import Request, Response
-from ..store import Deferred, Store
+from ..store import Store
 from . import json_protocol, query_protocol
 from .actions import Actions, Context, Park, engine_error
 from .errors import SqsError, error
@@ -235,7 +236,7 @@ class SqsFace(Actions):
         elif isinstance(exc, EngineError):
             sqs_error = engine_error(exc)
         elif isinstance(exc, NotImplementedError):
-            # A store without the SQS section (RedisStore, see docs/SQS.md).
+            # A store without the SQS section (Store's defaults raise NotImplementedError).
             sqs_error = error(
                 "UnsupportedOperation", f"{action or 'this action'} is not available on this store"
             )

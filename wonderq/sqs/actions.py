@@ -2,7 +2,7 @@
 
 Each action is a generator method ``action_<Name>(ctx, params)``: it ``yield``\\ s every store
 call and receives the store's answer (the driver in :class:`wonderq.sqs.SqsFace` resumes it
-at once for an answer that is ready, or when a :class:`~wonderq.store.Deferred` resolves; a
+at once for an answer that is ready, or when a :class:`~wonderq.deferred.Deferred` resolves; a
 store error is thrown into it). It returns the action's output object in the JSON shape, or
 a :class:`Park` to long-poll. ``params`` is the action's input object (the JSON shape; the
 query protocol's flat parameters are converted to it first).

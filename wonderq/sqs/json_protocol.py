@@ -15,7 +15,7 @@ import base64
 import json
 from typing import Any
 
-from ..protocol import Response
+from ..request import Response
 from .errors import SqsError, error
 
 __all__ = ["CONTENT_TYPE", "answer", "answer_error", "parse"]

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
-from ..protocol import Response
+from ..request import Response
 from .errors import SqsError, error
 
 __all__ = ["FORM_TYPE", "answer", "answer_error", "parse"]

@@ -5,6 +5,6 @@
 local cur = tonumber(CALL('HGET', A, 'ver') or '0')
 if cur > tonumber(ARGV[2]) then return 0 end
 local n = CALL('ZCARD', R) + CALL('ZCARD', L) + CALL('ZCARD', D)
-CALL('UNLINK', A, R, L, D, B, S, T, O, I, W)
+CALL('UNLINK', A, R, L, D, B, S, T, O, I, W, X)
 CALL('SPUBLISH', CH, '0')
 return n

@@ -3,6 +3,7 @@
 local A, R, L, D = KEYS[1], KEYS[2], KEYS[3], KEYS[4]   -- attributes, ready, leased, delayed
 local B, S, T, O = KEYS[5], KEYS[6], KEYS[7], KEYS[8]   -- bodies, state, totals, DLQ outbox
 local I, W, V = KEYS[9], KEYS[10], KEYS[11]            -- imports, waiters flag, slot id counter
+local X = KEYS[12]                                      -- SQS extras (see has_extras)
 local SLOT = tonumber(ARGV[1])                          -- the slot number in every id
 local CH = string.sub(A, 1, -2) .. 'ch'                -- the queue's shard channel
 local CALL = redis.call
@@ -75,9 +76,28 @@ local function receives_of(state)
   return tonumber(string.match(state, '^(%d+)'))
 end
 
+-- The SQS extras of a message, kept apart so a plain message costs nothing more: field id =
+-- its attribute blob (only when it has one), field id .. 'f' = its first SQS receive (epoch
+-- ms). Whether the queue has any is asked once per script (the writers set it).
+local HASX = nil
+local function has_extras()
+  if HASX == nil then HASX = CALL('EXISTS', X) == 1 end
+  return HASX
+end
+
 local function drop(id)
   CALL('HDEL', B, id)
   CALL('HDEL', S, id)
+  if has_extras() then CALL('HDEL', X, id, id .. 'f') end
+end
+
+-- Ids for n new messages: at least the clock (x512 per ms) so a failover that lost the
+-- counter's last writes does not hand their ids out again (research/scaleout.md section 5).
+-- Returns the first counter value (idstr makes ids of it).
+local function new_ids(now, n)
+  local first = math.max(tonumber(CALL('GET', V) or '0') + 1, (now - EPOCH) * 512)
+  CALL('SET', V, string.format('%.0f', first + n - 1))
+  return first
 end
 
 local function count_retention(n)
@@ -98,8 +118,13 @@ local function end_leases(ids, now, expired)
     if not v then
       CALL('HDEL', S, id)
     elseif a.maxr and a.dlq ~= '' and rc >= a.maxr then
+      local entry = a.dlq .. '\n' .. string.format('%d', now) .. '\n' .. v
+      if has_extras() then  -- the extras travel last: the first receive, then the blob
+        local ex = CALL('HMGET', X, id, id .. 'f')
+        if ex[1] or ex[2] then entry = entry .. '\n' .. (ex[2] or '') .. '\n' .. (ex[1] or '') end
+      end
       drop(id)
-      CALL('HSET', O, id, a.dlq .. '\n' .. string.format('%d', now) .. '\n' .. v)
+      CALL('HSET', O, id, entry)
       dead = dead + 1
     elseif passed(v, now, a.ret) then
       drop(id)
@@ -179,6 +204,48 @@ local function trim_head(now)
   end
   count_retention(gone)
   return gone
+end
+
+-- Take up to limit ready messages, lowest ids first, dropping those past retention (or
+-- gone) where the receive meets them. Returns ids and stored values.
+local function take_ready(now, limit, a)
+  local ids, values, old = {}, {}, 0
+  while #ids < limit do
+    local popped = CALL('ZPOPMIN', R, limit - #ids)
+    if #popped == 0 then break end
+    local got = {}
+    for i = 1, #popped, 2 do got[#got + 1] = popped[i] end
+    local vs = CALL('HMGET', B, unpack(got))
+    for i = 1, #got do
+      if passed(vs[i], now, a.ret) or not vs[i] then
+        drop(got[i])  -- past its retention: dropped where a receive meets it
+        if vs[i] then old = old + 1 end
+      else
+        ids[#ids + 1] = got[i]
+        values[#values + 1] = vs[i]
+      end
+    end
+  end
+  count_retention(old)
+  return ids, values
+end
+
+-- Lease ids to cid until deadline, one more receive each. Returns the receive counts.
+local function lease_to(ids, cid, deadline)
+  local states = CALL('HMGET', S, unpack(ids))
+  local counts, hs, zl = {}, {}, {}
+  for i = 1, #ids do
+    local rc = receives_of(states[i]) + 1
+    counts[i] = rc
+    hs[2 * i - 1] = ids[i]
+    hs[2 * i] = string.format('%d', rc) .. ':' .. cid
+    zl[2 * i - 1] = deadline
+    zl[2 * i] = ids[i]
+  end
+  many('HSET', S, hs, 2)
+  many('ZADD', L, zl, 2)
+  CALL('HINCRBY', T, 'delivered', #ids)
+  return counts
 end
 
 local function wake()

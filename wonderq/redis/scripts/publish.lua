@@ -13,10 +13,7 @@ for i = 0, n - 1 do
   end
 end
 local now = clock()
--- Ids: at least the clock (x512 per ms) so a failover that lost the counter's last writes
--- does not hand their ids out again (research/scaleout.md section 5).
-local first = math.max(tonumber(CALL('GET', V) or '0') + 1, (now - EPOCH) * 512)
-CALL('SET', V, string.format('%.0f', first + n - 1))
+local first = new_ids(now, n)
 local bodies, ready, delayed = {}, {}, {}
 local sent = string.format('%d', now) .. '|'  -- the publish time, kept with the body
 for i = 0, n - 1 do

@@ -3,18 +3,25 @@
 -- change of attributes and counts dead-letter references (so a queue in use as one cannot
 -- be deleted: 409). The caller checked each value; the checks that need other queues are
 -- here, in the engine's order. Attributes are packed 'vis|delay|maxr|dlq|mmb|ret|version'
--- ('' = null).
+-- ('' = null), then '|meta' when a face keeps extras ('=' before the text; '' = null).
 -- KEYS: queues, refs, version counter. ARGV: name, max queues, defaults (packed without
 -- version), then field/value pairs to set. Returns {created, packed}.
 local Q, REFS, VER = KEYS[1], KEYS[2], KEYS[3]
 local name = ARGV[1]
-local FIELDS = {'vis', 'delay', 'maxr', 'dlq', 'mmb', 'ret'}
+local FIELDS = {'vis', 'delay', 'maxr', 'dlq', 'mmb', 'ret', 'ver'}
+-- The seven fields, then (after a seventh '|') the meta, which may hold '|' itself.
 local function unpack_attrs(packed)
-  local out, i = {}, 1
-  for part in string.gmatch(packed .. '|', '([^|]*)|') do
-    if FIELDS[i] then out[FIELDS[i]] = part end
-    i = i + 1
+  local out, pos = {meta = ''}, 1
+  for i = 1, #FIELDS do
+    local bar = string.find(packed, '|', pos, true)
+    if not bar then
+      out[FIELDS[i]] = string.sub(packed, pos)
+      return out
+    end
+    out[FIELDS[i]] = string.sub(packed, pos, bar - 1)
+    pos = bar + 1
   end
+  out.meta = string.sub(packed, pos)
   return out
 end
 local function bad(msg)
@@ -39,5 +46,6 @@ if old_dlq ~= '' then redis.call('HINCRBY', REFS, old_dlq, -1) end
 if a.dlq ~= '' then redis.call('HINCRBY', REFS, a.dlq, 1) end
 local ver = redis.call('INCR', VER)
 local packed = table.concat({a.vis, a.delay, a.maxr, a.dlq, a.mmb, a.ret, ver}, '|')
+if a.meta ~= '' then packed = packed .. '|' .. a.meta end
 redis.call('HSET', Q, name, packed)
 return {created and 1 or 0, packed}

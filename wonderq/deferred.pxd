@@ -1,0 +1,18 @@
+# cython: language_level=3
+# C types for deferred.py, compiled in Cython's pure-Python mode (the .py stays the readable
+# source).
+
+cimport cython
+
+
+@cython.final
+cdef class Deferred:
+    cdef public bint done             # the answer (or the error) is known
+    cdef public object value          # the answer once done
+    cdef public object error          # the exception once failed, else None
+    cdef list _callbacks              # callbacks waiting for done, or None
+
+    cpdef add(self, object callback)
+    cpdef resolve(self, object value)
+    cpdef fail(self, object error)
+    cdef _run(self)
