@@ -15,7 +15,7 @@ test: build
 lint:
 	ruff check wonderq tests bench
 	ruff format --check wonderq tests bench
-	cython-lint wonderq/_core.pyx wonderq/*.pxd wonderq/engine/*.pxi
+	cython-lint wonderq/_core.pyx wonderq/*.pxd wonderq/engine/*.pxi wonderq/sqs/*.pyx wonderq/sqs/*.pxi
 	mypy
 
 # Every module setup.py compiles: the engine, and the pure-Python-mode layers a request crosses.
@@ -35,4 +35,4 @@ bench-smoke:        ## < 1 min, every HTTP server and workload for 1 s: checks t
 	$(PY) bench/run.py --only ceiling wonderq --runs 1 --duration 1 --no-write --no-install
 
 clean:
-	rm -rf build *.egg-info wonderq/*.c wonderq/*.so wonderq/*.html
+	rm -rf build *.egg-info wonderq/*.c wonderq/*.so wonderq/*.html wonderq/sqs/*.c wonderq/sqs/*.so wonderq/sqs/*.html

@@ -16,6 +16,22 @@ extensions = [
     Extension("wonderq.api", ["wonderq/api.py"], extra_compile_args=["-O2"]),
     Extension("wonderq.deferred", ["wonderq/deferred.py"], extra_compile_args=["-O2"]),
     Extension("wonderq.store", ["wonderq/store.py"], extra_compile_args=["-O2"]),
+    # The SQS face's hot path: its digests (C in digest.h) and the fast path of its most
+    # common JSON requests.
+    Extension(
+        "wonderq.sqs._digest",
+        ["wonderq/sqs/_digest.pyx"],
+        include_dirs=["wonderq/sqs"],
+        depends=["wonderq/sqs/digest.h"],
+        extra_compile_args=["-O2"],
+    ),
+    Extension(
+        "wonderq.sqs._fast",
+        ["wonderq/sqs/_fast.pyx"],
+        include_dirs=["wonderq/sqs"],
+        depends=["wonderq/sqs/digest.h"],
+        extra_compile_args=["-O2"],
+    ),
 ]
 
 setup(
