@@ -63,3 +63,8 @@ cdef class DurableStore(MemoryStore):
     cdef public Py_ssize_t recovered  # messages restored by open()
     cdef public Py_ssize_t recovered_queues  # queues restored by open()
     cdef public double read_s         # of open(): seconds reading and checking the files
+
+
+# The SQS face's receive rows with wall-clock times: a C function, no Python call per receive.
+@cython.locals(row=tuple, out=list)
+cdef list _epoch_rows(list rows, long long offset_ms)

@@ -327,6 +327,7 @@ cdef class FastPath:
                            const char* rid):
         """Entry ``at`` was refused (``what`` the EngineError) or answers later (``what`` the
         Deferred): the general path's loop takes over from there."""
+        cdef int k
         prepared = []
         successful = []
         failed = []
@@ -516,6 +517,7 @@ cdef class FastPath:
     cdef object _delete_rest(self, Request req, str queue, Input* inp, uint64_t* ids,
                              uint32_t* receives, int at, object pending, const char* rid):
         """Entry ``at``'s delete answers later: the general path's loop takes over."""
+        cdef int k
         prepared = []
         successful = []
         for k in range(inp.entries):
