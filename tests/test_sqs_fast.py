@@ -99,7 +99,11 @@ class Twin:
         self.h = Harness(MemoryStore(clock=clock), clock=clock)
         self.face = SqsFace(self.h.store, longpoll=self.h.longpoll)
         self.face.routes(self.h.router)
-        assert self.call("CreateQueue", {"QueueName": "q"})[0] == 200
+        # A small MaximumMessageSize: a batch the engine refuses whole, sent entry by entry.
+        created = self.call(
+            "CreateQueue", {"QueueName": "q", "Attributes": {"MaximumMessageSize": "1024"}}
+        )
+        assert created[0] == 200
 
     def call(self, action: str, params: Any, escaped: bool = False) -> tuple[Any, ...]:
         body = json.dumps(params).encode()
@@ -147,7 +151,9 @@ def both(action: str, params: Any, fast: Twin, general: Twin, general_params: An
 bodies = st.one_of(
     st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40),
     st.text(max_size=20),
-    st.sampled_from(["", "a\tb\nc\rd", 'q"uote\\', "\x00", "\x08", "\ufffe", "é✓𝄞", "\ud800"]),
+    st.sampled_from(
+        ["", "a\tb\nc\rd", 'q"uote\\', "\x00", "\x08", "\ufffe", "é✓𝄞", "\ud800", "y" * 1500]
+    ),
 )
 delays = st.one_of(st.none(), st.integers(0, 1000), st.sampled_from(["5", -1, 1.5, True]))
 
@@ -193,6 +199,16 @@ def test_send_message_batch_both_ways(entries: list[tuple[str, str, Any]], url: 
     expected = url not in ("", "http://h/1/bad name") and 0 < len(entries) <= 10
     assert took == (expected and plain and "" not in ids and "b c" not in ids)
     assert fast.state() == general.state()
+
+
+def test_a_batch_the_engine_refuses_whole_goes_entry_by_entry() -> None:
+    """One body over the queue's MaximumMessageSize: that entry fails, the others are sent."""
+    fast, general = Twin(), Twin()
+    entries = [{"Id": f"m{i}", "MessageBody": "y" * (1500 if i == 1 else 10)} for i in range(3)]
+    assert both("SendMessageBatch", {"QueueUrl": URL, "Entries": entries}, fast, general)
+    assert fast.state() == general.state()
+    _, totals, peek = fast.state()
+    assert totals["published"] == 2 and [m["body"] for m in peek["messages"]] == ["y" * 10] * 2
 
 
 @given(
