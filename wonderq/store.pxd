@@ -54,6 +54,7 @@ cdef class MemoryStore(Store):
     cpdef note_deadline(self)
     cpdef arm(self, long long deadline_ms)
     cpdef expire_due(self, long long now)  # the SQS face's section
+    cpdef list receive_rows(self, str queue, object limit, long long visibility_ms)
 
 
 cdef class DurableStore(MemoryStore):

@@ -65,7 +65,7 @@ cdef class FastPath:
     cdef uint64_t rid_count            # request ids given
     cdef dict wait_cache               # face._wait_cache: queue -> ReceiveMessageWaitTimeSeconds
     cdef public uint64_t taken         # requests answered here (tests check which way went)
-    cdef bint batch_store              # the store is a MemoryStore: a batch is one engine call
+    cdef bint batch_store              # a MemoryStore: a batch is one engine call, receive_rows
     cdef bytes last_url                # the last QueueUrl read, and its queue
     cdef str last_queue
     cdef bytes last_queue_bytes
@@ -409,7 +409,9 @@ cdef class FastPath:
             return _DECLINED  # the queue's default wait is unknown here, or not 0
         self._rid_into(rid)
         try:
-            if self.store is not None:
+            if self.batch_store:  # a MemoryStore: the rows without the times
+                rows = (<MemoryStore>self.store).receive_rows(queue, limit, visibility_ms)
+            elif self.store is not None:
                 rows = self.store.receive_messages(queue, limit, visibility_ms)
             else:
                 rows = self.any_store.receive_messages(queue, limit, visibility_ms)
