@@ -30,7 +30,7 @@ from wonderq.deferred import Deferred
 from wonderq.errors import StorageError
 from wonderq.request import Request
 from wonderq.sqs import SqsFace
-from wonderq.sqs._digest import md5_hex, siphash24
+from wonderq.sqs._digest import md5_hex, md5_hex_many, siphash24
 from wonderq.sqs.attributes import bad_character
 from wonderq.sqs.handles import ReceiptHandles
 from wonderq.store import MemoryStore
@@ -47,10 +47,19 @@ def test_md5_is_hashlibs(data: bytes) -> None:
     assert md5_hex(data) == hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
+@given(st.lists(st.binary(max_size=300), max_size=16))
+@FAST
+def test_md5_four_at_a_time_is_hashlibs(datas: list[bytes]) -> None:
+    """The batch way (SSE2 lanes, messages of different block counts side by side)."""
+    assert md5_hex_many(datas) == [hashlib.md5(d, usedforsecurity=False).hexdigest() for d in datas]
+
+
 def test_md5_at_block_edges() -> None:
     for n in (0, 1, 55, 56, 57, 63, 64, 65, 119, 120, 128, 1000, 100_000):
         data = bytes(range(256)) * (n // 256 + 1)
         assert md5_hex(data[:n]) == hashlib.md5(data[:n]).hexdigest(), n
+        pieces = [data[: n + k] for k in range(5)]
+        assert md5_hex_many(pieces) == [hashlib.md5(d).hexdigest() for d in pieces], n
 
 
 def test_siphash_test_vectors() -> None:

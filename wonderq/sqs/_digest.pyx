@@ -11,6 +11,7 @@ cdef extern from "digest.h":
     int WQ_HANDLE_HEAD
     int WQ_HANDLE_MAX_RAW
     void wq_md5_hex(char *out, const uint8_t *p, size_t n) noexcept nogil
+    void wq_md5_hex_many(char *out, const uint8_t **p, const size_t *n, int count) noexcept nogil
     uint64_t wq_siphash24(uint64_t k0, uint64_t k1, const uint8_t *p, size_t n) noexcept nogil
     size_t wq_handle_encode(char *out, uint64_t k0, uint64_t k1, const uint8_t *queue,
                             size_t queue_len, uint64_t id, uint32_t receives) noexcept nogil
@@ -23,6 +24,24 @@ def md5_hex(bytes data not None) -> str:
     cdef char out[32]
     wq_md5_hex(out, <const uint8_t*>PyBytes_AS_STRING(data), <size_t>PyBytes_GET_SIZE(data))
     return out[:32].decode("ascii")
+
+
+def md5_hex_many(list datas not None) -> list:
+    """Hex MD5s of up to 16 ``bytes`` (the batch way: four at a time)."""
+    cdef const uint8_t* p[16]
+    cdef size_t n[16]
+    cdef char out[16 * 32]
+    cdef int k, count = len(datas)
+    if count > 16:
+        raise ValueError("at most 16 at once")
+    for k in range(count):
+        data = datas[k]
+        if type(data) is not bytes:
+            raise TypeError("bytes expected")
+        p[k] = <const uint8_t*>PyBytes_AS_STRING(data)
+        n[k] = <size_t>PyBytes_GET_SIZE(data)
+    wq_md5_hex_many(out, p, n, count)
+    return [out[32 * k:32 * k + 32].decode("ascii") for k in range(count)]
 
 
 def siphash24(bytes key not None, bytes data not None) -> int:

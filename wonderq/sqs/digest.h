@@ -127,6 +127,173 @@ static void wq_md5_hex(char *out, const uint8_t *p, size_t n) {
     }
 }
 
+/* ---- MD5 of several messages at once ---------------------------------------------------- */
+/* A batch (a receive of 10, a batch send of 10) hashes its bodies four at a time: the same
+   steps on four lanes of SSE2 registers, each lane one message. A lane whose message has
+   fewer blocks idles (its state is kept by a mask) while the others go on. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#define WQ_V_ROTL(x, n) _mm_or_si128(_mm_slli_epi32((x), (n)), _mm_srli_epi32((x), 32 - (n)))
+#define WQ_V_F(x, y, z) _mm_xor_si128((z), _mm_and_si128((x), _mm_xor_si128((y), (z))))
+#define WQ_V_G(x, y, z) _mm_xor_si128((y), _mm_and_si128((z), _mm_xor_si128((x), (y))))
+#define WQ_V_H(x, y, z) _mm_xor_si128(_mm_xor_si128((x), (y)), (z))
+#define WQ_V_I(x, y, z) _mm_xor_si128((y), _mm_or_si128((x), _mm_xor_si128((z), ones)))
+#define WQ_V_STEP(f, a, b, c, d, xk, t, s) \
+    (a) = _mm_add_epi32((a), _mm_add_epi32(f((b), (c), (d)), \
+                                           _mm_add_epi32((xk), _mm_set1_epi32((int)(t))))); \
+    (a) = _mm_add_epi32(WQ_V_ROTL((a), (s)), (b));
+
+/* One block of each lane (blk[j]) into h; lanes outside mask keep their state. */
+static void wq_md5_block4(__m128i h[4], const uint8_t *const blk[4], __m128i mask) {
+    const __m128i ones = _mm_set1_epi32(-1);
+    __m128i x[16];
+    __m128i a = h[0], b = h[1], c = h[2], d = h[3];
+    int i;
+    for (i = 0; i < 16; i++)
+        x[i] = _mm_set_epi32((int)wq_load32le(blk[3] + 4 * i), (int)wq_load32le(blk[2] + 4 * i),
+                             (int)wq_load32le(blk[1] + 4 * i), (int)wq_load32le(blk[0] + 4 * i));
+    WQ_V_STEP(WQ_V_F, a, b, c, d, x[0], 0xd76aa478u, 7);
+    WQ_V_STEP(WQ_V_F, d, a, b, c, x[1], 0xe8c7b756u, 12);
+    WQ_V_STEP(WQ_V_F, c, d, a, b, x[2], 0x242070dbu, 17);
+    WQ_V_STEP(WQ_V_F, b, c, d, a, x[3], 0xc1bdceeeu, 22);
+    WQ_V_STEP(WQ_V_F, a, b, c, d, x[4], 0xf57c0fafu, 7);
+    WQ_V_STEP(WQ_V_F, d, a, b, c, x[5], 0x4787c62au, 12);
+    WQ_V_STEP(WQ_V_F, c, d, a, b, x[6], 0xa8304613u, 17);
+    WQ_V_STEP(WQ_V_F, b, c, d, a, x[7], 0xfd469501u, 22);
+    WQ_V_STEP(WQ_V_F, a, b, c, d, x[8], 0x698098d8u, 7);
+    WQ_V_STEP(WQ_V_F, d, a, b, c, x[9], 0x8b44f7afu, 12);
+    WQ_V_STEP(WQ_V_F, c, d, a, b, x[10], 0xffff5bb1u, 17);
+    WQ_V_STEP(WQ_V_F, b, c, d, a, x[11], 0x895cd7beu, 22);
+    WQ_V_STEP(WQ_V_F, a, b, c, d, x[12], 0x6b901122u, 7);
+    WQ_V_STEP(WQ_V_F, d, a, b, c, x[13], 0xfd987193u, 12);
+    WQ_V_STEP(WQ_V_F, c, d, a, b, x[14], 0xa679438eu, 17);
+    WQ_V_STEP(WQ_V_F, b, c, d, a, x[15], 0x49b40821u, 22);
+    WQ_V_STEP(WQ_V_G, a, b, c, d, x[1], 0xf61e2562u, 5);
+    WQ_V_STEP(WQ_V_G, d, a, b, c, x[6], 0xc040b340u, 9);
+    WQ_V_STEP(WQ_V_G, c, d, a, b, x[11], 0x265e5a51u, 14);
+    WQ_V_STEP(WQ_V_G, b, c, d, a, x[0], 0xe9b6c7aau, 20);
+    WQ_V_STEP(WQ_V_G, a, b, c, d, x[5], 0xd62f105du, 5);
+    WQ_V_STEP(WQ_V_G, d, a, b, c, x[10], 0x02441453u, 9);
+    WQ_V_STEP(WQ_V_G, c, d, a, b, x[15], 0xd8a1e681u, 14);
+    WQ_V_STEP(WQ_V_G, b, c, d, a, x[4], 0xe7d3fbc8u, 20);
+    WQ_V_STEP(WQ_V_G, a, b, c, d, x[9], 0x21e1cde6u, 5);
+    WQ_V_STEP(WQ_V_G, d, a, b, c, x[14], 0xc33707d6u, 9);
+    WQ_V_STEP(WQ_V_G, c, d, a, b, x[3], 0xf4d50d87u, 14);
+    WQ_V_STEP(WQ_V_G, b, c, d, a, x[8], 0x455a14edu, 20);
+    WQ_V_STEP(WQ_V_G, a, b, c, d, x[13], 0xa9e3e905u, 5);
+    WQ_V_STEP(WQ_V_G, d, a, b, c, x[2], 0xfcefa3f8u, 9);
+    WQ_V_STEP(WQ_V_G, c, d, a, b, x[7], 0x676f02d9u, 14);
+    WQ_V_STEP(WQ_V_G, b, c, d, a, x[12], 0x8d2a4c8au, 20);
+    WQ_V_STEP(WQ_V_H, a, b, c, d, x[5], 0xfffa3942u, 4);
+    WQ_V_STEP(WQ_V_H, d, a, b, c, x[8], 0x8771f681u, 11);
+    WQ_V_STEP(WQ_V_H, c, d, a, b, x[11], 0x6d9d6122u, 16);
+    WQ_V_STEP(WQ_V_H, b, c, d, a, x[14], 0xfde5380cu, 23);
+    WQ_V_STEP(WQ_V_H, a, b, c, d, x[1], 0xa4beea44u, 4);
+    WQ_V_STEP(WQ_V_H, d, a, b, c, x[4], 0x4bdecfa9u, 11);
+    WQ_V_STEP(WQ_V_H, c, d, a, b, x[7], 0xf6bb4b60u, 16);
+    WQ_V_STEP(WQ_V_H, b, c, d, a, x[10], 0xbebfbc70u, 23);
+    WQ_V_STEP(WQ_V_H, a, b, c, d, x[13], 0x289b7ec6u, 4);
+    WQ_V_STEP(WQ_V_H, d, a, b, c, x[0], 0xeaa127fau, 11);
+    WQ_V_STEP(WQ_V_H, c, d, a, b, x[3], 0xd4ef3085u, 16);
+    WQ_V_STEP(WQ_V_H, b, c, d, a, x[6], 0x04881d05u, 23);
+    WQ_V_STEP(WQ_V_H, a, b, c, d, x[9], 0xd9d4d039u, 4);
+    WQ_V_STEP(WQ_V_H, d, a, b, c, x[12], 0xe6db99e5u, 11);
+    WQ_V_STEP(WQ_V_H, c, d, a, b, x[15], 0x1fa27cf8u, 16);
+    WQ_V_STEP(WQ_V_H, b, c, d, a, x[2], 0xc4ac5665u, 23);
+    WQ_V_STEP(WQ_V_I, a, b, c, d, x[0], 0xf4292244u, 6);
+    WQ_V_STEP(WQ_V_I, d, a, b, c, x[7], 0x432aff97u, 10);
+    WQ_V_STEP(WQ_V_I, c, d, a, b, x[14], 0xab9423a7u, 15);
+    WQ_V_STEP(WQ_V_I, b, c, d, a, x[5], 0xfc93a039u, 21);
+    WQ_V_STEP(WQ_V_I, a, b, c, d, x[12], 0x655b59c3u, 6);
+    WQ_V_STEP(WQ_V_I, d, a, b, c, x[3], 0x8f0ccc92u, 10);
+    WQ_V_STEP(WQ_V_I, c, d, a, b, x[10], 0xffeff47du, 15);
+    WQ_V_STEP(WQ_V_I, b, c, d, a, x[1], 0x85845dd1u, 21);
+    WQ_V_STEP(WQ_V_I, a, b, c, d, x[8], 0x6fa87e4fu, 6);
+    WQ_V_STEP(WQ_V_I, d, a, b, c, x[15], 0xfe2ce6e0u, 10);
+    WQ_V_STEP(WQ_V_I, c, d, a, b, x[6], 0xa3014314u, 15);
+    WQ_V_STEP(WQ_V_I, b, c, d, a, x[13], 0x4e0811a1u, 21);
+    WQ_V_STEP(WQ_V_I, a, b, c, d, x[4], 0xf7537e82u, 6);
+    WQ_V_STEP(WQ_V_I, d, a, b, c, x[11], 0xbd3af235u, 10);
+    WQ_V_STEP(WQ_V_I, c, d, a, b, x[2], 0x2ad7d2bbu, 15);
+    WQ_V_STEP(WQ_V_I, b, c, d, a, x[9], 0xeb86d391u, 21);
+    a = _mm_add_epi32(a, h[0]);
+    b = _mm_add_epi32(b, h[1]);
+    c = _mm_add_epi32(c, h[2]);
+    d = _mm_add_epi32(d, h[3]);
+    h[0] = _mm_or_si128(_mm_and_si128(mask, a), _mm_andnot_si128(mask, h[0]));
+    h[1] = _mm_or_si128(_mm_and_si128(mask, b), _mm_andnot_si128(mask, h[1]));
+    h[2] = _mm_or_si128(_mm_and_si128(mask, c), _mm_andnot_si128(mask, h[2]));
+    h[3] = _mm_or_si128(_mm_and_si128(mask, d), _mm_andnot_si128(mask, h[3]));
+}
+
+/* The hex MD5s of p[j][0:n[j]] for j < lanes (1 to 4) into out + 32 * j. */
+static void wq_md5_hex4(char *out, const uint8_t *const *p, const size_t *n, int lanes) {
+    static const char digits[] = "0123456789abcdef";
+    static const uint8_t idle[64] = {0};
+    uint8_t tail[4][128];
+    size_t full[4], blocks[4], most = 0, blk_no;
+    const uint8_t *blk[4];
+    uint32_t words[4][4];
+    __m128i h[4];
+    int j, w, k;
+    for (j = 0; j < 4; j++) {
+        if (j < lanes) {
+            size_t rest, end;
+            uint64_t bits = (uint64_t)n[j] * 8;
+            full[j] = n[j] / 64;
+            rest = n[j] - full[j] * 64;
+            memcpy(tail[j], p[j] + full[j] * 64, rest);
+            tail[j][rest] = 0x80;
+            end = rest < 56 ? 64 : 128;
+            memset(tail[j] + rest + 1, 0, end - rest - 1);
+            for (k = 0; k < 8; k++) tail[j][end - 8 + k] = (uint8_t)(bits >> (8 * k));
+            blocks[j] = full[j] + end / 64;
+        } else {
+            full[j] = blocks[j] = 0;
+        }
+        if (blocks[j] > most) most = blocks[j];
+    }
+    h[0] = _mm_set1_epi32((int)0x67452301u);
+    h[1] = _mm_set1_epi32((int)0xefcdab89u);
+    h[2] = _mm_set1_epi32((int)0x98badcfeu);
+    h[3] = _mm_set1_epi32((int)0x10325476u);
+    for (blk_no = 0; blk_no < most; blk_no++) {
+        int on[4];
+        for (j = 0; j < 4; j++) {
+            on[j] = blk_no < blocks[j] ? -1 : 0;
+            if (blk_no < full[j]) blk[j] = p[j] + 64 * blk_no;
+            else if (on[j]) blk[j] = tail[j] + 64 * (blk_no - full[j]);
+            else blk[j] = idle;
+        }
+        wq_md5_block4(h, blk, _mm_set_epi32(on[3], on[2], on[1], on[0]));
+    }
+    for (w = 0; w < 4; w++) _mm_storeu_si128((__m128i *)words[w], h[w]);
+    for (j = 0; j < lanes; j++) {
+        char *o = out + 32 * j;
+        for (w = 0; w < 4; w++) {
+            for (k = 0; k < 4; k++) {
+                uint8_t byte = (uint8_t)(words[w][j] >> (8 * k));
+                *o++ = digits[byte >> 4];
+                *o++ = digits[byte & 15];
+            }
+        }
+    }
+}
+#endif
+
+/* The hex MD5s of p[j][0:n[j]] for j < count into out + 32 * j: four at a time where SSE2
+   is there, a lone one (and every one elsewhere) by wq_md5_hex. */
+static void wq_md5_hex_many(char *out, const uint8_t *const *p, const size_t *n, int count) {
+    int j = 0;
+#if defined(__SSE2__)
+    for (; j + 2 <= count; j += 4) {
+        int lanes = count - j < 4 ? count - j : 4;
+        wq_md5_hex4(out + 32 * j, p + j, n + j, lanes);
+    }
+#endif
+    for (; j < count; j++) wq_md5_hex(out + 32 * j, p[j], n[j]);
+}
+
 /* ---- SipHash-2-4 ------------------------------------------------------------------------ */
 #define WQ_ROTL64(x, n) (((x) << (n)) | ((x) >> (64 - (n))))
 #define WQ_SIPROUND \
