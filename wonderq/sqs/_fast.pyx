@@ -8,12 +8,14 @@ SQS or JSON would refuse are checked here or left to the general path); integers
 plainly and within range; every batch entry valid; no access control. Anything else is
 *declined* before any store call (``DECLINED``) and goes through the general path
 (:mod:`wonderq.sqs.actions`), which answers it, errors included. What it takes, it answers
-with the same store calls in the same order as the general path and the same bytes
-(tests/test_sqs_fast.py proves both ways equal); a store answer that comes later (a
-``Deferred``) or a refusal of one batch entry continues in the general path's own code.
+with the same bytes and leaves the store in the same state as the general path
+(tests/test_sqs_fast.py proves both ways equal): the same store calls in the same order, but
+for a batch send on the memory store, which is one engine call storing what the sends one by
+one would (see _send_all). A store answer that comes later (a ``Deferred``) or a refusal of
+one batch entry continues in the general path's own code.
 
-Measured by callgrind (``python bench/instructions.py sqs_send sqs_batch10 sqs_recvdel10``):
-see the commit that brought it.
+Measured by callgrind: ``python bench/instructions.py sqs_send sqs_batch10 sqs_recvdel10``
+(the figures are in the commits that brought each step).
 """
 
 cimport cython
