@@ -54,7 +54,6 @@ def now_ms() -> int:
 def release_free_memory() -> bool:
     """glibc's malloc_trim(0): the C heap's free pages back to the system."""
 
-
 def batch_ids_json(first: int, n: int) -> bytes:
     """``b'{"ids":[first,...,first+n-1]}'``, the answer to a batch publish."""
 
