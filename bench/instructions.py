@@ -215,9 +215,13 @@ def protocol_for(workload: str, transport: Transport) -> Any:
         longpoll = LongPoll(app.answer, loop.call_later)
         store.start(loop, longpoll)
         Api(store, app, longpoll, 1000).routes(app.add)
-        from wonderq.sqs import SqsFace  # as the server does: the fallback, POST /
+        from functools import partial
 
-        SqsFace(store, longpoll=longpoll).routes(app)
+        from wonderq.server import LazySqsFace, _sqs_face
+
+        sqs = LazySqsFace(partial(_sqs_face, store, longpoll=longpoll))  # as the server does
+        app.add("POST", "/", sqs.handle)
+        app.set_fallback(sqs.handle, "/{account}/{queue}", ("GET", "POST"), sqs.kind)
         if workload.endswith("_token"):
             from wonderq.auth import AuthConfig, Authorizer
 

@@ -24,7 +24,7 @@ from ..longpoll import LongPoll
 from ..request import Request, Response
 from ..store import Store
 from . import json_protocol, query_protocol
-from ._fast import DECLINED, FastPath
+from ._fast import FastPath
 from .actions import Actions, Context, Park, engine_error
 from .errors import SqsError, error
 from .handles import ReceiptHandles
@@ -324,20 +324,20 @@ class SqsFace(Actions):
         """``POST /`` and, for any path no other route takes, the queue URL paths
         ``/<account>/<queue>`` (GET or POST). ``GET /`` is the status page's, which hands
         requests with ``Action`` here."""
-        router.add("POST", "/", self.fast.handle)  # the fast path, else self.handle
-        router.set_fallback(self.handle, "/{account}/{queue}", ("GET", "POST"), self.kind)
+        router.add("POST", "/", self.fast.handle)
+        router.set_fallback(self.fast.handle, "/{account}/{queue}", ("GET", "POST"), self.kind)
 
     def handle(self, req: Request) -> Response | None:
-        """An SQS request, or the 404 any unknown route gets."""
+        """An SQS request, or the 404 any unknown route gets: the fast path
+        (wonderq.sqs._fast) for the common JSON requests, else :meth:`handle_general`."""
+        return self.fast.handle(req)
+
+    def handle_general(self, req: Request) -> Response | None:
+        """What the fast path declines."""
         kind = self.kind(req)
         if kind == NOT_SQS:
             path = req.path if len(req.path) <= 200 else req.path[:200] + "..."
             raise NotFound(f"no route for {req.method} {path}")
-        if kind == JSON and self.authorizer is None and req.method == "POST":
-            target = _headers(req).get(b"x-amz-target", b"")
-            answer = self.fast.answer(req, target)
-            if answer is not DECLINED:
-                return answer  # type: ignore[return-value]
         return self.dispatch(req, kind)
 
     # ---- lifecycle ----------------------------------------------------------------------------

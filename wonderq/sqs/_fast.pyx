@@ -143,13 +143,14 @@ cdef class FastPath:
 
     # ---- the route ----------------------------------------------------------------------------
     def handle(self, Request req):
-        """``POST /``: a JSON-protocol request the fast path takes, else the face's answer."""
+        """The face's routes (``POST /``, queue URL paths): a JSON-protocol request the fast
+        path takes, else the general path's answer (``face.handle_general``)."""
         cdef object target = _target(req.headers)
         if target is not None and self.face.authorizer is None:
             answer = self.answer(req, target)
             if answer is not _DECLINED:
                 return answer
-        return self.face.handle(req)
+        return self.face.handle_general(req)
 
     cpdef object answer(self, Request req, bytes target):
         """The answer of a JSON-protocol request (``target`` its ``X-Amz-Target``), None when
