@@ -22,6 +22,7 @@ import pytest
         ("wonderq.api", ["api.py", "api.pxd"]),
         ("wonderq.deferred", ["deferred.py", "deferred.pxd"]),
         ("wonderq.store", ["store.py", "store.pxd", "deferred.pxd"]),
+        ("wonderq.tls", ["tls.py", "tls.pxd", "protocol.pxd"]),
         ("wonderq.sqs._digest", ["_digest.pyx", "digest.h"]),
         ("wonderq.sqs._fast", ["_fast.pyx", "fast_json.pxi", "digest.h"]),
     ],

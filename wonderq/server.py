@@ -51,7 +51,7 @@ from .request import Request, Response, refresh_date
 from .routing import Router
 from .statuspage import chain_cancel
 from .store import Store, open_store
-from .tls import TlsError, server_context
+from .tls import TlsError, server_context, tls_reads
 
 __all__ = ["Server", "ServerError", "bind"]
 
@@ -258,9 +258,13 @@ class Server:
         router.set_cancel(chain_cancel(api.statuspage.events, longpoll.cancel))
         api.metrics = Metrics(store, router, longpoll, self.connections.__len__)
         self.api, self.router, self.longpoll = api, router, longpoll
+        http_factory: Callable[[], Any] = protocol_factory(router, self, settings)
+        if self.ssl_context is not None:
+            # uvloop's TLS layer decrypts into TlsReads' buffer (wonderq/tls.py says why).
+            http_factory = tls_reads(http_factory)
         # Protected mode (docs/SECURITY.md): the factory itself unless a client can be refused.
         factory = protected_factory(
-            protocol_factory(router, self, settings),
+            http_factory,
             settings.host,
             settings.allow_anonymous or (settings.auth_file is not None and FACES_ENFORCE_AUTH),
             settings.header_timeout_s,
