@@ -15,12 +15,13 @@ test: build
 lint:
 	ruff check wonderq tests bench
 	ruff format --check wonderq tests bench
-	cython-lint wonderq/_core.pyx wonderq/*.pxd wonderq/engine/*.pxi
+	cython-lint wonderq/_core.pyx wonderq/*.pxd wonderq/engine/*.pxi wonderq/sqs/*.pyx wonderq/sqs/*.pxi
 	mypy
 
 # Every module setup.py compiles: the engine, and the pure-Python-mode layers a request crosses.
 COMPILED = wonderq/_core.pyx wonderq/request.py wonderq/protocol.py wonderq/params.py wonderq/routing.py \
-           wonderq/api.py wonderq/deferred.py wonderq/store.py
+           wonderq/api.py wonderq/deferred.py wonderq/store.py wonderq/sqs/_digest.pyx \
+           wonderq/sqs/_fast.pyx
 
 annotate:           ## writes wonderq/<module>.html for each compiled module: yellow lines call into the Python C-API
 	for f in $(COMPILED); do cython -3 -a $$f || exit 1; done
@@ -35,4 +36,4 @@ bench-smoke:        ## < 1 min, every HTTP server and workload for 1 s: checks t
 	$(PY) bench/run.py --only ceiling wonderq --runs 1 --duration 1 --no-write --no-install
 
 clean:
-	rm -rf build *.egg-info wonderq/*.c wonderq/*.so wonderq/*.html
+	rm -rf build *.egg-info wonderq/*.c wonderq/*.so wonderq/*.html wonderq/sqs/*.c wonderq/sqs/*.so wonderq/sqs/*.html

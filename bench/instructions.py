@@ -15,6 +15,16 @@ import cost cancel out.
 
 Batch workloads count per message, the others per request. ``*16`` workloads send 16
 pipelined requests per read.
+
+The SQS face's workloads come in pairs with the native routes doing the same work, built as
+bench/sqs_bench.py's wrk scripts build them (the docs/SQS.md goal is SQS >= 0.6x native):
+
+    sqs_send    / q_send        SendMessage           / POST /v1/queues/default/messages
+    sqs_batch10 / q_batch10     SendMessageBatch(10)  / POST .../batch of 10 (per message)
+    sqs_recvdel10 / q_recvack10 ReceiveMessage(10) + DeleteMessageBatch / receive limit=10
+                                + POST .../ack (per message; delete and ack bodies built here)
+
+    python bench/instructions.py sqs_send q_send sqs_batch10 q_batch10 sqs_recvdel10 q_recvack10
 """
 
 from __future__ import annotations
@@ -52,6 +62,52 @@ BATCH = (
     b"Content-Length: %d\r\n\r\n" % len(BATCH_BODY)
 ) + BATCH_BODY
 
+Q_SEND = (
+    b"POST " + Q + b"/messages HTTP/1.1\r\n" + HOST + b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 200\r\n\r\n" + BODY
+)
+BATCH10_BODY = b"[" + b",".join([b'"' + BODY + b'"'] * 10) + b"]"
+Q_BATCH10 = (
+    b"POST " + Q + b"/batch HTTP/1.1\r\n" + HOST + b"Content-Type: application/json\r\n"
+    b"Content-Length: %d\r\n\r\n" % len(BATCH10_BODY)
+) + BATCH10_BODY
+Q_RECEIVE_10 = (
+    b"GET " + Q + b"/messages?cid=1001&limit=10&visibility=60 HTTP/1.1\r\n" + HOST + b"\r\n"
+)
+Q_ACK_HEAD = b"POST " + Q + b"/ack HTTP/1.1\r\n" + HOST + b"Content-Type: application/json\r\n"
+# The SQS face's JSON 1.0 protocol, with the headers bench/wrk/sqs_*.lua send.
+SQS_URL = b"http://127.0.0.1:8080/000000000000/default"
+SQS_AUTH = (
+    b"Authorization: AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/us-east-1/sqs/"
+    b"aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature="
+    + b"0" * 64
+    + b"\r\n"
+)
+
+
+def sqs_request(action: bytes, body: bytes) -> bytes:
+    return (
+        b"POST / HTTP/1.1\r\n" + HOST + SQS_AUTH + b"Content-Type: application/x-amz-json-1.0\r\n"
+        b"X-Amz-Target: AmazonSQS." + action + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
+
+
+SQS_SEND = sqs_request(
+    b"SendMessage", b'{"QueueUrl":"' + SQS_URL + b'","MessageBody":"' + BODY + b'"}'
+)
+SQS_BATCH10 = sqs_request(
+    b"SendMessageBatch",
+    b'{"QueueUrl":"'
+    + SQS_URL
+    + b'","Entries":['
+    + b",".join(b'{"Id":"m%d","MessageBody":"%s"}' % (i, BODY) for i in range(1, 11))
+    + b"]}",
+)
+SQS_RECEIVE_10 = sqs_request(
+    b"ReceiveMessage",
+    b'{"QueueUrl":"' + SQS_URL + b'","MaxNumberOfMessages":10,"VisibilityTimeout":60}',
+)
+
 # name -> (what it measures, requests or messages per unit of N)
 WORKLOADS = {
     "ceiling": "the Python ceiling (bench/ceiling.py), one publish per read",
@@ -70,6 +126,12 @@ WORKLOADS = {
     "recvdel_token": "GET + DELETE /v1/consumer with Authorization: Bearer, alternating",
     "batch": "batch publish of 100 x 200 B (per message)",
     "recvack": "batch receive of 100 + batch ack (per message; ack bodies built outside)",
+    "q_send": "POST /v1/queues/default/messages, one per read (sqs_send's native twin)",
+    "sqs_send": "SQS SendMessage (JSON 1.0), one per read",
+    "q_batch10": "batch publish of 10 x 200 B (per message; sqs_batch10's native twin)",
+    "sqs_batch10": "SQS SendMessageBatch of 10 x 200 B (JSON 1.0, per message)",
+    "q_recvack10": "receive limit=10 + batch ack (per message; sqs_recvdel10's native twin)",
+    "sqs_recvdel10": "SQS ReceiveMessage(10) + DeleteMessageBatch (JSON 1.0, per message)",
 }
 
 
@@ -153,6 +215,13 @@ def protocol_for(workload: str, transport: Transport) -> Any:
         longpoll = LongPoll(app.answer, loop.call_later)
         store.start(loop, longpoll)
         Api(store, app, longpoll, 1000).routes(app.add)
+        from functools import partial
+
+        from wonderq.server import LazySqsFace, _sqs_face
+
+        sqs = LazySqsFace(partial(_sqs_face, store, longpoll=longpoll))  # as the server does
+        app.add("POST", "/", sqs.handle)
+        app.set_fallback(sqs.handle, "/{account}/{queue}", ("GET", "POST"), sqs.kind)
         if workload.endswith("_token"):
             from wonderq.auth import AuthConfig, Authorizer
 
@@ -206,6 +275,42 @@ def feed(workload: str, n: int) -> None:
             head = b"POST " + Q + b"/ack HTTP/1.1\r\n" + HOST
             received(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
             assert b'"failed":[]' in transport.last, transport.last[-200:]
+    elif workload in ("q_send", "sqs_send"):
+        request = Q_SEND if workload == "q_send" else SQS_SEND
+        for _ in range(n):
+            received(request)
+        assert transport.last.startswith((b"HTTP/1.1 201", b"HTTP/1.1 200")), transport.last
+    elif workload in ("q_batch10", "sqs_batch10"):
+        request = Q_BATCH10 if workload == "q_batch10" else SQS_BATCH10
+        for _ in range(n // 10):
+            received(request)
+        assert transport.last.startswith((b"HTTP/1.1 201", b"HTTP/1.1 200")), transport.last
+        assert b'Failed":[]' in transport.last or workload == "q_batch10", transport.last
+    elif workload == "q_recvack10":
+        for first in range(1, n + 1 - 9, 10):
+            received(Q_RECEIVE_10)
+            ids = b",".join(b"%d" % i for i in range(first, first + 10))
+            body = b'{"cid":1001,"ids":[%s]}' % ids
+            received(Q_ACK_HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            assert b'"failed":[]' in transport.last, transport.last[-200:]
+    elif workload == "sqs_recvdel10":
+        # The client's side kept cheap (it is counted too, ~2,500 instructions a message as the
+        # native twin's): the answer split at each handle (all of one length: the same queue),
+        # the delete body one %-format of a template made once.
+        entries = b",".join(b'{"Id":"e%d","ReceiptHandle":"%%s"}' % i for i in range(10))
+        template = b'{"QueueUrl":"' + SQS_URL + b'","Entries":[' + entries + b"]}"
+        head = (
+            b"POST / HTTP/1.1\r\n" + HOST + SQS_AUTH + b"Content-Type: application/x-amz-json-1.0"
+        )
+        head += b"\r\nX-Amz-Target: AmazonSQS.DeleteMessageBatch\r\nContent-Length: "
+        size = 0
+        for _ in range(n // 10):
+            received(SQS_RECEIVE_10)
+            pieces = transport.last.split(b'"ReceiptHandle":"')
+            size = size or pieces[1].index(b'"')
+            body = template % tuple([piece[:size] for piece in pieces[1:]])
+            received(head + b"%d\r\n\r\n" % len(body) + body)
+            assert transport.last.endswith(b'"Failed":[]}'), transport.last[-300:]
     else:
         raise SystemExit(f"unknown workload {workload!r}")
 

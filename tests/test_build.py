@@ -1,6 +1,7 @@
 """The compiled extensions are built from the sources beside them. setup.py compiles
-_core.pyx, and protocol.py and api.py in Cython's pure-Python mode (types in their .pxd). A
-build older than its source would run old code without a word: `make build` refreshes it."""
+_core.pyx, protocol.py and api.py in Cython's pure-Python mode (types in their .pxd), and the
+SQS face's sqs/_digest.pyx and sqs/_fast.pyx. A build older than its source would run old
+code without a word: `make build` refreshes it."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ import pytest
         ("wonderq.deferred", ["deferred.py", "deferred.pxd"]),
         ("wonderq.store", ["store.py", "store.pxd", "deferred.pxd"]),
         ("wonderq.tls", ["tls.py", "tls.pxd", "protocol.pxd"]),
+        ("wonderq.sqs._digest", ["_digest.pyx", "digest.h"]),
+        ("wonderq.sqs._fast", ["_fast.pyx", "fast_json.pxi", "digest.h"]),
     ],
 )
 def test_compiled_module_is_not_stale(module: str, sources: list[str]) -> None:

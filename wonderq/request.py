@@ -78,7 +78,10 @@ def refresh_date(now_s: float | None = None) -> None:
 def _head_start(status: int, headers: bytes) -> bytes:
     """Status line, Date, Server, Cache-Control (``no-store`` unless ``headers`` set their
     own), then ``headers``."""
-    common = _date_headers if b"Cache-Control: " in headers else _common_headers
+    # find, not ``in``: ``bytes in bytes`` first tries the needle as an integer and formats
+    # (then clears) a TypeError, ~1,800 instructions (callgrind) on every answer whose head
+    # is not cached (the SQS face's, which carry a request id).
+    common = _date_headers if headers.find(b"Cache-Control: ") >= 0 else _common_headers
     return STATUS_LINES[status] + common + headers
 
 

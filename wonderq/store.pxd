@@ -54,6 +54,7 @@ cdef class MemoryStore(Store):
     cpdef note_deadline(self)
     cpdef arm(self, long long deadline_ms)
     cpdef expire_due(self, long long now)  # the SQS face's section
+    cpdef list receive_rows(self, str queue, object limit, long long visibility_ms)
 
 
 cdef class DurableStore(MemoryStore):
@@ -67,3 +68,8 @@ cdef class DurableStore(MemoryStore):
 
     cdef long long _sent(self, long long now)
     cdef long long _sent_for(self, str queue, long long now)
+
+
+# The SQS face's receive rows with wall-clock times: a C function, no Python call per receive.
+@cython.locals(row=tuple, out=list)
+cdef list _epoch_rows(list rows, long long offset_ms)

@@ -431,13 +431,21 @@ class MemoryStore(Store):
         return msg_id
 
     def receive_messages(self, queue: str, limit: int, visibility_ms: int) -> Any:
+        rows = self.receive_rows(queue, limit, visibility_ms)
+        if not rows:
+            return rows
+        return _epoch_rows(rows, self.wall_offset_ms)
+
+    def receive_rows(self, queue: str, limit: int, visibility_ms: int) -> list[Any]:
+        """receive_messages with the engine's times (monotonic ms): for the SQS face's fast
+        path, which shows none of them, on a MemoryStore only (DurableStore logs the lease in
+        its receive_messages)."""
         now = self.now()
         self.expire_due(now)
         rows = self.broker.receive_list(queue, SQS_CID, limit, now, visibility_ms)
-        if not rows:
-            return rows
-        self.note_deadline()
-        return _epoch_rows(rows, self.wall_offset_ms)
+        if rows:
+            self.note_deadline()
+        return rows
 
     def delete_by_token(self, queue: str, msg_id: int, receives: int) -> Any:
         return self.broker.delete_token(queue, msg_id, receives, self.now())

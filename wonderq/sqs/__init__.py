@@ -11,9 +11,7 @@ queues: the face calls only the store.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import time
 from functools import partial
 from typing import Any
@@ -26,6 +24,7 @@ from ..longpoll import LongPoll
 from ..request import Request, Response
 from ..store import Store
 from . import json_protocol, query_protocol
+from ._fast import FastPath
 from .actions import Actions, Context, Park, engine_error
 from .errors import SqsError, error
 from .handles import ReceiptHandles
@@ -93,8 +92,9 @@ class SqsFace(Actions):
         self.tls = tls  # served over HTTPS (SigV4 then accepts UNSIGNED-PAYLOAD)
         self.started_s = int(time.time())
         self._wait_cache: dict[str, int] = {}
-        self._ids = itertools.count(1)
-        self._id_prefix = os.urandom(4).hex().encode()
+        # The fast path of the common JSON requests (wonderq.sqs._fast); it also gives the
+        # request ids, so both paths draw from one counter.
+        self.fast = FastPath(self, store, self.handles.k0, self.handles.k1)
         self._actions = {
             name[7:]: getattr(self, name) for name in dir(self) if name.startswith("action_")
         }
@@ -174,7 +174,7 @@ class SqsFace(Actions):
     # ---- dispatch -----------------------------------------------------------------------------
     def _request_id(self) -> bytes:
         """A UUID-shaped id, unique per server run (a random prefix and a counter)."""
-        return b"%s-0000-4000-8000-%012x" % (self._id_prefix, next(self._ids))
+        return self.fast.request_id()
 
     def dispatch(self, req: Request, kind: int = 0) -> Response | None:
         """Answer ``req`` (an SQS request), or None when the answer comes later."""
@@ -212,6 +212,19 @@ class SqsFace(Actions):
             result = self._drive(ctx, handler(ctx, params), None, None)
         except Exception as exc:
             return self._error(json_protocol_used, exc, request_id, action)
+        if result is _PENDING:
+            return None
+        return self._finish(ctx, result)
+
+    def run(self, req: Request, action: str, request_id: bytes, steps: Any) -> Response | None:
+        """Go on with ``steps``, an action's generator the fast path started (a store answer
+        that comes later, a refused batch entry), as :meth:`dispatch` would."""
+        ctx = Context(req, True, action, request_id, {}, "")
+        ctx.base_url = self.base_url
+        try:
+            result = self._drive(ctx, steps, None, None)
+        except Exception as exc:
+            return self._error(True, exc, request_id, action)
         if result is _PENDING:
             return None
         return self._finish(ctx, result)
@@ -311,11 +324,16 @@ class SqsFace(Actions):
         """``POST /`` and, for any path no other route takes, the queue URL paths
         ``/<account>/<queue>`` (GET or POST). ``GET /`` is the status page's, which hands
         requests with ``Action`` here."""
-        router.add("POST", "/", self.handle)
-        router.set_fallback(self.handle, "/{account}/{queue}", ("GET", "POST"), self.kind)
+        router.add("POST", "/", self.fast.handle)
+        router.set_fallback(self.fast.handle, "/{account}/{queue}", ("GET", "POST"), self.kind)
 
     def handle(self, req: Request) -> Response | None:
-        """An SQS request, or the 404 any unknown route gets."""
+        """An SQS request, or the 404 any unknown route gets: the fast path
+        (wonderq.sqs._fast) for the common JSON requests, else :meth:`handle_general`."""
+        return self.fast.handle(req)
+
+    def handle_general(self, req: Request) -> Response | None:
+        """What the fast path declines."""
         kind = self.kind(req)
         if kind == NOT_SQS:
             path = req.path if len(req.path) <= 200 else req.path[:200] + "..."

@@ -538,29 +538,52 @@ class Actions:
                 f"Batch requests cannot be longer than {MAX_MESSAGE_BYTES} bytes. You have sent "
                 f"{total} bytes.",
             )
-        successful: list[dict[str, Any]] = []
-        failed: list[dict[str, Any]] = []
-        sent = False
+        # Each entry is checked first (no side effect), then sent in order.
+        prepared: list[tuple[str, Any]] = []
         for entry in entries:
             try:
-                data, delay_ms, blob, body_md5 = self._message(entry, "")
-                msg_id = yield self.store.send(queue, data, delay_ms, blob)
+                prepared.append((entry["Id"], self._message(entry, "")))
+            except SqsError as exc:
+                prepared.append((entry["Id"], exc))
+        return (yield from self._send_entries(queue, prepared, 0, [], [], False, None))
+
+    def _send_entries(
+        self,
+        queue: str,
+        prepared: list[tuple[str, Any]],
+        start: int,
+        successful: list[dict[str, Any]],
+        failed: list[dict[str, Any]],
+        sent: bool,
+        pending: Any,
+    ) -> Steps:
+        """SendMessageBatch from entry ``start`` on: each ``(Id, message or SqsError)`` of
+        ``prepared`` sent in order. ``pending`` is the store's answer to entry ``start``'s
+        send when it was already made (the fast path hands over here, wonderq.sqs._fast)."""
+        for index in range(start, len(prepared)):
+            entry_id, message = prepared[index]
+            if isinstance(message, SqsError):
+                failed.append(_failure(entry_id, message))
+                continue
+            data, delay_ms, blob, body_md5 = message
+            try:
+                if pending is not None:
+                    step, pending = pending, None
+                else:
+                    step = self.store.send(queue, data, delay_ms, blob)
+                msg_id = yield step
             except QueueNotFound:
                 raise no_such_queue() from None
-            except SqsError as exc:
-                failed.append(_failure(entry["Id"], exc))
-                continue
             except EngineError as exc:
-                failed.append(_failure(entry["Id"], engine_error(exc)))
+                failed.append(_failure(entry_id, engine_error(exc)))
                 continue
             sent = True
-            out = {"Id": entry["Id"]}
+            out = {"Id": entry_id}
             out.update(self._sent(msg_id, body_md5, blob))
             successful.append(out)
-        if sent:
-            return {"Successful": successful, "Failed": failed}
-        # No entry reached the store, which would have said the queue is missing.
-        yield from self._queue_info(queue)
+        if not sent:
+            # No entry reached the store, which would have said the queue is missing.
+            yield from self._queue_info(queue)
         return {"Successful": successful, "Failed": failed}
 
     def action_ReceiveMessage(self, ctx: Context, params: dict[str, Any]) -> Steps:
@@ -654,18 +677,39 @@ class Actions:
     def action_DeleteMessageBatch(self, ctx: Context, params: dict[str, Any]) -> Steps:
         queue = self.queue_of(ctx, params)
         entries = self._entries(params, "DeleteMessageBatch")
-        successful: list[dict[str, Any]] = []
-        failed: list[dict[str, Any]] = []
+        prepared: list[tuple[str, Any]] = []
         for entry in entries:
             try:
-                msg_id, receives = self._handle(queue, entry.get("ReceiptHandle"))
-                yield self.store.delete_by_token(queue, msg_id, receives)
+                prepared.append((entry["Id"], self._handle(queue, entry.get("ReceiptHandle"))))
+            except SqsError as exc:
+                prepared.append((entry["Id"], exc))
+        return (yield from self._delete_entries(queue, prepared, 0, [], [], None))
+
+    def _delete_entries(
+        self,
+        queue: str,
+        prepared: list[tuple[str, Any]],
+        start: int,
+        successful: list[dict[str, Any]],
+        failed: list[dict[str, Any]],
+        pending: Any,
+    ) -> Steps:
+        """DeleteMessageBatch from entry ``start`` on: each ``(Id, (id, receives) or
+        SqsError)`` of ``prepared`` deleted in order; ``pending`` as in _send_entries."""
+        for index in range(start, len(prepared)):
+            entry_id, token = prepared[index]
+            if isinstance(token, SqsError):
+                failed.append(_failure(entry_id, token))
+                continue
+            try:
+                if pending is not None:
+                    step, pending = pending, None
+                else:
+                    step = self.store.delete_by_token(queue, token[0], token[1])
+                yield step
             except QueueNotFound:
                 raise no_such_queue() from None
-            except SqsError as exc:
-                failed.append(_failure(entry["Id"], exc))
-                continue
-            successful.append({"Id": entry["Id"]})
+            successful.append({"Id": entry_id})
         if not successful:  # no entry reached the store, which would have said the queue is missing
             yield from self._queue_info(queue)
         return {"Successful": successful, "Failed": failed}

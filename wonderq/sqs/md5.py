@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from hashlib import md5
 
+from ._digest import md5_hex
+
 __all__ = ["md5_hex", "md5_of_segments"]
 
-
-def md5_hex(data: bytes) -> str:
-    """Hex MD5 of ``data`` (a body's UTF-8 bytes, or a whole attribute blob)."""
-    return md5(data, usedforsecurity=False).hexdigest()
+# md5_hex(data) -> str: hex MD5 of ``data`` (a body's UTF-8 bytes, or a whole attribute blob),
+# in C (wonderq/sqs/digest.h): less than half the instructions of hashlib's for a short body.
 
 
 def md5_of_segments(segments: list[bytes]) -> str:

@@ -1,0 +1,13 @@
+from typing import Any
+
+from ..request import Request, Response
+from ..store import Store
+
+DECLINED: object
+
+class FastPath:
+    taken: int
+    def __init__(self, face: Any, store: Store | Any, k0: int, k1: int) -> None: ...
+    def request_id(self) -> bytes: ...
+    def handle(self, req: Request) -> Response | None: ...
+    def answer(self, req: Request, target: bytes) -> Response | object | None: ...
