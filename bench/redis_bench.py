@@ -261,7 +261,10 @@ def scripts_alone(side: RedisSide, calls: int, concurrency: int) -> dict[str, di
 
         await many("publish", calls, lambda i: store.publish("default", BODY, -1))
         await many(
-            "publish_batch 100", calls // 20, lambda i: store.publish_batch("default", bodies, None)
+            "publish_batch 100",
+            calls // 20,
+            lambda i: store.publish_batch("default", bodies, None),
+            100,
         )
 
         def recv1(i: int) -> Any:
@@ -281,7 +284,9 @@ def scripts_alone(side: RedisSide, calls: int, concurrency: int) -> dict[str, di
 
         await many("receive limit=100", calls // 20, recv100, 100)
         groups = [leased[i : i + 100] for i in range(0, len(leased), 100)]
-        await many("ack 100", len(groups), lambda i: store.delete_batch("default", 2, groups[i]))
+        await many(
+            "ack 100", len(groups), lambda i: store.delete_batch("default", 2, groups[i]), 100
+        )
         await wait(store.purge("default"))
         await store.close()
 

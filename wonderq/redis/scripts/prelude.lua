@@ -91,13 +91,44 @@ local function drop(id)
   if has_extras() then CALL('HDEL', X, id, id .. 'f') end
 end
 
+-- drop() for many ids at once: one command per hash, not per id.
+local function drop_all(ids)
+  many('HDEL', B, ids, 1)
+  many('HDEL', S, ids, 1)
+  if has_extras() then
+    local fields = {}
+    for i = 1, #ids do
+      fields[2 * i - 1] = ids[i]
+      fields[2 * i] = ids[i] .. 'f'
+    end
+    many('HDEL', X, fields, 2)
+  end
+end
+
+-- redis.call(cmd, key, list...) for a reply per element, 1000 elements at a time.
+local function fetch(cmd, key, list)
+  if #list <= 1000 then return CALL(cmd, key, unpack(list)) end
+  local out = {}
+  for i = 1, #list, 1000 do
+    local part = CALL(cmd, key, unpack(list, i, math.min(i + 999, #list)))
+    for j = 1, #part do out[#out + 1] = part[j] end
+  end
+  return out
+end
+
 -- Ids for n new messages: at least the clock (x512 per ms) so a failover that lost the
 -- counter's last writes does not hand their ids out again (research/scaleout.md section 5).
 -- Returns the first counter value (idstr makes ids of it).
+-- One SET ... GET when the clock is ahead of the counter (the usual case), a second SET when
+-- the counter was ahead.
 local function new_ids(now, n)
-  local first = math.max(tonumber(CALL('GET', V) or '0') + 1, (now - EPOCH) * 512)
-  CALL('SET', V, string.format('%.0f', first + n - 1))
-  return first
+  local floor = (now - EPOCH) * 512
+  local old = tonumber(CALL('SET', V, string.format('%.0f', floor + n - 1), 'GET') or '0')
+  if old + 1 > floor then
+    CALL('SET', V, string.format('%.0f', old + n))
+    return old + 1
+  end
+  return floor
 end
 
 local function count_retention(n)

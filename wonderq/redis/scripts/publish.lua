@@ -3,7 +3,7 @@
 -- refuses the script before it runs, which the store answers as 507.
 -- ARGV: slot, n, then n x (delay_ms or -1, byte length, escaped body). Returns the first id.
 local a = CALL('HMGET', A, 'mmb', 'delay')
-exists()
+if not a[1] then exists() end  -- every queue's attributes have mmb: no EXISTS needed
 local mmb, qdelay = tonumber(a[1]), tonumber(a[2])
 local n = tonumber(ARGV[2])
 for i = 0, n - 1 do
