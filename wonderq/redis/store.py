@@ -268,9 +268,10 @@ class RedisStore(Store):
         (or the reply), or the error the reply stands for."""
         script = self.scripts[name]
         keys = self.queue_keys(queue)
+        fragment, nargs = keys.fragment(script.keys)
         body = b"".join([b"$%d\r\n%s\r\n" % (len(a), a) for a in args])
-        count = b"*%d\r\n" % (keys.nargs + len(args))
-        payload = count + script.head + keys.fragment + body
+        count = b"*%d\r\n" % (nargs + len(args))
+        payload = count + script.head + fragment + body
         d = Deferred() if deferred is None else deferred
 
         def on_reply(reply: Any) -> None:
@@ -291,7 +292,7 @@ class RedisStore(Store):
                 d.resolve(value)
 
         # The EVAL form, built only after a NOSCRIPT (a flushed script cache, a new node).
-        alt = partial(_join, count, script.eval_head, keys.fragment, body)
+        alt = partial(_join, count, script.eval_head, fragment, body)
         self._send(keys.slot, payload, alt, on_reply)
         return d
 
