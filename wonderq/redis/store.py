@@ -557,6 +557,8 @@ class RedisStore(Store):
                     d.fail(exc)
                 continue
             outer.add(partial(_many_published, self, queue, items))
+        if self.backend is not None:
+            self.backend.flush_now()
 
     def publish_batch(self, queue: str, bodies: list[bytes], delays: list[int] | None) -> Any:
         batch_error = ""
