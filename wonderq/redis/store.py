@@ -31,12 +31,12 @@ from .checks import (
     _append_body,
     _BadBody,
     _check_int,
-    _engine_error,
     _error_of,
     _int_arg,
     _Refusal,
     validated_attributes,
 )
+from .coalesce import Coalescer
 from .connection import Address, Backend, ReplyError, encode, parse_url
 from .keys import HANDLE_KEY, LOCK_KEY, REG_KEYS, QueueKeys, _id_arg, _tag_of, key_slot
 from .lua import load_scripts
@@ -97,9 +97,8 @@ class RedisStore(Store):
         self.handle_key = b""  # 32 bytes shared by the deployment, once open() ran
         self._asked = time.monotonic()  # when stats() or the memory figures were last read
         self._expired_retention: dict[str, int] = {}  # per queue, from the last queue_info
-        # Single publishes of this event-loop turn, per queue: sent as one script at the end
-        # of the turn (or before any other request, so the order of requests is kept).
-        self._publishes: dict[str, list[tuple[list[bytes], Deferred]]] = {}
+        # The single publishes, receives and deletes of this loop turn (coalesce.py).
+        self.coalescer = Coalescer(self)
 
     # ---- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
@@ -258,8 +257,8 @@ class RedisStore(Store):
         backend = self.backend
         if backend is None:
             raise BackendUnavailable("the Redis store is not started")
-        if self._publishes:
-            self._flush_publishes()  # the publishes asked for before this request go first
+        if self.coalescer.pending:
+            self.coalescer.flush()  # what was asked for before this request goes first
         return backend.execute(slot, payload, on_reply, alt=alt)
 
     def script(
@@ -497,9 +496,8 @@ class RedisStore(Store):
 
     # ---- messages -------------------------------------------------------------------------
     def publish(self, queue: str, body: bytes, delay_ms: int) -> Any:
-        """One message. The single publishes of one event-loop turn to one queue go to Redis
-        as one script (each still succeeds or fails on its own, ids in the order asked):
-        a script call costs Redis ~5 times the work of storing one message."""
+        """One message; the single publishes of a loop turn to a queue share one script
+        (coalesce.py), each still answered on its own."""
         args: list[bytes] = []
         try:
             if not _int_arg(delay_ms, -1, MAX_DELAY_MS):
@@ -511,54 +509,9 @@ class RedisStore(Store):
             return self._refuse(queue, refusal)
         except _BadBody:
             return self._check_bodies(queue, "", [body], [delay_ms])
-        loop = self.loop
-        if loop is None:
+        if self.loop is None:
             return self.script("publish", queue, [b"1", *args])  # fails: not started
-        pending = self._publishes
-        if not pending:
-            loop.call_soon(self._flush_publishes)
-        d = Deferred()
-        items = pending.get(queue)
-        if items is None:
-            pending[queue] = [(args, d)]
-        else:
-            items.append((args, d))
-            if len(items) >= self.max_batch:
-                self._flush_publishes()
-        return d
-
-    def _flush_publishes(self) -> None:
-        """Send the turn's single publishes: one script per queue."""
-        pending = self._publishes
-        if not pending:
-            return
-        self._publishes = {}
-        for queue, items in pending.items():
-            if len(items) == 1:
-                args, d = items[0]
-                try:
-                    self.script(
-                        "publish",
-                        queue,
-                        [b"1", *args],
-                        parse=partial(_one_published, self, queue),
-                        deferred=d,
-                    )
-                except Exception as exc:  # the store closed meanwhile
-                    d.fail(exc)
-                continue
-            flat = [b"-%d" % len(items)]
-            for args, _d in items:
-                flat += args
-            try:
-                outer = self.script("publish", queue, flat)
-            except Exception as exc:  # the store closed meanwhile
-                for _args, d in items:
-                    d.fail(exc)
-                continue
-            outer.add(partial(_many_published, self, queue, items))
-        if self.backend is not None:
-            self.backend.flush_now()
+        return self.coalescer.add("publish", queue, args)
 
     def publish_batch(self, queue: str, bodies: list[bytes], delays: list[int] | None) -> Any:
         batch_error = ""
@@ -649,7 +602,9 @@ class RedisStore(Store):
         except _Refusal as refusal:
             return self._refuse(queue, refusal)
         args = [b"%d" % cid, b"%d" % limit, b"%d" % visibility_ms]
-        return self.script("receive", queue, args, parse=lambda r: self._received(queue, r))
+        if self.loop is None:
+            return self.script("receive", queue, args)  # fails: not started
+        return self.coalescer.add("receive", queue, args)
 
     def _received(self, queue: str, reply: list[Any]) -> Any:
         answer = reply[0]
@@ -674,8 +629,9 @@ class RedisStore(Store):
             _check_int(msg_id, 1, MAX_ID, "invalid_id", "id")
         except _Refusal as refusal:
             return self._refuse(queue, refusal)
-        args = [b"c", b"%d" % cid, _id_arg(msg_id)]
-        return self.script("delete", queue, args, parse=lambda r: self._deleted(queue, r[0] == 1))
+        if self.loop is None:
+            return self.script("delete", queue, [b"c", b"%d" % cid, _id_arg(msg_id)])
+        return self.coalescer.add("delete", queue, [_id_arg(msg_id), b"%d" % cid])
 
     def _deleted(self, queue: str, value: Any, any_deleted: bool | None = None) -> Any:
         """A delete is answered once replicated too (with --redis-wait), so an acknowledged
@@ -877,31 +833,6 @@ class RedisStore(Store):
         for name in queues:
             last = self.command_on(f"wq:{{{name}}}:clock", ["SET", f"wq:{{{name}}}:clock", now_ms])
         return last
-
-
-def _one_published(store: RedisStore, queue: str, reply: Any) -> Any:
-    return store._published(queue, int(reply))
-
-
-def _many_published(
-    store: RedisStore, queue: str, items: list[tuple[list[bytes], Deferred]], outer: Deferred
-) -> None:
-    """Answer each publish of a turn's script: its id, or its own refusal; all fail alike
-    when the script did (queue missing, Redis at maxmemory or unreachable)."""
-    if outer.error is not None:
-        for _args, d in items:
-            d.fail(outer.error)
-        return
-    for (_args, d), answer in zip(items, outer.value, strict=False):
-        if answer[:1].isdigit():
-            value = store._published(queue, int(answer))
-            if type(value) is Deferred:
-                value.add(partial(_pass_on, outer=d))
-            else:
-                d.resolve(value)
-        else:
-            code, message = answer.decode().split(" ", 1)
-            d.fail(_engine_error(f"WQ {code} {message}"))
 
 
 def _join(*parts: bytes) -> bytes:

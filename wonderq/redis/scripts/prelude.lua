@@ -270,17 +270,26 @@ local function take_ready(now, limit, a)
 end
 
 -- Lease ids to cid until deadline, one more receive each. Returns the receive counts, and
--- the same as text.
+-- the same as text. cid and deadline may also be tables, one entry per id (a turn's
+-- receives at once: the deadline as text there).
 local function lease_to(ids, cid, deadline)
-  local states = CALL('HMGET', S, unpack(ids))
+  local states = fetch('HMGET', S, ids)
   local counts, texts, hs, zl = {}, {}, {}, {}
-  local dl = string.format('%d', deadline)
-  local tail = ':' .. cid
+  local per = type(cid) == 'table'
+  local dl, tail
+  if not per then
+    dl = string.format('%d', deadline)
+    tail = ':' .. cid
+  end
   for i = 1, #ids do
     local rc = receives_of(states[i]) + 1
     local text = num(rc)
     counts[i] = rc
     texts[i] = text
+    if per then
+      tail = ':' .. cid[i]
+      dl = deadline[i]
+    end
     hs[2 * i - 1] = ids[i]
     hs[2 * i] = text .. tail
     zl[2 * i - 1] = dl
