@@ -38,8 +38,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -192,6 +194,18 @@ def show(row: dict[str, Any]) -> None:
         f"{dry}",
         flush=True,
     )
+
+
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each figure over repeated runs (the first run's other fields)."""
+    out = dict(rows[0])
+    for key in ("msg_per_s", "wonderq_us", "redis_us", "script_us", "scripts_per_msg",
+                "script_us_per_call"):  # fmt: skip
+        values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+        if values:
+            out[key] = statistics.median(values)
+    out["runs"] = len(rows)
+    return out
 
 
 # ---- the store alone, without HTTP --------------------------------------------------------
@@ -364,15 +378,24 @@ def projection(rows: list[dict[str, Any]], out: dict[str, Any]) -> None:
             cells = [min(s / wq, p / rd) * 1e6 for p in primaries]
             table.update({f"{s}x{p}": c for p, c in zip(primaries, cells, strict=True)})
             print(f"    S={s} " + "".join(f"{_k(c):>9}" for c in cells))
-        # linearity in primaries with enough WonderQ cores (S = 8)
+        # linearity in primaries with enough WonderQ cores (S = 8), the WonderQ cores that
+        # keep 6 primaries busy, and what a primary of the cluster does against standalone
         lin = table["8x6"] / (6 * table["8x1"])
-        print(f"    growth 1 -> 6 primaries at S=8: {lin:.2f} of linear")
+        need = math.ceil(6 * wq / rd)
+        alone = by.get(("redis", w.key))
+        per = alone["redis_us"] / rd if alone and alone.get("redis_us") else None
+        print(
+            f"    growth 1 -> 6 primaries at S=8: {lin:.2f} of linear; linear with S >= {need}"
+            + (f"; a cluster primary does {per:.2f}x a standalone one's work per CPU" if per else "")
+        )
         out.setdefault("projection", {})[w.key] = {
             "store": r["store"],
             "wonderq_us": wq,
             "redis_us": rd,
             "msg_per_s": table,
             "linear_1_to_6_at_S8": lin,
+            "servers_for_6_primaries": need,
+            "cluster_vs_standalone_per_cpu": per,
         }
 
 
@@ -424,6 +447,7 @@ def main() -> int:
     p.add_argument("--only", nargs="+", choices=[w.key for w in HTTP_WORKLOADS])
     p.add_argument("--messages", type=int, default=100_000, help="for the memory figure")
     p.add_argument("--calls", type=int, default=20_000, help="per script alone (0: skip)")
+    p.add_argument("--repeat", type=int, default=1, help="runs per workload and store (medians)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args()
 
@@ -445,24 +469,42 @@ def main() -> int:
         "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "load_average": load,
         "pinning": pinning,
-        "rows": [],
+        "rows": [],  # medians per store and workload
+        "runs": [],  # every run
     }
     workloads = [w for w in HTTP_WORKLOADS if not args.only or w.key in args.only]
     rates: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="wq-redis-bench-") as tmp:
         launcher = harness.Launcher(server_pin, Path(tmp))
         meter = harness.Meter(gen_pin, args.duration)
-        for store in args.stores:
-            print(f"{store}:", flush=True)
-            with redis_side(store, Path(tmp), redis_core) as side:
+        with contextlib.ExitStack() as stack:
+            sides = {
+                store: stack.enter_context(redis_side(store, Path(tmp), redis_core))
+                for store in args.stores
+            }
+            # Workload by workload, the stores one after the other, --repeat times: the
+            # figures compared are taken within seconds of each other (the machine is shared).
+            runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+            for rep in range(args.repeat):
                 for w in workloads:
-                    try:
-                        row = run_workload(args, launcher, meter, store, side, w, rates)
-                    except Exception as exc:
-                        print(f"  {store} {w.label}: error: {exc}", flush=True)
-                        continue
-                    out["rows"].append(row)
-                    show(row)
+                    for store, side in sides.items():
+                        try:
+                            row = run_workload(args, launcher, meter, store, side, w, rates)
+                        except Exception as exc:
+                            print(f"  {store} {w.label}: error: {exc}", flush=True)
+                            continue
+                        row["repeat"] = rep
+                        out["runs"].append(row)
+                        runs.setdefault((store, w.key), []).append(row)
+                        if args.repeat > 1:
+                            show(row)
+            if args.repeat > 1:
+                print(f"medians of {args.repeat} runs:")
+            for (_store, _key), rows in runs.items():
+                row = median_row(rows)
+                out["rows"].append(row)
+                show(row)
+            for store, side in sides.items():
                 if side is not None and args.calls:
                     print(f"  {store}: each operation through the store alone, 64 in flight:")
                     out.setdefault("alone", {})[store] = scripts_alone(side, args.calls, 64)
