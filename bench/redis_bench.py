@@ -386,7 +386,11 @@ def projection(rows: list[dict[str, Any]], out: dict[str, Any]) -> None:
         per = alone["redis_us"] / rd if alone and alone.get("redis_us") else None
         print(
             f"    growth 1 -> 6 primaries at S=8: {lin:.2f} of linear; linear with S >= {need}"
-            + (f"; a cluster primary does {per:.2f}x a standalone one's work per CPU" if per else "")
+            + (
+                f"; a cluster primary does {per:.2f}x a standalone one's work per CPU"
+                if per
+                else ""
+            )
         )
         out.setdefault("projection", {})[w.key] = {
             "store": r["store"],
@@ -412,7 +416,9 @@ def goals(rows: list[dict[str, Any]], out: dict[str, Any]) -> None:
         if r and r.get("wonderq_us") and r.get("redis_us"):
             cap = min(1 / r["wonderq_us"], 1 / r["redis_us"]) * 1e6
             found[key] = cap
-            print(f"  {key}: {cap:,.0f} msg/s capacity (goal 100,000; measured {r['msg_per_s']:,.0f})")
+            print(
+                f"  {key}: {cap:,.0f} msg/s capacity (goal 100,000; measured {r['msg_per_s']:,.0f})"
+            )
     m, rr = by.get(("memory", "publish")), by.get(("redis", "publish"))
     if m and rr and m.get("wonderq_us") and rr.get("wonderq_us"):
         ratio = m["wonderq_us"] / rr["wonderq_us"]

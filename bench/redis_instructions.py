@@ -167,11 +167,16 @@ def main() -> int:
                     ids = list(leased)
                     leased.clear()
                     if "delete" in args.ops:
-                        await measure("delete", len(ids), lambda i: store.delete("default", 1, ids[i]), 1)
+                        await measure(
+                            "delete", len(ids), lambda i: store.delete("default", 1, ids[i]), 1
+                        )
                 if "receive100" in args.ops or "ack100" in args.ops:
                     k = max(1, n // 10)
                     await measure(
-                        "receive100", k, lambda i: keep(store.receive("default", 2, 100, 60_000)), 100
+                        "receive100",
+                        k,
+                        lambda i: keep(store.receive("default", 2, 100, 60_000)),
+                        100,
                     )
                     groups = [leased[i : i + 100] for i in range(0, len(leased), 100)]
                     if "ack100" in args.ops:

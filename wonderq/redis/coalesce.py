@@ -91,7 +91,9 @@ def _fail_all(items: list[Item], outer: Deferred) -> bool:
 def _publishes(store: RedisStore, queue: str, items: list[Item]) -> None:
     if len(items) == 1:
         args, d = items[0]
-        store.script("publish", queue, [b"1", *args], parse=partial(_one_id, store, queue), deferred=d)
+        store.script(
+            "publish", queue, [b"1", *args], parse=partial(_one_id, store, queue), deferred=d
+        )
         return
     flat = [b"-%d" % len(items)]
     for args, _d in items:

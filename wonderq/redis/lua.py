@@ -63,10 +63,8 @@ def prelude_chunks(prelude: str) -> list[tuple[list[str], str]]:
                 chunks.append((names, "".join(lines)))
             lines = []
             m = re.match(r"local function (\w+)", line)
-            if m:
-                names = [m.group(1)]
-            else:
-                names = [n.strip() for n in line[6:].split("=", 1)[0].split(",")]
+            declared = line[6:].split("=", 1)[0].split(",")
+            names = [m.group(1)] if m else [n.strip() for n in declared]
         if names and all(n in KEY_NAMES for n in names):
             continue  # a key line (local A, R, L, D = KEYS[1], ...)
         lines.append(line)
@@ -93,9 +91,7 @@ def with_prelude(body: str, chunks: list[tuple[list[str], str]]) -> tuple[str, t
     keys = tuple(k for k in KEY_NAMES if re.search(rf"\b{k}\b", text))
     head = ""
     if keys:
-        head = f"local {', '.join(keys)} = " + ", ".join(
-            f"KEYS[{i + 1}]" for i in range(len(keys))
-        )
+        head = f"local {', '.join(keys)} = " + ", ".join(f"KEYS[{i + 1}]" for i in range(len(keys)))
         head += "  -- the queue's keys this script uses (prelude.lua names them all)\n"
     return head + "".join(chunk for i, (_, chunk) in enumerate(chunks) if used[i]), keys
 
