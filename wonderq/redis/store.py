@@ -426,6 +426,7 @@ class RedisStore(Store):
     def _info(self, name: str, reply: list[Any]) -> Any:
         info = info_dict(name, reply)
         totals = reply[4]
+        self._expired_retention[name] = 0  # a queue deleted and made again starts at 0
         for i in range(0, len(totals), 2):
             if totals[i] == b"expired_retention":  # in stats() only, as the engine has it
                 self._expired_retention[name] = int(totals[i + 1])
