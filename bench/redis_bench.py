@@ -41,6 +41,7 @@ import json
 import math
 import os
 import resource
+import signal
 import statistics
 import sys
 import tempfile
@@ -457,6 +458,8 @@ def main() -> int:
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args()
 
+    # SIGTERM stops the run the way Ctrl-C does: every server it started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     harness.ensure_wonderq_built(True)
     server_pin, gen_pin, pinning = harness.cpu_plan()
     redis_core = int(gen_pin[-1]) if gen_pin else None
