@@ -16,6 +16,8 @@ extensions = [
     Extension("wonderq.api", ["wonderq/api.py"], extra_compile_args=["-O2"]),
     Extension("wonderq.deferred", ["wonderq/deferred.py"], extra_compile_args=["-O2"]),
     Extension("wonderq.store", ["wonderq/store.py"], extra_compile_args=["-O2"]),
+    # Every read of an HTTPS connection goes through tls.TlsReads.
+    Extension("wonderq.tls", ["wonderq/tls.py"], extra_compile_args=["-O2"]),
 ]
 
 setup(

@@ -9,6 +9,14 @@ same server idle and then with the streams open; the difference is what the stre
     python bench/events_load.py                          # starts its own server, 50 streams
     python bench/events_load.py --streams 50 --seconds 30 --queues 200
     python bench/events_load.py --url http://127.0.0.1:8080 --pid 12345   # a running server
+    python bench/events_load.py --publish 5 --seconds 5   # publish rate without/with pages
+
+``--publish ROUNDS``: whether open status pages slow publishes. Each round measures the
+publish workload of bench/run.py (httpgen, 64 connections, 200 B) for ``--seconds`` without
+pages, then again while ``--streams`` pages are open (each loads ``/`` and its script, then
+holds ``GET /v1/events``); server and generator pinned to a core each, as bench/run.py does.
+The figure is the median over the rounds of (rate with pages / rate without), the two taken
+seconds apart, so the machine's other work moves both alike.
 
 Only 127.0.0.1 is ever targeted. On a shared machine the CPU figure of the server process
 is still its own (other processes do not add to it), but a busy machine makes each of its
@@ -113,6 +121,74 @@ def measure(pid: int, seconds: float, work: object = None) -> float:
     return (cpu1 - cpu0) / (t1 - t0)
 
 
+async def open_page(port: int, stop_at: float, counts: list[int], index: int) -> None:
+    """What one open status page asks of the server: the page, its script, the stream."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for path in ("/", "/static/app.js"):
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        await reader.readexactly(int(length.group(1)) if length else 0)
+    writer.close()
+    await hold_stream(port, stop_at, counts, index)
+
+
+async def run_pages(port: int, pages: int, seconds: float) -> list[int]:
+    counts = [0] * pages
+    stop_at = time.monotonic() + seconds
+    await asyncio.gather(*(open_page(port, stop_at, counts, i) for i in range(pages)))
+    return counts
+
+
+def publish_effect(rounds: int, pages: int, seconds: float) -> int:
+    """``--publish``: the publish rate without and with ``pages`` open status pages."""
+    import statistics
+    import tempfile
+    import threading
+
+    from harness import Launcher, Meter, cpu_plan, httpgen
+    from workloads import PUBLISH
+
+    server_pin, gen_pin, plan = cpu_plan()
+    if gen_pin:  # the pages' reader (this process) shares the generator's core
+        os.sched_setaffinity(0, {int(gen_pin[-1])})
+    with tempfile.TemporaryDirectory() as logdir:
+        server = Launcher(server_pin, Path(logdir)).wonderq()
+        meter = Meter(gen_pin, seconds)
+        cmd = [str(httpgen()), "--port", str(server.port), "-c", "64"]
+        cmd += ["--duration", f"{seconds:g}", "--name", "publish", *PUBLISH]
+        rows: list[tuple[dict, dict, list[int]]] = []
+        try:
+            for _ in range(rounds):
+                plain = meter.measure(server, cmd)
+                counts: list[int] = []
+
+                def hold(counts: list[int] = counts) -> None:
+                    counts.extend(asyncio.run(run_pages(server.port, pages, seconds + 2.0)))
+
+                holder = threading.Thread(target=hold)
+                holder.start()
+                time.sleep(1.0)  # the pages are open and have had their first event
+                paged = meter.measure(server, cmd)
+                holder.join()
+                rows.append((plain, paged, counts))
+        finally:
+            server.stop()
+    print(f"{plan}; {rounds} rounds of {seconds:g} s; {pages} pages open in the second run")
+    print("round  without pages  with pages   ratio  srv CPU  gen CPU  other CPU  events/page")
+    ratios = []
+    for i, (plain, paged, counts) in enumerate(rows, 1):
+        ratio = paged["rps"] / plain["rps"] if plain["rps"] else 0.0
+        ratios.append(ratio)
+        print(
+            f"{i:5d}  {plain['rps']:11,.0f}/s  {paged['rps']:8,.0f}/s  {ratio:6.3f}x"
+            f"  {paged['server_cpu'] * 100:6.0f}%  {paged['loadgen_cpu'] * 100:6.0f}%"
+            f"  {paged['other_cpu'] * 100:8.0f}%  {min(counts)}-{max(counts)}"
+        )
+    print(f"median ratio with pages / without: {statistics.median(ratios):.3f}x")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=50)
@@ -120,7 +196,15 @@ def main() -> int:
     parser.add_argument("--queues", type=int, default=100, help="queues to create first")
     parser.add_argument("--url", help="a running server on 127.0.0.1 (needs --pid)")
     parser.add_argument("--pid", type=int, help="that server's process id")
+    parser.add_argument(
+        "--publish",
+        type=int,
+        metavar="ROUNDS",
+        help="measure the publish rate without and with --streams open pages instead",
+    )
     args = parser.parse_args()
+    if args.publish:
+        return publish_effect(args.publish, args.streams, args.seconds)
 
     proc = None
     if args.url:

@@ -2,6 +2,7 @@
 
     python bench/wal_replay.py                    # 1,000,000 x 200 B, both frame shapes
     python bench/wal_replay.py -n 200000 --runs 3
+    python bench/wal_replay.py --sqs                 # messages as SQS sends log them
 
 Writes two segments of N publishes of 200 B to a scratch directory, each run in a fresh
 interpreter: frames of 1000 messages (what ``POST /v1/queues/default/batch`` writes, the shape
@@ -11,6 +12,9 @@ publishes at low load write: the replay's per-frame path). For each it prints th
 ``load_into()`` into the real engine. CPU time of the process, not wall time: on a machine
 shared with other work it changes far less than wall time, so two commits can be compared by
 the ratio of their figures. Used to check that a change to recovery is not slower.
+
+With ``--sqs`` every message carries what an SQS send logs (format 2): its sent time and an
+attribute blob of 40 bytes.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = b"x" * 200
+SENT_MS = 1_800_000_000_000
+BLOB = b"a" * 40  # about what one String message attribute takes
 
 
-def write_segment(path: Path, n: int, per_frame: int) -> None:
+def write_segment(path: Path, n: int, per_frame: int, sqs: bool = False) -> None:
     from wonderq.wal import Publish, encode_frame
 
     try:
@@ -46,7 +52,14 @@ def write_segment(path: Path, n: int, per_frame: int) -> None:
         f.write(FILE_HEADER.pack(LOG_MAGIC, FORMAT_VERSION, 1))
         for first in range(1, n + 1, per_frame):
             last = min(first + per_frame, n + 1)
-            f.write(encode_frame([Publish(i, "default", BODY) for i in range(first, last)]))
+            if sqs:
+                msgs = [
+                    Publish(i, "default", BODY, sent_ms=SENT_MS, attributes=BLOB)  # type: ignore[call-arg]
+                    for i in range(first, last)
+                ]
+            else:
+                msgs = [Publish(i, "default", BODY) for i in range(first, last)]
+            f.write(encode_frame(msgs))
 
 
 def measure(path: Path) -> tuple[float, float, int]:
@@ -57,7 +70,7 @@ def measure(path: Path) -> tuple[float, float, int]:
     c0 = time.process_time()
     with recover(path) as state:
         c1 = time.process_time()
-        restored = state.load_into(Broker(), 0, 0)
+        restored = state.load_into(Broker(), 10_000, SENT_MS + 10_000)
     c2 = time.process_time()
     return c1 - c0, c2 - c1, restored
 
@@ -66,6 +79,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("-n", "--messages", type=int, default=1_000_000)
     p.add_argument("--runs", type=int, default=1, help="fresh-interpreter runs per shape")
+    p.add_argument("--sqs", action="store_true", help="messages with a sent time and a blob")
     p.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # one run, in a child
     args = p.parse_args()
     if args.measure:
@@ -77,7 +91,7 @@ def main() -> int:
     try:
         for per_frame in (1000, 1):
             d = work / f"frames-of-{per_frame}"
-            write_segment(d, args.messages, per_frame)
+            write_segment(d, args.messages, per_frame, args.sqs)
             size = sum(f.stat().st_size for f in d.iterdir())
             for run in range(args.runs):
                 out = subprocess.run(

@@ -37,6 +37,9 @@ T = TypeVar("T")
 # global seed), so a failing example found at random comes back with the same variable.
 _seed_env = os.environ.get("WONDERQ_TEST_SEED")
 SEED = int(_seed_env) if _seed_env else random.randrange(2**32)
+# pytest-xdist's workers start after this module is imported in the controller and inherit its
+# environment: they all take the controller's seed, so one printed seed replays the whole run.
+os.environ["WONDERQ_TEST_SEED"] = str(SEED)
 
 # print_blob: a failure also prints the @reproduce_failure blob. "ci": the same examples on
 # every run (derandomize), for a CI that must not fail at random on a commit that passed.

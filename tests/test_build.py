@@ -21,6 +21,7 @@ import pytest
         ("wonderq.api", ["api.py", "api.pxd"]),
         ("wonderq.deferred", ["deferred.py", "deferred.pxd"]),
         ("wonderq.store", ["store.py", "store.pxd", "deferred.pxd"]),
+        ("wonderq.tls", ["tls.py", "tls.pxd", "protocol.pxd"]),
     ],
 )
 def test_compiled_module_is_not_stale(module: str, sources: list[str]) -> None:

@@ -93,3 +93,20 @@ def test_waiting_receives_counts_parked_long_polls(fresh: ServerProcess) -> None
     wait_parked(fresh, 0)  # the second's client went away
     for sock in socks:
         sock.close()
+
+
+def test_content_type_is_prometheus_clients() -> None:
+    """metrics.py writes the text format's content type out, so that prometheus_client is
+    imported only at the first scrape: it must stay the library's own string."""
+    from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+    from wonderq.metrics import CONTENT_TYPE
+
+    assert CONTENT_TYPE == CONTENT_TYPE_PLAIN_0_0_4
+
+
+def test_metrics_scrape_content_type(fresh: ServerProcess) -> None:
+    """The first scrape (prometheus_client loaded then) answers the text format's type."""
+    r = get(fresh, "/metrics")
+    assert r.status == 200
+    assert r.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"

@@ -507,3 +507,32 @@ def test_sigterm_during_load_exits_cleanly() -> None:
     assert not bad, bad[:5]
     assert "Traceback" not in srv.output()
     assert "wonderq stopped" in srv.output()
+
+
+def test_the_sqs_face_is_built_at_its_first_possible_request() -> None:
+    """server.LazySqsFace: a request with no query, body or X-Amz-Target (the status page,
+    a stray 404) is not SQS and builds nothing; the first that may be SQS builds the face
+    once and is classified by it."""
+    from wonderq.request import Request
+    from wonderq.server import LazySqsFace
+
+    built: list[object] = []
+
+    class Face:
+        def kind(self, req: Request) -> int:
+            return 7 if req.body else 0
+
+    def make() -> Face:
+        built.append(Face())
+        return built[-1]  # type: ignore[return-value]
+
+    lazy = LazySqsFace(make)
+    plain = Request("GET", "/", "", b"", True, None)  # type: ignore[arg-type]
+    plain.headers = [(b"host", b"x")]
+    assert lazy.kind(plain) == 0 and built == []
+    target = Request("POST", "/", "", b"", True, None)  # type: ignore[arg-type]
+    target.headers = [(b"x-amz-target", b"AmazonSQS.ListQueues")]
+    assert lazy.kind(target) == 0 and len(built) == 1
+    form = Request("POST", "/000000000000/q", "", b"Action=SendMessage", True, None)  # type: ignore[arg-type]
+    assert lazy.kind(form) == 7 and len(built) == 1
+    assert lazy.kind(plain) == 0 and len(built) == 1

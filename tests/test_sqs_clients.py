@@ -9,6 +9,7 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -556,8 +557,8 @@ def test_aws_cli(srv: ServerProcess, tmp_path: Path) -> None:
 )
 def test_durable_queue_meta_and_messages_survive_a_restart(tmp_path: Path) -> None:
     """SQS-only queue attributes live in the engine's queue ``meta``, which the log records
-    with the queue; messages sent through SQS are logged like any publish. (Their message
-    attributes are not logged yet: docs/SQS.md, Deviations.)"""
+    with the queue; messages sent through SQS are logged with their attributes and times
+    (test_durable_message_attributes_and_times_survive_a_restart)."""
     flags = ("--data-dir", str(tmp_path / "data"), "--fsync", "always")
     with running_server(*flags) as server:
         sqs = client(server.url)
@@ -580,6 +581,88 @@ def test_durable_queue_meta_and_messages_survive_a_restart(tmp_path: Path) -> No
         [message] = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)["Messages"]
         assert message["MessageId"] == sent["MessageId"] and message["Body"] == "survives"
         sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def wal_compactions(server: ServerProcess) -> float:
+    for line in get(server, "/metrics").body.decode().splitlines():
+        if line.startswith("wonderq_wal_compactions_total "):
+            return float(line.split()[1])
+    raise AssertionError("wonderq_wal_compactions_total is not in /metrics")
+
+
+@pytest.mark.not_on(
+    "redis", reason="tests --data-dir; a restarted test server gets a fresh redis-server"
+)
+@pytest.mark.parametrize("stop", ["sigterm", "sigkill", "compacted"])
+def test_durable_message_attributes_and_times_survive_a_restart(tmp_path: Path, stop: str) -> None:
+    """Log format 2 (docs/DURABILITY.md): after a restart a message has its attributes (and
+    their MD5), its SentTimestamp and its ApproximateFirstReceiveTimestamp as before. Stopped
+    by SIGTERM, killed (--fsync always: what was answered is on disk), or after a compaction
+    (the snapshot's rows carry them)."""
+    flags = ["--data-dir", str(tmp_path / "data"), "--fsync", "always"]
+    if stop == "compacted":
+        flags += ["--compact-min-bytes", "4096"]
+    system = ["SentTimestamp", "ApproximateFirstReceiveTimestamp", "ApproximateReceiveCount"]
+
+    def receive_all(sqs: Any, url: str, visibility: int) -> dict[str, dict[str, Any]]:
+        got = sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            VisibilityTimeout=visibility,
+            MessageSystemAttributeNames=system,
+            MessageAttributeNames=["All"],
+        )
+        return {m["Body"]: m for m in got["Messages"]}
+
+    server = ServerProcess(*flags).start()
+    try:
+        sqs = client(server.url)
+        url = sqs.create_queue(QueueName="kept")["QueueUrl"]
+        sent = sqs.send_message(QueueUrl=url, MessageBody="with", MessageAttributes=ATTRIBUTES)
+        assert sent["MD5OfMessageAttributes"] == reference_md5(ATTRIBUTES)
+        sqs.send_message(QueueUrl=url, MessageBody="plain")
+        time.sleep(0.01)  # a first receive later than the send, to the millisecond
+        before = receive_all(sqs, url, 0)  # received once, visible again at once
+        assert sorted(before) == ["plain", "with"]
+        # Receives are logged but never waited for; a send answered after them under --fsync
+        # always is on disk with everything logged before it.
+        other = sqs.create_queue(QueueName="other")["QueueUrl"]
+        sqs.send_message(QueueUrl=other, MessageBody="after the receive")
+        if stop == "compacted":
+            filler = sqs.create_queue(QueueName="filler")["QueueUrl"]
+            entries = [{"Id": str(i), "MessageBody": "f" * 1000} for i in range(10)]
+            sqs.send_message_batch(QueueUrl=filler, Entries=entries)
+            sqs.purge_queue(QueueUrl=filler)
+            deadline = time.monotonic() + 20
+            while wal_compactions(server) < 1:  # the tick (1 s) starts it
+                assert time.monotonic() < deadline, server.output()
+                time.sleep(0.05)
+        if stop == "sigkill":
+            server.signal(signal.SIGKILL)
+            assert server.wait(10) == -signal.SIGKILL
+        else:
+            assert server.stop() == 0
+    finally:
+        server.stop()
+    with running_server(*flags) as server:
+        sqs = client(server.url)
+        url = sqs.get_queue_url(QueueName="kept")["QueueUrl"]
+        after = receive_all(sqs, url, 30)
+    assert sorted(after) == ["plain", "with"]
+    for body, message in after.items():
+        was = before[body]
+        assert message["MessageId"] == was["MessageId"]
+        assert message["Attributes"]["SentTimestamp"] == was["Attributes"]["SentTimestamp"]
+        first = message["Attributes"]["ApproximateFirstReceiveTimestamp"]
+        assert first == was["Attributes"]["ApproximateFirstReceiveTimestamp"]
+        assert int(first) > int(was["Attributes"]["SentTimestamp"])
+        assert message["Attributes"]["ApproximateReceiveCount"] == "2"
+    with_attributes = after["with"]
+    assert with_attributes["MessageAttributes"] == before["with"]["MessageAttributes"]
+    assert with_attributes["MessageAttributes"]["b"]["BinaryValue"] == b"\x00\x01\xff"
+    assert with_attributes["MD5OfMessageAttributes"] == reference_md5(ATTRIBUTES)
+    assert "MessageAttributes" not in after["plain"]
+    assert "MD5OfMessageAttributes" not in after["plain"]
 
 
 def test_sigterm_answers_parked_long_polls_empty() -> None:

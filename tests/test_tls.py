@@ -13,6 +13,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,6 +189,40 @@ def test_keep_alive_and_pipelining_over_tls(https: ServerProcess, pki: Pki) -> N
         assert more.startswith(b"HTTP/1.1 200 OK\r\n")
 
 
+def test_big_bodies_sent_interleaved_on_two_connections_arrive_intact(
+    https: ServerProcess, pki: Pki
+) -> None:
+    """Every TLS read is decrypted into one buffer shared by all connections (wonderq/tls.py):
+    bodies of many records, their pieces arriving in turn on two connections, stay apart."""
+    ctx = client_context(pki)
+    queues = [f"tls-big-{os.getpid()}-{i}" for i in range(2)]
+    bodies = [b"".join(b"%07d%d" % (n, i) for n in range(112_500)) for i in range(2)]  # 900 kB
+    for queue in queues:
+        assert request(https, "PUT", f"/v1/queues/{queue}", body="{}").status == 201
+    socks = []
+    for queue, body in zip(queues, bodies, strict=True):
+        raw = socket.create_connection(("127.0.0.1", https.port), timeout=10)
+        tls = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+        tls.sendall(b"POST /v1/queues/%s/messages HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: %d\r\n\r\n" % (queue.encode(), len(body)))  # fmt: skip
+        socks.append(tls)
+    piece = 100_000
+    for start in range(0, len(bodies[0]), piece):
+        for tls, body in zip(socks, bodies, strict=True):
+            tls.sendall(body[start : start + piece])
+    for tls in socks:
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+            chunk = tls.recv(65536)
+            assert chunk, answer
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 201 "), answer
+        tls.close()
+    for queue, body in zip(queues, bodies, strict=True):
+        resp = get(https, f"/v1/queues/{queue}/messages?cid=7")
+        assert resp.json()["messages"][0]["body"].encode() == body
+
+
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
 def test_old_tls_and_plain_http_are_refused(https: ServerProcess, pki: Pki) -> None:
     ctx = client_context(pki)
@@ -343,3 +378,126 @@ def test_protected_mode_gate_hands_over_a_tls_connection(pki: Pki) -> None:
         assert any("protected mode" in line for line in srv.lines)
         for _ in range(3):
             assert get(srv, "/healthz").status == 200
+
+
+# ---- clients that are not, or stop being, TLS clients ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def https_short(pki: Pki):
+    """A server that holds a stalled handshake for 1 s (--header-timeout)."""
+    with running_server(
+        "--tls-cert",
+        str(pki.cert),
+        "--tls-key",
+        str(pki.key),
+        "--header-timeout",
+        "1",
+        ssl_context=client_context(pki),
+    ) as srv:
+        yield srv
+
+
+def client_hello(pki: Pki) -> bytes:
+    """A real client's first flight: its ClientHello."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_context(pki).wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def until_closed(sock: socket.socket, timeout: float) -> bytes:
+    """What the server sends until it closes the connection; socket.timeout if it does not
+    close it within ``timeout`` seconds."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def close_wait(port: int) -> int:
+    """The server's connections on ``port`` that the client closed and the server has not
+    (state CLOSE_WAIT in /proc/net/tcp*)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            count += int(local.rsplit(":", 1)[1], 16) == port and state == "08"
+    return count
+
+
+def assert_healthy(srv: ServerProcess) -> None:
+    """It still serves HTTPS, and nothing went wrong in its log."""
+    assert get(srv, "/healthz").status == 200
+    log = srv.output()
+    assert "Traceback" not in log and " ERROR " not in log, log
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        os.urandom(517),  # the size of a ClientHello
+        b"\x16\x03\x01\xff\xff" + os.urandom(100),  # a handshake record longer than allowed
+        b"\x16\x03\x01\x00\x05hello",  # a handshake record that is no handshake message
+        b"\x00" * 4096,
+        b"SSH-2.0-OpenSSH_9.6\r\n",  # another protocol on the wrong port
+    ],
+    ids=["random", "huge-record", "not-a-hello", "zeros", "ssh"],
+)
+def test_garbage_instead_of_a_client_hello_is_closed(
+    https_short: ServerProcess, garbage: bytes
+) -> None:
+    with socket.create_connection(("127.0.0.1", https_short.port), timeout=10) as raw:
+        raw.sendall(garbage)
+        data = until_closed(raw, 5)  # closed at once, well before the handshake timeout
+    assert b"HTTP/1.1" not in data
+    assert_healthy(https_short)
+
+
+def test_clients_vanishing_mid_handshake_leave_nothing_behind(
+    https: ServerProcess, pki: Pki
+) -> None:
+    hello = client_hello(pki)
+    port = https.port
+    for _ in range(10):
+        # half the ClientHello, then gone
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(hello[: len(hello) // 2])
+        # all of it, a look at the server's answer, then gone
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(hello)
+            assert raw.recv(5)[:1] == b"\x16"  # the server's handshake record begins
+        # all of it, then a reset instead of a close
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        raw.sendall(hello)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        raw.close()
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("no /proc/net/tcp to see the server's half-closed connections in")
+    # closed on the client's FIN, not by the 10 s handshake timeout
+    deadline = time.monotonic() + 5
+    while close_wait(port) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert close_wait(port) == 0
+    assert_healthy(https)
+
+
+def test_a_stalled_handshake_is_closed_after_the_header_timeout(
+    https_short: ServerProcess, pki: Pki
+) -> None:
+    for first_flight in (b"", client_hello(pki)[:50]):
+        with socket.create_connection(("127.0.0.1", https_short.port), timeout=10) as raw:
+            raw.sendall(first_flight)
+            started = time.monotonic()
+            assert until_closed(raw, 8) == b""
+            assert 0.5 <= time.monotonic() - started < 8
+    assert_healthy(https_short)

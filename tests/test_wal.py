@@ -21,6 +21,7 @@ from wonderq.wal import (
     DeadLetter,
     Delete,
     End,
+    FirstReceives,
     NextId,
     Publish,
     Purge,
@@ -59,6 +60,10 @@ records = st.one_of(
         st.binary(max_size=300),
         st.integers(0, 2**63 - 1),
         st.integers(0, 2**32 - 1),
+        # format 2: sent and first receive times, the attribute blob (each often absent)
+        st.one_of(st.just(0), st.integers(0, 2**63 - 1)),
+        st.one_of(st.just(0), st.integers(0, 2**63 - 1)),
+        st.one_of(st.none(), st.binary(max_size=100)),
     ),
     st.builds(Receive, st.lists(ids, max_size=20).map(tuple)),
     st.builds(DeadLetter, st.lists(ids, max_size=20).map(tuple), names),
@@ -66,6 +71,9 @@ records = st.one_of(
     st.builds(NextId, u64),
     st.builds(Chunk, u64),
     st.builds(End, u64),
+    st.lists(st.tuples(ids, u64), max_size=20).map(
+        lambda pairs: FirstReceives(tuple(i for i, _ in pairs), tuple(t for _, t in pairs))
+    ),
 )
 
 

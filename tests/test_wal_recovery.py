@@ -44,7 +44,9 @@ DEFAULT_ATTRS = {
 
 class FakeBroker:
     """The engine surface the log needs (recovery hooks, snapshot hook), as plain Python.
-    Messages: id -> [queue, body, receives, delay_end_wall_ms]."""
+    Messages: id -> [queue, body, receives, delay_end_wall_ms, sent_wall_ms, first_receive_wall_ms,
+    attributes] (the last three: 0, 0, None when not known; the engine's clock is the wall
+    clock minus WALL, as the tests' load_into(.., 0, WALL) has it)."""
 
     def __init__(self) -> None:
         self.queues: dict[str, dict[str, Any]] = {"default": dict(DEFAULT_ATTRS)}
@@ -69,10 +71,28 @@ class FakeBroker:
         return {"name": name, "attributes": dict(self.queues[name])}
 
     def restore(
-        self, queue: str, msg_id: int, body: bytes, receives: int, now: int, delay_ms: int = 0
+        self,
+        queue: str,
+        msg_id: int,
+        body: bytes,
+        receives: int,
+        now: int,
+        delay_ms: int = 0,
+        sent_ms: int | None = None,
+        first_receive_ms: int | None = None,
+        attributes: bytes | None = None,
     ) -> None:
         assert msg_id not in self.msgs and queue in self.queues and isinstance(body, bytes)
-        self.msgs[msg_id] = [queue, body, receives, WALL + delay_ms if delay_ms else 0]
+        assert now == 0
+        self.msgs[msg_id] = [
+            queue,
+            body,
+            receives,
+            WALL + delay_ms if delay_ms else 0,
+            0 if sent_ms is None else sent_ms + WALL,
+            0 if first_receive_ms is None else first_receive_ms + WALL,
+            attributes,
+        ]
         self.restored_delays[msg_id] = delay_ms
         self.next_id = max(self.next_id, msg_id + 1)
 
@@ -85,12 +105,22 @@ class FakeBroker:
 
     def dump_messages(self, cursor: int, max_count: int, now: int) -> tuple[int, list[Any]]:
         ids = sorted(i for i in self.msgs if i > cursor)[:max_count]
-        out = [(i, *self.msgs[i][:3], max(self.msgs[i][3] - WALL, 0)) for i in ids]
+        out = []
+        for i in ids:
+            m = self.msgs[i]
+            queue, body, receives, delay_end, sent, first, attributes = (*m, 0, 0, None)[:7]
+            # the engine's times (ms since WALL); a time it does not have reads as WALL's start
+            engine_first = first - WALL if first else None
+            row = (i, queue, body, receives, max(delay_end - WALL, 0), sent - WALL, engine_first)
+            out.append((*row, attributes))
         done = len(ids) < max_count or ids[-1] == max(self.msgs)
         return (0 if done else ids[-1]), out
 
     def state(self) -> tuple[dict[str, Any], list[Publish]]:
-        msgs = [Publish(i, m[0], m[1], m[3], m[2]) for i, m in sorted(self.msgs.items())]
+        msgs = [
+            Publish(i, m[0], m[1], m[3], m[2], *(*m[4:], 0, 0, None)[:3])
+            for i, m in sorted(self.msgs.items())
+        ]
         return copy.deepcopy(self.queues), msgs
 
 
@@ -105,8 +135,18 @@ class Driver:
     def publish(self, queue: str, body: bytes, delay_ms: int = 0) -> int:
         msg_id = self.b.next_id
         self.b.next_id += 1
-        self.b.msgs[msg_id] = [queue, body, 0, WALL + delay_ms if delay_ms else 0]
+        self.b.msgs[msg_id] = [queue, body, 0, WALL + delay_ms if delay_ms else 0, 0, 0, None]
         self.w.append_publish(msg_id, queue, body, delay_ms)
+        return msg_id
+
+    def send(self, queue: str, body: bytes, delay_ms: int, attributes: bytes | None) -> int:
+        """An SQS send (format 2): logged with its sent time and attribute blob."""
+        msg_id = self.b.next_id
+        self.b.next_id += 1
+        sent = WALL - self.rng.randint(1, 10**6)
+        delay_end = WALL + delay_ms if delay_ms else 0
+        self.b.msgs[msg_id] = [queue, body, 0, delay_end, sent, 0, attributes]
+        self.w.append_send(msg_id, queue, body, delay_ms, sent, attributes)
         return msg_id
 
     def random_op(self) -> None:
@@ -116,12 +156,24 @@ class Driver:
         queues = list(b.queues)
         if roll < 0.40 or not ids:
             q = rng.choice(queues)
-            self.publish(q, rng.randbytes(rng.randint(1, 40)), rng.choice([0, 0, 0, 5000]))
+            body = rng.randbytes(rng.randint(1, 40))
+            delay = rng.choice([0, 0, 0, 5000])
+            if rng.random() < 0.3:
+                self.send(q, body, delay, rng.choice([None, b"", rng.randbytes(12)]))
+            else:
+                self.publish(q, body, delay)
         elif roll < 0.55:
             got = rng.sample(ids, min(len(ids), rng.randint(1, 3)))
             for i in got:
                 b.msgs[i][2] += 1
             w.append_receive(got)
+            # SQS receives log a message's first receive (format 2)
+            first = [i for i in got if not b.msgs[i][5] and rng.random() < 0.5]
+            if first:
+                times = [max(b.msgs[i][4], WALL - 1000) + rng.randint(0, 999) for i in first]
+                for i, t in zip(first, times, strict=True):
+                    b.msgs[i][5] = t
+                w.append_first_receives(first, times)
         elif roll < 0.75:
             i = rng.choice(ids)
             del b.msgs[i]
@@ -178,19 +230,28 @@ def run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
+def as_restored(msgs: list[Publish]) -> list[Publish]:
+    """Messages as load_into restores them: one with a first receive but no sent time counts
+    as sent at its first receive."""
+    return [
+        m._replace(sent_ms=m.first_receive_ms) if m.first_receive_ms and not m.sent_ms else m
+        for m in msgs
+    ]
+
+
 def recovered(path: Any) -> tuple[dict[str, Any], list[Publish], int]:
     with recover(path) as state:
         fresh = FakeBroker()
         state.load_into(fresh, 0, WALL)
         via_messages = state.messages()
         queues, msgs = fresh.state()
-        assert msgs == via_messages
+        assert msgs == as_restored(via_messages)
         return queues, msgs, state.next_id
 
 
 def assert_same(path: Any, expected: tuple[dict[str, Any], list[Publish]], next_id: int) -> None:
     queues, msgs, got_next = recovered(path)
-    assert msgs == expected[1]
+    assert msgs == as_restored(expected[1])
     assert queues == expected[0]
     assert got_next >= next_id
 

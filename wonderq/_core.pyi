@@ -51,6 +51,9 @@ def now_ms() -> int:
     """CLOCK_MONOTONIC in whole milliseconds: ``time.monotonic_ns() // 1_000_000``, cheaper.
     The ``now`` the server passes to every engine call."""
 
+def release_free_memory() -> bool:
+    """glibc's malloc_trim(0): the C heap's free pages back to the system."""
+
 def batch_ids_json(first: int, n: int) -> bytes:
     """``b'{"ids":[first,...,first+n-1]}'``, the answer to a batch publish."""
 

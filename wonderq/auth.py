@@ -47,11 +47,6 @@ from typing import Any, NamedTuple
 
 from .sigv4 import SqsAuthError, _SigV4Request
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 (pyproject requires tomli there)
-    import tomli as tomllib
-
 __all__ = [
     "RIGHTS",
     "RIGHT_BITS",
@@ -262,6 +257,11 @@ class AuthConfig:
     @classmethod
     def parse(cls, text: str, path: str = "<memory>") -> AuthConfig:
         """Validate the TOML ``text`` (``path`` only names it in errors)."""
+        # Imported here: a server without --auth-file never loads the TOML parser.
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - Python 3.10 (pyproject requires tomli there)
+            import tomli as tomllib
         try:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:

@@ -32,12 +32,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
-from prometheus_client.utils import floatToGoString
-
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import Metric
+
     from .longpoll import LongPoll
     from .request import Request, Response
     from .routing import Router
@@ -45,7 +43,11 @@ if TYPE_CHECKING:
 
 __all__ = ["CONTENT_TYPE", "PAGE_QUEUES", "SLICE_S", "Metrics", "render_family"]
 
-CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+# prometheus_client's CONTENT_TYPE_PLAIN_0_0_4, written out: prometheus_client (~1.5 MB of
+# modules: http.server, wsgiref, urllib.request...) is imported at the first scrape, not at
+# start, which keeps an idle server small (bench/locust_sizing.py; tests/test_metrics.py
+# checks the two strings are the same).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _HEADERS = b"Content-Type: " + CONTENT_TYPE.encode() + b"\r\n"
 
 # Seconds of rendering per event-loop turn: past it a scrape yields to the loop. 2 ms keeps
@@ -71,10 +73,20 @@ _HEADS = tuple(
 )
 
 
+def _generate_latest(registry: CollectorRegistry) -> bytes:
+    from prometheus_client import generate_latest
+
+    return generate_latest(registry)
+
+
 def _num(n: int) -> str:
     """A sample value as prometheus_client writes it (``5.0``, ``1.2345678e+07``), so the
     text is the same as before for anyone who matched it."""
-    return f"{n}.0" if n < 1_000_000 else floatToGoString(n)
+    if n < 1_000_000:
+        return f"{n}.0"
+    from prometheus_client.utils import floatToGoString
+
+    return floatToGoString(n)
 
 
 # _num() of the small values most counters and depths have, looked up instead of called
@@ -161,9 +173,18 @@ class Metrics:
         self.slice_s = slice_s
         self.page_queues = page_queues
         self._scrape: _Scrape | None = None  # the render in progress, if any
-        self.registry = CollectorRegistry(auto_describe=True)
-        ProcessCollector(registry=self.registry)
-        self.registry.register(self)
+        self._registry: CollectorRegistry | None = None
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The fixed families' registry, made at the first scrape (see CONTENT_TYPE)."""
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry, ProcessCollector
+
+            self._registry = CollectorRegistry(auto_describe=True)
+            ProcessCollector(registry=self._registry)
+            self._registry.register(self)
+        return self._registry
 
     # ---- the route ----------------------------------------------------------------------------
 
@@ -174,7 +195,7 @@ class Metrics:
         if current is not None:
             current.waiting.append(req)
             return None
-        scrape = _Scrape(generate_latest(self.registry))
+        scrape = _Scrape(_generate_latest(self.registry))
         if self._step(scrape, time.perf_counter() + self.slice_s):
             return (200, self._finish(scrape), _HEADERS)
         scrape.waiting.append(req)
@@ -206,7 +227,7 @@ class Metrics:
 
     def render(self) -> bytes:
         """The whole text now, in one go (tools and tests; the route uses :meth:`scrape`)."""
-        scrape = _Scrape(generate_latest(self.registry))
+        scrape = _Scrape(_generate_latest(self.registry))
         while not self._step(scrape, float("inf")):
             pass
         return self._finish(scrape)
@@ -253,6 +274,8 @@ class Metrics:
         return []  # names are only known at scrape time; no duplicate checks needed
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         store = self._store
         yield GaugeMetricFamily(
             "wonderq_memory_bytes", "Bytes of messages the store holds.", store.memory_bytes()

@@ -270,7 +270,7 @@ class HttpProtocol:
         # Returning False closes the transport after the buffered responses are flushed.
         return False
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
         if self._reading_done:
             return  # lingering close, or after the last request: discard
         try:

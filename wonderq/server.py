@@ -27,6 +27,9 @@ import signal
 import socket
 import ssl
 import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import uvloop
 
@@ -44,11 +47,11 @@ from .errors import StoreError
 from .longpoll import LongPoll
 from .metrics import Metrics
 from .protocol import HttpProtocol, protocol_factory
-from .request import refresh_date
+from .request import Request, Response, refresh_date
 from .routing import Router
 from .statuspage import chain_cancel
 from .store import Store, open_store
-from .tls import TlsError, server_context
+from .tls import TlsError, server_context, tls_reads
 
 __all__ = ["Server", "ServerError", "bind"]
 
@@ -236,26 +239,32 @@ class Server:
         api = Api(store, router, longpoll, settings.max_batch)
         api.routes(router.add)
         # The Amazon SQS face (docs/SQS.md) over the same store, parking in the same long polls.
-        from .sqs import SqsFace
-
-        sqs = SqsFace(
-            store,
-            longpoll=longpoll,
-            account=settings.sqs_account,
-            region=settings.sqs_region,
-            base_url=settings.sqs_base_url,
-            authorizer=self.authorizer,
-            tls=self.ssl_context is not None,
+        sqs = LazySqsFace(
+            partial(
+                _sqs_face,
+                store,
+                longpoll=longpoll,
+                account=settings.sqs_account,
+                region=settings.sqs_region,
+                base_url=settings.sqs_base_url,
+                authorizer=self.authorizer,
+                tls=self.ssl_context is not None,
+            )
         )
-        sqs.routes(router)
+        router.add("POST", "/", sqs.handle)
+        router.set_fallback(sqs.handle, "/{account}/{queue}", ("GET", "POST"), sqs.kind)
         api.sqs = sqs
         # Closed event streams of the status page go to it, other deferred requests on.
         router.set_cancel(chain_cancel(api.statuspage.events, longpoll.cancel))
         api.metrics = Metrics(store, router, longpoll, self.connections.__len__)
         self.api, self.router, self.longpoll = api, router, longpoll
+        http_factory: Callable[[], Any] = protocol_factory(router, self, settings)
+        if self.ssl_context is not None:
+            # uvloop's TLS layer decrypts into TlsReads' buffer (wonderq/tls.py says why).
+            http_factory = tls_reads(http_factory)
         # Protected mode (docs/SECURITY.md): the factory itself unless a client can be refused.
         factory = protected_factory(
-            protocol_factory(router, self, settings),
+            http_factory,
             settings.host,
             settings.allow_anonymous or (settings.auth_file is not None and FACES_ENFORCE_AUTH),
             settings.header_timeout_s,
@@ -281,6 +290,7 @@ class Server:
         # otherwise scan it all and hold every answer up for milliseconds.
         gc.collect()
         gc.freeze()
+        _core.release_free_memory()  # what start-up freed goes back to the system
         log.info(
             "wonderq listening on %s (pid %d)",
             _url(sock, self.ssl_context is not None),
@@ -364,3 +374,42 @@ class Server:
             await closed
         if self.settings.data_dir is not None:
             log.info("the log is flushed and closed")
+
+
+def _sqs_face(store: Store, **settings: Any) -> Any:
+    from .sqs import SqsFace
+
+    return SqsFace(store, **settings)
+
+
+class LazySqsFace:
+    """The SQS face, imported and built at the first request that may be an SQS one.
+
+    Its modules (XML, attributes, MD5s, ~2 MB resident) are not loaded by a server that never
+    sees SQS traffic (bench/locust_sizing.py measures the idle process). Every SQS request has
+    a query string (``Action=``), a body (JSON or a form) or an ``X-Amz-Target`` header, so a
+    request with none of them, such as the status page's ``GET /`` or a stray 404, is answered
+    without the face; anything else goes to :meth:`wonderq.sqs.SqsFace.kind` and on.
+    """
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._face: Any = None
+
+    def face(self) -> Any:
+        if self._face is None:
+            self._face = self._make()
+        return self._face
+
+    def kind(self, req: Request) -> int:
+        if self._face is None and not (
+            req.query or req.body or any(name == b"x-amz-target" for name, _ in req.headers or ())
+        ):
+            return 0  # NOT_SQS, without importing the face
+        return int(self.face().kind(req))
+
+    def handle(self, req: Request) -> Response | None:
+        return self.face().handle(req)
+
+    def dispatch(self, req: Request, kind: int = 0) -> Response | None:
+        return self.face().dispatch(req, kind)

@@ -16,8 +16,6 @@ import hmac
 import re
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
-from email.utils import mktime_tz, parsedate_tz
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote_to_bytes
 
@@ -180,6 +178,9 @@ class _SigV4Request:
                     "Authorization header requires existence of either a 'X-Amz-Date' or a "
                     "'Date' header."
                 )
+            # Imported here: a server without --auth-file never loads the email package.
+            from email.utils import mktime_tz, parsedate_tz
+
             parsed = parsedate_tz(date)
             if parsed is None:
                 raise _incomplete("The Date header is not an HTTP date.")
@@ -275,6 +276,8 @@ class _SigV4Request:
             raise _incomplete(
                 "X-Amz-Date must be in the ISO-8601 basic format YYYYMMDD'T'HHMMSS'Z'."
             )
+        from datetime import datetime, timezone  # only with --auth-file (start-up memory)
+
         try:
             year, month, day, hour, minute, second = (int(g) for g in m.groups())
             signed_at = int(

@@ -63,3 +63,7 @@ cdef class DurableStore(MemoryStore):
     cdef public Py_ssize_t recovered  # messages restored by open()
     cdef public Py_ssize_t recovered_queues  # queues restored by open()
     cdef public double read_s         # of open(): seconds reading and checking the files
+    cdef set _retained                # queues with a retention period (publishes log the time)
+
+    cdef long long _sent(self, long long now)
+    cdef long long _sent_for(self, str queue, long long now)

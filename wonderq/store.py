@@ -575,6 +575,9 @@ class DurableStore(MemoryStore):
         self.wall_ms = wall_ms or _wall_ms
         self.wal: Wal | None = None
         self.recovered = 0  # messages restored by open()
+        # Queues with a retention period: a publish to one is logged with its sent time, so
+        # that the period counts from it after a restart (an SQS send always is).
+        self._retained: set[str] = set()
 
     # ---- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
@@ -592,8 +595,11 @@ class DurableStore(MemoryStore):
         t0 = time.perf_counter()
         with wal.recover() as state:
             self.read_s = time.perf_counter() - t0
-            self.recovered = state.load_into(self.broker, self.now(), self.wall_ms())
+            self.recovered = state.load_into(
+                self.broker, self.now(), self.wall_ms(), self.wall_offset_ms
+            )
             self.recovered_queues = len(state.queues)
+            self._retained = {q for q, a in state.queues.items() if a.get("retention_ms")}
         self.wal = wal
 
     async def _start(self, loop: asyncio.AbstractEventLoop, listener: Listener) -> None:
@@ -604,7 +610,8 @@ class DurableStore(MemoryStore):
         # The Python-level bound method: compiled, ``self.now`` here would wrap the C method
         # with the wrong signature (the C compiler warns of the pointer type).
         now = getattr(self, "now")  # noqa: B009
-        await self.wal.start(BrokerSnapshotSource(self.broker, now, self.wall_ms))
+        source = BrokerSnapshotSource(self.broker, now, self.wall_ms, self.wall_offset_ms)
+        await self.wal.start(source)
 
     def start(self, loop: asyncio.AbstractEventLoop, listener: Listener) -> Any:
         return self._start(loop, listener)
@@ -647,12 +654,18 @@ class DurableStore(MemoryStore):
         created = self.broker.put_queue(name, attributes)
         if created:
             self.named(name, True)
-        wal.append_queue_put(name, self.broker.queue_info(name)["attributes"])
+        full = self.broker.queue_info(name)["attributes"]
+        if full.get("retention_ms"):
+            self._retained.add(name)
+        else:
+            self._retained.discard(name)
+        wal.append_queue_put(name, full)
         return self._durable(created)
 
     def delete_queue(self, name: str) -> Any:
         dropped = self.broker.delete_queue(name)
         self.named(name, False)
+        self._retained.discard(name)
         self.wal.append_queue_delete(name)  # type: ignore[union-attr]
         return self._durable(dropped)
 
@@ -664,33 +677,55 @@ class DurableStore(MemoryStore):
     # ---- messages -------------------------------------------------------------------------
     def publish(self, queue: str, body: bytes, delay_ms: int) -> Any:
         wal = self._writable()
-        msg_id = self.broker.publish(queue, body, self.now(), delay_ms)
-        wal.append_publish(msg_id, queue, body, self._delay(queue, delay_ms))
+        now = self.now()
+        msg_id = self.broker.publish(queue, body, now, delay_ms)
+        if self._retained and queue in self._retained:
+            wal.append_send(msg_id, queue, body, self._delay(queue, delay_ms), self._sent(now))
+        else:
+            wal.append_publish(msg_id, queue, body, self._delay(queue, delay_ms))
         self.after_publish(queue)
         return self._durable(msg_id)
 
+    def _sent(self, now: int) -> int:
+        """The wall-clock ms logged as the sent time of a message the engine stored at
+        ``now``: what SQS's SentTimestamp answers (the store's fixed offset)."""
+        return now + self.wall_offset_ms
+
+    def _sent_for(self, queue: str, now: int) -> int:
+        """The sent time to log with a publish to ``queue`` at ``now``: 0 (none) unless the
+        queue has a retention period."""
+        if self._retained and queue in self._retained:
+            return self._sent(now)
+        return 0
+
     def publish_batch(self, queue: str, bodies: list[bytes], delays: list[int] | None) -> Any:
         wal = self._writable()
-        first = self.broker.publish_batch(queue, bodies, self.now(), delays)
+        now = self.now()
+        first = self.broker.publish_batch(queue, bodies, now, delays)
         queue_delay = self.broker.queue_delay_ms(queue)
         if delays is not None:
             delays = [queue_delay if d < 0 else d for d in delays]
         elif queue_delay:
             delays = [queue_delay] * len(bodies)
-        wal.append_publish_batch(first, queue, bodies, delays)
+        wal.append_publish_batch(first, queue, bodies, delays, self._sent_for(queue, now))
         self.after_publish(queue)
         return self._durable(first)
 
     def publish_batch_json(self, queue: str, data: bytes) -> Any:
         wal = self._writable()
         bodies: list[bytes] = []
-        answer = self.broker.publish_batch_json(queue, data, self.now(), bodies)
+        now = self.now()
+        answer = self.broker.publish_batch_json(queue, data, now, bodies)
         if answer is None:
             return None
         queue_delay = self.broker.queue_delay_ms(queue)
         first = self.broker.next_id - len(bodies)
         wal.append_publish_batch(
-            first, queue, bodies, [queue_delay] * len(bodies) if queue_delay else None
+            first,
+            queue,
+            bodies,
+            [queue_delay] * len(bodies) if queue_delay else None,
+            self._sent_for(queue, now),
         )
         self.after_publish(queue)
         return self._durable(answer)
@@ -748,10 +783,12 @@ class DurableStore(MemoryStore):
     # ==== the SQS face (see Store): the recipe of the methods above =========================
     def send(self, queue: str, body: bytes, delay_ms: int, attributes: bytes | None) -> Any:
         wal = self._writable()
-        msg_id = self.broker.publish(queue, body, self.now(), delay_ms, attributes)
-        # TODO(wal): the log has no field for the attribute blob yet; a recovered message
-        # comes back without its SQS message attributes.
-        wal.append_publish(msg_id, queue, body, self._delay(queue, delay_ms))
+        now = self.now()
+        msg_id = self.broker.publish(queue, body, now, delay_ms, attributes)
+        # Logged with its sent time and attribute blob: a recovered message keeps both.
+        wal.append_send(
+            msg_id, queue, body, self._delay(queue, delay_ms), self._sent(now), attributes
+        )
         self.after_publish(queue)
         return self._durable(msg_id)
 
@@ -765,7 +802,15 @@ class DurableStore(MemoryStore):
         if not rows:
             return rows
         self.note_deadline()
-        return _epoch_rows(rows, self.wall_offset_ms)
+        out = _epoch_rows(rows, self.wall_offset_ms)
+        # The first receives (count 1) with their time, for ApproximateFirstReceiveTimestamp
+        # after a restart (the earliest logged one wins: a dead-letter move starts at 1 too).
+        first = [row for row in out if row[2] == 1]
+        if first:
+            self.wal.append_first_receives(  # type: ignore[union-attr]
+                [row[0] for row in first], [row[4] for row in first]
+            )
+        return out
 
     def delete_by_token(self, queue: str, msg_id: int, receives: int) -> Any:
         if not self.broker.delete_token(queue, msg_id, receives, self.now()):

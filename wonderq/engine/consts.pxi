@@ -55,6 +55,8 @@ cdef enum:
     SLAB_BYTES = 65536          # bytes: one slab, aligned on its size
     SLAB_HEADER = 64            # bytes reserved for struct Slab at the slab's start
     SLAB_MAX_BLOCK = 2048       # bytes: larger blocks are malloc'ed (slab tail waste < 3%)
+    PAGE_BYTES = 4096           # the page size populate_if_fresh assumes (x86-64, arm64 4K)
+    POPULATE_MIN_BYTES = 32768  # blocks from here on are faulted in at once when fresh
     ARENA_BYTES = 4 << 20       # bytes mmap'ed at a time and carved into slabs; kept to the end
     SLAB_KEEP_DIRTY = 16        # empty slabs kept with their pages (1 MiB), to absorb churn
     WQ_MADV_POPULATE_WRITE = 23  # Linux >= 5.14; older kernels answer EINVAL, and pages fault in

@@ -15,9 +15,14 @@
 # reads only the exact publish time).
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.stdint cimport UINT32_MAX
+from libc.stdint cimport UINT32_MAX, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
+from posix.mman cimport madvise
+
+
+cdef extern from "<sys/mman.h>" nogil:
+    int mincore(void* addr, size_t length, unsigned char* vec)
 
 
 cdef extern from *:
@@ -63,11 +68,30 @@ cdef inline int64_t msg_accounted(Msg* m) noexcept nogil:
     return C_MESSAGE_OVERHEAD + m.body_len + msg_extra_bytes(m)
 
 
+cdef void populate_if_fresh(char* p, int64_t n) noexcept nogil:
+    """Fault in the pages of a big new block with one madvise(MADV_POPULATE_WRITE) when
+    they were never touched (a queue that grows takes fresh memory from the kernel), rather
+    than one page-fault trap per 4 KiB while the body is copied in. A block in reused memory
+    (its first whole page resident, mincore) is left alone: populating present pages costs
+    as much as copying them. bench/bigmsg.py: see bench/RESULTS.md, "Big messages"."""
+    cdef uintptr_t start = (<uintptr_t>p + PAGE_BYTES - 1) & ~(<uintptr_t>PAGE_BYTES - 1)
+    cdef uintptr_t end = (<uintptr_t>p + <uintptr_t>n) & ~(<uintptr_t>PAGE_BYTES - 1)
+    cdef unsigned char resident = 0
+    if end <= start:
+        return
+    if mincore(<void*>start, PAGE_BYTES, &resident) == 0 and not (resident & 1):
+        madvise(<void*>start, end - start, WQ_MADV_POPULATE_WRITE)
+
+
 cdef inline Msg* msg_alloc(SlabAllocator* a, int64_t payload) noexcept nogil:
     cdef int64_t block = block_bytes(payload)
+    cdef Msg* m
     if block <= SLAB_MAX_BLOCK:
         return <Msg*>slab_alloc(a, <uint32_t>block)
-    return <Msg*>malloc(sizeof(Msg) + payload)
+    m = <Msg*>malloc(sizeof(Msg) + payload)
+    if m != NULL and payload >= POPULATE_MIN_BYTES:
+        populate_if_fresh(<char*>m, <int64_t>sizeof(Msg) + payload)
+    return m
 
 
 cdef inline void msg_release(SlabAllocator* a, Msg* m) noexcept nogil:

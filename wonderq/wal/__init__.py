@@ -2,9 +2,9 @@
 
 One module per concept: ``format`` (the bytes: frames, sections, records), ``files`` (the
 directory, the open segment, the writer thread's side), ``recovery`` (replay and repair),
-``snapshot`` (what compaction writes and recovery starts from) and ``log`` (``Wal``, the
-event-loop side). Only the server with ``--data-dir`` imports this package: the in-memory
-server never does.
+``runs`` (the replayed messages, the replay's fast paths), ``snapshot`` (what compaction
+writes and recovery starts from) and ``log`` (``Wal``, the event-loop side). Only the server
+with ``--data-dir`` imports this package: the in-memory server never does.
 """
 
 from ..limits import FSYNC_MODES
@@ -13,6 +13,7 @@ from .format import (
     DeadLetter,
     Delete,
     End,
+    FirstReceives,
     NextId,
     Publish,
     Purge,
@@ -35,6 +36,7 @@ __all__ = [
     "DeadLetter",
     "Delete",
     "End",
+    "FirstReceives",
     "NextId",
     "Publish",
     "Purge",

@@ -28,8 +28,13 @@ from typing import Any, NamedTuple
 
 LOG_MAGIC = b"WQLOG\x00"
 SNAP_MAGIC = b"WQSNAP"
-#: Written into every file header; a file of another version is refused, never guessed at.
-FORMAT_VERSION = 1
+#: Written into every new file's header. Format 2 added the publish flags F_SENT,
+#: F_FIRST_RECEIVE and F_ATTRIBUTES; a section without them is laid out as in format 1, so
+#: a format-1 file reads with the same decoder. A file of any other version is refused,
+#: never guessed at.
+FORMAT_VERSION = 2
+#: The versions this program reads.
+READABLE_VERSIONS = (1, 2)
 FILE_HEADER = struct.Struct("<6sHQ")  # magic, version, sequence number
 HEADER_SIZE = FILE_HEADER.size  # 16
 FRAME_HEADER = struct.Struct("<II")  # payload length, crc32(payload)
@@ -39,7 +44,9 @@ FRAME_MAX = 1 << 30
 
 # Section kinds (first byte of a section).
 S_PUBLISH = 1  # <BBBI kind, flags, qlen, n> queue, ids u64[n], lens u32[n],
-#                [delay_end_ms u64[n] if F_DELAYS], [receives u32[n] if F_RECEIVES], bodies
+#                [delay_end_ms u64[n] if F_DELAYS], [receives u32[n] if F_RECEIVES],
+#                [sent_ms u64[n] if F_SENT], [first_receive_ms u64[n] if F_FIRST_RECEIVE],
+#                [attribute lens u32[n] if F_ATTRIBUTES], bodies, [attribute blobs]
 S_RECEIVE = 2  # <BI kind, n> ids u64[n]: each id received once more
 S_DEAD_LETTER = 3  # <BBI kind, qlen, n> queue, ids u64[n]: moved to queue, receives reset to 0
 S_DELETE = 4  # <BI kind, n> ids u64[n]
@@ -49,9 +56,17 @@ S_PURGE = 7  # <BB kind, qlen> queue
 S_NEXT_ID = 8  # <BQ kind, id> ids below this one were issued or reserved
 S_CHUNK = 9  # <BQ kind, position> snapshot only: the messages that follow are as of that offset
 S_END = 10  # <BQ kind, count> snapshot only: last section, number of messages in the snapshot
+S_FIRST_RECEIVES = 11  # format 2: <BI kind, n> ids u64[n], first receive wall ms u64[n]
 
-F_DELAYS = 1
-F_RECEIVES = 2
+# Publish section flags: which optional per-message columns follow the lengths.
+F_DELAYS = 1  # the wall-clock ms a delay ends (0: none)
+F_RECEIVES = 2  # receive counts (snapshots)
+F_SENT = 4  # format 2: the wall-clock ms the message was sent (0: unknown)
+F_FIRST_RECEIVE = 8  # format 2: the wall-clock ms of its first receive (0: none; snapshots)
+F_ATTRIBUTES = 16  # format 2: an attribute blob per message, after the bodies
+F_KNOWN = F_DELAYS | F_RECEIVES | F_SENT | F_FIRST_RECEIVE | F_ATTRIBUTES
+#: The length of the blob of a message that has none (F_ATTRIBUTES).
+NO_ATTRIBUTES = 0xFFFFFFFF
 
 PUB = struct.Struct("<BBBI")
 _IDS = struct.Struct("<BI")
@@ -89,6 +104,9 @@ class Publish(NamedTuple):
     body: bytes
     delay_end_ms: int = 0  # absolute wall-clock ms when the delay ends; 0 = not delayed
     receives: int = 0
+    sent_ms: int = 0  # wall-clock ms it was sent; 0 = not recorded (taken as the restart)
+    first_receive_ms: int = 0  # wall-clock ms of its first receive; 0 = none recorded
+    attributes: bytes | None = None  # the store's attribute blob (SQS message attributes)
 
 
 class Receive(NamedTuple):
@@ -116,8 +134,25 @@ class End(NamedTuple):
     messages: int
 
 
+class FirstReceives(NamedTuple):
+    """Format 2: the first receive (wall-clock ms) of each of ``ids``."""
+
+    ids: tuple[int, ...]
+    times: tuple[int, ...]
+
+
 Record = (
-    QueuePut | QueueDelete | Purge | Publish | Receive | DeadLetter | Delete | NextId | Chunk | End
+    QueuePut
+    | QueueDelete
+    | Purge
+    | Publish
+    | Receive
+    | DeadLetter
+    | Delete
+    | NextId
+    | Chunk
+    | End
+    | FirstReceives
 )
 
 
@@ -158,17 +193,42 @@ def publish_section(
     bodies: Sequence[bytes],
     delays: Sequence[int] | None,
     receives: Sequence[int] | None,
+    sents: Sequence[int] | None = None,
+    attributes: Sequence[bytes | None] | None = None,
+    firsts: Sequence[int] | None = None,
 ) -> list[bytes]:
-    """The parts of one publish section (to be joined); ``qname`` from :func:`name_bytes`."""
+    """The parts of one publish section (to be joined); ``qname`` from :func:`name_bytes`.
+    A column that is None (or empty) is left out, and costs nothing."""
     flags = (F_DELAYS if delays else 0) | (F_RECEIVES if receives else 0)
+    if sents or attributes or firsts:
+        flags |= (
+            (F_SENT if sents else 0)
+            | (F_FIRST_RECEIVE if firsts else 0)
+            | (F_ATTRIBUTES if attributes else 0)
+        )
     parts = [PUB.pack(S_PUBLISH, flags, len(qname), len(ids)), qname, u64s(ids)]
     parts.append(u32s(map(len, bodies)))
     if delays:
         parts.append(u64s(delays))
     if receives:
         parts.append(u32s(receives))
+    if flags > F_RECEIVES | F_DELAYS:
+        if sents:
+            parts.append(u64s(sents))
+        if firsts:
+            parts.append(u64s(firsts))
+        if attributes:
+            parts.append(u32s([NO_ATTRIBUTES if a is None else len(a) for a in attributes]))
+            parts.extend(bodies)
+            parts.extend([a for a in attributes if a])
+            return parts
     parts.extend(bodies)
     return parts
+
+
+def first_receives_section(ids: Sequence[int], times: Sequence[int]) -> list[bytes]:
+    """Format 2: the first receive time of each of ``ids`` (wall-clock ms)."""
+    return [_IDS.pack(S_FIRST_RECEIVES, len(ids)), u64s(ids), u64s(times)]
 
 
 def ids_section(kind: int, ids: Sequence[int]) -> list[bytes]:
@@ -219,6 +279,9 @@ def encode_frame(records: Iterable[Record]) -> bytes:
         if pending:
             delays = [p.delay_end_ms for p in pending]
             receives = [p.receives for p in pending]
+            sents = [p.sent_ms for p in pending]
+            firsts = [p.first_receive_ms for p in pending]
+            attributes = [p.attributes for p in pending]
             parts.extend(
                 publish_section(
                     name_bytes(pending[0].queue),
@@ -226,6 +289,9 @@ def encode_frame(records: Iterable[Record]) -> bytes:
                     [p.body for p in pending],
                     delays if any(delays) else None,
                     receives if any(receives) else None,
+                    sents if any(sents) else None,
+                    attributes if any(a is not None for a in attributes) else None,
+                    firsts if any(firsts) else None,
                 )
             )
             pending.clear()
@@ -255,6 +321,8 @@ def encode_frame(records: Iterable[Record]) -> bytes:
             parts.append(u64_section(S_CHUNK, r.position))
         elif isinstance(r, End):
             parts.append(u64_section(S_END, r.messages))
+        elif isinstance(r, FirstReceives):
+            parts.extend(first_receives_section(r.ids, r.times))
         else:
             raise TypeError(f"not a log record: {r!r}")
     flush_publishes()
@@ -272,6 +340,9 @@ class PubSection(NamedTuple):
     receives: list[int] | None
     body_start: int  # offset in buf of the first body
     buf: Any  # the file's bytes (mmap, bytes or memoryview)
+    sents: list[int] | None = None
+    firsts: list[int] | None = None
+    attributes: list[bytes | None] | None = None
 
 
 def decode_sections(buf: Any, start: int, end: int, names: dict[bytes, str]) -> list[tuple]:
@@ -299,11 +370,25 @@ def decode_sections(buf: Any, start: int, end: int, names: dict[bytes, str]) -> 
             if flags & F_RECEIVES:
                 receives = read_array("I", buf, pos, n).tolist()
                 pos += 4 * n
-            body_start = pos
-            pos += sum(lens)
-            if len(ids) != n or len(lens) != n or pos > end:
-                raise ValueError("publish section overruns its frame")
-            out.append((S_PUBLISH, PubSection(queue, ids, lens, delays, receives, body_start, buf)))
+            if flags <= F_DELAYS | F_RECEIVES:
+                body_start = pos
+                pos += sum(lens)
+                if len(ids) != n or len(lens) != n or pos > end:
+                    raise ValueError("publish section overruns its frame")
+                sec = PubSection(queue, ids, lens, delays, receives, body_start, buf)
+            else:
+                sec, pos = _publish_v2(buf, pos, end, flags, queue, ids, lens, delays, receives)
+            out.append((S_PUBLISH, sec))
+        elif kind == S_FIRST_RECEIVES:
+            _, n = _IDS.unpack_from(buf, pos)
+            pos += _IDS.size
+            ids = read_array("Q", buf, pos, n).tolist()
+            pos += 8 * n
+            times = read_array("Q", buf, pos, n).tolist()
+            pos += 8 * n
+            if len(ids) != n or len(times) != n:
+                raise ValueError("first receive section overruns its frame")
+            out.append((kind, ids, times))
         elif kind in (S_RECEIVE, S_DELETE):
             _, n = _IDS.unpack_from(buf, pos)
             pos += _IDS.size
@@ -349,6 +434,55 @@ def decode_sections(buf: Any, start: int, end: int, names: dict[bytes, str]) -> 
     return out
 
 
+def _publish_v2(
+    buf: Any,
+    pos: int,
+    end: int,
+    flags: int,
+    queue: str,
+    ids: list[int],
+    lens: list[int],
+    delays: list[int] | None,
+    receives: list[int] | None,
+) -> tuple[PubSection, int]:
+    """The rest of a publish section with format 2 columns, from ``pos`` (after the receive
+    counts); returns it and the offset after it."""
+    if flags & ~F_KNOWN:
+        raise ValueError(f"unknown publish flags {flags:#x}")
+    n = len(ids)
+    columns: list[list[int] | None] = []
+    for flag, code in ((F_SENT, "Q"), (F_FIRST_RECEIVE, "Q"), (F_ATTRIBUTES, "I")):
+        column = None
+        if flags & flag:
+            column = read_array(code, buf, pos, n).tolist()
+            pos += len(column) * (8 if code == "Q" else 4)
+            if len(column) != n:
+                raise ValueError("publish section overruns its frame")
+        columns.append(column)
+    sents, firsts, alens = columns
+    body_start = pos
+    pos += sum(lens)
+    if len(lens) != n or (delays is not None and len(delays) != n):
+        raise ValueError("publish section overruns its frame")
+    if receives is not None and len(receives) != n:
+        raise ValueError("publish section overruns its frame")
+    attributes: list[bytes | None] | None = None
+    if alens is not None:
+        attributes = []
+        for a in alens:
+            if a == NO_ATTRIBUTES:
+                attributes.append(None)
+            else:
+                if pos + a > end:
+                    raise ValueError("publish section overruns its frame")
+                attributes.append(bytes(buf[pos : pos + a]))
+                pos += a
+    if pos > end:
+        raise ValueError("publish section overruns its frame")
+    sec = PubSection(queue, ids, lens, delays, receives, body_start, buf, sents, firsts, attributes)
+    return sec, pos
+
+
 def decode_payload(payload: bytes) -> list[Record]:
     """The records of one frame payload, publishes expanded one per message."""
     records: list[Record] = []
@@ -365,6 +499,9 @@ def decode_payload(payload: bytes) -> list[Record]:
                         bytes(payload[off : off + ln]),
                         p.delays[i] if p.delays else 0,
                         p.receives[i] if p.receives else 0,
+                        p.sents[i] if p.sents else 0,
+                        p.firsts[i] if p.firsts else 0,
+                        p.attributes[i] if p.attributes else None,
                     )
                 )
                 off += ln
@@ -386,6 +523,8 @@ def decode_payload(payload: bytes) -> list[Record]:
             records.append(Chunk(sec[1]))
         elif kind == S_END:
             records.append(End(sec[1]))
+        elif kind == S_FIRST_RECEIVES:
+            records.append(FirstReceives(tuple(sec[1]), tuple(sec[2])))
     return records
 
 
@@ -464,9 +603,11 @@ def check_header(data: Any, path: str) -> tuple[bytes, int, int]:
     magic, version, seq = FILE_HEADER.unpack_from(data, 0)
     if magic not in (LOG_MAGIC, SNAP_MAGIC):
         raise WalCorruptError(f"{path}: not a WonderQ log or snapshot (bad magic)")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
+        readable = ", ".join(map(str, READABLE_VERSIONS))
         raise WalCorruptError(
-            f"{path}: format version {version}, this program reads {FORMAT_VERSION}"
+            f"{path}: format version {version}, this program reads versions {readable} "
+            f"(a newer WonderQ wrote it?)"
         )
     return magic, version, seq
 

@@ -13,6 +13,7 @@ import collections
 import concurrent.futures
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import time
@@ -22,15 +23,19 @@ from typing import Any
 from ..limits import FSYNC_MODES
 from .files import LogFile, Writer, create_file, fsync_dir, list_files, segment_name, snapshot_name
 from .format import (
+    FILE_HEADER,
+    FORMAT_VERSION,
     HEADER_SIZE,
     LOG_MAGIC,
     S_DEAD_LETTER,
     S_DELETE,
+    S_FIRST_RECEIVES,
     S_NEXT_ID,
     S_PURGE,
     S_QUEUE_DELETE,
     S_RECEIVE,
     dead_letter_section,
+    first_receives_section,
     frame,
     frame_header,
     ids_section,
@@ -73,6 +78,11 @@ class WalError(Exception):
 
     status = 507
     code = "storage_error"
+
+
+def _file_version(path: str) -> int:
+    with open(path, "rb") as f:
+        return int(FILE_HEADER.unpack(f.read(HEADER_SIZE))[1])
 
 
 class _Batch:
@@ -126,8 +136,9 @@ class Wal:
         self._tick_s = tick_s
         self._always = fsync == "always"
         # pending records of the frame being built (see _seal)
-        self._pub: dict[str, list[Any]] = {}  # queue -> [ids, bodies, delay_ends | None]
-        self._mid: list[list[Any]] = []  # [kind, queue | None, ids] receive / dead-letter groups
+        self._pub: dict[str, list[Any]] = {}  # queue -> [ids, bodies, optional columns] (_group)
+        # [kind, queue | None | times, ids]: receive, dead-letter and first receive groups
+        self._mid: list[list[Any]] = []
         self._dels: list[int] = []
         self._misc: list[bytes] = []  # encoded next-id sections
         self._frame_bytes = 0
@@ -135,7 +146,7 @@ class Wal:
         self._pq: str | None = None
         self._pids: list[int] = []
         self._pbodies: list[bytes] = []
-        self._pslow = False  # that group carries delays or receives
+        self._pslow = False  # that group carries delays, receives or sent times
         self._names: dict[str, bytes] = {}
         self._cur = _Batch()  # sealed frames for the current segment
         self._ready: collections.deque[_Batch] = collections.deque()  # batches ending in a rotation
@@ -212,8 +223,16 @@ class Wal:
         if segs and os.path.getsize(os.path.join(d, segment_name(segs[-1]))) >= HEADER_SIZE:
             self._seq = segs[-1]
             path = os.path.join(d, segment_name(self._seq))
-            fd = os.open(path, os.O_WRONLY)
-            return LogFile(path, fd, os.fstat(fd).st_size, keep)
+            if _file_version(path) == FORMAT_VERSION:
+                fd = os.open(path, os.O_WRONLY)
+                return LogFile(path, fd, os.fstat(fd).st_size, keep)
+            # Written by an earlier version: keep it as it is (it reads as what its header
+            # says) and go on in a new segment of this version.
+            self._old_bytes += os.path.getsize(path)
+            self._segments += 1
+            self._seq += 1
+            path, fd = create_file(d, segment_name(self._seq), LOG_MAGIC, self._seq)
+            return LogFile(path, fd, HEADER_SIZE, keep)
         self._seq = segs[-1] if segs else (snaps[-1] if snaps else 1)
         path, fd = create_file(d, segment_name(self._seq), LOG_MAGIC, self._seq)
         return LogFile(path, fd, HEADER_SIZE, keep)
@@ -239,25 +258,65 @@ class Wal:
             if msg_id >= self._id_mark or self._frame_bytes > FRAME_SOFT_LIMIT:
                 self._publish_checks(msg_id)
             return
+        g = self._group(queue, msg_id, body, delay_ms)
+        if receives or g[3] is not None:
+            if g[3] is None:
+                g[3] = [0] * (len(g[0]) - 1)
+            g[3].append(receives)
+        if g[4] is not None:
+            g[4].append(0)
+        if g[5] is not None:
+            g[5].append(None)
+        self._pslow = g[2] is not None or g[3] is not None or g[4] is not None
+        self._frame_bytes += len(body)
+        self._publish_checks(msg_id)
+
+    def append_send(
+        self,
+        msg_id: int,
+        queue: str,
+        body: bytes,
+        delay_ms: int,
+        sent_ms: int,
+        attributes: bytes | None = None,
+    ) -> None:
+        """A message logged with the wall-clock ms it was sent (``sent_ms``; recovery keeps
+        it, so its retention period and SQS's SentTimestamp go on from it) and its attribute
+        blob (format 2): an SQS send, or a publish to a queue with a retention period.
+        ``delay_ms`` as for :meth:`append_publish`."""
+        g = self._group(queue, msg_id, body, delay_ms)
+        n = len(g[0]) - 1
+        if g[3] is not None:
+            g[3].append(0)
+        if g[4] is None:
+            g[4] = [0] * n
+        g[4].append(sent_ms)
+        if attributes is not None or g[5] is not None:
+            if g[5] is None:
+                g[5] = [None] * n
+            g[5].append(attributes)
+        self._pslow = True
+        self._frame_bytes += len(body) + (len(attributes) if attributes else 0)
+        self._publish_checks(msg_id)
+
+    def _group(self, queue: str, msg_id: int, body: bytes, delay_ms: int) -> list[Any]:
+        """Add a message to the publish group of ``queue`` (made the last one), with its
+        delay; the caller appends to the other columns."""
         g = self._pub.get(queue)
         if g is None:
             self._qname(queue)
-            g = self._pub[queue] = [[], [], None, None]
+            # ids, bodies, then the optional columns (None until a message needs one):
+            # delay ends, receive counts, sent times, attribute blobs
+            g = self._pub[queue] = [[], [], None, None, None, None]
         g[0].append(msg_id)
         g[1].append(body)
         if delay_ms > 0 or g[2] is not None:
             if g[2] is None:
                 g[2] = [0] * (len(g[0]) - 1)
             g[2].append(self._wall_ms() + delay_ms if delay_ms > 0 else 0)
-        if receives or g[3] is not None:
-            if g[3] is None:
-                g[3] = [0] * (len(g[0]) - 1)
-            g[3].append(receives)
         self._pq = queue
         self._pids, self._pbodies = g[0], g[1]
-        self._pslow = g[2] is not None or g[3] is not None
-        self._frame_bytes += len(body)
-        self._publish_checks(msg_id)
+        return g
 
     def _publish_checks(self, msg_id: int) -> None:
         if msg_id >= self._id_mark:
@@ -271,9 +330,15 @@ class Wal:
         queue: str,
         bodies: Sequence[bytes],
         delays_ms: Sequence[int] | None = None,
+        sent_ms: int = 0,
     ) -> None:
-        """``publish_batch``: ids ``first_id ..`` in order."""
-        if delays_ms is None:
+        """``publish_batch``: ids ``first_id ..`` in order; with ``sent_ms`` (wall-clock), the
+        messages are logged with it (see :meth:`append_send`)."""
+        if sent_ms:
+            zeros = itertools.repeat(0)
+            for i, (body, d) in enumerate(zip(bodies, delays_ms or zeros, strict=False)):
+                self.append_send(first_id + i, queue, body, d, sent_ms)
+        elif delays_ms is None:
             for i, body in enumerate(bodies):
                 self.append_publish(first_id + i, queue, body)
         else:
@@ -295,6 +360,11 @@ class Wal:
             mid[-1][2].extend(ids)
         else:
             mid.append([S_RECEIVE, None, ids])
+
+    def append_first_receives(self, ids: Sequence[int], times: Sequence[int]) -> None:
+        """The first receive (wall-clock ms) of messages received for the first time (format
+        2; SQS's ApproximateFirstReceiveTimestamp). Never waited for."""
+        self._mid.append([S_FIRST_RECEIVES, list(times), list(ids)])
 
     def append_dead_letter(self, msg_id: int, queue: str) -> None:
         """A message moved to dead-letter queue ``queue`` (receive count back to 0)."""
@@ -334,11 +404,13 @@ class Wal:
             return
         parts = self._misc
         names = self._names
-        for queue, (ids, bodies, delays, recs) in self._pub.items():
-            parts += publish_section(names[queue], ids, bodies, delays, recs)
+        for queue, (ids, bodies, delays, recs, sents, attributes) in self._pub.items():
+            parts += publish_section(names[queue], ids, bodies, delays, recs, sents, attributes)
         for kind, queue, ids in self._mid:
             if kind == S_RECEIVE:
                 parts += ids_section(S_RECEIVE, ids)
+            elif kind == S_FIRST_RECEIVES:
+                parts += first_receives_section(ids, queue)  # queue: the times
             else:
                 parts += dead_letter_section(names[queue], ids)
         if self._dels:

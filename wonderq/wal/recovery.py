@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import gc
 import itertools
 import logging
@@ -28,6 +27,8 @@ from typing import Any
 from ..limits import DEFAULT_QUEUE, MAX_DELAY_MS
 from .files import list_files, segment_name, truncate
 from .format import (
+    F_ATTRIBUTES,
+    F_SENT,
     FRAME_HEADER_SIZE,
     HEADER_SIZE,
     LOG_MAGIC,
@@ -36,6 +37,7 @@ from .format import (
     S_DEAD_LETTER,
     S_DELETE,
     S_END,
+    S_FIRST_RECEIVES,
     S_NEXT_ID,
     S_PUBLISH,
     S_PURGE,
@@ -48,6 +50,15 @@ from .format import (
     WalCorruptError,
     check_header,
     decode_sections,
+)
+from .runs import (
+    COLUMNS,
+    SEND_FLAGS,
+    FastPath,
+    Run,
+    SendPath,
+    no_run,
+    one_message_publish,
 )
 from .snapshot import ChunkSections, read_snapshot
 
@@ -71,24 +82,6 @@ class RecoveryReport:
     seconds: float = 0.0
 
 
-class _Run:
-    """Message bodies of one queue that entered the replayed state in the same epoch of that
-    queue, from one file: consecutive publish sections are merged into one run, so replay
-    costs list appends per message, not objects."""
-
-    __slots__ = ("buf", "delays", "epoch", "ids", "lens", "offs", "queue", "receives")
-
-    def __init__(self, queue: str, epoch: int, buf: Any) -> None:
-        self.queue = queue
-        self.epoch = epoch
-        self.buf = buf  # the mapped file the bodies are in
-        self.ids: list[int] = []
-        self.offs: list[int] = []  # offset of each body in buf
-        self.lens: list[int] = []
-        self.delays: list[int] | None = None  # delay end (wall ms) per message, if any
-        self.receives: list[int] | None = None  # receive count per message, if any (snapshots)
-
-
 class _Replayer:
     """Folds sections into the state they describe.
 
@@ -103,21 +96,24 @@ class _Replayer:
     def __init__(self) -> None:
         self.queues: dict[str, dict[str, Any]] = {DEFAULT_QUEUE: {}}
         self.epochs: dict[str, int] = collections.defaultdict(int)
-        self.runs: list[_Run] = []
-        self.open_runs: dict[str, _Run] = {}  # queue -> the run new publishes extend
+        self.runs: list[Run] = []
+        self.open_runs: dict[str, Run] = {}  # queue -> the run new publishes extend
         self.deleted: set[int] = set()
-        self.superseded: dict[int, _Run] = {}
+        self.superseded: dict[int, Run] = {}
         self.rc: collections.Counter[int] = collections.Counter()
         self.moved: dict[int, tuple[str, int]] = {}
+        # First receive times (wall ms) logged since an id was stored (the earliest wins); a
+        # time in the id's run (a snapshot row) comes first.
+        self.first_receives: dict[int, int] = {}
         self.next_id = 1
         self.names: dict[bytes, str] = {}
         # While snapshot chunks are pending: ids placed since the snapshot, to detect overlaps.
         self.recent: set[int] | None = None
 
-    def _run_for(self, queue: str, buf: Any) -> _Run:
+    def _run_for(self, queue: str, buf: Any) -> Run:
         run = self.open_runs.get(queue)
         if run is None or run.buf is not buf or run.epoch != self.epochs[queue]:
-            run = self.open_runs[queue] = _Run(queue, self.epochs[queue], buf)
+            run = self.open_runs[queue] = Run(queue, self.epochs[queue], buf)
             self.runs.append(run)
         return run
 
@@ -128,6 +124,10 @@ class _Replayer:
                 self._publish(sec[1], None)
             elif kind == S_RECEIVE:
                 self.rc.update(sec[1])
+            elif kind == S_FIRST_RECEIVES:
+                keep = self.first_receives.setdefault
+                for msg_id, t in zip(sec[1], sec[2], strict=True):
+                    keep(msg_id, t)
             elif kind == S_DELETE:
                 self._delete(sec[1])
             elif kind == S_DEAD_LETTER:
@@ -158,8 +158,11 @@ class _Replayer:
         if self.moved:
             for msg_id in self.moved.keys() & ids:
                 del self.moved[msg_id]
+        if self.first_receives:
+            for msg_id in self.first_receives.keys() & ids:
+                del self.first_receives[msg_id]
 
-    def _publish(self, sec: PubSection, chunk_run: _Run | None) -> None:
+    def _publish(self, sec: PubSection, chunk_run: Run | None) -> None:
         n = len(sec.ids)
         if not n:
             return
@@ -168,16 +171,16 @@ class _Replayer:
         run.ids.extend(sec.ids)
         run.lens.extend(sec.lens)
         run.offs.extend(itertools.islice(itertools.accumulate(sec.lens, initial=sec.body_start), n))
-        for attr in ("delays", "receives"):
+        for attr, default in COLUMNS:
             have = getattr(run, attr)
             new = getattr(sec, attr)
             if new is not None:
                 if have is None:
-                    setattr(run, attr, [0] * base + new)
+                    setattr(run, attr, [default] * base + new)
                 else:
                     have.extend(new)
             elif have is not None:
-                have.extend([0] * n)
+                have.extend([default] * n)
         top = max(sec.ids) + 1
         if top > self.next_id:
             self.next_id = top
@@ -190,7 +193,7 @@ class _Replayer:
             if sec[0] != S_PUBLISH:
                 raise ValueError("a snapshot chunk holds only messages")
             p: PubSection = sec[1]
-            run = _Run(p.queue, self.epochs[p.queue], p.buf)
+            run = Run(p.queue, self.epochs[p.queue], p.buf)
             self.runs.append(run)
             recent = self.recent
             if recent and not recent.isdisjoint(p.ids):
@@ -202,6 +205,10 @@ class _Replayer:
             if self.moved and not self.moved.keys().isdisjoint(p.ids):
                 for msg_id in self.moved.keys() & set(p.ids):
                     del self.moved[msg_id]
+            fr = self.first_receives
+            if fr and not fr.keys().isdisjoint(p.ids):
+                for msg_id in fr.keys() & set(p.ids):
+                    del fr[msg_id]
             self._publish(p, run)
 
     def replay_frames(self, buf: Any, start: int, end: int, chunks: Chunks) -> FrameScan:
@@ -218,9 +225,12 @@ class _Replayer:
         fast_q: bytes | None = None
         fast_qlen = fast_size = 0
         fast_unpack: Callable[..., tuple[Any, ...]] = PUB.unpack_from
-        add_id: Callable[[int], None] = _no_run
-        add_off: Callable[[int], None] = _no_run
-        add_len: Callable[[int], None] = _no_run
+        add_id: Callable[[int], None] = no_run
+        add_off: Callable[[int], None] = no_run
+        add_len: Callable[[int], None] = no_run
+        # The same for one-message frames of SQS sends (a sent time, a blob or not), of one
+        # queue (a plain fast path of another queue may run beside it).
+        sends: SendPath | None = None
         for p0, p1 in scan:
             if p0 >= chunk_at:
                 while chunks and chunks[0][0] + FRAME_HEADER_SIZE <= p0:
@@ -229,6 +239,7 @@ class _Replayer:
                 if not chunks:
                     self.recent = None
                 fast_q = None
+                sends = None
             if fast_q is not None and p1 - p0 >= fast_size:
                 kind, flags, qlen, n, qraw, msg_id, blen = fast_unpack(buf, p0)
                 if (
@@ -245,15 +256,22 @@ class _Replayer:
                     if msg_id >= self.next_id:
                         self.next_id = msg_id + 1
                     continue
+            if sends is not None and sends.take(buf, p0, p1):
+                continue
             fast = self._start_fast_path(buf, p0, p1)
             if fast is None:
+                started = self._start_send_path(buf, p0, p1)
+                if started is not None:
+                    sends = started
+                    continue
                 self.apply(decode_sections(buf, p0, p1, self.names))
                 fast_q = None  # the sections may have changed epochs or runs
+                sends = None
             else:
                 fast_q, fast_qlen, fast_size, fast_unpack, add_id, add_off, add_len = fast
         return scan
 
-    def _start_fast_path(self, buf: Any, p0: int, p1: int) -> _FastPath | None:
+    def _start_fast_path(self, buf: Any, p0: int, p1: int) -> FastPath | None:
         """If frame buf[p0:p1] is one plain message published to a queue whose open run can
         take it directly, append it and return the fast path's state for that queue (to try
         on the next frames); else None: the general decoder must handle the frame."""
@@ -262,7 +280,7 @@ class _Replayer:
         kind, flags, qlen, n = PUB.unpack_from(buf, p0)
         if kind != S_PUBLISH or n != 1 or flags:
             return None
-        unpack, size = _one_message_publish(qlen)
+        unpack, size = one_message_publish(qlen)
         if p1 - p0 < size:
             return None
         _, _, _, _, qraw, msg_id, blen = unpack(buf, p0)
@@ -272,7 +290,7 @@ class _Replayer:
         if queue is None:
             queue = self.names[qraw] = qraw.decode()
         run = self._run_for(queue, buf)
-        if run.delays is not None or run.receives is not None:
+        if not run.plain:
             return None
         run.ids.append(msg_id)
         run.offs.append(p0 + size)
@@ -281,38 +299,51 @@ class _Replayer:
             self.next_id = msg_id + 1
         return qraw, qlen, size, unpack, run.ids.append, run.offs.append, run.lens.append
 
+    def _start_send_path(self, buf: Any, p0: int, p1: int) -> SendPath | None:
+        """Like _start_fast_path, for a frame that is one SQS send (format 2: flags F_SENT,
+        with or without F_ATTRIBUTES) to a queue whose open run has exactly those columns (or
+        is empty): take it and return the path for the next frames; else None."""
+        if self.recent is not None or p1 - p0 < PUB.size:
+            return None
+        kind, flags, qlen, n = PUB.unpack_from(buf, p0)
+        if kind != S_PUBLISH or n != 1 or flags not in SEND_FLAGS or p1 - p0 < PUB.size + qlen:
+            return None
+        qraw = bytes(buf[p0 + PUB.size : p0 + PUB.size + qlen])
+        queue = self.names.get(qraw)
+        if queue is None:
+            queue = self.names[qraw] = qraw.decode()
+        run = self._run_for(queue, buf)
+        if run.delays is not None or run.receives is not None or run.firsts is not None:
+            return None
+        with_blobs = flags == F_SENT | F_ATTRIBUTES
+        if not run.ids:
+            run.sents = []
+            run.attributes = [] if with_blobs else None
+        elif run.sents is None or (run.attributes is not None) != with_blobs:
+            return None
+        path = SendPath(self, qraw, flags, run)
+        return path if path.take(buf, p0, p1) else None
 
+
+#: Live messages of one run as parallel sequences: (queue, ids, bodies, receives, delay ends,
+#: sent times, first receive times, attribute blobs); a None column: all default.
+_Live = tuple[
+    str,
+    list[int],
+    Iterable[bytes],
+    list[int] | None,
+    list[int] | None,
+    list[int] | None,
+    list[int] | None,
+    list[bytes | None] | None,
+]
 #: A snapshot's chunks still to be applied, in position order.
 Chunks = collections.deque[ChunkSections]
-#: The replay's fast path for one queue: (raw name, its length, the size of a one-message
-#: publish section before the body, the struct unpacking it, the run's ids/offs/lens appends).
-_FastPath = tuple[
-    bytes,
-    int,
-    int,
-    Callable[..., tuple[Any, ...]],
-    Callable[[int], None],
-    Callable[[int], None],
-    Callable[[int], None],
-]
-
-
-def _no_run(_value: int) -> None:
-    """The fast path's appends until it has a run (never called: ``fast_q`` is None)."""
-    raise AssertionError("the replay's fast path has no run")
 
 
 def _chunk_at(chunks: Chunks) -> int:
     """The payload offset from which the first pending chunk applies (before that frame)."""
     return chunks[0][0] + FRAME_HEADER_SIZE if chunks else sys.maxsize
-
-
-@functools.cache
-def _one_message_publish(qlen: int) -> tuple[Callable[..., tuple[Any, ...]], int]:
-    """The unpacker and size of a publish section of one message to a queue whose name is
-    ``qlen`` bytes, up to its body: kind, flags, qlen, n, name, id, body length."""
-    st = struct.Struct(f"<BBBI{qlen}sQI")
-    return st.unpack_from, st.size
 
 
 class RecoveredState:
@@ -342,16 +373,15 @@ class RecoveredState:
                 m.close()
         self._maps = []
 
-    def _live_runs(
-        self,
-    ) -> Iterator[tuple[str, list[int], Iterable[bytes], list[int] | None, list[int] | None]]:
-        """Per run, its live messages as parallel sequences (queue, ids, bodies, receives,
-        delay_ends; None = all 0). Runs no later record touched take a path with no Python
-        code per message (bodies come from a lazy C-level map); moved messages come out in
+    def _live_runs(self) -> Iterator[_Live]:
+        """Per run, its live messages as parallel sequences (see _Live; None = every message
+        has the default). Runs no later record touched take a path with no Python code per
+        message (bodies come from a lazy C-level map); moved messages come out in
         one-message groups."""
         rep = self._rep
         deleted, superseded = rep.deleted, rep.superseded
         rc, moved, epochs, queues = rep.rc, rep.moved, rep.epochs, rep.queues
+        fr = rep.first_receives
         for run in rep.runs:
             n = len(run.ids)
             if not n:
@@ -364,27 +394,50 @@ class RecoveredState:
                 and (not superseded or superseded.keys().isdisjoint(run.ids))
                 and (not rc or rc.keys().isdisjoint(run.ids))
                 and (not moved or moved.keys().isdisjoint(run.ids))
+                and (not fr or fr.keys().isdisjoint(run.ids))
             )
+            sents, firsts, attributes = run.sents, run.firsts, run.attributes
             if clean:
                 ends = map(operator.add, run.offs, run.lens)
                 bodies = map(buf.__getitem__, map(slice, run.offs, ends))
-                yield run.queue, run.ids, bodies, run.receives, run.delays
+                yield (
+                    run.queue, run.ids, bodies, run.receives, run.delays, sents, firsts, attributes
+                )  # fmt: skip
                 continue
+            extra = (
+                sents is not None
+                or firsts is not None
+                or attributes is not None
+                or (fr and not fr.keys().isdisjoint(run.ids))
+            )
             ids: list[int] = []
             some: list[bytes] = []
             recs: list[int] = []
             dels: list[int] = []
+            sent_ms: list[int] = []
+            first_ms: list[int] = []
+            blobs: list[bytes | None] = []
             for i, msg_id in enumerate(run.ids):
                 if msg_id in deleted or superseded.get(msg_id, run) is not run:
                     continue
                 o = run.offs[i]
                 body = buf[o : o + run.lens[i]]
                 d = run.delays[i] if run.delays else 0
+                f = (firsts[i] if firsts else 0) or fr.get(msg_id, 0)
                 mv = moved.get(msg_id)
                 if mv is not None:
                     q, ep = mv
                     if q in queues and epochs[q] == ep:
-                        yield (q, [msg_id], [body], [rc.get(msg_id, 0)], [d])
+                        yield (
+                            q,
+                            [msg_id],
+                            [body],
+                            [rc.get(msg_id, 0)],
+                            [d],
+                            [sents[i]] if sents else None,
+                            [f] if f else None,
+                            [attributes[i]] if attributes else None,
+                        )
                     continue
                 if not queue_ok:
                     continue
@@ -392,37 +445,94 @@ class RecoveredState:
                 some.append(body)
                 recs.append((run.receives[i] if run.receives else 0) + rc.get(msg_id, 0))
                 dels.append(d)
+                if extra:
+                    sent_ms.append(sents[i] if sents else 0)
+                    first_ms.append(f)
+                    blobs.append(attributes[i] if attributes else None)
             if ids:
-                yield run.queue, ids, some, recs, dels
+                if extra:
+                    yield run.queue, ids, some, recs, dels, sent_ms, first_ms, blobs
+                else:
+                    yield run.queue, ids, some, recs, dels, None, None, None
 
     def messages(self) -> list[Publish]:
         """Every live message, in increasing id order (receives = the recovered count)."""
         out = []
-        for q, ids, bodies, recs, dels in self._live_runs():
-            zeros = itertools.repeat(0)
-            for i, b, r, d in zip(ids, bodies, recs or zeros, dels or zeros, strict=False):
-                out.append(Publish(i, q, bytes(b), d, r))
+        zeros = itertools.repeat(0)
+        nones = itertools.repeat(None)
+        for q, ids, bodies, recs, dels, sents, firsts, blobs in self._live_runs():
+            for i, b, r, d, s, f, a in zip(
+                ids,
+                bodies,
+                recs or zeros,
+                dels or zeros,
+                sents or zeros,
+                firsts or zeros,
+                blobs or nones,
+                strict=False,
+            ):
+                out.append(Publish(i, q, bytes(b), d, r, s, f, a))
         out.sort(key=lambda p: p.msg_id)
         return out
 
-    def load_into(self, broker: Any, now_ms: int, wall_ms: int) -> int:
+    def load_into(
+        self, broker: Any, now_ms: int, wall_ms: int, sent_offset_ms: int | None = None
+    ) -> int:
         """Create the queues, restore every live message (available again: leases are not
         durable; delays resume with what was left of them by the wall clock) and move the id
-        counter above every id ever issued. Returns the number of messages restored."""
-        with _cyclic_gc_paused():
-            return self._load_into(broker, now_ms, wall_ms)
+        counter above every id ever issued. Returns the number of messages restored.
 
-    def _load_into(self, broker: Any, now_ms: int, wall_ms: int) -> int:
+        A message whose sent time was logged keeps it (its retention period counts from it;
+        SQS's SentTimestamp is unchanged), and so does its first receive time and attribute
+        blob; the engine's clock is ``now_ms``, and ``sent_offset_ms`` (wall-clock minus
+        engine ms; by default ``wall_ms - now_ms``) turns the logged wall-clock times into
+        it. Others are taken as sent at ``now_ms``."""
+        if sent_offset_ms is None:
+            sent_offset_ms = wall_ms - now_ms
+        with _cyclic_gc_paused():
+            return self._load_into(broker, now_ms, wall_ms, sent_offset_ms)
+
+    def _load_into(self, broker: Any, now_ms: int, wall_ms: int, offset: int) -> int:
         t0 = time.perf_counter()
         self._load_queues(broker)
         max_delay = MAX_DELAY_MS
         restore = broker.restore
         restored = dropped = 0
-        for queue, ids, bodies, recs, dels in self._live_runs():
+        zeros = itertools.repeat(0)
+        for queue, ids, bodies, recs, dels, sents, firsts, blobs in self._live_runs():
             if not broker.has_queue(queue):
                 dropped += len(ids)
                 continue
-            if not dels or not any(dels):
+            if (
+                sents is not None
+                and firsts is None
+                and blobs is None
+                and not recs
+                and not dels
+                and 0 not in sents
+                and max(sents) - offset <= now_ms
+            ):
+                # Messages with only a sent time (what a snapshot holds for most): the times
+                # converted by a C-level map, nothing else per message but the call.
+                engine_sents = map(operator.sub, sents, itertools.repeat(offset))
+                for msg_id, body, sent in zip(ids, bodies, engine_sents, strict=False):
+                    restore(queue, msg_id, body, 0, now_ms, 0, sent)
+            elif sents is not None or firsts is not None or blobs is not None:
+                _restore_all(
+                    restore,
+                    queue,
+                    ids,
+                    bodies,
+                    recs or zeros,
+                    dels or zeros,
+                    sents or zeros,
+                    firsts or zeros,
+                    blobs or itertools.repeat(None),
+                    now_ms,
+                    wall_ms,
+                    offset,
+                )
+            elif not dels or not any(dels):
                 if not recs or not any(recs):
                     for msg_id, body in zip(ids, bodies, strict=False):
                         restore(queue, msg_id, body, 0, now_ms, 0)
@@ -430,7 +540,6 @@ class RecoveredState:
                     for msg_id, body, r in zip(ids, bodies, recs, strict=False):
                         restore(queue, msg_id, body, r, now_ms, 0)
             else:
-                zeros = itertools.repeat(0)
                 for msg_id, body, r, d in zip(ids, bodies, recs or zeros, dels, strict=False):
                     left = min(max(d - wall_ms, 0), max_delay) if d else 0
                     restore(queue, msg_id, body, r, now_ms, left)
@@ -480,6 +589,39 @@ def _put_queue(broker: Any, name: str, attrs: Mapping[str, Any]) -> None:
                 continue
             log.warning("recovery: queue %r: %s; dropping attribute %r", name, exc, bad)
             del attrs[bad]
+
+
+def _restore_all(
+    restore: Callable[..., Any],
+    queue: str,
+    ids: Iterable[int],
+    bodies: Iterable[bytes],
+    recs: Iterable[int],
+    dels: Iterable[int],
+    sents: Iterable[int],
+    firsts: Iterable[int],
+    blobs: Iterable[bytes | None],
+    now_ms: int,
+    wall_ms: int,
+    offset: int,
+) -> None:
+    """Restore messages with format 2 columns: wall-clock times become engine times (a time
+    after now, the clock having gone back, is taken as now). A message whose sent time was not
+    logged but whose first receive was counts as sent then (it was sent before; the engine
+    keeps no first receive earlier than the send, and the restart would be later)."""
+    max_delay = MAX_DELAY_MS
+    for msg_id, body, r, d, s, f, a in zip(
+        ids, bodies, recs, dels, sents, firsts, blobs, strict=False
+    ):
+        left = min(max(d - wall_ms, 0), max_delay) if d else 0
+        first = min(f - offset, now_ms) if f else None
+        if s:
+            sent: int | None = min(s - offset, now_ms)
+            if first is not None and first < sent:
+                first = sent
+        else:
+            sent = first
+        restore(queue, msg_id, body, r, now_ms, left, sent, first, a)
 
 
 def recover(data_dir: str | os.PathLike[str]) -> RecoveredState:

@@ -38,8 +38,10 @@ from .format import (
     u64_section,
 )
 
-#: A snapshot message: ``(id, queue, raw_body, receives, delay_end_wall_ms)``.
-SnapshotMessage = tuple[int, str, bytes, int, int]
+#: A snapshot message: ``(id, queue, raw_body, receives, delay_end_wall_ms)``, optionally
+#: followed by ``sent_wall_ms, first_receive_wall_ms, attributes`` (0, 0, None: not known /
+#: none).
+SnapshotMessage = tuple[Any, ...]
 #: A chunk read back: its position in the segment, and its (publish) sections.
 ChunkSections = tuple[int, list[tuple]]
 
@@ -59,7 +61,8 @@ class SnapshotSource(Protocol):
 
     def snapshot_messages(self, cursor: int, max_count: int) -> tuple[int, list[SnapshotMessage]]:
         """Up to ``max_count`` live messages after ``cursor`` (start with 0) as ``(id, queue,
-        raw_body, receives, delay_end_wall_ms)``; returns ``(next_cursor, messages)``, and
+        raw_body, receives, delay_end_wall_ms[, sent_wall_ms, first_receive_wall_ms,
+        attributes])``; returns ``(next_cursor, messages)``, and
         ``next_cursor == 0`` once the iteration is complete. Called once per event-loop turn;
         the state may change between calls (see docs/DURABILITY.md, "Compaction")."""
         ...
@@ -70,12 +73,24 @@ class SnapshotSource(Protocol):
 
 
 class BrokerSnapshotSource:
-    """SnapshotSource over the engine; needs ``Broker.dump_messages`` (see DURABILITY.md)."""
+    """SnapshotSource over the engine; needs ``Broker.dump_messages`` (see DURABILITY.md).
 
-    def __init__(self, broker: Any, now_ms: Callable[[], int], wall_ms: Callable[[], int]) -> None:
+    The engine's times (sent, first receive) are on its own clock, ``now_ms``;
+    ``sent_offset_ms`` (wall-clock minus engine ms: the store's fixed offset, so that a
+    recovered SentTimestamp is the one answered before) makes them wall-clock times; by
+    default ``wall_ms() - now_ms()`` at each chunk."""
+
+    def __init__(
+        self,
+        broker: Any,
+        now_ms: Callable[[], int],
+        wall_ms: Callable[[], int],
+        sent_offset_ms: int | None = None,
+    ) -> None:
         self.broker = broker
         self.now_ms = now_ms
         self.wall_ms = wall_ms
+        self.sent_offset_ms = sent_offset_ms
 
     def snapshot_queues(self) -> list[tuple[str, dict[str, Any]]]:
         b = self.broker
@@ -87,10 +102,16 @@ class BrokerSnapshotSource:
     def snapshot_messages(self, cursor: int, max_count: int) -> tuple[int, list[SnapshotMessage]]:
         now = self.now_ms()
         wall = self.wall_ms()
+        off = wall - now if self.sent_offset_ms is None else self.sent_offset_ms
         cursor, msgs = self.broker.dump_messages(cursor, max_count, now)
-        # The engine's rows go on with times and attributes (m[5:]); format 1 keeps the first
-        # five: id, queue, body, receives and the end of a delay.
-        return cursor, [(m[0], m[1], m[2], m[3], wall + m[4] if m[4] > 0 else 0) for m in msgs]
+        # (id, queue, body, receives, delay left[, sent, first receive or None, blob or None])
+        out: list[SnapshotMessage] = []
+        for m in msgs:
+            row: SnapshotMessage = (m[0], m[1], m[2], m[3], wall + m[4] if m[4] > 0 else 0)
+            if len(m) > 5:
+                row += (m[5] + off, 0 if m[6] is None else m[6] + off, m[7])
+            out.append(row)
+        return cursor, out
 
     def live_bytes(self) -> int:
         return int(self.broker.memory_bytes)
@@ -105,6 +126,12 @@ def encode_chunk(position: int, messages: Sequence[SnapshotMessage]) -> bytes:
     for queue, ms in by_queue.items():
         delays = [m[4] for m in ms]
         recs = [m[3] for m in ms]
+        sents = firsts = attributes = None
+        if any(len(m) > 5 for m in ms):
+            extra = [m[5:8] if len(m) > 5 else (0, 0, None) for m in ms]
+            sents = [e[0] for e in extra]
+            firsts = [e[1] for e in extra]
+            attributes = [e[2] for e in extra]
         parts.extend(
             publish_section(
                 name_bytes(queue),
@@ -112,6 +139,9 @@ def encode_chunk(position: int, messages: Sequence[SnapshotMessage]) -> bytes:
                 [m[2] for m in ms],
                 delays if any(delays) else None,
                 recs if any(recs) else None,
+                sents if sents and any(sents) else None,
+                attributes if attributes and any(a is not None for a in attributes) else None,
+                firsts if firsts and any(firsts) else None,
             )
         )
     return frame(b"".join(parts))
