@@ -194,6 +194,28 @@ def test_the_operations_of_one_turn_share_a_script_and_keep_their_order(
     run(body)
 
 
+def test_receives_of_one_turn_may_ask_for_more_than_lua_can_unpack(redis_url: str) -> None:  # noqa: F811
+    """Twelve receives of 1,000 in one turn are one script asking for 12,000 messages: more
+    than Lua's unpack takes at once (~8,000), so every per-message command goes in parts."""
+
+    async def body() -> None:
+        store = await start_store(redis_url)
+        try:
+            for _ in range(10):
+                await w(store.publish_batch("default", [b"m"] * 950, None))
+            got = await asyncio.gather(
+                *(w(store.receive("default", 7, 1000, 60_000)) for _ in range(12))
+            )
+            counts = [len(ids_of(g)) for g in got]
+            assert counts == [1000] * 9 + [500, 0, 0]
+            every = [i for g in got for i in ids_of(g)]
+            assert every == sorted(every) and len(set(every)) == 9500
+        finally:
+            await store.close()
+
+    run(body)
+
+
 def test_published_through_one_received_through_others_exactly_once(deployment: str) -> None:
     seed = random.randrange(1 << 30)
     print("WONDERQ_TEST_SEED", seed)

@@ -148,8 +148,8 @@ end
 local function end_leases(ids, now, expired)
   if #ids == 0 then return end
   local a = attrs()
-  local states = CALL('HMGET', S, unpack(ids))
-  local values = CALL('HMGET', B, unpack(ids))
+  local states = fetch('HMGET', S, ids)
+  local values = fetch('HMGET', B, ids)
   local ready, dead, old, back = {}, 0, 0, 0
   for i = 1, #ids do
     local id, rc, v = ids[i], receives_of(states[i]), values[i]
@@ -198,7 +198,7 @@ local function promote(now, k)
       many('ZREM', D, dd, 1)
       local ret = attrs().ret
       local values = {}
-      if ret ~= nil then values = CALL('HMGET', B, unpack(dd)) end
+      if ret ~= nil then values = fetch('HMGET', B, dd) end
       local z, old = {}, 0
       for i = 1, #dd do
         if ret ~= nil and passed(values[i], now, ret) then
@@ -254,7 +254,7 @@ local function take_ready(now, limit, a)
     if #popped == 0 then break end
     local got = {}
     for i = 1, #popped, 2 do got[#got + 1] = popped[i] end
-    local vs = CALL('HMGET', B, unpack(got))
+    local vs = fetch('HMGET', B, got)
     for i = 1, #got do
       if passed(vs[i], now, a.ret) or not vs[i] then
         drop(got[i])  -- past its retention: dropped where a receive meets it
