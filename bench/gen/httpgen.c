@@ -11,6 +11,7 @@
  *   httpgen --port P [-c 64] [--duration 10] [--name NAME] MODE ...
  *   modes:
  *     --fixed METHOD PATH [--body B] [--ctype T] [--pipeline N] [--per-request K]
+ *             [--header 'Name: value']...  (extra header lines, e.g. X-Amz-Target)
  *         one constant request, N of them written at once per round (a round's latency is
  *         that of its last answer); messages = 2xx answers x K
  *     --recvdel RECV_PATH DELETE_PREFIX
@@ -88,7 +89,8 @@ static struct {
     size_t fixed_len;
     char *recv_req;     /* the constant receive request */
     size_t recv_len;
-    char host[64];
+    char host[1100];    /* the Host line and the --header lines */
+    char extra[1024];   /* --header lines, each ending in CRLF, sent after Host */
 } cfg = {.conns = 64, .duration_s = 10, .pipeline = 1, .per_request = 1, .name = "httpgen",
          .ctype = "text/plain; charset=utf-8"};
 
@@ -535,6 +537,15 @@ static void parse_args(int argc, char **argv) {
         } else if (!strcmp(a, "--spread")) cfg.spread = atoi(NEXT);
         else if (!strcmp(a, "--delete-suffix")) cfg.del_suffix = NEXT;
         else if (!strcmp(a, "--ctype")) cfg.ctype = NEXT;
+        else if (!strcmp(a, "--header")) {
+            const char *h = NEXT;
+            size_t used = strlen(cfg.extra);
+            if (used + strlen(h) + 3 > sizeof cfg.extra) {
+                fprintf(stderr, "httpgen: --header lines longer than %zu bytes\n", sizeof cfg.extra);
+                return 2;
+            }
+            snprintf(cfg.extra + used, sizeof cfg.extra - used, "%s\r\n", h);
+        }
         else if (!strcmp(a, "--pipeline")) cfg.pipeline = atoi(NEXT);
         else if (!strcmp(a, "--per-request")) cfg.per_request = atoi(NEXT);
         else if (!strcmp(a, "--publish")) cfg.method = "POST", cfg.publish = cfg.path = NEXT;
@@ -562,7 +573,13 @@ static void parse_args(int argc, char **argv) {
 
 /* The constant requests, built once. */
 static void build_requests(void) {
-    snprintf(cfg.host, sizeof cfg.host, "Host: 127.0.0.1:%d\r\n", cfg.port);
+    char host[sizeof cfg.host];
+    snprintf(host, sizeof host, "Host: 127.0.0.1:%d\r\n", cfg.port);
+    if (strlen(host) + strlen(cfg.extra) >= sizeof cfg.host) {
+        fprintf(stderr, "httpgen: --header lines too long\n");
+        return 2;
+    }
+    snprintf(cfg.host, sizeof cfg.host, "%s%s", host, cfg.extra);
     size_t cap = 256;
     if (cfg.mode == FIXED || cfg.publish) {
         char *one = malloc(cap);
