@@ -138,6 +138,84 @@ def test_basic_operations_and_ids(deployment: str) -> None:
     run(body)
 
 
+def test_the_operations_of_one_turn_share_a_script_and_keep_their_order(
+    deployment: str,
+) -> None:
+    """Single publishes, receives and deletes asked in one event-loop turn go to Redis as
+    one script per queue and kind (coalesce.py): each is answered as if alone, in order."""
+
+    async def body() -> None:
+        from wonderq._core import MessageTooLarge, QueueNotFound
+
+        store = await start_store(deployment)
+        try:
+            await w(store.put_queue("turn", {"max_message_bytes": 10}))
+            bodies = [b"m%d" % i for i in range(20)]
+            asked = [store.publish("turn", b, -1) for b in bodies[:10]]
+            asked.append(store.publish("turn", b"x" * 11, -1))  # too large: fails alone
+            asked += [store.publish("turn", b, -1) for b in bodies[10:]]
+            asked.append(store.publish("missing", b"m", -1))
+            assert len(store.coalescer.pending) == 2
+            results = await asyncio.gather(*(w(d) for d in asked), return_exceptions=True)
+            ids = results[:10] + results[11:21]
+            assert isinstance(results[10], MessageTooLarge)
+            assert isinstance(results[21], QueueNotFound)
+            assert ids == sorted(ids) and len(set(ids)) == 20
+            # Three receives in one turn: lowest ids first, in the order asked, each its own
+            # lease (cid, visibility); the last finds the queue empty.
+            got = await asyncio.gather(
+                w(store.receive("turn", 1, 3, 60_000)),
+                w(store.receive("turn", 2, 17, 60_000)),
+                w(store.receive("turn", 3, 5, 60_000)),
+            )
+            assert ids_of(got[0]) == ids[:3] and ids_of(got[1]) == ids[3:]
+            assert got[2] == b'{"messages":[]}'
+            assert [m["body"] for m in json.loads(got[1])["messages"]][:2] == ["m3", "m4"]
+            # Deletes of one turn, each with its own cid: only the holder's succeed, a
+            # repeated one only once.
+            deleted = await asyncio.gather(
+                w(store.delete("turn", 1, ids[0])),
+                w(store.delete("turn", 2, ids[1])),  # leased to 1: refused
+                w(store.delete("turn", 2, ids[3])),
+                w(store.delete("turn", 2, ids[3])),  # again in the same turn
+                w(store.delete("turn", 1, ids[1])),
+            )
+            assert deleted == [True, False, True, False, True]
+            # A publish then a receive in one turn: the receive runs after the publish.
+            late = store.publish("turn", b"late", -1)
+            seen = store.receive("turn", 4, 10, 60_000)
+            late_id, answer = await asyncio.gather(w(late), w(seen))
+            assert ids_of(answer) == [late_id]
+            info = await w(store.queue_info("turn"))
+            assert info["totals"]["published"] == 21 and info["totals"]["deleted"] == 3
+        finally:
+            await store.close()
+
+    run(body)
+
+
+def test_receives_of_one_turn_may_ask_for_more_than_lua_can_unpack(redis_url: str) -> None:  # noqa: F811
+    """Twelve receives of 1,000 in one turn are one script asking for 12,000 messages: more
+    than Lua's unpack takes at once (~8,000), so every per-message command goes in parts."""
+
+    async def body() -> None:
+        store = await start_store(redis_url)
+        try:
+            for _ in range(10):
+                await w(store.publish_batch("default", [b"m"] * 950, None))
+            got = await asyncio.gather(
+                *(w(store.receive("default", 7, 1000, 60_000)) for _ in range(12))
+            )
+            counts = [len(ids_of(g)) for g in got]
+            assert counts == [1000] * 9 + [500, 0, 0]
+            every = [i for g in got for i in ids_of(g)]
+            assert every == sorted(every) and len(set(every)) == 9500
+        finally:
+            await store.close()
+
+    run(body)
+
+
 def test_published_through_one_received_through_others_exactly_once(deployment: str) -> None:
     seed = random.randrange(1 << 30)
     print("WONDERQ_TEST_SEED", seed)

@@ -3,6 +3,7 @@ in the engine's order and with its codes) and what a refusal from a script becom
 
 from __future__ import annotations
 
+import re
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -74,6 +75,10 @@ def _check_int(value: Any, lo: int, hi: int, code: str, name: str) -> int:
     raise _Refusal(code, f"{name} must be an integer in {lo}..{hi}")
 
 
+# What json's encode_basestring escapes in ASCII text: control characters, '"' and '\\'.
+_NEEDS_ESCAPE = re.compile(rb'[\x00-\x1f"\\]')
+
+
 class _BadBody(Exception):
     """A body the fast path cannot send; the careful path finds the exact error."""
 
@@ -85,6 +90,9 @@ def _append_body(args: list[bytes], delay: int, body: Any) -> None:
         body = bytes(body)
     if not body:
         raise _BadBody
+    if body.isascii() and _NEEDS_ESCAPE.search(body) is None:
+        args += [b"%d" % delay, b"%d" % len(body), body]  # JSON-escaped as it is
+        return
     try:
         text = body.decode()
     except UnicodeDecodeError:

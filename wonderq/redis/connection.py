@@ -432,6 +432,14 @@ class Backend:
     def start(self) -> None:
         self._tick()
 
+    def flush_now(self) -> None:
+        """Write what this turn queued on every node now rather than in the next loop turn
+        (the store's coalesced publishes are sent from a callback late in the turn)."""
+        for node in self.nodes.values():
+            conn = node.current
+            if conn is not None and conn.flush_scheduled:
+                conn.flush()
+
     def _tick(self) -> None:
         now = self.loop.time()
         for node in list(self.nodes.values()):

@@ -30,10 +30,10 @@ def slot_tag(slot: int) -> str:
 
 
 class QueueKeys:
-    """A queue's slot and the RESP fragment ``numkeys key... slot`` every data script takes
-    (built once per queue name)."""
+    """A queue's slot and, per script, the RESP fragment ``numkeys key... slot`` it takes:
+    the queue's keys that script uses (``Script.keys``), built once per queue and script."""
 
-    __slots__ = ("fragment", "name", "nargs", "slot", "tag")
+    __slots__ = ("by_name", "extra", "fragments", "name", "slot", "tag")
 
     def __init__(self, name: str, cluster: bool, test_clock: bool) -> None:
         self.name = name
@@ -41,15 +41,25 @@ class QueueKeys:
         self.tag = tag
         self.slot = key_slot(tag.encode()) if cluster else 0
         counter = f"wq:{{{slot_tag(self.slot)}}}:v" if cluster else "wq:{s0}:v"
-        keys = [f"wq:{tag}:{k}" for k in "arldbstoiw"] + [counter, f"wq:{tag}:x"]
-        if test_clock:
-            keys.append(f"wq:{tag}:clock")
-        parts = [b"$%d\r\n%d\r\n" % (len(str(len(keys))), len(keys))]
-        parts += [b"$%d\r\n%s\r\n" % (len(k), k.encode()) for k in keys]
-        slot = str(self.slot).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(slot), slot))
-        self.fragment = b"".join(parts)
-        self.nargs = 3 + len(keys) + 1  # command, sha, numkeys, keys, slot
+        self.by_name = {k.upper(): f"wq:{tag}:{k}" for k in "arldbstoiwx"}
+        self.by_name["V"] = counter
+        # The test clock's key is read through A's name; declared so a cluster allows it.
+        self.extra = [f"wq:{tag}:clock"] if test_clock else []
+        self.fragments: dict[tuple[str, ...], tuple[bytes, int]] = {}
+
+    def fragment(self, names: tuple[str, ...]) -> tuple[bytes, int]:
+        """The fragment for a script that declares the keys ``names``, and how many RESP
+        arguments the command has before the script's own (command, sha, numkeys, keys,
+        slot)."""
+        found = self.fragments.get(names)
+        if found is None:
+            keys = [self.by_name[n] for n in names] + self.extra
+            parts = [b"$%d\r\n%d\r\n" % (len(str(len(keys))), len(keys))]
+            parts += [b"$%d\r\n%s\r\n" % (len(k), k.encode()) for k in keys]
+            slot = str(self.slot).encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(slot), slot))
+            found = self.fragments[names] = (b"".join(parts), 3 + len(keys) + 1)
+        return found
 
 
 def _id_arg(msg_id: int) -> bytes:

@@ -36,6 +36,7 @@ from .checks import (
     _Refusal,
     validated_attributes,
 )
+from .coalesce import Coalescer
 from .connection import Address, Backend, ReplyError, encode, parse_url
 from .keys import HANDLE_KEY, LOCK_KEY, REG_KEYS, QueueKeys, _id_arg, _tag_of, key_slot
 from .lua import load_scripts
@@ -96,6 +97,8 @@ class RedisStore(Store):
         self.handle_key = b""  # 32 bytes shared by the deployment, once open() ran
         self._asked = time.monotonic()  # when stats() or the memory figures were last read
         self._expired_retention: dict[str, int] = {}  # per queue, from the last queue_info
+        # The single publishes, receives and deletes of this loop turn (coalesce.py).
+        self.coalescer = Coalescer(self)
 
     # ---- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
@@ -254,6 +257,8 @@ class RedisStore(Store):
         backend = self.backend
         if backend is None:
             raise BackendUnavailable("the Redis store is not started")
+        if self.coalescer.pending:
+            self.coalescer.flush()  # what was asked for before this request goes first
         return backend.execute(slot, payload, on_reply, alt=alt)
 
     def script(
@@ -268,9 +273,10 @@ class RedisStore(Store):
         (or the reply), or the error the reply stands for."""
         script = self.scripts[name]
         keys = self.queue_keys(queue)
+        fragment, nargs = keys.fragment(script.keys)
         body = b"".join([b"$%d\r\n%s\r\n" % (len(a), a) for a in args])
-        count = b"*%d\r\n" % (keys.nargs + len(args))
-        payload = count + script.head + keys.fragment + body
+        count = b"*%d\r\n" % (nargs + len(args))
+        payload = count + script.head + fragment + body
         d = Deferred() if deferred is None else deferred
 
         def on_reply(reply: Any) -> None:
@@ -291,7 +297,7 @@ class RedisStore(Store):
                 d.resolve(value)
 
         # The EVAL form, built only after a NOSCRIPT (a flushed script cache, a new node).
-        alt = partial(_join, count, script.eval_head, keys.fragment, body)
+        alt = partial(_join, count, script.eval_head, fragment, body)
         self._send(keys.slot, payload, alt, on_reply)
         return d
 
@@ -420,6 +426,7 @@ class RedisStore(Store):
     def _info(self, name: str, reply: list[Any]) -> Any:
         info = info_dict(name, reply)
         totals = reply[4]
+        self._expired_retention[name] = 0  # a queue deleted and made again starts at 0
         for i in range(0, len(totals), 2):
             if totals[i] == b"expired_retention":  # in stats() only, as the engine has it
                 self._expired_retention[name] = int(totals[i + 1])
@@ -490,7 +497,9 @@ class RedisStore(Store):
 
     # ---- messages -------------------------------------------------------------------------
     def publish(self, queue: str, body: bytes, delay_ms: int) -> Any:
-        args: list[bytes] = [b"1"]
+        """One message; the single publishes of a loop turn to a queue share one script
+        (coalesce.py), each still answered on its own."""
+        args: list[bytes] = []
         try:
             if not _int_arg(delay_ms, -1, MAX_DELAY_MS):
                 raise _Refusal(
@@ -501,7 +510,9 @@ class RedisStore(Store):
             return self._refuse(queue, refusal)
         except _BadBody:
             return self._check_bodies(queue, "", [body], [delay_ms])
-        return self.script("publish", queue, args, parse=lambda r: self._published(queue, int(r)))
+        if self.loop is None:
+            return self.script("publish", queue, [b"1", *args])  # fails: not started
+        return self.coalescer.add("publish", queue, args)
 
     def publish_batch(self, queue: str, bodies: list[bytes], delays: list[int] | None) -> Any:
         batch_error = ""
@@ -592,7 +603,9 @@ class RedisStore(Store):
         except _Refusal as refusal:
             return self._refuse(queue, refusal)
         args = [b"%d" % cid, b"%d" % limit, b"%d" % visibility_ms]
-        return self.script("receive", queue, args, parse=lambda r: self._received(queue, r))
+        if self.loop is None:
+            return self.script("receive", queue, args)  # fails: not started
+        return self.coalescer.add("receive", queue, args)
 
     def _received(self, queue: str, reply: list[Any]) -> Any:
         answer = reply[0]
@@ -617,8 +630,9 @@ class RedisStore(Store):
             _check_int(msg_id, 1, MAX_ID, "invalid_id", "id")
         except _Refusal as refusal:
             return self._refuse(queue, refusal)
-        args = [b"c", b"%d" % cid, _id_arg(msg_id)]
-        return self.script("delete", queue, args, parse=lambda r: self._deleted(queue, r[0] == 1))
+        if self.loop is None:
+            return self.script("delete", queue, [b"c", b"%d" % cid, _id_arg(msg_id)])
+        return self.coalescer.add("delete", queue, [_id_arg(msg_id), b"%d" % cid])
 
     def _deleted(self, queue: str, value: Any, any_deleted: bool | None = None) -> Any:
         """A delete is answered once replicated too (with --redis-wait), so an acknowledged
