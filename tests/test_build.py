@@ -36,3 +36,18 @@ def test_compiled_module_is_not_stale(module: str, sources: list[str]) -> None:
     assert built.stat().st_mtime >= newest, (
         f"{built.name} is older than {' / '.join(sources)}: run `make build`"
     )
+
+
+def test_make_annotate_covers_every_compiled_module() -> None:
+    """`make annotate` (the Makefile's COMPILED list) names every source setup.py compiles,
+    so a new compiled module cannot be left out of the annotation."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    compiled = set(
+        re.findall(r'Extension\(\s*"[\w.]+",\s*\["([^"]+)"', (root / "setup.py").read_text())
+    )
+    makefile = (root / "Makefile").read_text().replace("\\\n", " ")
+    line = re.search(r"^COMPILED = (.*)$", makefile, re.M)
+    assert line is not None
+    assert compiled and compiled == set(line.group(1).split())
