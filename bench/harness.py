@@ -301,8 +301,11 @@ class Launcher:
         cmd = wonderq_command()
         if cmd is None:
             raise ServerMissing("no wonderq/__main__.py and no wonderq console script")
+        # Another build ($WONDERQ_SERVER_CMD) runs with its own package: this tree on its
+        # PYTHONPATH would shadow it (an editable install's finder comes after the path).
+        env = dict(os.environ) if os.environ.get("WONDERQ_SERVER_CMD") else tree_env()
         proc, log_path = self._spawn(
-            "wonderq", [*cmd, "serve", "--host", "127.0.0.1", "--port", "0", *flags], tree_env()
+            "wonderq", [*cmd, "serve", "--host", "127.0.0.1", "--port", "0", *flags], env
         )
         try:
             port = self._announced_port(proc, log_path, 30)
