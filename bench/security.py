@@ -183,8 +183,22 @@ def cell(
 def measure(bench: Bench, name: str, workload: str, paths: tuple[Path, Path, Path]) -> dict:
     auth_file, cert, key = paths
     with cell(bench, name, auth_file, cert, key) as (server, scheme, env):
-        cmd = wrk_cmd(bench, workload, f"{scheme}://127.0.0.1:{server.port}/")
+        if scheme == "http" and bench.args.generator == "httpgen":
+            cmd = httpgen_cmd(bench, workload, server.port, env.get("WQ_AUTHORIZATION"))
+        else:
+            cmd = wrk_cmd(bench, workload, f"{scheme}://127.0.0.1:{server.port}/")
         return bench.meter.measure(server, cmd, env)
+
+
+def httpgen_cmd(bench: Bench, workload: str, port: int, authorization: str | None) -> list[str]:
+    """httpgen (pre-built requests, lighter than wrk's Lua) for the plain-HTTP cells, the
+    token sent on every request as ``Authorization``. It does not speak TLS."""
+    from workloads import DEPTH_SWEEP, PUBLISH
+
+    more = PUBLISH if workload == "publish" else DEPTH_SWEEP.httpgen
+    cmd = [str(harness.httpgen()), "--port", str(port), "-c", str(bench.args.connections)]
+    cmd += ["--duration", f"{bench.duration:g}", "--name", workload, *more]
+    return cmd + (["--header", f"Authorization: {authorization}"] if authorization else [])
 
 
 def wrk_cmd(bench: Bench, workload: str, url: str) -> list[str]:
@@ -201,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--cells", default=",".join(CELLS), help="some of: " + ", ".join(CELLS))
+    parser.add_argument(
+        "--generator",
+        choices=("wrk", "httpgen"),
+        default="wrk",
+        help="for the plain-HTTP cells (TLS cells always use wrk, which speaks HTTPS)",
+    )
     parser.add_argument(
         "--workloads",
         default=",".join(w for w, _ in WORKLOADS),
