@@ -201,37 +201,6 @@ def boto3_rows(url: str, duration_s: float, prefill: Callable[[str, int], None])
     return out
 
 
-# ---- wrk ----------------------------------------------------------------------------------
-def wrk(
-    script: str, url: str, duration_s: float, connections: int, env: dict[str, str]
-) -> dict[str, Any]:
-    if shutil.which("wrk") is None:
-        return {"na": "wrk missing (apt-get install -y wrk)"}
-    done = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{duration_s:g}s",
-            "--timeout",
-            "10s",
-            "-s",
-            str(WRK_DIR / f"{script}.lua"),
-            url + "/",
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "WQ_BODY_BYTES": str(len(BODY)), **env},
-        timeout=duration_s + 60,
-    )
-    for line in done.stdout.splitlines():
-        if line.startswith("WRKJSON "):
-            result = json.loads(line[8:])
-            result["msg_per_s"] = round(result["messages"] / max(result["duration_s"], 1e-9), 1)
-            return result
-    return {"na": f"wrk failed: {done.stderr.strip()[:200]}"}
-
-
 def native_prefill(base: str, queue: str, count: int) -> None:
     """``count`` messages into a WonderQ queue through the native batch route."""
     host, port = base.split("//")[1].split(":")
@@ -257,52 +226,6 @@ def sqs_prefill(url: str, queue_url: str, count: int) -> None:
     entries = [{"Id": f"m{i}", "MessageBody": BODY} for i in range(10)]
     for _ in range(0, count, 10):
         sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
-
-
-def wrk_rows(
-    url: str, duration_s: float, connections: int, prefill: Callable[[str], None]
-) -> dict[str, Any]:
-    sqs = sqs_client(url)
-    stamp = int(time.time() * 1000)
-    send_url = sqs.create_queue(QueueName=f"bench-send-{stamp}")["QueueUrl"]
-    recv_url = sqs.create_queue(QueueName=f"bench-recv-{stamp}")["QueueUrl"]
-    env = {"WQ_QUEUE_URL": send_url, "WQ_BATCH": "10"}
-    out = {
-        "send": wrk("sqs_send", url, duration_s, connections, env),
-        "send_batch10": wrk("sqs_send_batch", url, duration_s, connections, env),
-    }
-    prefill(recv_url)
-    out["recv10_delete_batch"] = wrk(
-        "sqs_recv_delete",
-        url,
-        duration_s,
-        connections,
-        {"WQ_QUEUE_URL": recv_url, "WQ_BATCH": "10"},
-    )
-    return out
-
-
-def native_rows(
-    url: str, duration_s: float, connections: int, prefill_count: int
-) -> dict[str, Any]:
-    """WonderQ's own routes for the same work, by the same wrk."""
-    stamp = int(time.time() * 1000)
-    queue = f"bench-native-{stamp}"
-    native_prefill(url, queue, 0)
-    out = {
-        "send": wrk(
-            "publish", url, duration_s, connections, {"WQ_PATH": f"/v1/queues/{queue}/messages"}
-        ),
-        "send_batch10": wrk(
-            "batch_publish", url, duration_s, connections, {"WQ_QUEUE": queue, "WQ_BATCH": "10"}
-        ),
-    }
-    recv = f"bench-native-recv-{stamp}"
-    native_prefill(url, recv, prefill_count)
-    out["recv10_delete_batch"] = wrk(
-        "batch_recv_ack", url, duration_s, connections, {"WQ_QUEUE": recv, "WQ_BATCH": "10"}
-    )
-    return out
 
 
 def ratio(a: dict[str, Any], b: dict[str, Any]) -> str:
