@@ -3,8 +3,6 @@ the contract, read from the engine at scrape time."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from _server import ServerProcess, get, request
 from prometheus_client.parser import text_string_to_metric_families
@@ -98,8 +96,8 @@ def test_waiting_receives_counts_parked_long_polls(fresh: ServerProcess) -> None
 
 
 def test_content_type_is_prometheus_clients() -> None:
-    """metrics.py writes the text format's content type out (the server does not import
-    prometheus_client): it must stay the library's own string."""
+    """metrics.py writes the text format's content type out, so that prometheus_client is
+    imported only at the first scrape: it must stay the library's own string."""
     from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
     from wonderq.metrics import CONTENT_TYPE
@@ -108,109 +106,7 @@ def test_content_type_is_prometheus_clients() -> None:
 
 
 def test_metrics_scrape_content_type(fresh: ServerProcess) -> None:
-    """A scrape answers the text format's type."""
+    """The first scrape (prometheus_client loaded then) answers the text format's type."""
     r = get(fresh, "/metrics")
     assert r.status == 200
     assert r.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
-
-
-# ---- the text is prometheus_client's, written without it -------------------------------------
-
-
-class _FixedStore:
-    def memory_bytes(self) -> int:
-        return 12_345_678
-
-    def memory_limit(self) -> int:
-        return 0
-
-    def metrics(self) -> list[tuple[str, str, str, float]]:
-        return [
-            ("wonderq_wal_bytes", "gauge", "Bytes of the log.", 4096),
-            ("wonderq_wal_fsyncs_total", "counter", "fsync calls.", 7),
-            ("wonderq_odd", "counter", 'A help with \\ and\na newline, "quoted".', 1.5),
-        ]
-
-
-class _FixedRouter:
-    def request_counts(self) -> dict[tuple[str, int], int]:
-        return {
-            ("POST /v1/publish", 201): 10_000_001,
-            ("GET /v1/queues/{queue}", 200): 3,
-            ('GET "odd\\route"\n', 404): 1,
-        }
-
-
-class _FixedLongPoll:
-    count = 2
-
-
-def test_fixed_families_are_what_prometheus_client_wrote() -> None:
-    """Metrics.fixed() writes what prometheus_client.generate_latest wrote for the same
-    families through a registry with its ProcessCollector (which the server used before):
-    the same lines, byte for byte, but the process_* values, read a moment apart."""
-    from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-    from wonderq.metrics import Metrics
-
-    store, router, longpoll = _FixedStore(), _FixedRouter(), _FixedLongPoll()
-    metrics = Metrics(store, router, longpoll, lambda: 64)  # type: ignore[arg-type]
-
-    class Collector:
-        def collect(self) -> Any:
-            yield GaugeMetricFamily(
-                "wonderq_memory_bytes", "Bytes of messages the store holds.", 12_345_678
-            )
-            yield GaugeMetricFamily(
-                "wonderq_memory_limit_bytes", "The store's memory limit in bytes (0 = none).", 0
-            )
-            requests = CounterMetricFamily(
-                "wonderq_http_requests",
-                "HTTP responses by route and status.",
-                labels=["route", "status"],
-            )
-            for (route, status), n in sorted(router.request_counts().items()):
-                requests.add_metric([route, str(status)], n)
-            yield requests
-            yield GaugeMetricFamily("wonderq_connections", "Open client connections.", 64)
-            yield GaugeMetricFamily("wonderq_waiting_receives", "Parked long polls.", 2)
-            for name, kind, help_text, value in store.metrics():
-                family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
-                yield family(name, help_text, value)
-
-    registry = CollectorRegistry(auto_describe=True)
-    ProcessCollector(registry=registry)
-    registry.register(Collector())  # type: ignore[arg-type]
-    theirs = generate_latest(registry).decode()
-    ours = metrics.fixed().decode()
-
-    def masked(text: str) -> list[str]:
-        return [
-            line.rsplit(" ", 1)[0] if line.startswith("process_") else line
-            for line in text.splitlines()
-        ]
-
-    assert masked(ours) == masked(theirs)
-    assert (
-        'wonderq_http_requests_total{route="POST /v1/publish",status="201"} 1.0000001e+07' in ours
-    )
-    assert "process_resident_memory_bytes " in ours and "process_max_fds " in ours
-    rss = next(
-        f for f in text_string_to_metric_families(ours) if f.name.endswith("resident_memory_bytes")
-    )
-    assert rss.samples[0].value > 1e6
-
-
-def test_sample_values_are_formatted_as_prometheus_client_formats_them() -> None:
-    from prometheus_client.utils import floatToGoString
-
-    from wonderq.metrics import go_float
-
-    values = [0, 1, 0.5, -3.25, 999_999, 1_000_000, 1_234_567, 12_345_678.9, 10**7, 2**53, 1e16]
-    values += [1.5e16, 1e22, 123456789012.5, -1e9, float("inf"), float("-inf"), float("nan")]
-    values += [n * 7_919 for n in range(0, 10**6, 4_099)] + [
-        n / 3 for n in range(1, 10**8, 999_983)
-    ]
-    for v in values:
-        assert go_float(v) == floatToGoString(v), v

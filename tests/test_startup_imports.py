@@ -3,8 +3,7 @@ stays small (bench/RESULTS.md, "1,000,000 x 200 B resident"). Modules that only 
 or options need are imported on first use: decimal (a JSON number with a fraction), hashlib
 and hmac (--auth-file, the status page's ETags), mimetypes (the status page's files); the email
 package and datetime not at all (the Date header is written by request.http_date). Python's
-own import log (PYTHONPROFILEIMPORTTIME, on stderr) of a real server says what it loaded;
-/metrics no longer imports prometheus_client (it writes the same text itself)."""
+own import log (PYTHONPROFILEIMPORTTIME, on stderr) of a real server says what it loaded."""
 
 from __future__ import annotations
 
@@ -16,8 +15,7 @@ from _server import ServerProcess, request
 
 # Imported on first use only (decimal: a JSON fraction; hashlib, hmac: --auth-file, the status
 # page; mimetypes: the status page; wonderq.tls: --tls-cert), or not at all by an in-memory
-# server on an ASCII host (email, datetime, the idna codec and unicodedata; prometheus_client:
-# /metrics writes its text itself).
+# server on an ASCII host (email, datetime, the idna codec and unicodedata).
 LAZY = {
     "decimal",
     "_decimal",
@@ -31,12 +29,11 @@ LAZY = {
     "_datetime",
     "encodings.idna",
     "unicodedata",
-    "prometheus_client",
 }
 
 
 def lazy(modules: list[str]) -> list[str]:
-    return sorted(m for m in modules if m in LAZY or m.startswith(("email.", "prometheus_client.")))
+    return sorted(m for m in modules if m in LAZY or m.startswith("email."))
 
 
 def imported_after_startup(srv: ServerProcess) -> list[str]:
@@ -60,8 +57,6 @@ def test_an_idle_in_memory_server_imports_only_what_serving_needs() -> None:
         got = request(srv, "GET", "/v1/consumer?cid=1&limit=2").json()["messages"]
         assert [m["id"] for m in got] == ids
         assert request(srv, "DELETE", f"/v1/consumer?cid=1&id={ids[0]}").json() is True
-        scrape = request(srv, "GET", "/metrics")
-        assert scrape.status == 200 and b"\nprocess_resident_memory_bytes " in scrape.body
         before = imported_after_startup(srv)
         # A fraction of a second in a JSON body brings decimal in (seconds convert to ms
         # exactly, rounded up), and the status page hashlib (its files' ETags).

@@ -13,15 +13,9 @@ as text, a page of queues at a time (``store.stats_page``: no sort, no walk of e
 and a scrape works for at most :data:`SLICE_S` per event-loop turn before it lets the loop
 serve I/O again (``call_soon``); the answer goes out when the last page is done. Scrapes that
 arrive while one is being rendered share its answer. A small server (a few hundred queues)
-is answered within the first slice, at once. The fixed families (``process_*``, memory,
-connections, requests by route, the store's own) are read when the scrape starts and come
-first in the answer.
-
-**No prometheus_client in the server.** The text is written here, in the format (0.0.4) and
-with the number formatting of ``prometheus_client.generate_latest`` and its
-``ProcessCollector`` (tests/test_metrics.py compares them), so the answer is the same as when
-it was rendered through them; importing that package at the first scrape added ~3.8 MB to
-the server's resident memory (bench/locust_sizing.py reads it from this very answer).
+is answered within the first slice, at once. The fixed families (memory, connections,
+requests by route, the store's own, ``process_*``) are read when the scrape starts, through
+``prometheus_client``, and come first in the answer.
 
 Why not the alternatives: a cache between scrapes serves stale counters and still blocks the
 loop while it is rebuilt; series only for queues that are not idle leaves the worst case
@@ -34,12 +28,14 @@ a scrape before the page being rendered shows in the next scrape, one deleted is
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import Metric
+
     from .longpoll import LongPoll
     from .request import Request, Response
     from .routing import Router
@@ -47,8 +43,10 @@ if TYPE_CHECKING:
 
 __all__ = ["CONTENT_TYPE", "PAGE_QUEUES", "SLICE_S", "Metrics", "render_family"]
 
-# prometheus_client's CONTENT_TYPE_PLAIN_0_0_4, written out (the server does not import
-# prometheus_client; tests/test_metrics.py checks the two strings are the same).
+# prometheus_client's CONTENT_TYPE_PLAIN_0_0_4, written out: prometheus_client (~1.5 MB of
+# modules: http.server, wsgiref, urllib.request...) is imported at the first scrape, not at
+# start, which keeps an idle server small (bench/locust_sizing.py; tests/test_metrics.py
+# checks the two strings are the same).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _HEADERS = b"Content-Type: " + CONTENT_TYPE.encode() + b"\r\n"
 
@@ -75,22 +73,10 @@ _HEADS = tuple(
 )
 
 
-def go_float(value: float) -> str:
-    """A sample value as prometheus_client writes it (its ``floatToGoString``): Python's
-    ``repr`` of the float, except that a number whose integer part has more than 6 digits is
-    written with an exponent, as Go does (``12345678.0`` -> ``1.2345678e+07``)."""
-    d = float(value)
-    if d != d:
-        return "NaN"
-    if d in (float("inf"), float("-inf")):
-        return "+Inf" if d > 0 else "-Inf"
-    text = repr(d)
-    point = text.find(".")
-    if d > 0 and point > 6:
-        digits = (text[:point] + text[point + 1 :]).rstrip("0")
-        mantissa = digits[0] + "." + digits[1:] if len(digits) > 1 else digits
-        return f"{mantissa}e+{point - 1:02d}"
-    return text
+def _generate_latest(registry: CollectorRegistry) -> bytes:
+    from prometheus_client import generate_latest
+
+    return generate_latest(registry)
 
 
 def _num(n: int) -> str:
@@ -98,100 +84,9 @@ def _num(n: int) -> str:
     text is the same as before for anyone who matched it."""
     if n < 1_000_000:
         return f"{n}.0"
-    return go_float(n)
+    from prometheus_client.utils import floatToGoString
 
-
-def _family(name: str, kind: str, help_text: str, samples: Sequence[tuple[str, float]]) -> str:
-    """One family in the text format: HELP, TYPE, then ``(labels, value)`` samples (labels
-    already written, ``{route="...",status="..."}`` or empty). A counter's name ends in
-    ``_total`` (added when missing), as prometheus_client writes counters."""
-    if kind == "counter" and not name.endswith("_total"):
-        name += "_total"
-    doc = help_text.replace("\\", "\\\\").replace("\n", "\\n")
-    lines = [f"# HELP {name} {doc}\n# TYPE {name} {kind}\n"]
-    lines += [f"{name}{labels} {go_float(value)}\n" for labels, value in samples]
-    return "".join(lines)
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-class _Process:
-    """The ``process_*`` families of prometheus_client's ``ProcessCollector``, read from
-    /proc/self at each scrape (none where there is no /proc)."""
-
-    def __init__(self) -> None:
-        self.ticks = float(os.sysconf("SC_CLK_TCK"))
-        self.page = os.sysconf("SC_PAGE_SIZE")
-        self.boot_s = 0.0
-        try:
-            with open("/proc/stat", "rb") as f:
-                for line in f:
-                    if line.startswith(b"btime "):
-                        self.boot_s = float(line.split()[1])
-                        break
-        except OSError:
-            pass
-
-    def text(self) -> str:
-        if not self.boot_s:
-            return ""
-        out = []
-        try:
-            with open("/proc/self/stat", "rb") as f:
-                parts = f.read().split(b")")[-1].split()
-            cpu_s = (float(parts[11]) + float(parts[12])) / self.ticks
-            out += [
-                _family(
-                    "process_virtual_memory_bytes",
-                    "gauge",
-                    "Virtual memory size in bytes.",
-                    [("", float(parts[20]))],
-                ),
-                _family(
-                    "process_resident_memory_bytes",
-                    "gauge",
-                    "Resident memory size in bytes.",
-                    [("", float(parts[21]) * self.page)],
-                ),
-                _family(
-                    "process_start_time_seconds",
-                    "gauge",
-                    "Start time of the process since unix epoch in seconds.",
-                    [("", float(parts[19]) / self.ticks + self.boot_s)],
-                ),
-                _family(
-                    "process_cpu_seconds_total",
-                    "counter",
-                    "Total user and system CPU time spent in seconds.",
-                    [("", cpu_s)],
-                ),
-            ]
-        except OSError:
-            pass
-        try:
-            max_fds = None
-            with open("/proc/self/limits", "rb") as f:
-                for line in f:
-                    if line.startswith(b"Max open file"):
-                        max_fds = float(line.split()[3])
-                        break
-            open_fds = len(os.listdir("/proc/self/fd"))
-            out.append(
-                _family(
-                    "process_open_fds",
-                    "gauge",
-                    "Number of open file descriptors.",
-                    [("", open_fds)],
-                )
-            )
-            if max_fds is not None:
-                help_text = "Maximum number of open file descriptors."
-                out.append(_family("process_max_fds", "gauge", help_text, [("", max_fds)]))
-        except OSError:
-            pass
-        return "".join(out)
+    return floatToGoString(n)
 
 
 # _num() of the small values most counters and depths have, looked up instead of called
@@ -278,7 +173,18 @@ class Metrics:
         self.slice_s = slice_s
         self.page_queues = page_queues
         self._scrape: _Scrape | None = None  # the render in progress, if any
-        self._process: _Process | None = None  # made at the first scrape
+        self._registry: CollectorRegistry | None = None
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The fixed families' registry, made at the first scrape (see CONTENT_TYPE)."""
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry, ProcessCollector
+
+            self._registry = CollectorRegistry(auto_describe=True)
+            ProcessCollector(registry=self._registry)
+            self._registry.register(self)
+        return self._registry
 
     # ---- the route ----------------------------------------------------------------------------
 
@@ -289,7 +195,7 @@ class Metrics:
         if current is not None:
             current.waiting.append(req)
             return None
-        scrape = _Scrape(self.fixed())
+        scrape = _Scrape(_generate_latest(self.registry))
         if self._step(scrape, time.perf_counter() + self.slice_s):
             return (200, self._finish(scrape), _HEADERS)
         scrape.waiting.append(req)
@@ -321,7 +227,7 @@ class Metrics:
 
     def render(self) -> bytes:
         """The whole text now, in one go (tools and tests; the route uses :meth:`scrape`)."""
-        scrape = _Scrape(self.fixed())
+        scrape = _Scrape(_generate_latest(self.registry))
         while not self._step(scrape, float("inf")):
             pass
         return self._finish(scrape)
@@ -362,49 +268,39 @@ class Metrics:
         """The body: a bytearray, written by the protocol like bytes (and not copied)."""
         return scrape.body  # type: ignore[return-value]
 
-    # ---- the fixed families -------------------------------------------------------------
+    # ---- the fixed families (prometheus_client's collector interface) ---------------------
 
-    def fixed(self) -> bytes:
-        """``process_*``, then WonderQ's own fixed families, then the store's."""
-        if self._process is None:
-            self._process = _Process()
+    def describe(self) -> list[Metric]:
+        return []  # names are only known at scrape time; no duplicate checks needed
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         store = self._store
-        requests = [
-            (f'{{route="{_label(route)}",status="{status}"}}', n)
-            for (route, status), n in sorted(self._router.request_counts().items())
-        ]
-        out = [
-            self._process.text(),
-            _family(
-                "wonderq_memory_bytes",
-                "gauge",
-                "Bytes of messages the store holds.",
-                [("", store.memory_bytes())],
-            ),
-            _family(
-                "wonderq_memory_limit_bytes",
-                "gauge",
-                "The store's memory limit in bytes (0 = none).",
-                [("", store.memory_limit())],
-            ),
-            _family(
-                "wonderq_http_requests", "counter", "HTTP responses by route and status.", requests
-            ),
-            _family(
-                "wonderq_connections",
-                "gauge",
-                "Open client connections.",
-                [("", self._connection_count())],
-            ),
-            _family(
-                "wonderq_waiting_receives",
-                "gauge",
-                "Parked long polls.",
-                [("", self._longpoll.count)],
-            ),
-        ]
-        out += [
-            _family(name, kind, help_text, [("", value)])
-            for name, kind, help_text, value in store.metrics()
-        ]
-        return "".join(out).encode("utf-8")
+        yield GaugeMetricFamily(
+            "wonderq_memory_bytes", "Bytes of messages the store holds.", store.memory_bytes()
+        )
+        yield GaugeMetricFamily(
+            "wonderq_memory_limit_bytes",
+            "The store's memory limit in bytes (0 = none).",
+            store.memory_limit(),
+        )
+        requests = CounterMetricFamily(
+            "wonderq_http_requests",
+            "HTTP responses by route and status.",
+            labels=["route", "status"],
+        )
+        for (route, status), n in sorted(self._router.request_counts().items()):
+            requests.add_metric([route, str(status)], n)
+        yield requests
+        yield GaugeMetricFamily(
+            "wonderq_connections", "Open client connections.", self._connection_count()
+        )
+        yield GaugeMetricFamily(
+            "wonderq_waiting_receives", "Parked long polls.", self._longpoll.count
+        )
+        for name, kind, help_text, value in store.metrics():
+            if kind == "counter":
+                yield CounterMetricFamily(name, help_text, value)
+            else:
+                yield GaugeMetricFamily(name, help_text, value)
