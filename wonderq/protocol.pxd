@@ -72,6 +72,7 @@ cdef class HttpProtocol:
     cdef list _out                  # pieces of answers not yet written
     cdef bytes _if_none_match       # that header of the message being parsed, or None
     cdef bytes _authorization       # that header of the message being parsed, or None
+    cdef bytes _last_authorization  # the connection's previous one (its hash is cached)
     # A streamed answer (start_stream).
     cdef object _stream             # its Request, or None
     cdef bint _stream_chunked       # HTTP/1.1: chunked; HTTP/1.0: until the close

@@ -41,7 +41,7 @@ cdef class Router:
                    route=Route)
     cpdef dispatch(self, Request req)
 
-    @cython.locals(per_queue=dict, bit=Py_ssize_t)
+    @cython.locals(per_queue=dict, bit=Py_ssize_t, bits=Py_ssize_t)
     cdef _authorize(self, Request req, tuple access)
     cpdef count(self, str route, int status)
     cpdef answer(self, Request req, tuple response)

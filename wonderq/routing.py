@@ -244,8 +244,10 @@ class Router:
             per_queue = self._allowed.get(header)
             if per_queue is not None:
                 mask = per_queue.get(queue)
-                if mask is not None and mask & bit:
-                    return
+                if mask is not None:
+                    bits: int = mask  # a C integer when compiled: the test makes no int object
+                    if bits & bit:
+                        return
         authorizer.check_bearer(header, right, queue, req.conn.peer)
 
     def cancel(self, req: Request) -> None:
