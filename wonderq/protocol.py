@@ -742,9 +742,11 @@ class HttpProtocol:
         then carry on with a new parser (the old one still waits for the body's bytes)."""
         self._reader = None
         transport = self._transport
-        if transport is None or self.closed or self._reading_done:
+        if transport is None:
             return
         transport.set_protocol(self)  # type: ignore[arg-type]
+        if self.closed or self._reading_done:
+            return
         self._body = body
         try:
             self.on_message_complete()
@@ -760,10 +762,7 @@ class HttpProtocol:
         self._should_keep_alive = parser.should_keep_alive
         if self._out:
             self._flush()
-        if self._busy is not None or self._reading_done:
-            self._after_partial_read(0)
-        else:
-            self._active = True
+        self._active = True
 
     def _drop_reader(self) -> None:
         reader = self._reader
