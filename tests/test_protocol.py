@@ -179,6 +179,19 @@ def test_date_is_cached_and_refreshed() -> None:
     assert b"1970" not in request._common_headers
 
 
+def test_http_date_writes_what_email_utils_formatdate_writes() -> None:
+    """request.http_date stands in for email.utils.formatdate(t, usegmt=True) (which the server
+    no longer imports): the same text for every day of the week and month, leap days, the
+    epoch, second boundaries, fractions of a second, and far years."""
+    from email.utils import formatdate
+
+    moments = [0, 0.999, 59.5, 951782400, 951868799, 1709164800, 2000000000, 32503680000]
+    moments += [1_764_900_000 + day * 86_400 + day * 3_607 for day in range(400)]
+    for t in moments:
+        assert request.http_date(t) == formatdate(t, usegmt=True), t
+    assert request.http_date()[-4:] == " GMT"
+
+
 def test_pipelined_requests_in_one_feed_answer_in_order(loop: asyncio.AbstractEventLoop) -> None:
     c = Conn(loop)
     c.feed(b"".join(get(f"/r{i}") for i in range(50)))

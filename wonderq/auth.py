@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import hashlib
-import hmac
 import ipaddress
 import logging
 import re
@@ -429,6 +427,8 @@ class _Validator:
                     name,
                     "token",
                 )
+            import hashlib  # here and in Authorizer: not at start-up (see Authorizer)
+
             digest = hashlib.sha256(secret.encode("ascii")).digest()
         else:
             if not isinstance(hashed, str) or not _HEX64.match(hashed):
@@ -570,6 +570,14 @@ class Authorizer:
         #: reload clears it in place, so a face may keep a reference to the dict.
         self.allowed: dict[bytes | str, dict[str | None, int]] = {}
         self._signing_keys: dict[tuple[str, str, str, str], bytes] = {}
+        # hashlib and hmac (with OpenSSL's _hashlib, ~0.8 MB of resident memory) are imported
+        # by a server with --auth-file only, here.
+        import hashlib
+        import hmac
+
+        self._sha256 = hashlib.sha256
+        self._compare_digest = hmac.compare_digest
+        self._hmac_digest = hmac.digest
 
     @classmethod
     def from_file(cls, path: str, **kwargs: Any) -> Authorizer:
@@ -608,11 +616,11 @@ class Authorizer:
         token = token.strip(b" \t")
         if scheme.lower() != b"bearer" or not token:
             raise _invalid_token("the Authorization header must be: Bearer <token>")
-        digest = hashlib.sha256(token).digest()
+        digest = self._sha256(token).digest()
         entry = self.config.tokens.get(digest)
         # The dict found the digest; compare_digest makes the final match constant-time over
         # the digest whatever the dict's equality did (see the module docstring).
-        if entry is None or not hmac.compare_digest(digest, entry[0]):
+        if entry is None or not self._compare_digest(digest, entry[0]):
             raise _invalid_token("the token is not known to this server")
         return entry[1]
 
@@ -727,9 +735,9 @@ class Authorizer:
         cache_key = (key_id, date, region, service)
         key = self._signing_keys.get(cache_key)
         if key is None:
-            key = hmac.digest(("AWS4" + secret).encode("utf-8"), date.encode(), "sha256")
+            key = self._hmac_digest(("AWS4" + secret).encode("utf-8"), date.encode(), "sha256")
             for part in (region, service, "aws4_request"):
-                key = hmac.digest(key, part.encode("utf-8"), "sha256")
+                key = self._hmac_digest(key, part.encode("utf-8"), "sha256")
             if len(self._signing_keys) >= 256:
                 self._signing_keys.clear()
             self._signing_keys[cache_key] = key
@@ -807,12 +815,13 @@ class _Refuse(asyncio.Protocol):
 
 def _refusal_bytes() -> bytes:
     import json
-    from email.utils import formatdate
+
+    from .request import http_date
 
     body = json.dumps({"error": {"code": "protected_mode", "message": PROTECTED_MESSAGE}}).encode()
     head = (
         "HTTP/1.1 403 Forbidden\r\n"
-        f"Date: {formatdate(usegmt=True)}\r\n"
+        f"Date: {http_date()}\r\n"
         "Server: wonderq\r\nCache-Control: no-store\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )

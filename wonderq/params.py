@@ -13,7 +13,6 @@ as C calls. The file runs unchanged as plain Python when it is not built.
 from __future__ import annotations
 
 import json
-from decimal import ROUND_CEILING, Decimal, DecimalException
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
@@ -267,9 +266,23 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# decimal.Decimal once a JSON body held a number with a fraction or exponent: the module is
+# imported then, not at start-up (~0.35 MB of resident memory in an idle server).
+_Decimal: Any = None
+
+
+def _parse_float(text: str) -> Any:
+    global _Decimal
+    if _Decimal is None:
+        from decimal import Decimal
+
+        _Decimal = Decimal
+    return _Decimal(text)
+
+
 # Python's json accepts NaN and Infinity, which are not JSON (RFC 8259 section 6); numbers
 # with a fraction or exponent become Decimal, so that seconds convert to ms exactly.
-_decode_json = json.JSONDecoder(parse_float=Decimal, parse_constant=_refuse_constant).decode
+_decode_json = json.JSONDecoder(parse_float=_parse_float, parse_constant=_refuse_constant).decode
 
 
 def parse_json(body: bytes, what: str) -> Any:
@@ -281,11 +294,8 @@ def parse_json(body: bytes, what: str) -> Any:
         raise BadParameter("invalid_body", f"{what} is not valid UTF-8") from None
     except (ValueError, RecursionError):
         raise BadParameter("invalid_body", f"{what} is not valid JSON") from None
-    except DecimalException:  # an exponent Decimal cannot hold: 1e-99999999999999999999
+    except ArithmeticError:  # decimal's, for an exponent it cannot hold: 1e-99999999999999999999
         raise BadParameter("invalid_body", f"{what} holds a number out of range") from None
-
-
-_MS = Decimal("0.001")
 
 
 def json_seconds_ms(value: Any, name: str, max_ms: int, code: str = "invalid_attribute") -> int:
@@ -295,8 +305,9 @@ def json_seconds_ms(value: Any, name: str, max_ms: int, code: str = "invalid_att
     ms = -1
     if cls is int:
         ms = value * 1000
-    elif cls is Decimal and 0 <= value <= max_ms // 1000:  # compared first: 1e999 stays cheap
-        ms = int(value.quantize(_MS, rounding=ROUND_CEILING) * 1000)  # exact: 0.0001 -> 1
+    elif cls is _Decimal and 0 <= value <= max_ms // 1000:  # compared first: 1e999 stays cheap
+        # exact: 0.0001 -> 1 ("ROUND_CEILING" is decimal.ROUND_CEILING)
+        ms = int(value.quantize(_Decimal("0.001"), rounding="ROUND_CEILING") * 1000)
     if 0 <= ms <= max_ms:
         return ms
     raise BadParameter(code, f"{name} must be a number of seconds from 0 to {max_ms // 1000}")

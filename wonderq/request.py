@@ -10,7 +10,7 @@ the parameter checks call :func:`split_query` as a C call.
 from __future__ import annotations
 
 import json
-from email.utils import formatdate
+import time
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -22,6 +22,7 @@ __all__ = [
     "Request",
     "Response",
     "error_response",
+    "http_date",
     "refresh_date",
     "split_query",
 ]
@@ -66,10 +67,26 @@ _LENGTH_TAILS_MAX = 2048
 _LENGTH_TAILS: tuple[bytes, ...] = tuple(b"%d\r\n\r\n" % n for n in range(_LENGTH_TAILS_MAX))
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(now_s: float | None = None) -> str:
+    """``now_s`` (default: now) as an HTTP date, ``Sat, 05 Dec 2026 11:02:33 GMT`` (RFC 9110
+    section 5.6.7, IMF-fixdate): what ``email.utils.formatdate(now_s, usegmt=True)`` writes,
+    without importing the email package and datetime at start-up (~0.6 MB of resident memory
+    in an idle server)."""
+    t = time.gmtime(now_s)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    )
+
+
 def refresh_date(now_s: float | None = None) -> None:
     """Rebuild the cached ``Date`` header (RFC 9110 section 6.6.1: one-second resolution)."""
     global _common_headers, _date_headers
-    date = formatdate(now_s, usegmt=True).encode("ascii")
+    date = http_date(now_s).encode("ascii")
     _date_headers = b"Date: " + date + b"\r\nServer: wonderq\r\n"
     _common_headers = _date_headers + b"Cache-Control: no-store\r\n"
     _prefixes.clear()

@@ -11,8 +11,6 @@ or signature is put in one.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 import time
 from collections.abc import Mapping
@@ -150,6 +148,8 @@ class _SigV4Request:
     # -- the two forms --
 
     def verify_header(self, authorization: str) -> Principal:
+        import hashlib  # here, not at start-up (auth.Authorizer)
+
         algorithm, _, rest = authorization.strip().partition(" ")
         if algorithm != _ALGORITHM:
             raise _incomplete(
@@ -212,6 +212,8 @@ class _SigV4Request:
         )
 
     def verify_presigned(self) -> Principal:
+        import hashlib  # here, not at start-up (auth.Authorizer)
+
         values = {name: self.param(name) for name in _PRESIGN_PARAMS}
         if any(v is None for v in values.values()):
             raise _incomplete(
@@ -260,6 +262,9 @@ class _SigV4Request:
         payloads: list[str],
         canonical_query: str,
     ) -> Principal:
+        import hashlib  # here, not at start-up (auth.Authorizer)
+        import hmac
+
         scope = credential.split("/")
         if len(scope) != 5 or not all(scope):
             raise _incomplete(

@@ -21,10 +21,8 @@ that has not read for :data:`STALLED_TICKS` seconds is disconnected.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
-import mimetypes
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -104,6 +102,8 @@ class Asset:
     __slots__ = ("etag", "not_modified", "ok")
 
     def __init__(self, body: bytes, content_type: str, extra_headers: bytes) -> None:
+        import hashlib  # here, not at start-up: the assets load on the page's first request
+
         # A strong validator: the same bytes always give the same tag (RFC 9110 8.8.3).
         self.etag = b'"' + hashlib.sha256(body).hexdigest()[:32].encode("ascii") + b'"'
         cache = b"ETag: " + self.etag + b"\r\n" + _ASSET_HEADERS
@@ -145,6 +145,8 @@ def load_assets(directory: Path = STATIC_DIR) -> dict[str, Asset]:
             continue
         content_type = _TEXT_TYPES.get(path.suffix)
         if content_type is None:
+            import mimetypes
+
             guessed = mimetypes.guess_type(path.name)[0]
             content_type = guessed or "application/octet-stream"
         extra = _PAGE_HEADERS if path.suffix == ".html" else b""
@@ -314,8 +316,17 @@ class StatusPage:
     """The handlers behind the status page's routes (see the module docstring)."""
 
     def __init__(self, store: Any, assets: dict[str, Asset] | None = None) -> None:
-        self.assets = load_assets() if assets is None else assets
+        # Loaded on the first request for the page (hashlib with OpenSSL's _hashlib is ~0.8 MB
+        # of resident memory that a server whose page is never opened does not need).
+        self._assets = assets
         self.events = EventStream(store, time.monotonic())
+
+    @property
+    def assets(self) -> dict[str, Asset]:
+        """The files of ``static/`` by name, read on first use."""
+        if self._assets is None:
+            self._assets = load_assets()
+        return self._assets
 
     def page(self, req: Request) -> Response:
         """``GET /``: the page, unless the query has ``Action`` (the Amazon SQS query
@@ -325,7 +336,7 @@ class StatusPage:
         return self.assets["index.html"].answer(req)
 
     def asset(self, req: Request) -> Response:
-        """``GET /static/{file}``: one of the page's files (only those loaded at start)."""
+        """``GET /static/{file}``: one of the page's files (only those of ``static/``)."""
         name: str = req.params["file"]  # type: ignore[index]
         asset = self.assets.get(name)
         if asset is None:
