@@ -7,6 +7,7 @@ paths' answers and state."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import re
 import socket
@@ -17,9 +18,10 @@ from _server import ServerProcess, get, request, running_server, unique_name
 from conftest import RawConnection, http_request
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_protocol import Conn, FakeTransport, Limits, loop, post  # noqa: F401
+from test_protocol import Conn, FakeTransport, Limits, Owner, StubApp, loop, post  # noqa: F401
 
 from wonderq.bodyread import BIG_BODY_BYTES, BodyReader
+from wonderq.protocol import HttpProtocol
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -268,6 +270,47 @@ def test_small_body_keeps_httptools_pieces(loop: asyncio.AbstractEventLoop) -> N
     transport.deliver(data[100:])
     assert transport.switches == 0
     assert conn.responses()[0][2] == b"POST /a? " + b"s" * (BIG - 1)
+
+
+def live_readers() -> int:
+    return sum(1 for o in gc.get_objects() if type(o) is BodyReader)
+
+
+def test_uvloop_reads_the_rest_of_a_big_body_into_the_reader(
+    loop: asyncio.AbstractEventLoop,  # noqa: F811
+) -> None:
+    """With uvloop's own transport (not a fake), the reader takes over and hands back."""
+    app, owner = StubApp(), Owner()
+    limits = Limits(max_request_bytes=4 << 20, max_header_bytes=1000)
+    body = b"r" * (BIG * 4 + 3)
+    data = post("/a", body) + post("/b", b"next")
+
+    async def main() -> bytes:
+        server = await loop.create_server(lambda: HttpProtocol(app, owner, limits), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(data[:300])
+        await writer.drain()
+        for _ in range(2000):  # until the server has read the head and part of the body
+            if live_readers():
+                break
+            await asyncio.sleep(0.005)
+        assert live_readers() == 1
+        writer.write(data[300:])
+        await writer.drain()
+        answers = b""
+        for _ in range(2):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+            answers += await reader.readexactly(length) + b"|"
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return answers
+
+    assert loop.run_until_complete(main()) == b"POST /a? " + body + b"|POST /b? next|"
+    gc.collect()
+    assert live_readers() == 0
 
 
 # ---- the two paths give the same answers and state ------------------------------------------
