@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 from _server import ServerProcess, get, request, running_server, unique_name
-from conftest import RawConnection, http_request
+from conftest import FAST_TIMEOUT_FLAGS, RawConnection, http_request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_protocol import Conn, FakeTransport, Limits, Owner, StubApp, loop, post  # noqa: F401
@@ -76,14 +76,17 @@ def send_in_pieces(conn: RawConnection, data: bytes, sizes: list[int]) -> None:
         i += 1
 
 
-def publish_via_continue(conn: RawConnection, queue: str, body: bytes) -> None:
+def publish_via_continue(
+    conn: RawConnection, queue: str, body: bytes, declared: int | None = None
+) -> None:
     """Head first, body only after the 100 Continue: the read ends inside the message, so a
     big body is read by the BodyReader from its first byte."""
+    length = len(body) if declared is None else declared
     head = http_request(
         "POST",
         f"/v1/queues/{queue}/messages",
         b"",
-        {"Content-Length": str(len(body)), "Expect": "100-continue"},
+        {"Content-Length": str(length), "Expect": "100-continue"},
     )
     conn.send(head)
     assert conn.read_response().status == 100
@@ -186,6 +189,18 @@ def test_client_vanishing_mid_body_leaves_nothing(wq: ServerProcess) -> None:
     assert receive_all(wq, queue) == [b"after"]
     assert request(wq, "POST", f"/v1/queues/{queue}/purge").status == 200
     assert memory_bytes(wq) == before
+
+
+def test_big_body_that_stalls_gets_408_and_a_close() -> None:
+    with running_server(*FAST_TIMEOUT_FLAGS) as srv, RawConnection(srv.port) as conn:
+        queue = make_queue(srv)
+        publish_via_continue(conn, queue, b"", 1 << 20)  # the head alone
+        conn.send(b"z" * (BIG + 10))  # part of it, then nothing (idle timeout 1 s)
+        resp = conn.read_response()
+        assert resp.status == 408
+        assert resp.json()["error"]["code"] == "request_timeout"  # type: ignore[index]
+        assert conn.closed_by_server()
+        assert receive_all(srv, queue) == []
 
 
 def test_durable_store_logs_the_big_body(tmp_path: object) -> None:
