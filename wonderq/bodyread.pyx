@@ -29,10 +29,10 @@ cdef class BodyReader:
     HttpProtocol) gets the body through ``_body_read(body)`` and everything else (the loss of
     the connection, EOF, write flow control) as it happens."""
 
-    cdef object conn
-    cdef bytes body
-    cdef Py_ssize_t filled
-    cdef Py_ssize_t size
+    cdef object conn        # the HttpProtocol the body is for
+    cdef bytes body         # the body, written up to ``filled``; None once handed on or dropped
+    cdef Py_ssize_t filled  # bytes of the body in so far
+    cdef Py_ssize_t size    # the declared Content-Length
 
     def __cinit__(self, conn, Py_ssize_t size):
         self.conn = conn
