@@ -29,6 +29,7 @@ LAZY = {
     "_datetime",
     "encodings.idna",
     "unicodedata",
+    "prometheus_client",  # at the first scrape of /metrics
 }
 
 
