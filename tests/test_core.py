@@ -717,6 +717,25 @@ def test_long_ascii_with_escapes_in_words(b):
             assert b.delete(Q, 1, got["id"], 0)
 
 
+def test_long_runs_with_a_special_byte_anywhere(b):
+    # Runs of 512 bytes or more are scanned 32 bytes per step where the CPU has AVX2: a
+    # special byte (or an invalid one) at any offset of a window, and near the end, is seen.
+    for n in (512, 600, 4096):
+        for pos in [*range(0, 70), *range(n - 70, n)]:
+            for special in (b'"', b"\\", b"\x00", b"\x1f", b"\xc3\xa9", b"\xff"):
+                body = (b"a" * pos + special + b"b" * n)[:n] if pos + len(special) <= n else b""
+                if not body:
+                    continue
+                if special == b"\xff":
+                    with pytest.raises(InvalidArgument):
+                        b.publish(Q, body, 0)
+                    continue
+                b.publish(Q, body, 0)
+                got = json.loads(b.receive(Q, 1, 1, 0))["messages"][0]
+                assert got["body"] == body.decode(), (n, pos, special)
+                assert b.delete(Q, 1, got["id"], 0)
+
+
 def test_body_bounds(b):
     b.put_queue("small", {"max_message_bytes": 4})
     with pytest.raises(InvalidArgument) as e:

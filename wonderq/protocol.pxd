@@ -60,6 +60,7 @@ cdef class HttpProtocol:
     cdef str _method                # ... as the application sees it
     cdef object _body               # None, one bytes, or a list of pieces
     cdef Py_ssize_t _body_bytes     # size of the pieces while _body is a list
+    cdef object _reader             # the BodyReader reading a big body, or None
     # The pipeline.
     cdef object _busy               # the parked Request, or None
     cdef object _queue              # deque of Requests behind _busy, or _NO_QUEUE (empty)
@@ -108,6 +109,9 @@ cdef class HttpProtocol:
     cdef _flush(self)
     cdef _write(self, Request req, object response)
     cdef _after_partial_read(self, Py_ssize_t nbytes)
+    @cython.locals(size=Py_ssize_t)
+    cdef _start_body_reader(self)
+    cdef _drop_reader(self)
     cdef _parse_failed(self, object exc)
     cdef _fail(self, int status, str code, str message)
     cdef _fail_with(self, object response)

@@ -37,6 +37,7 @@ from typing import Any
 
 import httptools
 
+from .bodyread import BIG_BODY_BYTES, BodyReader
 from .request import (
     _CLOSE_TAIL,
     _CONTINUE,
@@ -196,6 +197,9 @@ class HttpProtocol:
         self._method = ""  # ... and as the application sees it
         self._body: Any = None  # None, one bytes, or a list of chunks
         self._body_bytes = 0
+        # The transport's protocol while the rest of a big body is read into its bytes
+        # (_start_body_reader), else None.
+        self._reader: BodyReader | None = None
         # The pipeline.
         self._busy: Request | None = None  # dispatched, answer pending (a long poll)
         # Parsed, waiting for _busy to be answered: _NO_QUEUE (empty) until a request is
@@ -257,6 +261,9 @@ class HttpProtocol:
         self._busy = None
         self._queue = _NO_QUEUE
         self._body = None
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
         self._out.clear()
         if busy is not None:
             try:
@@ -700,8 +707,79 @@ class HttpProtocol:
             ):
                 self._fail(431, "headers_too_large", self._headers_message())
                 return
+        elif self._content_length is not None and self._reader is None:
+            self._start_body_reader()
         self._last_active = self._loop_time()
         self._arm_for_state()
+
+    # ---- a big body ---------------------------------------------------------------------
+
+    def _start_body_reader(self) -> None:
+        """A read ended inside a body of Content-Length >= BIG_BODY_BYTES: have the rest of
+        it read straight into the bytes the request will get (wonderq.bodyread), instead of
+        as httptools' pieces. Only on a transport whose protocol is this one (not TLS)."""
+        size = int(self._content_length)  # type: ignore[arg-type]
+        if size < BIG_BODY_BYTES:
+            return
+        transport = self._transport
+        try:
+            if transport.get_protocol() is not self:  # type: ignore[union-attr]
+                return
+        except (AttributeError, NotImplementedError):
+            return  # a transport that cannot hand over its protocol
+        reader = BodyReader(self, size)
+        body = self._body
+        if type(body) is list:
+            for piece in body:
+                reader.append(piece)
+        elif body is not None:
+            reader.append(body)
+        if reader.missing() == 0:
+            return  # the message completes with the next read (cannot happen with llhttp)
+        self._body = None
+        self._body_bytes = 0
+        self._reader = reader
+        transport.set_protocol(reader)  # type: ignore[union-attr,arg-type]
+
+    def _body_progress(self) -> None:
+        """The reader took in another piece of the body: the next is due within the idle
+        timeout, as in _after_partial_read."""
+        self._last_active = self._loop_time()
+
+    def _body_read(self, body: bytes) -> None:
+        """The reader has the whole body: complete the message as httptools would have,
+        then carry on with a new parser (the old one still waits for the body's bytes)."""
+        self._reader = None
+        transport = self._transport
+        if transport is None:
+            return
+        transport.set_protocol(self)  # type: ignore[arg-type]
+        if self.closed or self._reading_done:
+            return
+        self._body = body
+        try:
+            self.on_message_complete()
+        except _Reject as exc:
+            self._fail_with(exc.response)
+        except Exception:
+            log.exception("completing a request of %s failed", self.peer)
+            self._fail(500, "internal_error", "internal server error")
+        parser = httptools.HttpRequestParser(self)
+        self._parser = parser
+        self._feed = parser.feed_data
+        self._get_method = parser.get_method
+        self._should_keep_alive = parser.should_keep_alive
+        if self._out:
+            self._flush()
+        self._active = True
+
+    def _drop_reader(self) -> None:
+        reader = self._reader
+        self._reader = None
+        if reader is not None:
+            reader.cancel()
+            if self._transport is not None:
+                self._transport.set_protocol(self)  # type: ignore[arg-type]
 
     # ---- errors -------------------------------------------------------------------------------
 
@@ -751,6 +829,8 @@ class HttpProtocol:
         self._plain = False
         self._phase = _IDLE
         self._body = None
+        if self._reader is not None:
+            self._drop_reader()
 
     def _too_large(self) -> Response:
         return error_response(

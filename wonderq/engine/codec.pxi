@@ -13,10 +13,42 @@ cdef extern from *:
        returns 0 and the caller's 8-byte loop does the work. */
     #if defined(__SSE2__)
     #include <emmintrin.h>
+    #if defined(__GNUC__) && defined(__x86_64__)
+    #include <immintrin.h>
+    #define WQ_AVX2_MIN 512
+    /* The same test 32 bytes per step, for long runs (a big message body: the scan was 9% of
+       a 64 KiB publish, perf) on CPUs with AVX2; runs shorter than WQ_AVX2_MIN keep the SSE2
+       loop alone, so small bodies cost the same instructions as before. */
+    __attribute__((target("avx2")))
+    static Py_ssize_t wq_plain_prefix_avx2(const unsigned char *s, Py_ssize_t n) {
+        const __m256i low = _mm256_set1_epi8(0x20), quote = _mm256_set1_epi8(0x22),
+                      bslash = _mm256_set1_epi8(0x5C);
+        Py_ssize_t i = 0;
+        for (; i + 32 <= n; i += 32) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(s + i));
+            __m256i bad = _mm256_or_si256(_mm256_cmpgt_epi8(low, v),
+                                          _mm256_or_si256(_mm256_cmpeq_epi8(v, quote),
+                                                          _mm256_cmpeq_epi8(v, bslash)));
+            unsigned mask = (unsigned)_mm256_movemask_epi8(bad);
+            if (mask) return i + __builtin_ctz(mask);
+        }
+        return i;
+    }
+    static int wq_avx2 = -1;  /* unknown until the first long run */
+    #endif
     static inline Py_ssize_t wq_plain_prefix(const unsigned char *s, Py_ssize_t n) {
         const __m128i low = _mm_set1_epi8(0x20), quote = _mm_set1_epi8(0x22),
                       bslash = _mm_set1_epi8(0x5C);
         Py_ssize_t i = 0;
+    #if defined(__GNUC__) && defined(__x86_64__)
+        if (n >= WQ_AVX2_MIN) {
+            if (wq_avx2 < 0) wq_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+            if (wq_avx2) {
+                i = wq_plain_prefix_avx2(s, n);
+                if (i + 32 <= n) return i;  /* stopped at a byte to look at */
+            }
+        }
+    #endif
         for (; i + 16 <= n; i += 16) {
             __m128i v = _mm_loadu_si128((const __m128i *)(s + i));
             __m128i bad = _mm_or_si128(_mm_cmplt_epi8(v, low),
