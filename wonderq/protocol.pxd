@@ -109,6 +109,7 @@ cdef class HttpProtocol:
     cdef _flush(self)
     cdef _write(self, Request req, object response)
     cdef _after_partial_read(self, Py_ssize_t nbytes)
+
     @cython.locals(size=Py_ssize_t)
     cdef _start_body_reader(self)
     cdef _drop_reader(self)
