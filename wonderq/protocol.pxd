@@ -112,6 +112,7 @@ cdef class HttpProtocol:
 
     @cython.locals(size=Py_ssize_t)
     cdef _start_body_reader(self)
+    cdef _new_parser(self)
     cdef _drop_reader(self)
     cdef _parse_failed(self, object exc)
     cdef _fail(self, int status, str code, str message)

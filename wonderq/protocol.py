@@ -169,11 +169,7 @@ class HttpProtocol:
         self._idle_timeout_s: float = settings.idle_timeout_s
         self._header_timeout_s: float = settings.header_timeout_s
         self._log_access: bool = settings.access_log
-        self._parser = httptools.HttpRequestParser(self)
-        # Bound once: the hot path calls these for every request.
-        self._feed = self._parser.feed_data
-        self._get_method = self._parser.get_method
-        self._should_keep_alive = self._parser.should_keep_alive
+        self._new_parser()
         self._transport: asyncio.Transport | None = None
         self.closed = False  # the connection is gone, or going: answer nothing more
         self.peer = "-"
@@ -261,9 +257,7 @@ class HttpProtocol:
         self._busy = None
         self._queue = _NO_QUEUE
         self._body = None
-        if self._reader is not None:
-            self._reader.cancel()
-            self._reader = None
+        self._drop_reader()  # the transport is gone: only the body is dropped
         self._out.clear()
         if busy is not None:
             try:
@@ -764,14 +758,20 @@ class HttpProtocol:
         except Exception:
             log.exception("completing a request of %s failed", self.peer)
             self._fail(500, "internal_error", "internal server error")
-        parser = httptools.HttpRequestParser(self)
-        self._parser = parser
-        self._feed = parser.feed_data
-        self._get_method = parser.get_method
-        self._should_keep_alive = parser.should_keep_alive
+        self._new_parser()
         if self._out:
             self._flush()
         self._active = True
+
+    def _new_parser(self) -> None:
+        """A fresh httptools parser for this connection (at the start, and after a big body
+        read past the old one, which still waits for the body's bytes)."""
+        parser = httptools.HttpRequestParser(self)
+        self._parser = parser
+        # Bound once: the hot path calls these for every request.
+        self._feed = parser.feed_data
+        self._get_method = parser.get_method
+        self._should_keep_alive = parser.should_keep_alive
 
     def _drop_reader(self) -> None:
         reader = self._reader
