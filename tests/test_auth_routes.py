@@ -2,10 +2,8 @@
 through the real server with ``--auth-file``: the table below is the contract of which right
 each route needs and on which queue (docs/SECURITY.md).
 
-Skipped until the HTTP faces check routes (``wonderq.server.FACES_ENFORCE_AUTH``); the
-commit that wires the Authorizer into the faces flips that flag and this module runs. A route
-the server does not have yet (it answers 404 ``not_found`` to a token with every right) is
-skipped, so the table can list the contract's routes ahead of their handlers.
+A route the server does not have (it answers 404 ``not_found`` to a token with every right)
+is skipped, so the table can list the contract's routes ahead of their handlers.
 """
 
 from __future__ import annotations
@@ -21,16 +19,9 @@ from pathlib import Path
 import pytest
 from _server import Response, ServerProcess, check_error, request, running_server, unique_name
 
-from wonderq import server as server_module
 from wonderq.auth import RIGHTS, SEE
 
-pytestmark = [
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(
-        not server_module.FACES_ENFORCE_AUTH,
-        reason="the HTTP faces do not check routes yet (wonderq.server.FACES_ENFORCE_AUTH)",
-    ),
-]
+pytestmark = pytest.mark.timeout(120)
 
 # One token per right (that right only), one per right with every other right, one with
 # every right on "t-*" only, and one with everything (for setting the stage).

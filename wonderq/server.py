@@ -57,10 +57,6 @@ __all__ = ["Server", "ServerError", "bind"]
 log = logging.getLogger("wonderq")
 
 _BACKLOG = 1024
-# Whether the HTTP faces check every route against --auth-file (the router checks bearer
-# tokens; the SQS face checks SigV4). Were it False, a server with --auth-file would stay in
-# protected mode (loopback clients only) rather than serve the world unchecked.
-FACES_ENFORCE_AUTH = True
 # In the data directory: held (flock) while a server uses it, so two never write one log.
 _LOCK_FILE = "wonderq.lock"
 
@@ -272,7 +268,7 @@ class Server:
         factory = protected_factory(
             http_factory,
             settings.host,
-            settings.allow_anonymous or (settings.auth_file is not None and FACES_ENFORCE_AUTH),
+            settings.allow_anonymous or settings.auth_file is not None,
             settings.header_timeout_s,
         )
         # HttpProtocol is an asyncio protocol by duck typing: compiled, it cannot derive from
@@ -338,11 +334,6 @@ class Server:
                 self.authorizer.config.summary(),
                 settings.auth_file,
             )
-            if not FACES_ENFORCE_AUTH and not is_loopback_host(settings.host):
-                log.warning(
-                    "access control is loaded but the HTTP faces do not check it yet: "
-                    "protected mode stays on (loopback clients only)"
-                )
         elif protected_mode(settings.host, settings.auth_file, settings.allow_anonymous):
             log.warning(
                 "protected mode: listening on %s without --auth-file, so only clients on this "

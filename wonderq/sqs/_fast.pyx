@@ -51,6 +51,10 @@ cdef Py_ssize_t _MAX_MESSAGE_BYTES = MAX_MESSAGE_BYTES
 cdef int MAX_ENTRIES = 10
 cdef bytes _CONTENT_TYPE = b"Content-Type: application/x-amz-json-1.0\r\nx-amzn-RequestId: "
 cdef const char* HEX = b"0123456789abcdef"
+cdef object _PARKED = object()  # _settled: the request waits on the store
+cdef enum:
+    SEND = 1
+    RECEIVE = 2
 
 include "fast_json.pxi"
 
@@ -209,17 +213,10 @@ cdef class FastPath:
         wq_md5_hex(md5, <const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
         self._rid_into(rid)
         try:
-            msg_id = self._store_send(queue, data, delay_ms)
-            if type(msg_id) is Deferred:
-                if not (<Deferred>msg_id).done:
-                    req.deferred = msg_id
-                    (<Deferred>msg_id).add(partial(
-                        self._sent_later, req, PyBytes_FromStringAndSize(md5, 32),
-                        PyBytes_FromStringAndSize(rid, 36)))
-                    return None
-                if (<Deferred>msg_id).error is not None:
-                    raise (<Deferred>msg_id).error
-                msg_id = (<Deferred>msg_id).value
+            msg_id = self._settled(req, self._store_send(queue, data, delay_ms), SEND, None, md5,
+                                   rid)
+            if msg_id is _PARKED:
+                return None
             return self._sent(md5, msg_id, rid)
         except Exception as exc:
             return self.face._error(True, exc, PyBytes_FromStringAndSize(rid, 36), "SendMessage")
@@ -238,14 +235,37 @@ cdef class FastPath:
         o = put(o, b'"}', 2)
         return self._response(out, o - out, rid)
 
-    def _sent_later(self, Request req, bytes md5, bytes rid, Deferred done):
-        if done.error is not None:
-            response = self.face._error(True, done.error, rid, "SendMessage")
-        else:
-            try:
-                response = self._sent(md5, done.value, rid)
-            except Exception as exc:
-                response = self.face._error(True, exc, rid, "SendMessage")
+    # ---- an answer the store gives later -------------------------------------------------------
+    cdef object _settled(self, Request req, object result, int kind, str queue, const char* md5,
+                         const char* rid):
+        """The store's answer ``result`` when it is known now (a done Deferred's error is
+        raised), else ``_PARKED``: the request waits on the Deferred and :meth:`_later` answers
+        it with the ``kind`` of answer (SEND: ``md5``; RECEIVE: ``queue``'s messages)."""
+        cdef Deferred d
+        if type(result) is not Deferred:
+            return result
+        d = <Deferred>result
+        if not d.done:
+            req.deferred = d
+            d.add(partial(self._later, req, kind,
+                          PyBytes_FromStringAndSize(md5, 32) if kind == SEND else queue,
+                          PyBytes_FromStringAndSize(rid, 36)))
+            return _PARKED
+        if d.error is not None:
+            raise d.error
+        return d.value
+
+    def _later(self, Request req, int kind, object what, bytes rid, Deferred done):
+        action = "SendMessage" if kind == SEND else "ReceiveMessage"
+        try:
+            if done.error is not None:
+                raise done.error
+            if kind == SEND:
+                response = self._sent(PyBytes_AS_STRING(<bytes>what), done.value, rid)
+            else:
+                response = self._received(what, done.value, rid)
+        except Exception as exc:
+            response = self.face._error(True, exc, rid, action)
         req.conn.complete(req, response)
 
     # ---- SendMessageBatch ---------------------------------------------------------------------
@@ -424,29 +444,13 @@ cdef class FastPath:
                 rows = self.store.receive_messages(queue, limit, visibility_ms)
             else:
                 rows = self.any_store.receive_messages(queue, limit, visibility_ms)
-            if type(rows) is Deferred:
-                if not (<Deferred>rows).done:
-                    req.deferred = rows
-                    (<Deferred>rows).add(partial(
-                        self._received_later, req, queue, PyBytes_FromStringAndSize(rid, 36)))
-                    return None
-                if (<Deferred>rows).error is not None:
-                    raise (<Deferred>rows).error
-                rows = (<Deferred>rows).value
+            rows = self._settled(req, rows, RECEIVE, queue, NULL, rid)
+            if rows is _PARKED:
+                return None
             return self._received(queue, rows, rid)
         except Exception as exc:
             return self.face._error(True, exc, PyBytes_FromStringAndSize(rid, 36),
                                     "ReceiveMessage")
-
-    def _received_later(self, Request req, str queue, bytes rid, Deferred done):
-        if done.error is not None:
-            response = self.face._error(True, done.error, rid, "ReceiveMessage")
-        else:
-            try:
-                response = self._received(queue, done.value, rid)
-            except Exception as exc:
-                response = self.face._error(True, exc, rid, "ReceiveMessage")
-        req.conn.complete(req, response)
 
     cdef tuple _received(self, str queue, object rows, const char* rid):
         cdef Py_ssize_t count, size, k, body_n
