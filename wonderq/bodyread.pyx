@@ -24,6 +24,30 @@ from libc.string cimport memcpy
 BIG_BODY_BYTES = 32 * 1024
 
 
+def take_over(conn, transport, Py_ssize_t size, body):
+    """A BodyReader now reading the rest of the body of ``size`` bytes for ``conn``, of which
+    ``body`` has come (None, one bytes, or a list of pieces); None if the body stays with
+    ``conn``: it is small, complete, or the transport's protocol is not ``conn`` or cannot be
+    handed over (TLS)."""
+    if size < BIG_BODY_BYTES:
+        return None
+    try:
+        if transport.get_protocol() is not conn:
+            return None
+    except (AttributeError, NotImplementedError):
+        return None
+    reader = BodyReader(conn, size)
+    if type(body) is list:
+        for piece in body:
+            reader.append(piece)
+    elif body is not None:
+        reader.append(body)
+    if reader.missing() == 0:
+        return None  # the message completes with the next read (cannot happen with llhttp)
+    transport.set_protocol(reader)
+    return reader
+
+
 cdef class BodyReader:
     """The transport's protocol while the rest of one big body arrives; ``conn`` (the
     HttpProtocol) gets the body through ``_body_read(body)`` and everything else (the loss of

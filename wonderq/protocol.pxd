@@ -5,10 +5,9 @@
 
 cimport cython
 
-from wonderq.request cimport Request
+from wonderq.request cimport Request, _new_request, _prefix, _query_mark
 
 # Module state read on every answer (C globals: no dict lookup).
-cdef dict _prefixes                  # request._prefixes: headers -> {status: head}
 cdef tuple _LENGTH_TAILS             # b"<n>\r\n\r\n" for n < _LENGTH_TAILS_MAX
 cdef Py_ssize_t _LENGTH_TAILS_MAX    # bodies this long or longer format their length
 cdef Py_ssize_t _WRITE_AS_IS_BYTES   # a last piece this long is written, not joined
@@ -110,7 +109,6 @@ cdef class HttpProtocol:
     cdef _write(self, Request req, object response)
     cdef _after_partial_read(self, Py_ssize_t nbytes)
 
-    @cython.locals(size=Py_ssize_t)
     cdef _start_body_reader(self)
     cdef _new_parser(self)
     cdef _drop_reader(self)
@@ -129,16 +127,3 @@ cdef class HttpProtocol:
     cdef _arm_for_state(self)
     cdef double _parse_deadline(self) except? -1.0
     cdef _set_deadline(self, int kind, double deadline)
-
-
-@cython.locals(i=Py_ssize_t)
-cdef Py_ssize_t _query_mark(bytes url)
-
-
-@cython.locals(prefixes=dict)
-cdef bytes _prefix(object status, object headers)
-
-
-@cython.locals(req=Request)
-cdef Request _new_request(object method, object path, object query, object body,
-                          bint keep_alive, object conn)

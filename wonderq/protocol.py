@@ -37,7 +37,7 @@ from typing import Any
 
 import httptools
 
-from .bodyread import BIG_BODY_BYTES, BodyReader
+from .bodyread import BodyReader, take_over
 from .request import (
     _CLOSE_TAIL,
     _CONTINUE,
@@ -51,8 +51,10 @@ from .request import (
     Response,
     _build_prefix,
     _head_start,
+    _new_request,
     _origin_form,
-    _prefixes,
+    _prefix,
+    _query_mark,
     error_response,
 )
 
@@ -64,46 +66,6 @@ access_log = logging.getLogger("wonderq.access")
 
 # A last piece of an answer this big or bigger is written without being joined (_flush).
 _WRITE_AS_IS_BYTES = 256 * 1024
-
-
-def _prefix(status: int, headers: bytes) -> bytes:
-    """The cached head of an answer up to ``Content-Length: ``."""
-    prefixes = _prefixes.get(headers)
-    if prefixes is not None:
-        prefix = prefixes.get(status)
-        if prefix is not None:
-            return prefix
-    return _build_prefix(status, headers)
-
-
-def _new_request(
-    method: str, path: str, query: str, body: bytes, keep_alive: bool, conn: HttpProtocol
-) -> Request:
-    """Request(...) for the hot path: compiled, a bare allocation and twelve field stores,
-    without the argument parsing of a call to the class."""
-    req = Request.__new__(Request)
-    req.method = method
-    req.path = path
-    req.query = query
-    req.body = body
-    req.keep_alive = keep_alive
-    req.conn = conn
-    req.params = None
-    req.route = ""
-    req.deferred = None
-    req.response = None
-    req.echo_keep_alive = False
-    req.authorization = None
-    return req
-
-
-def _query_mark(url: bytes) -> int:
-    """Where the ``?`` of a request target is, or -1. Compiled, a C loop over the bytes (a
-    short URL costs less than the argument parsing of ``bytes.find``)."""
-    for i in range(len(url)):
-        if url[i] == 63:  # "?"
-            return i
-    return -1
 
 
 class _StopParsing(Exception):
@@ -597,12 +559,10 @@ class HttpProtocol:
             # RFC 9110 section 8.6: no Content-Length on 204 (nor a body); on 304 it would
             # have to be the length of the 200's body, so none either.
             out.append(prefix[: prefix.rindex(b"Content-Length: ")] + tail[2:])
-        elif req.method == "HEAD":
-            # RFC 9110 section 9.3.2: the length of the body a GET would get, but no body.
-            out.append(prefix + b"%d" % len(body) + tail)
         else:
             out.append(prefix + b"%d" % len(body) + tail)
-            out.append(body)
+            if req.method != "HEAD":  # RFC 9110 section 9.3.2: HEAD gets the length alone
+                out.append(body)
         if self._log_access:
             access_log.info('%s "%s %s" %d %d', self.peer, req.method, req.path, status, len(body))
         if not keep_alive:
@@ -709,31 +669,15 @@ class HttpProtocol:
     # ---- a big body ---------------------------------------------------------------------
 
     def _start_body_reader(self) -> None:
-        """A read ended inside a body of Content-Length >= BIG_BODY_BYTES: have the rest of
-        it read straight into the bytes the request will get (wonderq.bodyread), instead of
-        as httptools' pieces. Only on a transport whose protocol is this one (not TLS)."""
+        """A read ended inside a body: if it is a big one, have the rest of it read straight
+        into the bytes the request will get (wonderq.bodyread), instead of as httptools'
+        pieces."""
         size = int(self._content_length)  # type: ignore[arg-type]
-        if size < BIG_BODY_BYTES:
-            return
-        transport = self._transport
-        try:
-            if transport.get_protocol() is not self:  # type: ignore[union-attr]
-                return
-        except (AttributeError, NotImplementedError):
-            return  # a transport that cannot hand over its protocol
-        reader = BodyReader(self, size)
-        body = self._body
-        if type(body) is list:
-            for piece in body:
-                reader.append(piece)
-        elif body is not None:
-            reader.append(body)
-        if reader.missing() == 0:
-            return  # the message completes with the next read (cannot happen with llhttp)
-        self._body = None
-        self._body_bytes = 0
-        self._reader = reader
-        transport.set_protocol(reader)  # type: ignore[union-attr,arg-type]
+        reader = take_over(self, self._transport, size, self._body)
+        if reader is not None:
+            self._body = None
+            self._body_bytes = 0
+            self._reader = reader
 
     def _body_progress(self) -> None:
         """The reader took in another piece of the body: the next is due within the idle

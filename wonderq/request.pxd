@@ -27,3 +27,20 @@ cdef class Request:
 @cython.locals(params=dict, end=Py_ssize_t, start=Py_ssize_t, stop=Py_ssize_t, eq=Py_ssize_t,
                name=str, value=str)
 cpdef dict split_query(str query)
+
+
+# The protocol's hot path cimports these (C calls).
+cdef dict _prefixes                 # headers -> {status: head up to Content-Length: }
+
+
+@cython.locals(prefixes=dict)
+cpdef bytes _prefix(object status, object headers)
+
+
+@cython.locals(req=Request)
+cpdef Request _new_request(object method, object path, object query, object body,
+                           bint keep_alive, object conn)
+
+
+@cython.locals(i=Py_ssize_t)
+cpdef Py_ssize_t _query_mark(bytes url)
