@@ -1102,7 +1102,7 @@ def test_memory_limit_refuses_publishes_and_keeps_serving(small_server: ServerPr
 @pytest.mark.parametrize("n", [1, 2, 3, 99, 100, 101, 250, MAX_BATCH])
 def test_batch_ids_json_is_the_plain_join(n: int) -> None:
     from wonderq._core import batch_ids_json
-    from wonderq.api import ids_json
+    from wonderq.answers import ids_json
 
     firsts = [*range(1, 230), *(10**k + d for k in range(2, 19) for d in (-101, -1, 0, 1, 99))]
     for first in [*firsts, MAX_ID - n + 1]:
@@ -1116,7 +1116,7 @@ def test_batch_ids_json_is_the_plain_join(n: int) -> None:
 
 
 def test_ids_json_of_any_ids() -> None:
-    from wonderq.api import ids_json
+    from wonderq.answers import ids_json
 
     for ids in ([], [5], [3, 2, 1], [7, 9, 8, 10], [1, 2, 4], [100, 101, 101], [99, 100, 101]):
         assert ids_json(ids) == ",".join(map(str, ids)).encode()

@@ -19,12 +19,12 @@ no attribute it does not declare: a new attribute of ``Api`` goes into ``api.pxd
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._core import InvalidArgument, batch_ids_json, id_json
+from .answers import render_ack, render_info, render_list, render_list_for, render_purged
 from .deferred import Deferred
 from .errors import BackendUnavailable, BadParameter, answer_error
 from .limits import DEFAULT_QUEUE, MAX_ID, MAX_VISIBILITY_MS
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from .metrics import Metrics
     from .routing import Router
 
-__all__ = ["EMPTY_MESSAGES", "Api", "encode_json", "ids_json", "queue_info_json"]
+__all__ = ["EMPTY_MESSAGES", "Api"]
 
 #: The answer of a receive that found nothing.
 EMPTY_MESSAGES = b'{"messages":[]}'
@@ -279,7 +279,7 @@ class Api:
             raise BadParameter("invalid_ids", f"ids must be integers from 1 to {MAX_ID}") from None
         if type(outcome) is Deferred:
             outcome = _bad_ids_later(outcome)
-        return self.reply(req, outcome, _render_ack)
+        return self.reply(req, outcome, render_ack)
 
     def handle_change_lease(self, req: Request) -> Response | None:
         """``POST /v1/queues/{queue}/messages/{id}/lease?cid=&timeout=``: the lease now ends
@@ -313,11 +313,11 @@ class Api:
         page = self.store.list_queues(prefix, after, limit)
         authorizer = self.router.authorizer
         if authorizer is None:
-            return self.reply(req, page, _render_list)
+            return self.reply(req, page, render_list)
         # With access control, only the queues the token has a right on (a page may then
         # hold fewer than limit; next still continues where it ended).
         principal = authorizer.authenticate(getattr(req, "authorization", None))
-        return self.reply(req, page, partial(_render_list_for, principal))
+        return self.reply(req, page, partial(render_list_for, principal))
 
     def handle_put_queue(self, req: Request) -> Response | None:
         """``PUT /v1/queues/{queue}``: create (201) or update (200) with the JSON attributes
@@ -339,11 +339,11 @@ class Api:
 
     def _put_done(self, queue: str, created: bool) -> Any:
         status = 201 if created else 200
-        return self.reply_value(self.store.queue_info(queue), partial(_render_info, status))
+        return self.reply_value(self.store.queue_info(queue), partial(render_info, status))
 
     def handle_get_queue(self, req: Request) -> Response | None:
         """``GET /v1/queues/{queue}``: attributes and counters."""
-        return self.reply(req, self.store.queue_info(param_queue(req)), partial(_render_info, 200))
+        return self.reply(req, self.store.queue_info(param_queue(req)), partial(render_info, 200))
 
     def handle_delete_queue(self, req: Request) -> Response | None:
         """``DELETE /v1/queues/{queue}``: drop the queue and its messages; 204. Refused (409)
@@ -358,7 +358,7 @@ class Api:
     def handle_purge(self, req: Request) -> Response | None:
         """``POST /v1/queues/{queue}/purge``: drop its ready, delayed and leased messages
         (the totals stay); 200 ``{"purged": n}``."""
-        return self.reply(req, self.store.purge(param_queue(req)), _render_purged)
+        return self.reply(req, self.store.purge(param_queue(req)), render_purged)
 
     # ---- the status page: each delegates to wonderq/statuspage.py -------------------------
 
@@ -447,34 +447,6 @@ def _render_messages(body: bytes) -> Response | None:
     return (200, body, JSON_HEADERS)
 
 
-def _render_ack(outcome: tuple[list[int], list[int]]) -> Response:
-    deleted, failed = outcome
-    return (
-        200,
-        b'{"deleted":[%s],"failed":[%s]}' % (ids_json(deleted), ids_json(failed)),
-        JSON_HEADERS,
-    )
-
-
-def _render_purged(purged: int) -> Response:
-    return (200, b'{"purged":%d}' % purged, JSON_HEADERS)
-
-
-def _render_info(status: int, info: dict[str, Any]) -> Response:
-    return (status, encode_json(queue_info_json(info)), JSON_HEADERS)
-
-
-def _render_list(page: tuple[list[dict[str, Any]], str | None]) -> Response:
-    infos, next_name = page
-    doc = {"queues": [queue_info_json(info) for info in infos], "next": next_name}
-    return (200, encode_json(doc), JSON_HEADERS)
-
-
-def _render_list_for(principal: Any, page: tuple[list[dict[str, Any]], str | None]) -> Response:
-    infos, next_name = page
-    return _render_list(([i for i in infos if principal.may_see(i["name"])], next_name))
-
-
 def _bad_ids_later(outcome: Deferred) -> Deferred:
     """The same 400 as handle_ack's, for a store that reports a bad id in its later answer
     (RedisStore checks the queue first, on Redis, as the engine does)."""
@@ -497,36 +469,3 @@ def _render_health(healthy: bool) -> Response:
     if healthy:
         return _HEALTHY
     return answer_error(BackendUnavailable("the store's backend does not answer"), "")
-
-
-def ids_json(ids: list[int]) -> bytes:
-    """``ids`` as the items of a JSON array (``b"7,8,9"``). The batch routes' usual answers
-    are built in C (``_core.batch_ids_json``, ``Broker.ack_json``); this serves the rest."""
-    return ",".join(map(str, ids)).encode()
-
-
-def _seconds(ms: int) -> int | float:
-    """Whole ms as JSON seconds: ``30`` for 30000, ``0.25`` for 250."""
-    return ms // 1000 if ms % 1000 == 0 else ms / 1000
-
-
-def queue_info_json(info: dict[str, Any]) -> dict[str, Any]:
-    """A store's queue info as the API shows it: times in seconds, not ``*_ms``."""
-    attributes = info["attributes"]
-    return {
-        "name": info["name"],
-        "attributes": {
-            "visibility_timeout": _seconds(attributes["visibility_timeout_ms"]),
-            "delay": _seconds(attributes["delay_ms"]),
-            "max_receives": attributes["max_receives"],
-            "dead_letter_queue": attributes["dead_letter_queue"],
-            "max_message_bytes": attributes["max_message_bytes"],
-        },
-        "counts": info["counts"],
-        "totals": info["totals"],
-    }
-
-
-def encode_json(value: Any) -> bytes:
-    """Compact JSON as the engine writes it (no spaces), for handlers that build bodies."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
