@@ -185,7 +185,8 @@ def protocol_for(workload: str, transport: Transport) -> Any:
     from wonderq.routing import Router
     from wonderq.store import MemoryStore
 
-    settings = Settings()
+    # With --auth-file the protocol lifts Authorization out of heads (wonderq.headscan).
+    settings = Settings(auth_file="bench" if workload.endswith("_token") else None)
 
     class Owner:
         connections: set[Any] = set()

@@ -32,6 +32,7 @@ TOKENS = {
         for r in RIGHTS
     },
     "elsewhere": ("elsewhere-token-0123456789", list(RIGHTS), ["other-*"]),
+    "t-star": ("t-star-token-0123456789abc", list(RIGHTS), ["t-*"]),
     "root": ("root-token-0123456789abcdef", list(RIGHTS), ["*"]),
 }
 
@@ -159,6 +160,12 @@ def test_every_route_with_every_kind_of_caller(srv: ServerProcess, route: Route)
     # a token with every right, but on other queues only
     if route.queue is not None and route.right != "metrics":
         check_error(call(srv, route, "elsewhere"), 403, code="forbidden")
+    # every right on the queues of a glob: the queue in the path is the one checked
+    if route.queue == "named":
+        resp = call(srv, route, "t-star")
+        assert resp.status == route.ok, (resp.status, resp.body)
+    elif route.queue == "default":
+        check_error(call(srv, route, "t-star"), 403, code="forbidden")
 
 
 def test_listing_shows_only_the_queues_a_token_may_see(srv: ServerProcess) -> None:

@@ -872,3 +872,171 @@ def test_reference_rendering_matches_a_known_answer() -> None:
     )
     assert reference_answer(201, b'{"id":1}', request.JSON_HEADERS, "POST", None) == want
     assert re.match(rb"HTTP/1.1 204 No Content\r\n", reference_answer(204, b"", b"", "GET", None))
+
+
+# ---- (h) the Authorization line lifted out of the head -------------------------------------------
+
+
+class RecordingApp:
+    """Records what the application sees of each request; answers 200 with its path."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[Any, ...]] = []
+
+    def dispatch(self, req: Any) -> Any:
+        headers = None if req.headers is None else list(req.headers)
+        self.seen.append((req.method, req.path, req.query, req.body, req.authorization, headers))
+        return (200, req.path.encode(), b"Content-Type: text/plain\r\n")
+
+    def cancel(self, req: Any) -> None:
+        pass
+
+    def count(self, route: str, status: int) -> None:
+        pass
+
+
+class FullTransport(FakeTransport):
+    """Also what an error answer's lingering close calls."""
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+def run_reads(reads: list[bytes], lift: bool) -> tuple[list[tuple[Any, ...]], bytes]:
+    """Feed ``reads`` to one connection; with ``lift``, as under ``--auth-file`` (the protocol
+    lifts Authorization lines out of heads); without, every header goes through llhttp."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        transport = FullTransport()
+        app = RecordingApp()
+        proto = protocol.HttpProtocol(
+            app, Owner(), Settings(auth_file="auth.toml" if lift else None)
+        )
+        proto.connection_made(transport)  # type: ignore[arg-type]
+        for data in reads:
+            proto.data_received(data)
+        return app.seen, b"".join(transport.written)
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
+AUTH_NAMES = ["Authorization"] * 8 + ["authorization", "AUTHORIZATION"]
+VALUE_BYTES = st.one_of(
+    # the plain form, which the protocol lifts (two lines in three)
+    st.sampled_from([b"Bearer tok-0123456789", b"Bearer abc=", b"Basic x y"]),
+    st.sampled_from([b"Bearer tok-0123456789", b"Bearer abc=", b"Basic x y"]),
+    # anything: spaces around, tabs, control and non-ASCII bytes, empty
+    st.lists(
+        st.sampled_from(
+            [
+                b"Bearer ",
+                b"tok-0123456789",
+                b"abc",
+                b"=",
+                b" ",
+                b"  ",
+                b"\t",
+                b"\x01",
+                b"\x7f",
+                b"\x80",
+            ]
+        ),
+        max_size=6,
+    ).map(b"".join),
+)
+OTHER_HEADERS = [b"Host: t", b"X-A: 1", b"Accept: */*", b"Content-Type: text/plain"]
+
+
+@st.composite
+def heads_with_authorization(draw: Any) -> bytes:
+    """One request: a target under /v1/ or not, some headers, zero to two Authorization lines
+    (any casing, any value, maybe folded), a body when there is a length."""
+    method = draw(st.sampled_from(["GET", "POST", "DELETE"]))
+    target = draw(st.sampled_from(["/v1/publish", "/v1/queues/q/messages?cid=1", "/v1/x", "/"]))
+    lines = draw(st.lists(st.sampled_from(OTHER_HEADERS), max_size=3))
+    for _ in range(draw(st.sampled_from([0, 1, 1, 1, 1, 2]))):
+        name = draw(st.sampled_from(AUTH_NAMES)).encode()
+        space = draw(st.sampled_from([b" "] * 8 + [b"", b"  "]))
+        line = name + b":" + space + draw(VALUE_BYTES)
+        if draw(st.integers(0, 5)) == 0:
+            line += b"\r\n " + draw(VALUE_BYTES)  # a folded line
+        lines.insert(draw(st.integers(0, len(lines))), line)
+    body = draw(st.sampled_from([b"", b"m", b"x" * 40]))
+    if body or method == "POST":
+        lines.append(b"Content-Length: %d" % len(body))
+    return (
+        b"%s %s HTTP/1.1\r\n" % (method.encode(), target.encode())
+        + b"".join(line + b"\r\n" for line in lines)
+        + b"\r\n"
+        + body
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    requests=st.lists(heads_with_authorization(), min_size=1, max_size=3),
+    cuts=st.lists(st.integers(1, 400), max_size=3),
+)
+def test_lifted_authorization_equals_llhttps_header(requests: list[bytes], cuts: list[int]) -> None:
+    """Pipelined requests, cut into reads anywhere: the application sees the same requests
+    (method, target, body, Authorization value, the headers kept for non-/v1/ targets) and
+    the client the same bytes (answers, 400s) whether the protocol lifts Authorization lines
+    out of heads or llhttp reads every header."""
+    data = b"".join(requests)
+    reads, start = [], 0
+    for cut in sorted(cuts):
+        if start < cut < len(data):
+            reads.append(data[start:cut])
+            start = cut
+    reads.append(data[start:])
+    request.refresh_date(FIXED_TIME)
+    try:
+        assert run_reads(reads, lift=True) == run_reads(reads, lift=False)
+    finally:
+        request.refresh_date()
+
+
+def test_the_plain_authorization_line_is_lifted() -> None:
+    """The test above compares two real paths: the plain form does take the lift."""
+    from wonderq.headscan import Lifter
+
+    head = b"POST /v1/publish HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer tok\r\n"
+    rest = b"Content-Length: 1\r\n\r\nm"
+    first, second = Lifter(), Lifter()
+    assert first.lift(head + rest) == b"POST /v1/publish HTTP/1.1\r\nHost: t\r\n" + rest
+    assert first.value == b"Bearer tok"
+    assert second.lift(head + rest) is not None
+    assert second.value is first.value  # one object for every connection that sends it
+    declined = [
+        head.replace(b"Authorization", b"authorization") + rest,  # llhttp's
+        head.replace(b"/v1/", b"/") + rest,  # the SQS face keeps its headers
+        head.replace(b": ", b":  ") + rest,  # llhttp skips the second space
+        head.replace(b"tok", b"t\tok") + rest,  # a tab
+        head.replace(b"tok", b"t\xc3\xa9") + rest,  # not ASCII
+        head + b" folded\r\n" + rest,
+        head[:-2],  # the line is not complete in this read
+        b"POST /v1/publish HTTP/1.1\r\nHost: t\r\n\r\nAuthorization: Bearer tok\r\n",  # body
+    ]
+    for data in declined:
+        assert Lifter().lift(data) is None, data
+    seen, out = run_reads([head + rest], lift=True)
+    assert seen == [("POST", "/v1/publish", "", b"m", b"Bearer tok", None)]
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_two_authorization_lines_are_refused_either_way() -> None:
+    """A request with two Authorization headers is a 400, whichever of them was lifted."""
+    data = (
+        b"POST /v1/publish HTTP/1.1\r\nAuthorization: Bearer a\r\n"
+        b"authorization: Bearer b\r\nContent-Length: 1\r\n\r\nm"
+    )
+    for lift in (True, False):
+        seen, out = run_reads([data], lift=lift)
+        assert seen == []
+        assert out.startswith(b"HTTP/1.1 400 "), out
+        assert b"more than one Authorization header" in out

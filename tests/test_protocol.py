@@ -31,6 +31,7 @@ class Limits:
     idle_timeout_s: float = 0.3
     header_timeout_s: float = 0.2
     access_log: bool = False
+    auth_file: str | None = None
 
 
 class FakeTransport(asyncio.Transport):

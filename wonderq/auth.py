@@ -593,6 +593,10 @@ class Authorizer:
             log.error("access control: kept the previous configuration: %s", exc)
             return False
         self.config = config
+        # Empty each per-queue dict, not only the outer one: the router keeps a reference
+        # to the last one it used and trusts it while it is not empty (Router._authorize).
+        for queues in self.allowed.values():
+            queues.clear()
         self.allowed.clear()
         self._signing_keys = {}
         log.info("access control: reloaded %s (%s)", path, config.summary())
@@ -667,7 +671,7 @@ class Authorizer:
         queues = allowed.get(authorization)
         if queues is None:
             if len(allowed) >= self._cache_headers:
-                del allowed[next(iter(allowed))]
+                allowed.pop(next(iter(allowed))).clear()  # emptied as on reload
             queues = allowed[authorization] = {}
         elif len(queues) >= self._cache_queues:
             queues.clear()

@@ -5,6 +5,7 @@
 
 cimport cython
 
+from wonderq.headscan cimport Lifter
 from wonderq.request cimport Request, _new_request, _prefix, _query_mark
 
 # Module state read on every answer (C globals: no dict lookup).
@@ -35,6 +36,7 @@ cdef class HttpProtocol:
     cdef double _idle_timeout_s     # keep-alive idle, and between pieces of a body
     cdef double _header_timeout_s   # from the first byte of a request to its last header
     cdef bint _log_access           # write the access log (takes the slow path)
+    cdef Lifter _lifter             # lifts Authorization out of heads (access control on)
     cdef object _parser             # httptools.HttpRequestParser
     cdef object _feed               # _parser.feed_data, bound once
     cdef object _get_method         # _parser.get_method, bound once
@@ -84,6 +86,7 @@ cdef class HttpProtocol:
     cdef double _last_active        # loop time of the last read the slow path saw
     cdef bint _active               # a read completed requests since the timer fired
 
+    @cython.locals(lifter=Lifter, value=bytes)
     cpdef data_received(self, object data)
 
     @cython.locals(start=cython.p_char)

@@ -38,6 +38,7 @@ from typing import Any
 import httptools
 
 from .bodyread import BodyReader, take_over
+from .headscan import Lifter
 from .request import (
     _CLOSE_TAIL,
     _CONTINUE,
@@ -131,6 +132,9 @@ class HttpProtocol:
         self._idle_timeout_s: float = settings.idle_timeout_s
         self._header_timeout_s: float = settings.header_timeout_s
         self._log_access: bool = settings.access_log
+        # With access control every request carries Authorization: lift it out of the head
+        # before llhttp (wonderq.headscan; ~1,000 instructions a request less).
+        self._lifter: Lifter | None = Lifter() if settings.auth_file is not None else None
         self._new_parser()
         self._transport: asyncio.Transport | None = None
         self.closed = False  # the connection is gone, or going: answer nothing more
@@ -237,6 +241,13 @@ class HttpProtocol:
     def data_received(self, data: bytes | memoryview) -> None:
         if self._reading_done:
             return  # lingering close, or after the last request: discard
+        lifter = self._lifter
+        if lifter is not None and not self._phase and type(data) is bytes:
+            rest = lifter.lift(data)
+            if rest is not None:
+                data = rest
+                self._authorization = value = lifter.value
+                self._head_bytes += 13 + len(value)  # type: ignore[arg-type]  # as on_header counts
         try:
             self._feed(data)
         except httptools.HttpParserUpgrade:
@@ -333,7 +344,10 @@ class HttpProtocol:
             # test of the other spelling would lower-case it (~370 instructions).
             if name == b"Authorization" or name.lower() == b"authorization":
                 # For access control (wonderq.auth): the router checks it when it is on.
-                self._special = True
+                if self._authorization is not None:
+                    raise _Reject(
+                        error_response(400, "bad_request", "more than one Authorization header")
+                    )
                 # A client sends the same token on every request of a connection: keeping the
                 # first copy makes the router's cache lookup find its hash already computed
                 # (bytes cache their hash), one compare instead of a SipHash of the header.
@@ -435,9 +449,9 @@ class HttpProtocol:
             if self._if_none_match is not None:
                 req.if_none_match = self._if_none_match  # type: ignore[attr-defined]
                 self._if_none_match = None
-            if self._authorization is not None:
-                req.authorization = self._authorization
-                self._authorization = None
+        if self._authorization is not None:
+            req.authorization = self._authorization
+            self._authorization = None
         if not keep_alive:
             # Connection: close, or HTTP/1.0 without keep-alive: this is the last request
             # (RFC 9112 section 9.6); llhttp would refuse anything after it anyway.

@@ -31,6 +31,12 @@ cdef class Router:
     cdef public object authorizer    # wonderq.auth.Authorizer with --auth-file, else None
     cdef dict _allowed               # authorizer.allowed, the decision cache
     cdef object _allowed_of          # the authorizer _allowed belongs to
+    # The last decision that allowed a request (see _authorize): its header, its queue,
+    # the header's per-queue dict in _allowed (empty once it is stale) and its mask.
+    cdef object _ok_header
+    cdef object _ok_queue
+    cdef dict _ok_queues
+    cdef Py_ssize_t _ok_mask
     cdef dict _fallback              # {method: entry} for paths no route matches, or None
     cdef object _fallback_accepts    # whether the fallback takes a request
 

@@ -26,6 +26,7 @@ Compiled with Cython in pure-Python mode (``routing.pxd``); runs as plain Python
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -110,7 +111,11 @@ def _access(spec: str | None) -> tuple[str, Any, int] | None:
     right, _, queue = spec.partition(":")
     if right not in RIGHT_BITS:
         raise ValueError(f"unknown right {right!r}")
-    return right, (queue or None), RIGHT_BITS[right]
+    if not queue:
+        return right, None, RIGHT_BITS[right]
+    # _authorize tells {queue} by identity, and keeps its last decision by the queue's
+    # identity: one object for each name, whatever route it came from.
+    return right, (_FROM_PATH if queue == _FROM_PATH else sys.intern(queue)), RIGHT_BITS[right]
 
 
 def _accept_none(req: Request) -> bool:
@@ -141,6 +146,10 @@ class Router:
         # Its decision cache (Authorizer.allowed), read by _authorize, and whose it is.
         self._allowed: dict[Any, dict[str | None, int]] = {}
         self._allowed_of: Any = None
+        self._ok_header: Any = None
+        self._ok_queue: Any = None
+        self._ok_queues: dict[str | None, int] | None = None
+        self._ok_mask = 0
         self._fallback: dict[str, Entry] | None = None  # see set_fallback
         self._fallback_accepts: Callable[[Request], Any] = _accept_none
 
@@ -230,11 +239,20 @@ class Router:
         (a right, the queue it applies to, the right's bit). The usual case is two dict
         lookups in the authorizer's decision cache (the header's bytes, then the queue) and
         a bit test, all C calls when compiled; anything else asks ``check_bearer``, which
-        verifies the token (SHA-256, then ``hmac.compare_digest``) and fills the cache."""
+        verifies the token (SHA-256, then ``hmac.compare_digest``) and fills the cache.
+
+        Before those lookups, the last allowed decision: the same header object (connections
+        sharing a token share one, see wonderq.headscan) on the same queue object reuses its
+        mask while the header's per-queue dict is not empty. The Authorizer empties every
+        per-queue dict it drops (reload, eviction), so a stale decision is never reused."""
         right, queue, bit = access
         if queue is _FROM_PATH:
             queue = param_queue(req)  # a bad name is a 400 before any 403
         header = req.authorization
+        if header is self._ok_header and queue is self._ok_queue and self._ok_queues:
+            bits = self._ok_mask
+            if bits & bit:
+                return
         authorizer = self.authorizer
         if authorizer is not self._allowed_of:
             # Authorizer.reload clears its dict in place, so one reference stays valid.
@@ -245,8 +263,12 @@ class Router:
             if per_queue is not None:
                 mask = per_queue.get(queue)
                 if mask is not None:
-                    bits: int = mask  # a C integer when compiled: the test makes no int object
+                    bits = mask  # a C integer when compiled: the test makes no int object
                     if bits & bit:
+                        self._ok_header = header
+                        self._ok_queue = queue
+                        self._ok_queues = per_queue
+                        self._ok_mask = bits
                         return
         authorizer.check_bearer(header, right, queue, req.conn.peer)
 

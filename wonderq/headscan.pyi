@@ -1,0 +1,3 @@
+class Lifter:
+    value: bytes | None
+    def lift(self, data: bytes) -> bytes | None: ...
