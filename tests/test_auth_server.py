@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _server import ServerProcess, get, running_server, server_command
+from _server import ServerProcess, get, request, running_server, server_command
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,6 +95,25 @@ def test_sighup_reloads_and_keeps_the_old_file_when_the_new_one_is_bad(tmp_path:
         for text in srv.lines:
             assert TOKEN not in text and "s3cr3t" not in text
     assert srv.proc is not None and srv.proc.returncode == 0
+
+
+def test_sighup_takes_a_right_away_from_a_token_that_just_used_it(tmp_path: Path) -> None:
+    """The decisions the server keeps (the router's last one, the Authorizer's cache) do not
+    outlive a reload: a publish allowed a moment ago is refused once the file says so."""
+    path = tmp_path / "auth.toml"
+    path.write_text(GOOD.replace('["publish"]', '["publish", "admin"]'))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with running_server("--auth-file", str(path)) as srv:
+        assert request(srv, "PUT", "/v1/queues/jobs-1", "{}", auth).status == 201
+        for _ in range(3):  # the same queue, header and route each time: the kept decision
+            assert request(srv, "POST", "/v1/queues/jobs-1/messages", "m", auth).status == 201
+        mark = len(srv.lines)
+        path.write_text(GOOD.replace('["publish"]', '["consume"]'))
+        srv.signal(signal.SIGHUP)
+        wait_for_line(srv, "reloaded", mark)
+        resp = request(srv, "POST", "/v1/queues/jobs-1/messages", "m", auth)
+        assert resp.status == 403, (resp.status, resp.body)
+        assert request(srv, "GET", "/v1/queues/jobs-1/messages?cid=1", None, auth).status == 200
 
 
 def test_sighup_without_auth_file_is_harmless() -> None:
