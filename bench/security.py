@@ -26,7 +26,9 @@ openssl.
 Two tables: messages per second, and requests per CPU-second of the server side (WonderQ; for
 nginx-tls, nginx and WonderQ together), which a machine shared with other work moves less
 than rates. A cell whose load generator used GENERATOR_BOUND (90%) or more of its core is
-marked: it measured wrk, not the server.
+marked: it measured wrk, not the server. Then, for token / plain and tls / plain, the median
+of each run's own ratio (the cells of a run are seconds apart, in the opposite order every
+other run): the figure that a machine whose speed drifts over minutes moves least.
 """
 
 from __future__ import annotations
@@ -248,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[tuple[str, str], list[dict]] = {}
         for i in range(args.runs):
             for workload, label in workloads:
-                for name in cells:
+                # Every other run the other way round, so a drift of the machine's speed
+                # within a run favours no cell.
+                for name in cells if i % 2 == 0 else cells[::-1]:
                     if workload != "publish" and name in PUBLISH_ONLY:
                         continue  # the TLS targets are about publishes
                     log(f"run {i + 1}/{args.runs}: {name}: {label}")
@@ -264,6 +268,18 @@ def main(argv: list[str] | None = None) -> int:
     table(results, workloads, cells, "msg/s", lambda r: r["mps"])
     print()
     table(results, workloads, cells, "requests per server CPU-second", per_cpu_second)
+    print()
+    for a, b in (("token", "plain"), ("tls", "plain")):
+        for workload, label in workloads:
+            runs_a, runs_b = results.get((workload, a), []), results.get((workload, b), [])
+            if runs_a and runs_b:
+                pairs = zip(runs_a, runs_b, strict=True)
+                ratios = [x["mps"] / y["mps"] for x, y in pairs if y["mps"]]
+                each = ", ".join(f"{r:.2f}" for r in ratios)
+                print(
+                    f"{a} / {b}, {label}: median of the runs' ratios "
+                    f"{statistics.median(ratios):.2f}x ({each})"
+                )
     print()
     print(
         f"server CPU: WonderQ's process (for nginx-tls, nginx's and WonderQ's; for nginx and "
