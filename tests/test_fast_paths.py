@@ -1040,3 +1040,16 @@ def test_two_authorization_lines_are_refused_either_way() -> None:
         assert seen == []
         assert out.startswith(b"HTTP/1.1 400 "), out
         assert b"more than one Authorization header" in out
+
+
+@FAST
+@given(a=st.binary(max_size=40), b=st.binary(max_size=40))
+def test_same_secret_is_equality(a: bytes, b: bytes) -> None:
+    """The constant-time compare of remembered Authorization values answers as ``==``."""
+    from wonderq.headscan import same_secret
+
+    assert same_secret(a, b) == (a == b)
+    assert same_secret(a, a)
+    if a:
+        for i in (0, len(a) - 1):
+            assert not same_secret(a, a[:i] + bytes([a[i] ^ 1]) + a[i + 1 :])

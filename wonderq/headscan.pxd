@@ -3,6 +3,8 @@
 
 cimport cython
 
+cpdef bint same_secret(bytes a, bytes b)
+
 
 @cython.final
 cdef class Lifter:

@@ -62,6 +62,35 @@ cdef inline bint _visible_ascii(const char* value, Py_ssize_t size):
     return (bad & 0x8080808080808080ULL) == 0
 
 
+cdef inline bint _equal(const char* a, const char* b, Py_ssize_t n):
+    """The n bytes at a and b are equal; every byte is read whatever the answer."""
+    cdef const unsigned char* x = <const unsigned char*>a
+    cdef const unsigned char* y = <const unsigned char*>b
+    cdef uint64_t u, v
+    cdef uint64_t diff = 0
+    cdef Py_ssize_t i = 0
+    while i + 8 <= n:
+        memcpy(&u, x + i, 8)
+        memcpy(&v, y + i, 8)
+        diff |= u ^ v
+        i += 8
+    while i < n:
+        diff |= x[i] ^ y[i]
+        i += 1
+    return diff == 0
+
+
+cpdef bint same_secret(bytes a, bytes b):
+    """``a == b`` in a time that depends on their length only, never on where they differ
+    (as ``hmac.compare_digest``): what a connection remembers of an Authorization header is
+    compared with this, so timing cannot reveal a prefix of another client's token sent on
+    the same connection (behind a proxy, one upstream connection carries several clients)."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(a)
+    if PyBytes_GET_SIZE(b) != n:
+        return False
+    return _equal(PyBytes_AS_STRING(a), PyBytes_AS_STRING(b), n)
+
+
 cdef bytes _share(bytes value):
     shared = _shared.get(value)
     if shared is not None:
@@ -124,7 +153,7 @@ cdef class Lifter:
         if (
             last is None
             or PyBytes_GET_SIZE(last) != size
-            or memcmp(PyBytes_AS_STRING(last), value, size) != 0
+            or not _equal(PyBytes_AS_STRING(last), value, size)
         ):
             self.value = _share(PyBytes_FromStringAndSize(value, size))
         # The line and the CRLF before it go; the CRLF after it ends the line before.

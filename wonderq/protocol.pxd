@@ -5,7 +5,7 @@
 
 cimport cython
 
-from wonderq.headscan cimport Lifter
+from wonderq.headscan cimport Lifter, same_secret
 from wonderq.request cimport Request, _new_request, _prefix, _query_mark
 
 # Module state read on every answer (C globals: no dict lookup).

@@ -38,7 +38,7 @@ from typing import Any
 import httptools
 
 from .bodyread import BodyReader, take_over
-from .headscan import Lifter
+from .headscan import Lifter, same_secret
 from .request import (
     _CLOSE_TAIL,
     _CONTINUE,
@@ -352,7 +352,7 @@ class HttpProtocol:
                 # first copy makes the router's cache lookup find its hash already computed
                 # (bytes cache their hash), one compare instead of a SipHash of the header.
                 last = self._last_authorization
-                if last is not None and value == last:
+                if last is not None and same_secret(value, last):
                     value = last
                 else:
                     self._last_authorization = value
