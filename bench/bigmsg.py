@@ -76,7 +76,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=float, default=5.0)
-    ap.add_argument("--burst", type=float, default=1.0, help="seconds of 1 MiB publishes")
+    ap.add_argument("--burst", type=float, default=1.0, help="seconds of 1 MiB publishes (0: none)")
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     args = ap.parse_args()
     bench = Bench(args.duration)
@@ -129,68 +129,69 @@ def main() -> int:
                         3,
                     )
                 doc["sizes"][size] = row
-        # The burst.
-        with bench.wonderq() as wq:
-            scalelib.call(wq.port, "GET", "/healthz")
-            time.sleep(0.5)
-            rss0 = scalelib.rss(wq.pid)
-            sampler = RssSampler(wq.pid)
-            sampler.start()
-            burst_meter = harness.Meter(bench.gen_pin, args.burst)
-            cmd = [
-                bench.httpgen,
-                "--port",
-                str(wq.port),
-                "-c",
-                "8",
-                "--duration",
-                str(args.burst),
-                "--body-bytes",
-                "1048576",
-                "--fixed",
-                "POST",
-                "/v1/publish",
-            ]
-            burst = burst_meter.measure(wq, cmd)
-            time.sleep(0.5)
-            m = scalelib.metrics(wq.port)
-            rss1 = scalelib.rss(wq.pid)
-            peak = sampler.peak
-            drain_meter = harness.Meter(bench.gen_pin, max(2.0, args.burst * 3))
-            drain = drain_meter.measure(
-                wq,
-                [
+        # The burst (--burst 0: none).
+        if args.burst > 0:
+            with bench.wonderq() as wq:
+                scalelib.call(wq.port, "GET", "/healthz")
+                time.sleep(0.5)
+                rss0 = scalelib.rss(wq.pid)
+                sampler = RssSampler(wq.pid)
+                sampler.start()
+                burst_meter = harness.Meter(bench.gen_pin, args.burst)
+                cmd = [
                     bench.httpgen,
                     "--port",
                     str(wq.port),
                     "-c",
                     "8",
                     "--duration",
-                    str(max(2.0, args.burst * 3)),
-                    "--recvdel",
-                    "/v1/consumer?cid=1&limit=1&visibility=60",
-                    "/v1/consumer?cid=1&id=",
-                ],
-            )
-            time.sleep(0.5)
-            m2 = scalelib.metrics(wq.port)
-            rss2 = scalelib.rss(wq.pid)
-            sampler.running = False
-            accounted = int(m.get("wonderq_memory_bytes", 0))
-            doc["burst"] = {
-                "published": burst["messages"],
-                "rss_before": rss0,
-                "rss_after_burst": rss1,
-                "rss_peak": peak,
-                "memory_bytes_after_burst": accounted,
-                "rss_growth_minus_accounted": rss1 - rss0 - accounted,
-                "peak_growth_minus_accounted": peak - rss0 - accounted,
-                "drained": drain["messages"],
-                "memory_bytes_after_drain": int(m2.get("wonderq_memory_bytes", 0)),
-                "rss_after_drain": rss2,
-                "command": burst["command"],
-            }
-            harness.log(f"burst: {doc['burst']}")
+                    str(args.burst),
+                    "--body-bytes",
+                    "1048576",
+                    "--fixed",
+                    "POST",
+                    "/v1/publish",
+                ]
+                burst = burst_meter.measure(wq, cmd)
+                time.sleep(0.5)
+                m = scalelib.metrics(wq.port)
+                rss1 = scalelib.rss(wq.pid)
+                peak = sampler.peak
+                drain_meter = harness.Meter(bench.gen_pin, max(2.0, args.burst * 3))
+                drain = drain_meter.measure(
+                    wq,
+                    [
+                        bench.httpgen,
+                        "--port",
+                        str(wq.port),
+                        "-c",
+                        "8",
+                        "--duration",
+                        str(max(2.0, args.burst * 3)),
+                        "--recvdel",
+                        "/v1/consumer?cid=1&limit=1&visibility=60",
+                        "/v1/consumer?cid=1&id=",
+                    ],
+                )
+                time.sleep(0.5)
+                m2 = scalelib.metrics(wq.port)
+                rss2 = scalelib.rss(wq.pid)
+                sampler.running = False
+                accounted = int(m.get("wonderq_memory_bytes", 0))
+                doc["burst"] = {
+                    "published": burst["messages"],
+                    "rss_before": rss0,
+                    "rss_after_burst": rss1,
+                    "rss_peak": peak,
+                    "memory_bytes_after_burst": accounted,
+                    "rss_growth_minus_accounted": rss1 - rss0 - accounted,
+                    "peak_growth_minus_accounted": peak - rss0 - accounted,
+                    "drained": drain["messages"],
+                    "memory_bytes_after_drain": int(m2.get("wonderq_memory_bytes", 0)),
+                    "rss_after_drain": rss2,
+                    "command": burst["command"],
+                }
+                harness.log(f"burst: {doc['burst']}")
     finally:
         nginx.stop()
     scalelib.emit("bigmsg", doc)
