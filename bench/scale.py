@@ -85,6 +85,11 @@ def slices_in_process(n: int) -> dict[str, Any]:
 
     if sys_path_root not in sys.path:
         sys.path.insert(0, sys_path_root)
+    # A server imports prometheus_client on a thread at its first scrape, the loop serving
+    # meanwhile (Metrics._import_first): done here before the clock starts, as it is not a
+    # turn of the loop.
+    import prometheus_client.core  # noqa: F401
+
     from wonderq.longpoll import LongPoll
     from wonderq.metrics import Metrics
     from wonderq.routing import Router

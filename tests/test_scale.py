@@ -4,6 +4,7 @@ render. No timing here: the figures are bench/scale.py's."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -154,6 +155,41 @@ def _samples(text: bytes) -> dict[str, dict[tuple[tuple[str, str], ...], float]]
 def _metrics(store: MemoryStore, router: _Router, pending: list[Any], **kw: Any) -> Metrics:
     longpoll = LongPoll(lambda req, resp: None, lambda delay, cb: None)
     return Metrics(store, router, longpoll, lambda: 5, call_soon=pending.append, **kw)  # type: ignore[arg-type]
+
+
+def test_a_servers_first_scrape_imports_prometheus_client_off_the_loop() -> None:
+    """In a running loop, the first scrape is answered later (prometheus_client is imported
+    on a thread meanwhile), a scrape arriving before that shares its answer, and the loop
+    runs other callbacks in between; the next scrape starts at once."""
+    store = MemoryStore()
+    for i in range(10):
+        store.put_queue(f"q{i}", None)
+    router = _Router()
+    longpoll = LongPoll(lambda req, resp: None, lambda delay, cb: None)
+    metrics = Metrics(store, router, longpoll, lambda: 5)  # type: ignore[arg-type]
+    first, second, third = object(), object(), object()
+    ticks = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        assert metrics.scrape(first) is None  # type: ignore[arg-type]
+        assert metrics.scrape(second) is None  # type: ignore[arg-type]
+        loop.call_soon(ticks.append, 1)
+        for _ in range(2000):
+            if len(router.answers) == 2:
+                break
+            await asyncio.sleep(0.005)
+        answer = metrics.scrape(third)  # type: ignore[arg-type]
+        assert answer is not None and answer[0] == 200
+
+    asyncio.run(main())
+    assert ticks == [1]
+    assert [req for req, _ in router.answers] == [first, second]
+    status, body, _ = router.answers[0][1]
+    assert status == 200
+    assert router.answers[1][1][1] is body  # one render for both
+    samples = _samples(bytes(body))
+    assert samples["wonderq_queue_messages"][(("queue", "q3"), ("state", "ready"))] == 0
 
 
 def test_a_scrape_of_many_queues_is_answered_over_several_turns() -> None:

@@ -28,6 +28,7 @@ a scrape before the page being rendered shows in the next scrape, one deleted is
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -174,6 +175,8 @@ class Metrics:
         self.page_queues = page_queues
         self._scrape: _Scrape | None = None  # the render in progress, if any
         self._registry: CollectorRegistry | None = None
+        # The requests of the first scrape while prometheus_client is imported, else None.
+        self._importing: list[Request] | None = None
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -195,6 +198,17 @@ class Metrics:
         if current is not None:
             current.waiting.append(req)
             return None
+        if self._importing is not None:
+            self._importing.append(req)
+            return None
+        if self._registry is None and self._call_soon is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (tools, the in-process tests): imported below
+                loop = None
+            if loop is not None:
+                self._import_first(req, loop)
+                return None
         scrape = _Scrape(_generate_latest(self.registry))
         if self._step(scrape, time.perf_counter() + self.slice_s):
             return (200, self._finish(scrape), _HEADERS)
@@ -202,6 +216,42 @@ class Metrics:
         self._scrape = scrape
         self._schedule()
         return None
+
+    def _import_first(self, req: Request, loop: asyncio.AbstractEventLoop) -> None:
+        """The first scrape of a server: prometheus_client is imported on a thread, which
+        takes ~30 ms (bench/scale.py's in-process scrape, 24-33 ms as one turn of the loop);
+        the interpreter switches threads every 5 ms (``sys.getswitchinterval``), so the loop
+        keeps serving meanwhile. The scrape starts once the import is done."""
+        self._importing = [req]
+
+        def work() -> None:
+            error: Exception | None = None
+            try:
+                import prometheus_client.core
+                import prometheus_client.utils  # noqa: F401
+            except Exception as exc:  # answered as a bug, never a stuck scrape
+                error = exc
+            loop.call_soon_threadsafe(self._imported, error)
+
+        threading.Thread(target=work, name="wonderq-metrics-import", daemon=True).start()
+
+    def _imported(self, error: Exception | None) -> None:
+        waiting = self._importing or []
+        self._importing = None
+        try:
+            if error is not None:
+                raise error
+            scrape = _Scrape(_generate_latest(self.registry))
+        except Exception as exc:
+            from .errors import answer_error
+
+            response = answer_error(exc, "GET /metrics")
+            for req in waiting:
+                self._router.answer(req, response)
+            return
+        scrape.waiting.extend(waiting)
+        self._scrape = scrape
+        self._continue()
 
     def _schedule(self) -> None:
         call_soon = self._call_soon or asyncio.get_running_loop().call_soon
