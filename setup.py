@@ -19,6 +19,9 @@ extensions = [
     # Every read of an HTTPS connection goes through tls.TlsReads.
     Extension("wonderq.tls", ["wonderq/tls.py"], extra_compile_args=["-O2"]),
     Extension("wonderq.bodyread", ["wonderq/bodyread.pyx"], extra_compile_args=["-O2"]),
+    # The write-ahead log's appends run on every durable publish and delete: compiled as plain
+    # Python (no .pxd), its method calls and attribute reads skip the interpreter.
+    Extension("wonderq.wal.log", ["wonderq/wal/log.py"], extra_compile_args=["-O2"]),
     # The Authorization line lifted out of a head before llhttp (access control's hot path).
     Extension("wonderq.headscan", ["wonderq/headscan.pyx"], extra_compile_args=["-O2"]),
     # The SQS face's hot path: its digests (C in digest.h) and the fast path of its most

@@ -1,3 +1,4 @@
+# cython: language_level=3, annotation_typing=False, binding=True
 """The write-ahead log of one server: appends, group commit, fsync modes, compaction.
 
 Threads: the ``append_*`` methods run on the event loop and only build frames in memory.
