@@ -248,16 +248,18 @@ class Router:
         right, queue, bit = access
         if queue is _FROM_PATH:
             queue = param_queue(req)  # a bad name is a 400 before any 403
+        authorizer = self.authorizer
+        if authorizer is not self._allowed_of:
+            # Authorizer.reload clears its dict in place, so one reference stays valid; the
+            # last decision was another authorizer's.
+            self._allowed = authorizer.allowed
+            self._allowed_of = authorizer
+            self._ok_queues = None
         header = req.authorization
         if header is self._ok_header and queue is self._ok_queue and self._ok_queues:
             bits = self._ok_mask
             if bits & bit:
                 return
-        authorizer = self.authorizer
-        if authorizer is not self._allowed_of:
-            # Authorizer.reload clears its dict in place, so one reference stays valid.
-            self._allowed = authorizer.allowed
-            self._allowed_of = authorizer
         if header is not None:
             per_queue = self._allowed.get(header)
             if per_queue is not None:
