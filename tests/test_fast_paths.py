@@ -1044,12 +1044,20 @@ def test_two_authorization_lines_are_refused_either_way() -> None:
 
 @FAST
 @given(a=st.binary(max_size=40), b=st.binary(max_size=40))
-def test_same_secret_is_equality(a: bytes, b: bytes) -> None:
-    """The constant-time compare of remembered Authorization values answers as ``==``."""
-    from wonderq.headscan import same_secret
+def test_a_kept_value_is_reused_exactly_when_equal(a: bytes, b: bytes) -> None:
+    """A connection's remembered Authorization value (compared in constant time) is handed
+    back for an equal value and never for a different one, even one differing only in its
+    first or last byte."""
+    from wonderq.headscan import Lifter
 
-    assert same_secret(a, b) == (a == b)
-    assert same_secret(a, a)
+    lifter = Lifter()
+    first = lifter.keep(bytes(a))
+    assert first == a
+    again = lifter.keep(bytes(b))
+    assert again == b
+    assert (again is first) == (a == b)
     if a:
         for i in (0, len(a) - 1):
-            assert not same_secret(a, a[:i] + bytes([a[i] ^ 1]) + a[i + 1 :])
+            other = a[:i] + bytes([a[i] ^ 1]) + a[i + 1 :]
+            kept = Lifter()
+            assert kept.keep(bytes(a)) is not kept.keep(other)

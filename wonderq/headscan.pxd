@@ -3,11 +3,11 @@
 
 cimport cython
 
-cpdef bint same_secret(bytes a, bytes b)
-
 
 @cython.final
 cdef class Lifter:
     cdef public bytes value  # the last Authorization value lifted (kept while it repeats)
 
     cpdef object lift(self, bytes data)
+    cpdef bytes keep(self, bytes value)
+    cdef bytes _keep(self, const char* value, Py_ssize_t size, bytes made)

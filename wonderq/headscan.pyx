@@ -63,7 +63,11 @@ cdef inline bint _visible_ascii(const char* value, Py_ssize_t size):
 
 
 cdef inline bint _equal(const char* a, const char* b, Py_ssize_t n):
-    """The n bytes at a and b are equal; every byte is read whatever the answer."""
+    """The n bytes at a and b are equal, in a time that depends on n only, never on where
+    they differ (as ``hmac.compare_digest``): what a connection remembers of an
+    Authorization header is compared with this, so timing cannot reveal a prefix of another
+    client's token sent on the same connection (behind a proxy, one upstream connection
+    carries several clients)."""
     cdef const unsigned char* x = <const unsigned char*>a
     cdef const unsigned char* y = <const unsigned char*>b
     cdef uint64_t u, v
@@ -78,17 +82,6 @@ cdef inline bint _equal(const char* a, const char* b, Py_ssize_t n):
         diff |= x[i] ^ y[i]
         i += 1
     return diff == 0
-
-
-cpdef bint same_secret(bytes a, bytes b):
-    """``a == b`` in a time that depends on their length only, never on where they differ
-    (as ``hmac.compare_digest``): what a connection remembers of an Authorization header is
-    compared with this, so timing cannot reveal a prefix of another client's token sent on
-    the same connection (behind a proxy, one upstream connection carries several clients)."""
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(a)
-    if PyBytes_GET_SIZE(b) != n:
-        return False
-    return _equal(PyBytes_AS_STRING(a), PyBytes_AS_STRING(b), n)
 
 
 cdef bytes _share(bytes value):
@@ -110,6 +103,27 @@ cdef class Lifter:
 
     def __cinit__(self):
         self.value = None
+
+    cpdef bytes keep(self, bytes value):
+        """An Authorization value that came through llhttp (``on_header``): the object kept
+        for it, now :attr:`value`."""
+        return self._keep(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), value)
+
+    cdef bytes _keep(self, const char* value, Py_ssize_t size, bytes made):
+        """The kept object for the ``size`` bytes at ``value``: :attr:`value` if they are
+        the same (compared in constant time), else a new one (``made`` if not None), shared
+        with the other connections unless longer than _MAX_VALUE."""
+        cdef bytes last = self.value
+        if (
+            last is not None
+            and PyBytes_GET_SIZE(last) == size
+            and _equal(PyBytes_AS_STRING(last), value, size)
+        ):
+            return last
+        if made is None:
+            made = PyBytes_FromStringAndSize(value, size)
+        self.value = _share(made) if size <= _MAX_VALUE else made
+        return self.value
 
     cpdef object lift(self, bytes data):
         """``data`` (a read that starts a message) without its ``Authorization`` line, the
@@ -149,13 +163,7 @@ cdef class Lifter:
             or not _visible_ascii(value, size)
         ):
             return None
-        cdef bytes last = self.value
-        if (
-            last is None
-            or PyBytes_GET_SIZE(last) != size
-            or not _equal(PyBytes_AS_STRING(last), value, size)
-        ):
-            self.value = _share(PyBytes_FromStringAndSize(value, size))
+        self._keep(value, size, None)
         # The line and the CRLF before it go; the CRLF after it ends the line before.
         cdef Py_ssize_t before = (line - 2) - p
         cdef Py_ssize_t after = n - (cr - p)

@@ -5,7 +5,7 @@
 
 cimport cython
 
-from wonderq.headscan cimport Lifter, same_secret
+from wonderq.headscan cimport Lifter
 from wonderq.request cimport Request, _new_request, _prefix, _query_mark
 
 # Module state read on every answer (C globals: no dict lookup).
@@ -74,7 +74,6 @@ cdef class HttpProtocol:
     cdef list _out                  # pieces of answers not yet written
     cdef bytes _if_none_match       # that header of the message being parsed, or None
     cdef bytes _authorization       # that header of the message being parsed, or None
-    cdef bytes _last_authorization  # the connection's previous one (its hash is cached)
     # A streamed answer (start_stream).
     cdef object _stream             # its Request, or None
     cdef bint _stream_chunked       # HTTP/1.1: chunked; HTTP/1.0: until the close
@@ -92,7 +91,7 @@ cdef class HttpProtocol:
     @cython.locals(start=cython.p_char)
     cpdef on_url(self, bytes url)
 
-    @cython.locals(n=Py_ssize_t, headers=list)
+    @cython.locals(n=Py_ssize_t, headers=list, lifter=Lifter)
     cpdef on_header(self, bytes name, bytes value)
     cpdef on_headers_complete(self)
     cpdef on_body(self, bytes data)

@@ -38,7 +38,7 @@ from typing import Any
 import httptools
 
 from .bodyread import BodyReader, take_over
-from .headscan import Lifter, same_secret
+from .headscan import Lifter
 from .request import (
     _CLOSE_TAIL,
     _CONTINUE,
@@ -178,7 +178,6 @@ class HttpProtocol:
         self._out: list[bytes] = []  # pieces of answers not yet written (see _flush)
         self._if_none_match: bytes | None = None  # that header of the message being parsed
         self._authorization: bytes | None = None  # that header of the message being parsed
-        self._last_authorization: bytes | None = None  # the previous request's, reused
         # A streamed answer (start_stream): the request, or None; chunked or until the close.
         self._stream: Request | None = None
         self._stream_chunked = False
@@ -348,15 +347,11 @@ class HttpProtocol:
                     raise _Reject(
                         error_response(400, "bad_request", "more than one Authorization header")
                     )
-                # A client sends the same token on every request of a connection: keeping the
-                # first copy makes the router's cache lookup find its hash already computed
-                # (bytes cache their hash), one compare instead of a SipHash of the header.
-                last = self._last_authorization
-                if last is not None and same_secret(value, last):
-                    value = last
-                else:
-                    self._last_authorization = value
-                self._authorization = value
+                # With access control, the connection's Lifter keeps one object per value
+                # (as for a lifted line): the router's cache finds its hash computed, or its
+                # last decision by identity.
+                lifter = self._lifter
+                self._authorization = value if lifter is None else lifter.keep(value)
             elif name == b"If-None-Match" or name.lower() == b"if-none-match":
                 # For the status page's assets: 304 when it names their ETag.
                 self._special = True
