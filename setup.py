@@ -19,8 +19,8 @@ extensions = [
     # Every read of an HTTPS connection goes through tls.TlsReads.
     Extension("wonderq.tls", ["wonderq/tls.py"], extra_compile_args=["-O2"]),
     Extension("wonderq.bodyread", ["wonderq/bodyread.pyx"], extra_compile_args=["-O2"]),
-    # The write-ahead log's appends run on every durable publish and delete: compiled as plain
-    # Python (no .pxd), its method calls and attribute reads skip the interpreter.
+    # The write-ahead log's appends run on every durable publish and delete: its pending
+    # frame and append methods are C (types in wal/log.pxd), the rest compiled plain Python.
     Extension("wonderq.wal.log", ["wonderq/wal/log.py"], extra_compile_args=["-O2"]),
     # The Authorization line lifted out of a head before llhttp (access control's hot path).
     Extension("wonderq.headscan", ["wonderq/headscan.pyx"], extra_compile_args=["-O2"]),

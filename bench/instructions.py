@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+TURN = int(os.environ.get("WONDERQ_TURN", "16"))
 BODY = b"x" * 200
 HOST = b"Host: 127.0.0.1:8080\r\n"
 TOKEN = "bench-token-0123456789abcdefghij"
@@ -122,6 +123,8 @@ WORKLOADS = {
     "publish16": "POST /v1/publish, 16 pipelined per read",
     "recvdel": "GET + DELETE /v1/consumer, alternating (per request)",
     "recvdel_q": "named-queue receive + delete, alternating (per request)",
+    "publish_turns": "POST /v1/publish, one per read, an event-loop turn every 16 requests",
+    "publish_wal": "the same with --data-dir (--fsync everysec): the log's cost per publish",
     "publish_token": "POST /v1/publish with Authorization: Bearer (--auth-file), one per read",
     "recvdel_token": "GET + DELETE /v1/consumer with Authorization: Bearer, alternating",
     "batch": "batch publish of 100 x 200 B (per message)",
@@ -211,10 +214,23 @@ def protocol_for(workload: str, transport: Transport) -> Any:
         app = Stub()
     else:
         loop = asyncio.get_event_loop()
-        store = MemoryStore(broker=broker)
+        store: Any = MemoryStore(broker=broker)
         app = Router()
         longpoll = LongPoll(app.answer, loop.call_later)
-        store.start(loop, longpoll)
+        if workload == "publish_wal":
+            import atexit
+            import shutil
+            import tempfile
+
+            from wonderq.store import DurableStore
+
+            data_dir = tempfile.mkdtemp(prefix="wonderq-instructions-")
+            atexit.register(shutil.rmtree, data_dir, True)
+            store = DurableStore(Settings(data_dir=data_dir, fsync="everysec"), broker=broker)
+            store.open()
+            loop.run_until_complete(store.start(loop, longpoll))
+        else:
+            store.start(loop, longpoll)
         Api(store, app, longpoll, 1000).routes(app.add)
         from functools import partial
 
@@ -251,6 +267,14 @@ def feed(workload: str, n: int) -> None:
             received(publish)
         # A publish is answered 201 (the ceilings: a fixed 200); anything else is an error.
         assert transport.last[:12] in (b"HTTP/1.1 201", b"HTTP/1.1 200", b""), transport.last[:200]
+    elif workload in ("publish_turns", "publish_wal"):
+        # The log writes once per event-loop turn: let the loop turn every 16 requests.
+        loop = asyncio.get_event_loop()
+        for i in range(n):
+            received(PUBLISH)
+            if i % TURN == TURN - 1:
+                loop.run_until_complete(asyncio.sleep(0))
+        assert transport.last[:12] == b"HTTP/1.1 201", transport.last[:200]
     elif workload in ("ceiling16", "reading16", "stub16", "publish16"):
         data = PUBLISH * 16
         for _ in range(n // 16):

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import wonderq.wal.log as wal_log
 from wonderq.wal import (
     BrokerSnapshotSource,
     Delete,
@@ -545,7 +546,7 @@ def test_a_snapshot_killed_mid_write_is_ignored(
 def test_a_crash_between_snapshot_rename_and_cleanup(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(Wal, "_remove_before", lambda self, seq: None)
+    monkeypatch.setattr(wal_log, "remove_before", lambda data_dir, seq: None)
     expected, next_id = run(compacted_log(tmp_path, seed=5))
     assert segment_name(1) in os.listdir(tmp_path)  # the old segment is still there
     assert_same(tmp_path, expected, next_id)

@@ -66,6 +66,9 @@ cdef class DurableStore(MemoryStore):
     cdef public double read_s         # of open(): seconds reading and checking the files
     cdef set _retained                # queues with a retention period (publishes log the time)
 
+    cdef object _writable(self)
+    cdef object _durable(self, object value)
+    cdef long long _delay(self, str queue, long long delay_ms) except? -1
     cdef long long _sent(self, long long now)
     cdef long long _sent_for(self, str queue, long long now)
 
