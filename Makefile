@@ -15,7 +15,7 @@ test: build
 lint:
 	ruff check wonderq tests bench
 	ruff format --check wonderq tests bench
-	cython-lint wonderq/_core.pyx wonderq/headscan.pyx wonderq/*.pxd wonderq/engine/*.pxi wonderq/sqs/*.pyx wonderq/sqs/*.pxi
+	cython-lint wonderq/_core.pyx wonderq/headscan.pyx wonderq/*.pxd wonderq/wal/*.pxd wonderq/engine/*.pxi wonderq/sqs/*.pyx wonderq/sqs/*.pxi
 	mypy
 
 # Every module setup.py compiles: the engine, and the pure-Python-mode layers a request crosses.

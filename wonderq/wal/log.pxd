@@ -18,17 +18,19 @@ cdef class Wal:
     cdef public list _dels          # deleted ids
     cdef public list _misc          # encoded next-id sections
     cdef public Py_ssize_t _frame_bytes
+    cdef public Py_ssize_t _frame_limit  # FRAME_SOFT_LIMIT: seal the frame past this
     cdef public object _pq          # the queue of the last publish group, or None
     cdef public list _pids          # ... its ids
     cdef public list _pbodies       # ... its bodies
     cdef public bint _pslow         # ... it carries delays, receives or sent times
-    cdef public long long _id_mark  # a publish from this id on reserves more ids
-    cdef public object _end_of_turn # the scheduled end-of-turn flush, or None
+    cdef public object _id_mark     # int: a publish from this id on reserves more ids
+    cdef public object _end_of_turn  # the scheduled end-of-turn flush, or None
     cdef public object _loop        # the event loop once started
     cdef public object _failed      # the WalError while the log cannot be written, or None
     cdef public bint _closed
 
-    cpdef append_publish(self, msg_id, queue, body, delay_ms=*, receives=*)
+    cpdef append_publish(self, msg_id, str queue, body, long long delay_ms=*,
+                         long long receives=*)
     cpdef append_send(self, msg_id, queue, body, delay_ms, sent_ms, attributes=*)
     cdef list _group(self, queue, msg_id, body, delay_ms)
     cdef _publish_checks(self, msg_id)

@@ -152,6 +152,7 @@ class Wal:
         self._dels: list[int] = []
         self._misc: list[bytes] = []  # encoded next-id sections
         self._frame_bytes = 0
+        self._frame_limit = FRAME_SOFT_LIMIT
         # the publish group of the last publish: lets append_publish skip the dict lookup
         self._pq: str | None = None
         self._pids: list[int] = []
@@ -265,7 +266,7 @@ class Wal:
             self._pids.append(msg_id)
             self._pbodies.append(body)
             self._frame_bytes += len(body)
-            if msg_id >= self._id_mark or self._frame_bytes > FRAME_SOFT_LIMIT:
+            if msg_id >= self._id_mark or self._frame_bytes > self._frame_limit:
                 self._publish_checks(msg_id)
             return
         g = self._group(queue, msg_id, body, delay_ms)
@@ -331,7 +332,7 @@ class Wal:
     def _publish_checks(self, msg_id: int) -> None:
         if msg_id >= self._id_mark:
             self._reserve_ids(msg_id)
-        if self._frame_bytes > FRAME_SOFT_LIMIT:
+        if self._frame_bytes > self._frame_limit:
             self._seal()
 
     def append_publish_batch(
