@@ -57,10 +57,22 @@ cdef class MemoryStore(Store):
     cpdef list receive_rows(self, str queue, object limit, long long visibility_ms)
 
 
+# The log's calls on every change (wonderq.wal.Wal derives from it): C calls.
+cdef class Log:
+    cpdef check_writable(self)
+    cpdef append_publish(self, msg_id, str queue, body, long long delay_ms=*,
+                         long long receives=*)
+    cpdef append_send(self, msg_id, queue, body, delay_ms, sent_ms, attributes=*)
+    cpdef append_receive(self, ids)
+    cpdef append_delete(self, msg_id)
+    cpdef append_delete_many(self, ids)
+    cpdef commit(self)
+
+
 cdef class DurableStore(MemoryStore):
     cdef public object settings       # the server's Settings (data_dir, fsync, ...)
     cdef public object wall_ms        # wall-clock ms (delays are logged as wall-clock ends)
-    cdef public object wal            # the wonderq.wal.Wal once open() ran, else None
+    cdef public Log wal               # the wonderq.wal.Wal once open() ran, else None
     cdef public Py_ssize_t recovered  # messages restored by open()
     cdef public Py_ssize_t recovered_queues  # queues restored by open()
     cdef public double read_s         # of open(): seconds reading and checking the files

@@ -554,6 +554,43 @@ def _make_broker(settings: Settings | None, track_dead_letters: bool) -> Broker:
     )
 
 
+class Log:
+    """The write-ahead log as :class:`DurableStore` calls it on every change: the base of
+    ``wonderq.wal.Wal``, declared here so that those calls are C calls (store.pxd) while the
+    in-memory server never imports the log's package."""
+
+    def check_writable(self) -> None:
+        raise NotImplementedError
+
+    def append_publish(
+        self, msg_id: int, queue: str, body: bytes, delay_ms: int = 0, receives: int = 0
+    ) -> None:
+        raise NotImplementedError
+
+    def append_send(
+        self,
+        msg_id: int,
+        queue: str,
+        body: bytes,
+        delay_ms: int,
+        sent_ms: int,
+        attributes: bytes | None = None,
+    ) -> None:
+        raise NotImplementedError
+
+    def append_receive(self, ids: Any) -> None:
+        raise NotImplementedError
+
+    def append_delete(self, msg_id: int) -> None:
+        raise NotImplementedError
+
+    def append_delete_many(self, ids: Any) -> None:
+        raise NotImplementedError
+
+    def commit(self) -> Any:
+        raise NotImplementedError
+
+
 class DurableStore(MemoryStore):
     """The engine plus the write-ahead log (docs/DURABILITY.md).
 

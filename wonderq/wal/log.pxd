@@ -7,9 +7,11 @@
 
 cimport cython
 
+from wonderq.store cimport Log
+
 
 @cython.final
-cdef class Wal:
+cdef class Wal(Log):
     cdef dict __dict__              # the attributes not declared here
     cdef public bint _always        # --fsync always: answers wait for the group commit
     # the pending frame (see _seal)
@@ -29,13 +31,6 @@ cdef class Wal:
     cdef public object _failed      # the WalError while the log cannot be written, or None
     cdef public bint _closed
 
-    cpdef append_publish(self, msg_id, str queue, body, long long delay_ms=*,
-                         long long receives=*)
-    cpdef append_send(self, msg_id, queue, body, delay_ms, sent_ms, attributes=*)
+    # and the append methods of Log (wonderq/store.pxd)
     cdef list _group(self, queue, msg_id, body, delay_ms)
     cdef _publish_checks(self, msg_id)
-    cpdef append_receive(self, ids)
-    cpdef append_delete(self, msg_id)
-    cpdef append_delete_many(self, ids)
-    cpdef check_writable(self)
-    cpdef commit(self)

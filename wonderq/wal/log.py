@@ -4,7 +4,10 @@
 Threads: the ``append_*`` methods run on the event loop and only build frames in memory.
 ``flush()`` hands the bytes to one writer thread, which does the ``pwritev`` and the
 ``fdatasync``; at most one write is in flight, and everything appended while it runs goes out
-in the next one (group commit). Snapshots are written by a second thread.
+in the next one (group commit). A write that no fsync follows (``everysec`` between its
+fsyncs, ``never``) is done by ``flush()`` itself on the event loop: a ``pwritev`` into the page
+cache costs less than the hand-over. Snapshots are written by a second thread. The append
+path's types are in log.pxd.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..limits import FSYNC_MODES
+from ..store import Log
 from .files import LogFile, Writer, create_file, fsync_dir, list_files, segment_name, snapshot_name
 from .format import (
     FILE_HEADER,
@@ -111,7 +115,7 @@ class _Batch:
         return bool(self.buf or self.waiters or self.rotate_to or self.force_sync)
 
 
-class Wal:
+class Wal(Log):
     """The write-ahead log of one server.
 
     Lifecycle: ``Wal(dir, fsync=...)`` -> ``state = wal.recover()`` -> ``state.load_into(...)``
