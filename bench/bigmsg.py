@@ -16,6 +16,14 @@ Rates (16 connections, httpgen, pinned like run.py's; rounds interleaved):
   (bench/peers/nginx.conf.template, ``location /blob/``). MB/s counts bodies only
   (10^6 bytes), one per acknowledged delete or nginx 200. A receive round that emptied the
   queue says so (``empty`` > 0): its rate is then a lower bound.
+* ``cycle``: publish, receive and delete on each connection (httpgen's cycle), so the queue
+  stays near empty: the steady state of a queue whose consumers keep up, in which the
+  engine reuses freed memory. nginx gets the same three requests (POST of the body, GET of
+  a file of its size, a DELETE answered 200). MB/s counts each body once.
+* ``fresh memory``: what a publish into a growing queue cannot beat on this machine: MB/s
+  of copying bodies of the size into memory never touched before (one 1 GiB anonymous
+  mapping written in order, no HTTP at all), pinned to the server's core. Every body a
+  growing queue stores lands in such pages, which the kernel must first fault in and zero.
 
 Memory: a fresh server takes 1 MiB publishes for ``--burst`` seconds on 8 connections; its
 VmRSS is sampled every 20 ms (peak) and compared with ``wonderq_memory_bytes`` once the
@@ -25,6 +33,9 @@ burst ends, then again after every message was received and deleted.
 from __future__ import annotations
 
 import argparse
+import mmap
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -65,7 +76,45 @@ def workloads(
             ["--recvdel", receive, f"/v1/queues/{q}/messages/", "--delete-suffix", "?cid=1"],
         ),
         "nginx receive": (nginx, ["--fixed", "GET", f"/blob/{size}"]),
+        # Publish, receive and delete on each connection: the steady state of a queue that
+        # its consumers keep up with (its memory is reused, not fresh); nginx gets the same
+        # three requests (POST of the body, GET of a file of its size, DELETE: a fixed 200).
+        "wq cycle": (
+            wq,
+            [
+                *body,
+                "--recvdel",
+                f"/v1/queues/{q}c/messages?cid=1&limit=1&visibility=60",
+                f"/v1/queues/{q}c/messages/",
+                "--delete-suffix",
+                "?cid=1",
+                "--publish",
+                f"/v1/queues/{q}c/messages",
+            ],
+        ),
+        "nginx cycle": (
+            nginx,
+            [*body, "--recvdel", f"/blob/{size}", "/upload/", "--publish", "/upload"],
+        ),
     }
+
+
+def fresh_memory_mb_s(size: int, total: int = 1 << 30) -> float:
+    """MB/s of copying bodies of ``size`` bytes into ``total`` bytes of fresh memory."""
+    body = b"x" * size
+    m = mmap.mmap(-1, total)
+    t0 = time.perf_counter()
+    for off in range(0, total - size + 1, size):
+        m[off : off + size] = body
+    seconds = time.perf_counter() - t0
+    m.close()
+    return (total - total % size) / seconds / 1e6
+
+
+def fresh_memory(size: int, pin: list[str]) -> float:
+    """fresh_memory_mb_s in a new process on the server's core."""
+    cmd = [*pin, sys.executable, __file__, "--fresh", str(size)]
+    return float(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
 
 def mbps(result: dict, size: int) -> float:
@@ -78,7 +127,11 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--burst", type=float, default=1.0, help="seconds of 1 MiB publishes (0: none)")
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    ap.add_argument("--fresh", type=int, help=argparse.SUPPRESS)  # fresh_memory's child
     args = ap.parse_args()
+    if args.fresh:
+        print(f"{fresh_memory_mb_s(args.fresh):.1f}")
+        return 0
     bench = Bench(args.duration)
     doc: dict[str, Any] = {"machine": scalelib.machine(), "pinning": bench.pinning, "sizes": {}}
     nginx = bench.launcher.nginx()
@@ -91,11 +144,12 @@ def main() -> int:
         with bench.wonderq() as wq:
             for size in args.sizes:
                 q = f"big{size}"
-                scalelib.create_queues(wq.port, [q])
-                results: dict[str, list[dict]] = {
-                    k: [] for k in ("wq publish", "nginx publish", "wq receive", "nginx receive")
-                }
+                scalelib.create_queues(wq.port, [q, f"{q}c"])
+                results: dict[str, list[dict]] = {k: [] for k in workloads(size, q, wq, nginx)}
+                fresh: list[float] = []
                 for r in range(args.runs):
+                    fresh.append(fresh_memory(size, bench.launcher.pin))
+                    harness.log(f"{size} B round {r + 1} fresh memory: {fresh[-1]:.1f} MB/s")
                     for name, (server, gen_args) in workloads(size, q, wq, nginx).items():
                         # A receive round is a third as long as the publish round before
                         # it, so it does not empty the queue (it is faster than publishing).
@@ -103,6 +157,12 @@ def main() -> int:
                         res = bench.gen(server, *gen_args, conns=CONNS, name=name, duration=seconds)
                         if name == "nginx receive":
                             res["messages"] = res["requests"] - res.get("bad", 0)
+                        elif name == "nginx cycle":
+                            # httpgen counts a queue's answers (201, "true"); nginx's are 200
+                            # with {"ok":true}: a cycle is three answers below 400.
+                            failed = res.get("errors", {}).get("status", 0)
+                            res["messages"] = (res["requests"] - failed) // 3
+                            res["bad"] = failed
                         res["mb_s"] = mbps(res, size)
                         results[name].append(res)
                         harness.log(
@@ -115,7 +175,17 @@ def main() -> int:
                 for name, res in results.items():
                     row[name] = scalelib.summary(res, "mb_s")
                     row[name]["empty"] = sum(x.get("empty", 0) for x in res)
-                for side in ("publish", "receive"):
+                row["fresh memory"] = {"mb_s": scalelib.median(fresh), "runs": fresh}
+                row["fresh memory x nginx publish"] = round(
+                    scalelib.median(
+                        [
+                            f / n["mb_s"]
+                            for f, n in zip(fresh, results["nginx publish"], strict=True)
+                        ]
+                    ),
+                    3,
+                )
+                for side in ("publish", "receive", "cycle"):
                     row[f"{side} x nginx"] = round(
                         scalelib.median(
                             [

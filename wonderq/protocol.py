@@ -65,8 +65,10 @@ log = logging.getLogger("wonderq.http")
 access_log = logging.getLogger("wonderq.access")
 
 
-# A last piece of an answer this big or bigger is written without being joined (_flush).
-_WRITE_AS_IS_BYTES = 256 * 1024
+# A last piece of an answer this big or bigger is written without being joined (_flush):
+# from here on, a copy of it costs more than the transport's writev of the pieces (perf of
+# 64 KiB receives: the join was 5.6% of the server's samples, bench/RESULTS.md).
+_WRITE_AS_IS_BYTES = 32 * 1024
 
 
 class _StopParsing(Exception):
