@@ -10,12 +10,19 @@ directory when the server exits.
 
 from __future__ import annotations
 
+import ctypes
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the wrapper dies (Linux's PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def main() -> int:
@@ -25,7 +32,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="wq-on-disk-") as tmp:
         if "--data-dir" not in args:
             args = [*args, "--data-dir", tmp]
-        server = subprocess.Popen([*cmd, *args])
+        # A SIGKILL of this wrapper (a test's crash) kills the server too, as it would a
+        # server started directly: else it lives on, holding the data directory's lock.
+        server = subprocess.Popen([*cmd, *args], preexec_fn=_die_with_parent)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, lambda n, _f: server.send_signal(n))
         code = server.wait()
