@@ -37,6 +37,17 @@ sys.path.insert(0, str(BENCH))
 import httpload  # noqa: E402  (bench/ is not a package)
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+# A benchmark stopped with `kill PID` stops the servers it started, as Ctrl-C does: SIGTERM
+# unwinds like an exception, so every `finally` that stops a server runs (by default the
+# process would die at once and leave them running).
+if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
 class ServerMissing(Exception):
     """A server could not be started (not installed, or it exits at once)."""
 
