@@ -23,6 +23,7 @@ import pytest
         ("wonderq.deferred", ["deferred.py", "deferred.pxd"]),
         ("wonderq.store", ["store.py", "store.pxd", "deferred.pxd"]),
         ("wonderq.tls", ["tls.py", "tls.pxd", "protocol.pxd"]),
+        ("wonderq.wal.log", ["log.py", "log.pxd", "../store.pxd"]),
         ("wonderq.sqs._digest", ["_digest.pyx", "digest.h"]),
         ("wonderq.sqs._fast", ["_fast.pyx", "fast_json.pxi", "digest.h"]),
     ],
