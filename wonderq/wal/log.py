@@ -166,6 +166,7 @@ class Wal(Log):
         self._cur = _Batch()  # sealed frames for the current segment
         self._ready: collections.deque[_Batch] = collections.deque()  # batches ending in a rotation
         self._inflight = False
+        self._force_retry = False  # retry a failed write now, not at the next tick
         self._end_of_turn: asyncio.Handle | None = None
         self._failed: WalError | None = None
         self._closed = False
@@ -545,8 +546,6 @@ class Wal(Log):
             self._wexec, self._writer.run, batch.buf, sync, batch.rotate_to
         )
         fut.add_done_callback(functools.partial(self._written, batch=batch))
-
-    _force_retry = False
 
     def _written(self, fut: asyncio.Future[None], *, batch: _Batch) -> None:
         self._inflight = False
