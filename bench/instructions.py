@@ -40,7 +40,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-TURN = int(os.environ.get("WONDERQ_TURN", "16"))
+# Requests per event-loop turn of the publish_turns / publish_wal workloads: 64, what perf stat
+# counted for a server under 64 busy connections (one request of each per turn).
+TURN = int(os.environ.get("WONDERQ_TURN", "64"))
 BODY = b"x" * 200
 HOST = b"Host: 127.0.0.1:8080\r\n"
 TOKEN = "bench-token-0123456789abcdefghij"
@@ -123,7 +125,7 @@ WORKLOADS = {
     "publish16": "POST /v1/publish, 16 pipelined per read",
     "recvdel": "GET + DELETE /v1/consumer, alternating (per request)",
     "recvdel_q": "named-queue receive + delete, alternating (per request)",
-    "publish_turns": "POST /v1/publish, one per read, an event-loop turn every 16 requests",
+    "publish_turns": "POST /v1/publish, one per read, an event-loop turn every 64 requests",
     "publish_wal": "the same with --data-dir (--fsync everysec): the log's cost per publish",
     "publish_token": "POST /v1/publish with Authorization: Bearer (--auth-file), one per read",
     "recvdel_token": "GET + DELETE /v1/consumer with Authorization: Bearer, alternating",
@@ -268,7 +270,7 @@ def feed(workload: str, n: int) -> None:
         # A publish is answered 201 (the ceilings: a fixed 200); anything else is an error.
         assert transport.last[:12] in (b"HTTP/1.1 201", b"HTTP/1.1 200", b""), transport.last[:200]
     elif workload in ("publish_turns", "publish_wal"):
-        # The log writes once per event-loop turn: let the loop turn every 16 requests.
+        # The log writes once per event-loop turn: let the loop turn every TURN requests.
         loop = asyncio.get_event_loop()
         for i in range(n):
             received(PUBLISH)
