@@ -16,7 +16,6 @@ works too, with one copy per read.
 """
 
 from cpython.buffer cimport PyBuffer_FillInfo
-from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy
 
@@ -133,63 +132,6 @@ cdef class BodyReader:
 
     def connection_lost(self, exc):
         self.body = None
-        self.conn.connection_lost(exc)
-
-    def eof_received(self):
-        return self.conn.eof_received()
-
-    def pause_writing(self):
-        self.conn.pause_writing()
-
-    def resume_writing(self):
-        self.conn.resume_writing()
-
-
-# The one read after a body this long or longer is at most HEAD_READ_BYTES (HeadReader): a
-# head, and little more. Below it, the extra read, the reader and the protocol switches cost
-# more than the two copies they save (bench/RESULTS.md, "Big messages": 64 KiB publishes
-# 0.86-1.10x, 1 MiB 1.03-1.33x of the whole read, round by round).
-SMALL_READ_AFTER_BYTES = 256 * 1024
-HEAD_READ_BYTES = 4096
-# Every HeadReader reads into this one buffer: uvloop asks for it, reads into it and calls
-# buffer_updated in one go, which copies the bytes out before any other read can start.
-cdef bytearray _head_buffer = bytearray(HEAD_READ_BYTES)
-
-
-cdef class HeadReader:
-    """The transport's protocol for the one read that follows a big body: a client that sent
-    one is likely to send another, and the read is kept to ``HEAD_READ_BYTES``, enough for
-    the next head. If the body behind that head is big, the read ends inside it and a
-    BodyReader reads the rest straight into the request's bytes. Without this, a request of
-    64 KiB arrives in one read with its head, and its body is copied twice more (into
-    uvloop's bytes of the read and into httptools' bytes of the body; perf in bench/RESULTS.md,
-    "Big messages"). Whatever the read holds goes to ``conn.data_received``, with ``conn``
-    the transport's protocol again, so every later read is a normal one."""
-
-    cdef object conn        # the HttpProtocol
-    cdef object transport   # its transport
-
-    def __cinit__(self, conn, transport):
-        self.conn = conn
-        self.transport = transport
-
-    def get_buffer(self, sizehint):
-        return _head_buffer
-
-    def buffer_updated(self, Py_ssize_t nbytes):
-        self._hand_back(PyBytes_FromStringAndSize(PyByteArray_AS_STRING(_head_buffer), nbytes))
-
-    def data_received(self, data):
-        self._hand_back(data)
-
-    cdef _hand_back(self, data):
-        self.transport.set_protocol(self.conn)
-        self.conn.data_received(data)
-
-    def connection_made(self, transport):
-        pass
-
-    def connection_lost(self, exc):
         self.conn.connection_lost(exc)
 
     def eof_received(self):

@@ -12,7 +12,6 @@ from wonderq.request cimport Request, _new_request, _prefix, _query_mark
 cdef tuple _LENGTH_TAILS             # b"<n>\r\n\r\n" for n < _LENGTH_TAILS_MAX
 cdef Py_ssize_t _LENGTH_TAILS_MAX    # bodies this long or longer format their length
 cdef Py_ssize_t _WRITE_AS_IS_BYTES   # a last piece this long is written, not joined
-cdef Py_ssize_t _SMALL_READ_AFTER    # a body this long makes the next read a small one
 cdef dict _METHODS                   # method bytes -> interned str
 cdef tuple _NO_QUEUE                 # HttpProtocol._queue while nothing is queued
 
@@ -63,8 +62,6 @@ cdef class HttpProtocol:
     cdef object _body               # None, one bytes, or a list of pieces
     cdef Py_ssize_t _body_bytes     # size of the pieces while _body is a list
     cdef object _reader             # the BodyReader reading a big body, or None
-    cdef object _head_reader        # the HeadReader of the read after a big body, or None
-    cdef bint _after_big            # this read completed a request with a big body
     # The pipeline.
     cdef object _busy               # the parked Request, or None
     cdef object _queue              # deque of Requests behind _busy, or _NO_QUEUE (empty)
@@ -97,8 +94,6 @@ cdef class HttpProtocol:
     @cython.locals(n=Py_ssize_t, headers=list, lifter=Lifter)
     cpdef on_header(self, bytes name, bytes value)
     cpdef on_headers_complete(self)
-
-    @cython.locals(n=Py_ssize_t)
     cpdef on_body(self, bytes data)
 
     @cython.locals(n=Py_ssize_t, keep_alive=bint, echo=bint, url=bytes, mark=Py_ssize_t,
@@ -119,7 +114,6 @@ cdef class HttpProtocol:
     cdef _start_body_reader(self)
     cdef _new_parser(self)
     cdef _drop_reader(self)
-    cdef _next_read_small(self)
     cdef _parse_failed(self, object exc)
     cdef _fail(self, int status, str code, str message)
     cdef _fail_with(self, object response)

@@ -37,7 +37,7 @@ from typing import Any
 
 import httptools
 
-from .bodyread import SMALL_READ_AFTER_BYTES, BodyReader, HeadReader, take_over
+from .bodyread import BodyReader, take_over
 from .headscan import Lifter
 from .request import (
     _CLOSE_TAIL,
@@ -69,8 +69,6 @@ access_log = logging.getLogger("wonderq.access")
 # from here on, a copy of it costs more than the transport's writev of the pieces (perf of
 # 64 KiB receives: the join was 5.6% of the server's samples, bench/RESULTS.md).
 _WRITE_AS_IS_BYTES = 32 * 1024
-# A body this long makes the next read a small one (_next_read_small); a C integer here.
-_SMALL_READ_AFTER = SMALL_READ_AFTER_BYTES
 
 
 class _StopParsing(Exception):
@@ -166,9 +164,6 @@ class HttpProtocol:
         # The transport's protocol while the rest of a big body is read into its bytes
         # (_start_body_reader), else None.
         self._reader: BodyReader | None = None
-        # Reads the one read after a big body, made at the first (_next_read_small).
-        self._head_reader: HeadReader | None = None
-        self._after_big = False  # this read completed a request with a big body
         # The pipeline.
         self._busy: Request | None = None  # dispatched, answer pending (a long poll)
         # Parsed, waiting for _busy to be answered: _NO_QUEUE (empty) until a request is
@@ -273,8 +268,6 @@ class HttpProtocol:
             # grants one more idle period if this is set (so idle connections close after
             # idle_timeout_s to twice that).
             self._active = True
-        if self._after_big:
-            self._next_read_small()
 
     def pause_writing(self) -> None:
         self._pause(_PAUSE_WRITE_BUFFER)
@@ -387,11 +380,8 @@ class HttpProtocol:
                 self._expect_received(self._expect)
 
     def on_body(self, data: bytes) -> None:
-        n = len(data)
-        if self._body is None and n <= self._max_body_bytes:
+        if self._body is None and len(data) <= self._max_body_bytes:
             self._body = data  # the usual case: the whole body in one piece
-            if n >= _SMALL_READ_AFTER:
-                self._after_big = True  # the next read is a small one (_next_read_small)
         else:
             self._more_body(data)
 
@@ -407,8 +397,6 @@ class HttpProtocol:
         if size > self._max_body_bytes:
             raise _Reject(self._too_large())  # chunked, or more than the declared length
         self._body_bytes = size
-        if size >= _SMALL_READ_AFTER:
-            self._after_big = True  # the next read is a small one (_next_read_small)
         if body is None:
             self._body = data
         elif type(body) is list:
@@ -729,29 +717,6 @@ class HttpProtocol:
         if self._out:
             self._flush()
         self._active = True
-        if len(body) >= _SMALL_READ_AFTER:
-            self._next_read_small()
-
-    def _next_read_small(self) -> None:
-        """After a request with a body of SMALL_READ_AFTER_BYTES or more (whole in a read,
-        or by a BodyReader), the next read is a HeadReader's, at most HEAD_READ_BYTES: a
-        client that sent one big body is likely to send another, and if the body behind the
-        next head is big, the read ends inside it and a BodyReader reads the rest straight
-        into its bytes. Else such a request could arrive whole in one read, its body copied
-        twice more (into uvloop's bytes and httptools'; wonderq.bodyread)."""
-        self._after_big = False
-        transport = self._transport
-        if transport is None or self.closed or self._reading_done or self._reader is not None:
-            return
-        try:
-            if transport.get_protocol() is not self:
-                return  # TLS: the protocol is its reader's (as take_over checks)
-        except (AttributeError, NotImplementedError):
-            return
-        head_reader = self._head_reader
-        if head_reader is None:
-            head_reader = self._head_reader = HeadReader(self, transport)
-        transport.set_protocol(head_reader)  # type: ignore[arg-type]
 
     def _new_parser(self) -> None:
         """A fresh httptools parser for this connection (at the start, and after a big body
