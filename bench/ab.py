@@ -6,6 +6,8 @@ figure is the median over the rounds of B's rate / A's rate.
 
     python bench/ab.py --a /path/to/old/venv/bin/wonderq --rounds 5 --duration 4
     python bench/ab.py --a "python -m wonderq" --b ... --workloads publish recv_delete
+    python bench/ab.py --a "env PYTHONPATH=/tmp/old python -m wonderq" --workloads publish \
+        --body-bytes 1048576 --connections 16     # big publishes (rates in MB/s)
 
 ``--a`` / ``--b``: the command that runs a build's ``wonderq`` (default for B: this tree).
 """
@@ -39,7 +41,11 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64)
     keys = [w.key for w in workloads.HTTP_WORKLOADS]
     parser.add_argument("--workloads", nargs="+", choices=keys, default=keys)
+    parser.add_argument(
+        "--body-bytes", type=int, help="bodies of this size instead (publishing workloads)"
+    )
     args = parser.parse_args()
+    big = ["--body-bytes", str(args.body_bytes)] if args.body_bytes else []
     server_pin, gen_pin, plan = harness.cpu_plan()
     meter = harness.Meter(gen_pin, args.duration)
     gen = str(harness.httpgen())
@@ -67,16 +73,16 @@ def main() -> int:
                             loadlib.run(fill)
                         cmd = [gen, "--port", str(server.port), "-c", str(args.connections)]
                         cmd += ["--duration", f"{args.duration:g}", "--name", w.key, *w.httpgen]
-                        res = meter.measure(server, cmd)
+                        res = meter.measure(server, cmd + big)
                     finally:
                         server.stop()
-                    rates[w.key][name].append(res["mps"] or res["rps"])
+                    rate = res["mps"] or res["rps"]
+                    rates[w.key][name].append(rate * args.body_bytes / 1e6 if big else rate)
                     gen_cpu[w.key] = max(gen_cpu[w.key], res["loadgen_cpu"] or 0.0)
                 last_a, last_b = rates[w.key]["A"][-1], rates[w.key]["B"][-1]
                 print(f"round {r + 1}: {w.key}: A {last_a:,.0f}  B {last_b:,.0f}", flush=True)
-    print(
-        f"{'workload':<20} {'A msg/s':>10} {'B msg/s':>10} {'B / A':>7} {'gen CPU':>8}  per round"
-    )
+    a_head, b_head = ("A MB/s", "B MB/s") if big else ("A msg/s", "B msg/s")
+    print(f"{'workload':<20} {a_head:>10} {b_head:>10} {'B / A':>7} {'gen CPU':>8}  per round")
     for w in chosen:
         a, b = rates[w.key]["A"], rates[w.key]["B"]
         ratio = statistics.median(y / x for x, y in zip(a, b, strict=True) if x)
