@@ -117,6 +117,12 @@ def fresh_memory(size: int, pin: list[str]) -> float:
     return float(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
 
+def median_ratio(tops: list[float], bottoms: list[float]) -> float:
+    """The median of the per-round ratios top / bottom (rounds interleaved), to 3 places."""
+    pairs = zip(tops, bottoms, strict=True)
+    return round(scalelib.median([t / b for t, b in pairs if b]), 3)
+
+
 def mbps(result: dict, size: int) -> float:
     return result["messages"] * size / (result.get("duration_s") or 1) / 1e6
 
@@ -176,28 +182,10 @@ def main() -> int:
                     row[name] = scalelib.summary(res, "mb_s")
                     row[name]["empty"] = sum(x.get("empty", 0) for x in res)
                 row["fresh memory"] = {"mb_s": scalelib.median(fresh), "runs": fresh}
-                row["fresh memory x nginx publish"] = round(
-                    scalelib.median(
-                        [
-                            f / n["mb_s"]
-                            for f, n in zip(fresh, results["nginx publish"], strict=True)
-                        ]
-                    ),
-                    3,
-                )
+                mb_s = {name: [r["mb_s"] for r in res] for name, res in results.items()}
+                row["fresh memory x nginx publish"] = median_ratio(fresh, mb_s["nginx publish"])
                 for side in ("publish", "receive", "cycle"):
-                    row[f"{side} x nginx"] = round(
-                        scalelib.median(
-                            [
-                                a["mb_s"] / b["mb_s"]
-                                for a, b in zip(
-                                    results[f"wq {side}"], results[f"nginx {side}"], strict=True
-                                )
-                                if b["mb_s"]
-                            ]
-                        ),
-                        3,
-                    )
+                    row[f"{side} x nginx"] = median_ratio(mb_s[f"wq {side}"], mb_s[f"nginx {side}"])
                 doc["sizes"][size] = row
         # The burst (--burst 0: none).
         if args.burst > 0:
@@ -207,41 +195,29 @@ def main() -> int:
                 rss0 = scalelib.rss(wq.pid)
                 sampler = RssSampler(wq.pid)
                 sampler.start()
-                burst_meter = harness.Meter(bench.gen_pin, args.burst)
-                cmd = [
-                    bench.httpgen,
-                    "--port",
-                    str(wq.port),
-                    "-c",
-                    "8",
-                    "--duration",
-                    str(args.burst),
+                burst = bench.gen(
+                    wq,
                     "--body-bytes",
                     "1048576",
                     "--fixed",
                     "POST",
                     "/v1/publish",
-                ]
-                burst = burst_meter.measure(wq, cmd)
+                    conns=8,
+                    name="burst",
+                    duration=args.burst,
+                )
                 time.sleep(0.5)
                 m = scalelib.metrics(wq.port)
                 rss1 = scalelib.rss(wq.pid)
                 peak = sampler.peak
-                drain_meter = harness.Meter(bench.gen_pin, max(2.0, args.burst * 3))
-                drain = drain_meter.measure(
+                drain = bench.gen(
                     wq,
-                    [
-                        bench.httpgen,
-                        "--port",
-                        str(wq.port),
-                        "-c",
-                        "8",
-                        "--duration",
-                        str(max(2.0, args.burst * 3)),
-                        "--recvdel",
-                        "/v1/consumer?cid=1&limit=1&visibility=60",
-                        "/v1/consumer?cid=1&id=",
-                    ],
+                    "--recvdel",
+                    "/v1/consumer?cid=1&limit=1&visibility=60",
+                    "/v1/consumer?cid=1&id=",
+                    conns=8,
+                    name="drain",
+                    duration=max(2.0, args.burst * 3),
                 )
                 time.sleep(0.5)
                 m2 = scalelib.metrics(wq.port)
