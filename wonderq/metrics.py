@@ -148,6 +148,13 @@ class _Scrape:
         self.waiting: list[Request] = []
 
 
+def _bug_answer(exc: Exception) -> Response:
+    """The answer to the scrapes waiting when rendering failed: a bug, answered as one."""
+    from .errors import answer_error
+
+    return answer_error(exc, "GET /metrics")
+
+
 class Metrics:
     """The ``/metrics`` answer: :meth:`scrape` for the route, :meth:`render` for tools.
 
@@ -243,11 +250,7 @@ class Metrics:
                 raise error
             scrape = _Scrape(_generate_latest(self.registry))
         except Exception as exc:
-            from .errors import answer_error
-
-            response = answer_error(exc, "GET /metrics")
-            for req in waiting:
-                self._router.answer(req, response)
+            self._answer_all(waiting, _bug_answer(exc))
             return
         scrape.waiting.extend(waiting)
         self._scrape = scrape
@@ -266,11 +269,12 @@ class Metrics:
                 return
             response: Response = (200, self._finish(scrape), _HEADERS)
         except Exception as exc:  # a bug: answered as one, never a stuck scrape
-            from .errors import answer_error
-
-            response = answer_error(exc, "GET /metrics")
+            response = _bug_answer(exc)
         self._scrape = None
-        for req in scrape.waiting:
+        self._answer_all(scrape.waiting, response)
+
+    def _answer_all(self, waiting: list[Request], response: Response) -> None:
+        for req in waiting:
             self._router.answer(req, response)
 
     # ---- rendering ------------------------------------------------------------------------
