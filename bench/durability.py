@@ -176,13 +176,14 @@ class RateResults:
         return statistics.median(t / m for t, m in zip(this, mem, strict=True))
 
 
-def wrk(
+def load_run(
     port: int, pin: list[str], duration_s: float, connections: int, generator: str = "wrk"
 ) -> dict:
     """One load run of 200 B publishes: wrk with ``wrk/publish.lua``, or httpgen (requests
     built once: light enough that the server, not the generator, is the limit)."""
     if generator == "httpgen":
-        sys.path.insert(0, str(BENCH))
+        if str(BENCH) not in sys.path:  # bench/ is not a package
+            sys.path.insert(0, str(BENCH))
         import harness
         from workloads import PUBLISH
 
@@ -209,9 +210,9 @@ def measure_rate(args: argparse.Namespace, workdir: Path) -> RateResults:
             flags = [] if mode == "memory" else ["--data-dir", str(data), "--fsync", mode]
             srv = Server(flags, spin, workdir / f"rate-{rep}-{mode}.log")
             try:
-                wrk(srv.port, gpin, 1.0, args.connections, args.generator)  # warm-up
+                load_run(srv.port, gpin, 1.0, args.connections, args.generator)  # warm-up
                 cpu0, t0 = cpu_seconds(srv.proc.pid), time.monotonic()
-                result = wrk(srv.port, gpin, args.duration, args.connections, args.generator)
+                result = load_run(srv.port, gpin, args.duration, args.connections, args.generator)
                 cpu = (cpu_seconds(srv.proc.pid) - cpu0) / (time.monotonic() - t0)
             finally:
                 srv.stop()
