@@ -146,3 +146,85 @@ def test_listening_line_names_the_bound_port() -> None:
         line = next(line for line in srv.lines if "listening on" in line)
         assert f"http://127.0.0.1:{srv.port}" in line
         assert srv.port != 0
+
+
+# ---- transparent huge pages for the heap (cli.huge_page_env) ---------------------------------
+
+
+def _glibc_235() -> bool:
+    name, _, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").partition(" ")
+    return name == "glibc" and tuple(int(x) for x in version.split(".")[:2]) >= (2, 35)
+
+
+needs_glibc_235 = pytest.mark.skipif(
+    sys.platform != "linux" or not _glibc_235(), reason="glibc.malloc.hugetlb needs glibc 2.35+"
+)
+
+
+@needs_glibc_235
+def test_huge_page_env_asks_glibc_only_where_the_kernel_waits_to_be_asked(tmp_path) -> None:
+    from wonderq.cli import huge_page_env
+
+    mode = tmp_path / "enabled"
+    mode.write_text("always [madvise] never\n")
+    env = huge_page_env({"PATH": "/bin"}, str(mode))
+    assert env == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    # Other tunables are kept; a setting of the user's own (0: keep 4 KiB pages) wins.
+    env = huge_page_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, str(mode))
+    assert env == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"}
+    assert huge_page_env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, str(mode)) is None
+    # "always" gives the heap huge pages without asking, "never" gives none: no re-execution.
+    for other in ("[always] madvise never\n", "always madvise [never]\n"):
+        mode.write_text(other)
+        assert huge_page_env({}, str(mode)) is None
+    assert huge_page_env({}, str(tmp_path / "missing")) is None  # no THP in this kernel
+
+
+def _huge_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        line = next(x for x in f if x.startswith("AnonHugePages:"))
+    return int(line.split()[1])
+
+
+def _environ(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return [x.decode(errors="replace") for x in f.read().split(b"\0")]
+
+
+def _thp_mode() -> str:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+@needs_glibc_235
+@pytest.mark.skipif("[madvise]" not in _thp_mode(), reason="the kernel's THP mode is not madvise")
+@pytest.mark.parametrize("tunables", [None, "glibc.malloc.hugetlb=0"])
+def test_the_server_stores_big_bodies_in_huge_pages_unless_told_not_to(tunables) -> None:
+    from _server import publish, receive
+
+    env = {"GLIBC_TUNABLES": tunables} if tunables else {}
+    with running_server(env=env) as srv:
+        # 64 KiB bodies: blocks under glibc's mmap threshold, from the heap (1 MiB ones come
+        # from the heap or from a mapping each, as glibc's dynamic threshold has it).
+        bodies = [chr(ord("a") + i % 26) * (1 << 16) for i in range(384)]
+        for body in bodies:
+            publish(srv, "default", body)
+        environ = _environ(srv.pid)
+        huge_kib = _huge_kib(srv.pid)
+        got: list[dict] = []
+        while len(got) < len(bodies):
+            got += receive(srv, "default", "cid=1&limit=100")
+        assert [m["body"] for m in got] == bodies
+        srv.stop()
+    if tunables is None:
+        # Re-executed once under the tunable (same PID): 24 MiB of bodies, most in 2 MiB pages.
+        assert "GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in environ
+        assert huge_kib >= 8 * 2048
+        assert "the heap uses transparent huge pages" in srv.output()
+    else:
+        assert "GLIBC_TUNABLES=glibc.malloc.hugetlb=0" in environ
+        assert huge_kib == 0
+        assert "transparent huge pages" not in srv.output()
