@@ -35,7 +35,7 @@ from wonderq.wal import (
     read_file,
     recover,
 )
-from wonderq.wal.files import ZERO_AHEAD, segment_name
+from wonderq.wal.files import segment_name
 from wonderq.wal.format import FRAME_HEADER, FRAME_HEADER_SIZE
 from wonderq.wal.log import ID_RESERVE_BLOCK
 
@@ -155,8 +155,7 @@ def log_records(path: Any) -> list[Any]:
     for name in sorted(os.listdir(path)):
         if name.endswith(".log"):
             _, recs, scan = read_file(os.path.join(path, name))
-            # "zeros": the space an open log with --fsync always keeps zero-filled ahead.
-            assert scan.reason in ("", "zeros"), (name, scan)
+            assert scan.reason == "", (name, scan)
             out.extend(recs)
     return out
 
@@ -445,9 +444,7 @@ def test_metrics_are_exposed_in_prometheus_text(tmp_path: Any) -> None:
         await w.commit()
         text = w.render_metrics()
         m = w.metrics()
-        # --fsync always keeps ZERO_AHEAD zero bytes after the last frame; they are no log.
-        size = os.path.getsize(tmp_path / segment_name(1))
-        assert m["wonderq_wal_bytes"] == size - ZERO_AHEAD
+        assert m["wonderq_wal_bytes"] == os.path.getsize(tmp_path / segment_name(1))
         assert m["wonderq_wal_segments"] == 1
         assert m["wonderq_wal_fsyncs_total"] >= 1
         assert m["wonderq_wal_last_fsync_seconds"] >= 0
@@ -464,79 +461,3 @@ def test_metrics_are_exposed_in_prometheus_text(tmp_path: Any) -> None:
     ):
         assert f"\n{name} " in "\n" + text
     assert "# TYPE wonderq_wal_compactions_total counter" in text
-
-
-# ---- --fsync always: zeros ahead of the appends (files.ZERO_AHEAD) ------------------------------
-
-
-@pytest.mark.timeout(20)
-def test_always_keeps_zeros_ahead_of_its_appends_and_trims_them_at_close(tmp_path: Any) -> None:
-    seg = tmp_path / segment_name(1)
-
-    async def main() -> None:
-        w = await started(tmp_path, fsync="always")
-        w.append_publish(1, "default", b"x")
-        await w.commit()
-        end = w.disk_bytes
-        assert os.path.getsize(seg) == end + ZERO_AHEAD
-        assert seg.read_bytes()[end:] == bytes(ZERO_AHEAD)
-        # Appends that fit in the zeros overwrite them: the file does not grow.
-        for i in range(2, 50):
-            w.append_publish(i, "default", b"y" * 100)
-            await w.commit()
-        assert w.disk_bytes > end
-        assert os.path.getsize(seg) == end + ZERO_AHEAD
-        # One that does not moves the zeros on past it.
-        w.append_publish(50, "default", b"z" * ZERO_AHEAD)
-        await w.commit()
-        assert os.path.getsize(seg) == w.disk_bytes + ZERO_AHEAD
-        await w.close()
-
-    run(main())
-    _, recs, scan = read_file(seg)
-    assert scan.reason == ""  # trimmed at close
-    assert [r.msg_id for r in recs if isinstance(r, Publish)] == list(range(1, 51))
-
-
-@pytest.mark.timeout(20)
-@pytest.mark.parametrize("fsync", ["everysec", "never"])
-def test_other_fsync_modes_write_no_zeros(tmp_path: Any, fsync: str) -> None:
-    async def main() -> None:
-        w = await started(tmp_path, fsync=fsync)
-        w.append_publish(1, "default", b"x")
-        w.commit()  # answered at once in these modes
-        await w.sync()
-        assert os.path.getsize(tmp_path / segment_name(1)) == w.disk_bytes
-        await w.close()
-
-    run(main())
-
-
-@pytest.mark.timeout(20)
-def test_a_disk_too_full_for_the_zeros_still_takes_the_append(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real_pwritev = os.pwritev
-    refused = []
-
-    def pwritev(fd: int, bufs: list[Any], offset: int) -> int:
-        if any(len(b) == ZERO_AHEAD and not any(b) for b in bufs):
-            refused.append(offset)
-            raise OSError(errno.ENOSPC, "No space left on device (test)")
-        return real_pwritev(fd, bufs, offset)
-
-    async def main() -> None:
-        w = await started(tmp_path, fsync="always")
-        monkeypatch.setattr(os, "pwritev", pwritev)
-        w.append_publish(1, "default", b"x")
-        await w.commit()  # acknowledged: the append went out without its zeros
-        assert refused
-        assert os.path.getsize(tmp_path / segment_name(1)) == w.disk_bytes
-        monkeypatch.setattr(os, "pwritev", real_pwritev)  # space again: the zeros come back
-        w.append_publish(2, "default", b"y")
-        await w.commit()
-        assert os.path.getsize(tmp_path / segment_name(1)) == w.disk_bytes + ZERO_AHEAD
-        await w.close()
-
-    run(main())
-    assert published(tmp_path) == [1, 2]

@@ -30,7 +30,7 @@ from wonderq.wal import (
     recover,
     snapshot,
 )
-from wonderq.wal.files import ZERO_AHEAD, segment_name, snapshot_name
+from wonderq.wal.files import segment_name, snapshot_name
 from wonderq.wal.format import HEADER_SIZE, LOG_MAGIC, file_header, frame, publish_section
 
 WALL = 1_700_000_000_000  # the wall clock of these tests, in ms
@@ -302,31 +302,6 @@ def test_a_torn_tail_at_every_byte_of_the_last_frame_is_cut_off(tmp_path: Path) 
     with recover(src) as state:
         assert len(state.messages()) == 4
     assert os.path.getsize(src / segment_name(1)) == len(whole)
-
-
-@pytest.mark.timeout(30)
-def test_zeros_after_a_segments_last_frame_end_it_and_the_next_segment_follows(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """--fsync always zero-fills ahead of its appends; a crash after a compaction started a
-    new segment but before the old one was trimmed leaves zeros in a segment that is not the
-    last. They are no frame and no damage: nothing is dropped or set aside."""
-    write_segment(tmp_path, 1, frames_of(3))
-    write_segment(tmp_path, 2, frames_of(2, start=4))
-    for seq in (1, 2):
-        seg = tmp_path / segment_name(seq)
-        good = os.path.getsize(seg)
-        with open(seg, "ab") as f:
-            f.write(bytes(ZERO_AHEAD))
-        with caplog.at_level(logging.INFO, "wonderq.wal"), recover(tmp_path) as state:
-            assert [m.msg_id for m in state.messages()] == [1, 2, 3, 4, 5]
-            assert state.report.dropped_bytes == 0
-            assert state.report.set_aside == []
-        assert os.path.getsize(seg) == good
-        assert "trimming" in caplog.text
-        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-        caplog.clear()
-    assert not [n for n in os.listdir(tmp_path) if "dropped" in n]
 
 
 @pytest.mark.timeout(30)

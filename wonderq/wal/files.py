@@ -84,16 +84,6 @@ def pwrite_all(fd: int, bufs: list[bytes | bytearray], offset: int, total: int) 
             bufs = rest  # type: ignore[assignment]
 
 
-#: With ``--fsync always`` a segment is kept zero-filled this far past its last frame. An
-#: append then lands in blocks the file system has already allocated and written, so its
-#: fdatasync writes the data and nothing else: no new size or extents to commit to the
-#: journal (on ext4 here, 42-44 us instead of 64-86 us per 14 KB append; bench/RESULTS.md,
-#: "Durability"), as PostgreSQL zero-fills its WAL segments. Recovery reads the zeros as the
-#: end of the segment (format.FrameScan's "zeros") and a segment left behind is trimmed.
-ZERO_AHEAD = 1024 * 1024
-_ZEROS = bytes(ZERO_AHEAD)
-
-
 def create_file(directory: str, name: str, magic: bytes, seq: int) -> tuple[str, int]:
     """Create a file holding only its header, fsynced with its directory entry."""
     path = os.path.join(directory, name)
@@ -122,9 +112,7 @@ class LogFile:
     written again.
     """
 
-    def __init__(
-        self, path: str, fd: int, size: int, keep_unsynced: bool, zero_ahead: bool = False
-    ) -> None:
+    def __init__(self, path: str, fd: int, size: int, keep_unsynced: bool) -> None:
         self.path = path
         self.fd = fd
         self.good = size
@@ -133,33 +121,24 @@ class LogFile:
         self.unsynced: list[bytes | bytearray] = []
         self.keep_unsynced = keep_unsynced
         self.dirty = False
-        # ZERO_AHEAD: the file is zero-filled up to ``zeroed`` (>= good) when zero_ahead is on.
-        self.zero_ahead = zero_ahead
-        self.zeroed = size
 
     def write(self, sync: bool) -> tuple[int, float]:
         """Write what is pending, then fsync if asked; returns (bytes written, fsync seconds
         or -1). Raises OSError, leaving state ready for a retry."""
         if self.dirty:
             os.ftruncate(self.fd, self.good)
-            self.zeroed = self.good
             self.dirty = False
         written = 0
         if self.pending:
             bufs = list(self.pending)
             total = sum(map(len, bufs))
-            ahead = self.zero_ahead and self.good + total > self.zeroed
             try:
-                if ahead:
-                    ahead = self._write_ahead(bufs, total)
-                else:
-                    pwrite_all(self.fd, bufs, self.good, total)
+                pwrite_all(self.fd, bufs, self.good, total)
             except OSError:
                 self.dirty = True
                 raise
             self.pending.clear()
             self.good += total
-            self.zeroed = self.good + ZERO_AHEAD if ahead else max(self.zeroed, self.good)
             written = total
             if self.keep_unsynced:
                 self.unsynced.extend(bufs)
@@ -182,26 +161,6 @@ class LogFile:
             self.synced = self.good
             self.unsynced = []
         return written, took
-
-    def _write_ahead(self, bufs: list[bytes | bytearray], total: int) -> bool:
-        """Write ``bufs`` at ``good`` followed by ZERO_AHEAD zero bytes, in one pwritev (the
-        fdatasync after it covers both). On a disk too full for the zeros, the data alone
-        may still fit: it is written as a plain append. True if the zeros went out."""
-        try:
-            pwrite_all(self.fd, [*bufs, _ZEROS], self.good, total + ZERO_AHEAD)
-            return True
-        except OSError:
-            os.ftruncate(self.fd, self.good)
-        pwrite_all(self.fd, bufs, self.good, total)
-        return False
-
-    def trim(self) -> None:
-        """Cut the zeros after the last frame off and make that durable (a segment left
-        behind, or the last one at a clean shutdown)."""
-        if self.zeroed > self.good:
-            os.ftruncate(self.fd, self.good)
-            os.fdatasync(self.fd)
-            self.zeroed = self.good
 
     def close(self) -> None:
         os.close(self.fd)
@@ -229,7 +188,6 @@ class Writer:
         while self.closing:
             old = self.closing[0]
             self._write(old, True)
-            old.trim()
             old.close()
             self.closing.pop(0)
         self._write(self.current, sync)
@@ -244,6 +202,4 @@ class Writer:
     def close(self) -> None:
         for f in [*self.closing, self.current]:
             with contextlib.suppress(OSError):
-                if not f.pending and not f.dirty:
-                    f.trim()  # else recovery trims the zeros
                 f.close()

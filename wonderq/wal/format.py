@@ -537,11 +537,9 @@ class FrameScan:
     header starts ``FRAME_HEADER_SIZE`` bytes before) and stops at the first frame that is
     incomplete or whose checksum does not match. Afterwards ``good_end`` is the offset after
     the last valid frame, ``frames`` their number and ``reason`` why the walk stopped: ""
-    (the end of the range), "zeros" (nothing but zero bytes from there to the end: space
-    filled ahead of appends, or an append a crash left as zeros), "torn" (an incomplete
-    frame: a write cut short by a crash) or "corrupt". A generator rather than a callback: a
-    resumed generator costs less than a call per frame, and the replay of one-message frames
-    is bound by per-frame costs.
+    (the end of the range), "torn" (an incomplete frame: a write cut short by a crash) or
+    "corrupt". A generator rather than a callback: a resumed generator costs less than a call
+    per frame, and the replay of one-message frames is bound by per-frame costs.
     """
 
     __slots__ = ("buf", "end", "frames", "good_end", "reason", "start")
@@ -594,12 +592,8 @@ class FrameScan:
 
 
 def _tail_reason(mv: memoryview, pos: int, end: int) -> str:
-    # Only zeros to the end: space the log zero-filled ahead of its appends (--fsync always),
-    # or what some filesystems show after a crash cut an append short: no frame was in it.
-    # A short tail is a torn write; anything else is corruption.
-    if not any(mv[pos:end]):
-        return "zeros"
-    return "torn" if end - pos < FRAME_HEADER_SIZE else "corrupt"
+    # A crash can leave a zero-filled or short tail: that is a torn write, not corruption.
+    return "torn" if not any(mv[pos:end]) or end - pos < FRAME_HEADER_SIZE else "corrupt"
 
 
 def check_header(data: Any, path: str) -> tuple[bytes, int, int]:

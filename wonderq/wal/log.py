@@ -229,7 +229,6 @@ class Wal(Log):
         segs = sorted(segments)
         snaps = sorted(snapshots)
         keep = self.fsync != "never"
-        ahead = self.fsync == "always"  # zero-fill ahead of appends (files.ZERO_AHEAD)
         self._snapshot_bytes = (
             os.path.getsize(os.path.join(d, snapshot_name(snaps[-1]))) if snaps else 0
         )
@@ -242,17 +241,17 @@ class Wal(Log):
             path = os.path.join(d, segment_name(self._seq))
             if _file_version(path) == FORMAT_VERSION:
                 fd = os.open(path, os.O_WRONLY)
-                return LogFile(path, fd, os.fstat(fd).st_size, keep, ahead)
+                return LogFile(path, fd, os.fstat(fd).st_size, keep)
             # Written by an earlier version: keep it as it is (it reads as what its header
             # says) and go on in a new segment of this version.
             self._old_bytes += os.path.getsize(path)
             self._segments += 1
             self._seq += 1
             path, fd = create_file(d, segment_name(self._seq), LOG_MAGIC, self._seq)
-            return LogFile(path, fd, HEADER_SIZE, keep, ahead)
+            return LogFile(path, fd, HEADER_SIZE, keep)
         self._seq = segs[-1] if segs else (snaps[-1] if snaps else 1)
         path, fd = create_file(d, segment_name(self._seq), LOG_MAGIC, self._seq)
-        return LogFile(path, fd, HEADER_SIZE, keep, ahead)
+        return LogFile(path, fd, HEADER_SIZE, keep)
 
     # ---- appends (event loop) -------------------------------------------------------------------
     def _qname(self, queue: str) -> bytes:
@@ -638,7 +637,7 @@ class Wal(Log):
             path, fd = await loop.run_in_executor(
                 self._wexec, create_file, self.data_dir, segment_name(seq), LOG_MAGIC, seq
             )
-            new_file = LogFile(path, fd, HEADER_SIZE, self.fsync != "never", self.fsync == "always")
+            new_file = LogFile(path, fd, HEADER_SIZE, self.fsync != "never")
             # The cut. No await from here until the queues are read: everything appended
             # before goes to the old segment, everything after to the new one.
             self._seal()

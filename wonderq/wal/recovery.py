@@ -2,9 +2,7 @@
 
 The first frame that is incomplete or fails its checksum ends recovery (docs/DURABILITY.md,
 "Recovery"): its segment is truncated there, a corrupt tail first copied aside to
-``<segment>.dropped-<offset>``, later segments renamed ``*.dropped``. Zero bytes after a
-segment's last frame are no frame at all (space filled ahead of appends, see wal/files.py):
-they are trimmed and the next segment follows. Message bodies are not
+``<segment>.dropped-<offset>``, later segments renamed ``*.dropped``. Message bodies are not
 copied while replaying: the files are mapped, and a replayed message is an offset into its
 file until ``RecoveredState.load_into`` hands it to the engine.
 """
@@ -782,14 +780,6 @@ def _replay_segment(
     if not scan.reason:
         return True
     name = os.path.basename(path)
-    if scan.reason == "zeros":
-        # Nothing was written there (--fsync always fills space ahead of its appends): the
-        # segment ends at its last frame, and the next one, if any, follows it.
-        log.info(
-            "recovery: %s: trimming %d zero bytes after its last frame", name, size - scan.good_end
-        )
-        truncate(path, scan.good_end)
-        return True
     dropped = size - scan.good_end
     report.dropped_bytes += dropped
     report.dropped_at = f"{name}:{scan.good_end}"
