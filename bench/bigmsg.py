@@ -22,8 +22,9 @@ Rates (16 connections, httpgen, pinned like run.py's; rounds interleaved):
   a file of its size, a DELETE answered 200). MB/s counts each body once.
 * ``fresh pages``: MB/s at which the kernel gives a process new zeroed memory of the kind
   the server's heap gets (a private anonymous mapping, in 2 MiB transparent huge pages when
-  the server runs with them, else 4 KiB pages; one byte written per 4 KiB), pinned to the
-  server's core. A queue that grows stores every body in such pages; nginx, discarding the
+  the server runs with them, else 4 KiB pages), faulted in a body's size at a time with
+  ``madvise(MADV_POPULATE_WRITE)`` as the engine does a new block, pinned to the server's
+  core. A queue that grows stores every body in such pages; nginx, discarding the
   body, takes none. ``nginx + fresh pages`` is the rate nginx would have if it also had to
   take a body's worth of fresh pages per request: 1 / (1/nginx + 1/fresh pages), round by
   round. It is what a publish into a growing queue can hope for here.
@@ -36,6 +37,7 @@ burst ends, then again after every message was received and deleted.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import mmap
 import subprocess
 import sys
@@ -102,23 +104,39 @@ def workloads(
     }
 
 
-def fresh_pages_mb_s(huge: bool, total: int = 1 << 30) -> float:
-    """MB/s of faulting in ``total`` bytes of new private anonymous memory (one byte written
-    per 4 KiB page), in transparent huge pages if ``huge``."""
+MADV_POPULATE_WRITE = 23  # Linux 5.14+; what the engine faults a big new block in with
+
+
+def fresh_pages_mb_s(size: int, huge: bool, total: int = 1 << 30) -> float:
+    """MB/s of faulting in ``total`` bytes of new private anonymous memory, ``size`` bytes at
+    a time, as the engine does a new block: one madvise(MADV_POPULATE_WRITE) each (where the
+    kernel has it; else one byte written per 4 KiB page), in transparent huge pages if
+    ``huge``."""
     m = mmap.mmap(-1, total, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     if huge:
         m.madvise(mmap.MADV_HUGEPAGE)
+    libc = ctypes.CDLL(None, use_errno=True)
+    view = ctypes.c_char.from_buffer(m)
+    addr = ctypes.addressof(view)
+    step = max(size - size % 4096, 4096)
+    populate = libc.madvise(ctypes.c_void_p(addr), ctypes.c_size_t(4096), MADV_POPULATE_WRITE) == 0
     t0 = time.perf_counter()
-    for off in range(0, total, 4096):
-        m[off] = 1
+    for off in range(0, total - step + 1, step):
+        if populate:
+            libc.madvise(ctypes.c_void_p(addr + off), ctypes.c_size_t(step), MADV_POPULATE_WRITE)
+        else:
+            for page in range(off, off + step, 4096):
+                m[page] = 1
     seconds = time.perf_counter() - t0
+    del view
     m.close()
-    return total / seconds / 1e6
+    return (total - total % step) / seconds / 1e6
 
 
-def fresh_pages(huge: bool, pin: list[str]) -> float:
+def fresh_pages(size: int, huge: bool, pin: list[str]) -> float:
     """fresh_pages_mb_s in a new process on the server's core."""
-    cmd = [*pin, sys.executable, __file__, "--fresh-pages", "huge" if huge else "small"]
+    kind = "huge" if huge else "small"
+    cmd = [*pin, sys.executable, __file__, "--fresh-pages", str(size), kind]
     return float(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
 
@@ -145,10 +163,11 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--burst", type=float, default=1.0, help="seconds of 1 MiB publishes (0: none)")
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
-    ap.add_argument("--fresh-pages", choices=("huge", "small"), help=argparse.SUPPRESS)
+    ap.add_argument("--fresh-pages", nargs=2, help=argparse.SUPPRESS)  # fresh_pages's child
     args = ap.parse_args()
-    if args.fresh_pages:  # fresh_pages's child
-        print(f"{fresh_pages_mb_s(args.fresh_pages == 'huge'):.1f}")
+    if args.fresh_pages:
+        size, kind = args.fresh_pages
+        print(f"{fresh_pages_mb_s(int(size), kind == 'huge'):.1f}")
         return 0
     bench = Bench(args.duration)
     doc: dict[str, Any] = {"machine": scalelib.machine(), "pinning": bench.pinning, "sizes": {}}
@@ -169,7 +188,7 @@ def main() -> int:
                 results: dict[str, list[dict]] = {k: [] for k in workloads(size, q, wq, nginx)}
                 fresh: list[float] = []
                 for r in range(args.runs):
-                    fresh.append(fresh_pages(huge, bench.launcher.pin))
+                    fresh.append(fresh_pages(size, huge, bench.launcher.pin))
                     harness.log(f"{size} B round {r + 1} fresh pages: {fresh[-1]:.1f} MB/s")
                     for name, (server, gen_args) in workloads(size, q, wq, nginx).items():
                         # A receive round is a third as long as the publish round before
