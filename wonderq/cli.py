@@ -8,6 +8,7 @@ data directory it cannot write or a log it cannot read).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -149,8 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if argv is None:  # the process's own command line: it may be run again under huge pages
         env = huge_page_env(os.environ)
-        if env is not None:
-            os.execve(sys.executable, sys.orig_argv, env)
+        if env is not None and sys.executable:
+            # Nothing is lost if it cannot: the server then runs with 4 KiB pages.
+            with contextlib.suppress(OSError):
+                os.execve(sys.executable, sys.orig_argv, env)
     try:
         return serve(args)
     except KeyboardInterrupt:  # Ctrl-C before the loop installed its handler
