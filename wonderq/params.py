@@ -212,35 +212,28 @@ def _parse_seconds(value: str) -> int:
 
 # ---- queue names, path ids and JSON bodies ----------------------------------------------------
 
-_NAMES: dict[str, str] = {}  # raw {queue} path segment -> the valid name it spells
-
-
 def param_queue(req: Request) -> str:
     """The ``{queue}`` path segment as a queue name, else a 400 (checked before any lookup,
     so a bad name is never a 404). Percent-encoded names are decoded first (RFC 3986 section
-    6.2.2.2: ``%61`` is ``a``); what they spell must match ``[A-Za-z0-9_-]{1,80}``."""
-    raw: str = req.params["queue"]  # type: ignore[index]
-    name = _NAMES.get(raw)
-    if name is not None:
-        return name
-    name = raw
-    if "%" in raw:
+    6.2.2.2: ``%61`` is ``a``); what they spell must match ``[A-Za-z0-9_-]{1,80}``.
+
+    No cache: the check is a C loop, and a cache of names churned when more queues were in
+    use than it held (10,000 spread evenly in bench/scale.py: every publish missed it, and
+    its inserts and clears cost more than the check)."""
+    name: str = req.params["queue"]  # type: ignore[index]
+    if "%" in name:
         try:
-            name = unquote(raw, errors="strict")
+            name = unquote(name, errors="strict")
         except UnicodeDecodeError:
             name = ""
     if not _is_queue_name(name):
         raise BadParameter("invalid_queue_name", f"the queue name must be {QUEUE_NAME_RULE}")
-    if len(_NAMES) >= _CACHE_SIZE:
-        _NAMES.clear()
-    _NAMES[raw] = name
     return name
 
 
 def _is_queue_name(name: str) -> bool:
-    """``QUEUE_NAME.fullmatch(name)`` as a C loop when compiled: with more queues in use
-    than the cache holds (10,000 spread evenly, bench/scale.py) every publish misses it, and
-    the regex took ~260 ns of a ~10 us publish."""
+    """``QUEUE_NAME.fullmatch(name)`` as a C loop when compiled (the regex took ~260 ns of a
+    ~10 us publish)."""
     n = len(name)
     if n < 1 or n > 80:
         return False
