@@ -448,6 +448,7 @@ def test_metrics_are_exposed_in_prometheus_text(tmp_path: Any) -> None:
         assert m["wonderq_wal_segments"] == 1
         assert m["wonderq_wal_fsyncs_total"] >= 1
         assert m["wonderq_wal_last_fsync_seconds"] >= 0
+        assert m["wonderq_wal_fsync_seconds_total"] >= m["wonderq_wal_last_fsync_seconds"]
         await w.close()
         return text
 

@@ -176,6 +176,7 @@ class Writer:
         self.bytes_written = 0
         self.fsyncs = 0
         self.last_fsync_s = 0.0
+        self.fsync_s_total = 0.0
 
     def run(self, data: bytes | bytearray, sync: bool, rotate_to: LogFile | None) -> None:
         """One write (on the writer thread): ``data`` goes to the current segment, or to the
@@ -198,6 +199,7 @@ class Writer:
         if took >= 0:
             self.fsyncs += 1
             self.last_fsync_s = took
+            self.fsync_s_total += took
 
     def close(self) -> None:
         for f in [*self.closing, self.current]:

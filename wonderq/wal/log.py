@@ -708,6 +708,7 @@ class Wal(Log):
             "wonderq_wal_written_bytes_total": w.bytes_written if w else 0,
             "wonderq_wal_fsyncs_total": w.fsyncs if w else 0,
             "wonderq_wal_last_fsync_seconds": w.last_fsync_s if w else 0.0,
+            "wonderq_wal_fsync_seconds_total": w.fsync_s_total if w else 0.0,
             "wonderq_wal_fsync_failures_total": self.fsync_failures,
             "wonderq_wal_write_failures_total": self.write_failures,
             "wonderq_wal_failed": 1 if self._failed is not None else 0,
