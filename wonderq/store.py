@@ -891,7 +891,7 @@ _WAL_HELP = {
     "wonderq_wal_written_bytes_total": "Bytes written to the log.",
     "wonderq_wal_fsyncs_total": "fsyncs of the log.",
     "wonderq_wal_last_fsync_seconds": "Duration of the last fsync.",
-    "wonderq_wal_fsync_seconds_total": "Time spent in fsyncs of the log (over fsyncs_total: the mean).",
+    "wonderq_wal_fsync_seconds_total": "Time spent in fsyncs of the log.",
     "wonderq_wal_fsync_failures_total": "Failed fsyncs.",
     "wonderq_wal_write_failures_total": "Failed writes.",
     "wonderq_wal_failed": "1 while the log cannot be written and publishes are refused.",
