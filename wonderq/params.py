@@ -212,6 +212,7 @@ def _parse_seconds(value: str) -> int:
 
 # ---- queue names, path ids and JSON bodies ----------------------------------------------------
 
+
 def param_queue(req: Request) -> str:
     """The ``{queue}`` path segment as a queue name, else a 400 (checked before any lookup,
     so a bad name is never a 404). Percent-encoded names are decoded first (RFC 3986 section
