@@ -69,6 +69,13 @@ Q_SEND = (
     b"POST " + Q + b"/messages HTTP/1.1\r\n" + HOST + b"Content-Type: text/plain; charset=utf-8\r\n"
     b"Content-Length: 200\r\n\r\n" + BODY
 )
+# bench/scale.py's publishes: queues q0..q<SPREAD-1> exist; spread1 publishes to q0 only,
+# spread10k to each in turn (the same requests, the same engine, only the spreading differs).
+SPREAD = 10_000
+SPREAD_SEND = (
+    b"POST /v1/queues/q%d/messages HTTP/1.1\r\n" + HOST + b"Content-Type: text/plain; "
+    b"charset=utf-8\r\nContent-Length: 200\r\n\r\n" + BODY
+)
 BATCH10_BODY = b"[" + b",".join([b'"' + BODY + b'"'] * 10) + b"]"
 Q_BATCH10 = (
     b"POST " + Q + b"/batch HTTP/1.1\r\n" + HOST + b"Content-Type: application/json\r\n"
@@ -137,6 +144,8 @@ WORKLOADS = {
     "sqs_batch10": "SQS SendMessageBatch of 10 x 200 B (JSON 1.0, per message)",
     "q_recvack10": "receive limit=10 + batch ack (per message; sqs_recvdel10's native twin)",
     "sqs_recvdel10": "SQS ReceiveMessage(10) + DeleteMessageBatch (JSON 1.0, per message)",
+    "spread1": "POST /v1/queues/q0/messages with 10,000 queues (bench/scale.py's 1 queue)",
+    "spread10k": "POST /v1/queues/q<k>/messages, k round robin over 10,000 queues",
 }
 
 
@@ -246,6 +255,9 @@ def protocol_for(workload: str, transport: Transport) -> Any:
 
             text = f'[tokens.bench]\ntoken = "{TOKEN}"\nrights = ["publish", "consume"]\n'
             app.authorizer = Authorizer(AuthConfig.parse(text))
+    if workload.startswith("spread"):
+        for k in range(SPREAD):
+            broker.put_queue(f"q{k}")
     for _ in range(60):  # messages for the consuming workloads, the same whatever N
         broker.publish_batch("default", [BODY] * 1000, time.monotonic_ns() // 1_000_000)
     proto = protocol.HttpProtocol(app, Owner(), settings)
@@ -339,6 +351,12 @@ def feed(workload: str, n: int) -> None:
             body = template % tuple([piece[:size] for piece in pieces[1:]])
             received(head + b"%d\r\n\r\n" % len(body) + body)
             assert transport.last.endswith(b'"Failed":[]}'), transport.last[-300:]
+    elif workload in ("spread1", "spread10k"):
+        requests = [SPREAD_SEND % k for k in range(SPREAD if workload == "spread10k" else 1)]
+        count = len(requests)
+        for i in range(n):
+            received(requests[i % count])
+        assert transport.last.startswith(b"HTTP/1.1 201"), transport.last[:200]
     else:
         raise SystemExit(f"unknown workload {workload!r}")
 

@@ -18,6 +18,7 @@ need a real event loop and a data directory. The Hypothesis seed is the session'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import tempfile
@@ -720,6 +721,95 @@ def test_dispatch_with_the_last_path_remembered_equals_a_fresh_router(
         for key, n in fresh.request_counts().items():
             totals[key] = totals.get(key, 0) + n
     assert shared.request_counts() == totals
+
+
+def segment_walk(router: Router, path: str) -> tuple[Any, Any]:
+    """The general path of Router.match: split at "/", try every {param} route in order."""
+    if path in router.static:
+        return router.match(path)
+    segments = path.split("/")
+    for route in router.dynamic:
+        params = route.match(segments)
+        if params is not None:
+            return route, params
+    return None, None
+
+
+SEGMENT = st.sampled_from(["v1", "queues", "a", "b", "messages", "7", "static", "x.js", ""])
+
+
+def _changed(template: str, index: int) -> str:
+    parts = template.split("/")
+    i = 1 + index % (len(parts) - 1)
+    parts[i] = "a" if parts[i][:1] == "{" else "{x}"
+    return "/".join(parts)
+
+
+# A server route with one segment changed (a {param} made a literal, or a literal a {param}):
+# routes that overlap the server's, which the lookup by prefix must leave to the walk.
+NEAR_TEMPLATE = st.builds(
+    _changed, st.sampled_from([template for _, template in ROUTES]), st.integers(0, 5)
+)
+
+
+def _filled(template: str, value: str) -> str:
+    return "/".join(value if part[:1] == "{" else part for part in template.split("/"))
+
+
+@settings(max_examples=500, deadline=None)
+@given(extra=st.lists(NEAR_TEMPLATE, max_size=4), data=st.data())
+def test_route_lookup_by_prefix_and_suffix_equals_the_segment_walk(
+    extra: list[str], data: st.DataObject
+) -> None:
+    """Router.match finds a one-{param} route by its prefix and suffix, without splitting the
+    path, unless another route could match the same paths (then it walks them in order):
+    the same route and parameters as the walk, for the server's routes plus random ones
+    that overlap them."""
+    router, _ = recording_router()
+    for template in extra:
+        with contextlib.suppress(ValueError):  # routed twice
+            router.add("GET", template, lambda req: None)
+    # A path of a random shape, or one of a route's (added or not) with its {params} filled.
+    templates = [template for _, template in ROUTES] + extra
+    path = data.draw(
+        st.one_of(
+            st.lists(SEGMENT, max_size=6).map(lambda parts: "/" + "/".join(parts)),
+            st.builds(_filled, st.sampled_from(templates), SEGMENT),
+            st.builds(_filled, st.sampled_from(extra or templates), SEGMENT),
+        )
+    )
+    route, params = router.match(path)
+    expected_route, expected_params = segment_walk(router, path)
+    assert route is expected_route, (path, router.dynamic)
+    assert params == expected_params, path
+
+
+def test_routes_that_overlap_are_walked_in_the_order_added() -> None:
+    """``/v1/queues/x`` matches both ``/v1/queues/{q}`` and ``/v1/{b}/x``: the first added
+    wins, as in the walk, though the other's prefix is looked at first."""
+    router = Router()
+    for template in ("/v1/{c}/zzz", "/v1/queues/{q}", "/v1/{b}/x"):
+        router.add("GET", template, lambda req: None)
+    route, params = router.match("/v1/queues/x")
+    assert route is not None and route.name == "/v1/queues/{q}"
+    assert params == {"q": "x"}
+    assert router.match("/v1/other/x")[1] == {"b": "other"}
+    assert router.match("/v1/queues/zzz")[1] == {"c": "queues"}  # /v1/{c}/zzz came first
+
+
+def test_route_lookup_by_prefix_takes_the_common_routes() -> None:
+    """The named-queue routes and the static files are found without the walk: a router
+    whose walk is broken still finds them (and only them)."""
+    router, _ = recording_router()
+    router.dynamic = []  # the walk finds nothing now
+    assert router.match("/v1/queues/jobs/messages")[1] == {"queue": "jobs"}
+    assert router.match("/v1/queues/jobs/batch")[1] == {"queue": "jobs"}
+    assert router.match("/v1/queues/jobs")[1] == {"queue": "jobs"}
+    assert router.match("/static/app.js")[1] == {"file": "app.js"}
+    assert router.match("/v1/queues/jobs/messages/7")[1] == {"queue": "jobs", "id": "7"}
+    assert router.match("/v1/queues/jobs/messages/7/lease")[1] == {"queue": "jobs", "id": "7"}
+    assert router.match("/v1/queues/jobs/messages//lease") == (None, None)
+    assert router.match("/v1/queues//messages") == (None, None)  # an empty {param}
 
 
 # ---- (g) the inline answer write -----------------------------------------------------------------

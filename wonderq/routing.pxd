@@ -23,6 +23,7 @@ cdef class Route:
 cdef class Router:
     cdef public dict static          # path without {params} -> {method: entry}
     cdef public list dynamic         # Routes with {params}, in the order first added
+    cdef list _fast                  # (prefix, its length, {suffix: Route}, [...]): see match()
     cdef dict _routes                # template -> Route
     cdef object _on_cancel           # called with a deferred request whose connection closed
     cdef dict _other_counts          # (route label, status) -> responses not by a route
@@ -40,7 +41,8 @@ cdef class Router:
     cdef dict _fallback              # {method: entry} for paths no route matches, or None
     cdef object _fallback_accepts    # whether the fallback takes a request
 
-    @cython.locals(route=Route, params=dict)
+    @cython.locals(route=Route, tail=Route, params=dict, prefix=str, n=Py_ssize_t,
+                   end=Py_ssize_t, by_suffix=dict, deeper=list, rest=str, segments=list)
     cpdef tuple match(self, str path)
 
     @cython.locals(path=str, methods=dict, entry=tuple, response=tuple, status=Py_ssize_t,
