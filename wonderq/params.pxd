@@ -13,6 +13,7 @@ cdef dict _MILLIS                   # plain decimal seconds -> whole ms
 cdef dict _NAMES                    # raw {queue} path segment -> queue name
 cdef dict _RECEIVES                 # receive query -> (cid, limit, visibility_ms, wait_ms)
 cdef Py_ssize_t _CACHE_SIZE         # each cache is cleared when it holds this many
+cdef str _last_queue                # the name param_queue returned last
 
 cpdef dict parse_query(str query)
 cpdef param_int(dict params, str name, lo, hi, default, bint cache=*)

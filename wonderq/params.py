@@ -213,15 +213,23 @@ def _parse_seconds(value: str) -> int:
 # ---- queue names, path ids and JSON bodies ----------------------------------------------------
 
 
+_last_queue = "default"  # the name param_queue returned last (the same str object each time)
+
+
 def param_queue(req: Request) -> str:
     """The ``{queue}`` path segment as a queue name, else a 400 (checked before any lookup,
     so a bad name is never a 404). Percent-encoded names are decoded first (RFC 3986 section
     6.2.2.2: ``%61`` is ``a``); what they spell must match ``[A-Za-z0-9_-]{1,80}``.
 
-    No cache: the check is a C loop, and a cache of names churned when more queues were in
-    use than it held (10,000 spread evenly in bench/scale.py: every publish missed it, and
-    its inserts and clears cost more than the check)."""
+    The name of the last call is returned as the same str object, so the engine finds the
+    queue by identity (Broker.lookup) rather than by hashing a new string. No cache beyond
+    that: the check is a C loop, and a cache of names churned when more queues were in use
+    than it held (10,000 spread evenly in bench/scale.py: every publish missed it, and its
+    inserts and clears cost more than the check)."""
+    global _last_queue
     name: str = req.params["queue"]  # type: ignore[index]
+    if name == _last_queue:  # a valid name has no "%": the raw segment is the name
+        return _last_queue
     if "%" in name:
         try:
             name = unquote(name, errors="strict")
@@ -229,6 +237,7 @@ def param_queue(req: Request) -> str:
             name = ""
     if not _is_queue_name(name):
         raise BadParameter("invalid_queue_name", f"the queue name must be {QUEUE_NAME_RULE}")
+    _last_queue = name
     return name
 
 
