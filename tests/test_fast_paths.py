@@ -1,14 +1,14 @@
 """Every fast path proven equal to its general path, through the real code, both ways.
 
-WonderQ answers its most common requests by shortcuts: the engine parses a plain batch or
-ack body in one C pass (``publish_batch_json``, ``ack_json``), the protocol splits a plain
-query in one pass (``split_query``), a plain id skips the validators (``plain_id``), a
-repeated receive query is a dict lookup (``receive_args``), the router remembers the last
-static path, and the protocol writes the common answer inline from cached heads. Each test
-here feeds the same requests both ways (a form the shortcut takes, and an equivalent one it
-declines) and requires the same answers AND the same state after them (queue counts and
-totals, what a later receive returns); a spy on the store checks that each way really went
-where the test meant it to.
+WonderQ answers its most common requests by shortcuts: the engine parses a plain batch or ack
+body in one C pass (``publish_batch_json``, ``ack_json``), the protocol splits a plain query in
+one pass (``split_query``), a plain id skips the validators (``plain_id``), a repeated receive
+query is a dict lookup (``receive_args``), the router remembers the last static path and the
+last path with one ``{param}`` (and finds routes by prefix), and the protocol writes the common
+answer inline from cached heads. Each test here feeds the same requests both ways (a form the
+shortcut takes, and an equivalent one it declines) and requires the same answers AND the same
+state after them (queue counts and totals, what a later receive returns); a spy on the store
+checks that each way really went where the test meant it to.
 
 In-process through tests/_harness.py (fake clock), except the durable store's twins, which
 need a real event loop and a data directory. The Hypothesis seed is the session's

@@ -29,6 +29,9 @@ cdef class Router:
     cdef dict _other_counts          # (route label, status) -> responses not by a route
     cdef str _last_path              # the static path dispatched last (None at first)
     cdef dict _last_methods          # static[_last_path]
+    cdef str _last_dyn_path          # the path with {params} dispatched last (None at first)
+    cdef Route _last_dyn_route       # its route
+    cdef dict _last_dyn_params       # its path parameters (shared: read only)
     cdef public object authorizer    # wonderq.auth.Authorizer with --auth-file, else None
     cdef dict _allowed               # authorizer.allowed, the decision cache
     cdef object _allowed_of          # the authorizer _allowed belongs to

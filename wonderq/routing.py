@@ -176,6 +176,13 @@ class Router:
         # comparing the new path string is cheaper than hashing it.
         self._last_path: str | None = None
         self._last_methods: dict[str, Entry] = {}
+        # The same for the last path with one {param} (a producer publishing to one queue, a
+        # consumer receiving from one; paths with a message id are not kept, they seldom
+        # come twice): its route and its parameters, one dict shared by the requests of that
+        # path (no handler changes req.params).
+        self._last_dyn_path: str | None = None
+        self._last_dyn_route: Route | None = None
+        self._last_dyn_params: dict[str, str] | None = None
         self.authorizer: Any = None  # wonderq.auth.Authorizer with --auth-file
         # Its decision cache (Authorizer.allowed), read by _authorize, and whose it is.
         self._allowed: dict[Any, dict[str | None, int]] = {}
@@ -262,7 +269,15 @@ class Router:
         else:
             methods = self.static.get(path)
             if methods is None:
-                route, req.params = self.match(path)
+                if path == self._last_dyn_path:
+                    route = self._last_dyn_route
+                    req.params = self._last_dyn_params
+                else:
+                    route, req.params = self.match(path)
+                    if route is not None and len(route.params) == 1:
+                        self._last_dyn_path = path
+                        self._last_dyn_route = route
+                        self._last_dyn_params = req.params
                 if route is None:
                     if self._fallback is None or not self._fallback_accepts(req):
                         return self._not_found(req)
