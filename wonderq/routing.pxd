@@ -44,9 +44,11 @@ cdef class Router:
     cdef dict _fallback              # {method: entry} for paths no route matches, or None
     cdef object _fallback_accepts    # whether the fallback takes a request
 
+    cpdef tuple match(self, str path)
+
     @cython.locals(route=Route, tail=Route, params=dict, prefix=str, n=Py_ssize_t,
                    end=Py_ssize_t, by_suffix=dict, deeper=list, rest=str, segments=list)
-    cpdef tuple match(self, str path)
+    cdef tuple _match_params(self, str path)
 
     @cython.locals(path=str, methods=dict, entry=tuple, response=tuple, status=Py_ssize_t,
                    route=Route)

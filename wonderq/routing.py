@@ -234,6 +234,10 @@ class Router:
         another's could match are walked in order, segment by segment."""
         if path in self.static:
             return self._routes[path], None
+        return self._match_params(path)
+
+    def _match_params(self, path: str) -> tuple[Route | None, dict[str, str] | None]:
+        """match() for a path that is not a static route's (dispatch looked it up)."""
         for prefix, n, by_suffix, deeper in self._fast:
             if path.startswith(prefix):
                 end = path.find("/", n)
@@ -273,7 +277,7 @@ class Router:
                     route = self._last_dyn_route
                     req.params = self._last_dyn_params
                 else:
-                    route, req.params = self.match(path)
+                    route, req.params = self._match_params(path)
                     if route is not None and len(route.params) == 1:
                         self._last_dyn_path = path
                         self._last_dyn_route = route
