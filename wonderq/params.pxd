@@ -10,7 +10,6 @@ from wonderq.request cimport Request, split_query
 cdef dict _NO_PARAMS                # the params of an empty query (shared, never mutated)
 cdef dict _INTS                     # plain ASCII digits -> int
 cdef dict _MILLIS                   # plain decimal seconds -> whole ms
-cdef dict _NAMES                    # raw {queue} path segment -> queue name
 cdef dict _RECEIVES                 # receive query -> (cid, limit, visibility_ms, wait_ms)
 cdef Py_ssize_t _CACHE_SIZE         # each cache is cleared when it holds this many
 cdef str _last_queue                # the name param_queue returned last

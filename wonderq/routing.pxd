@@ -50,6 +50,9 @@ cdef class Router:
                    end=Py_ssize_t, by_suffix=dict, deeper=list, rest=str, segments=list)
     cdef tuple _match_params(self, str path)
 
+    @cython.locals(route=Route, params=dict)
+    cpdef tuple walk(self, str path)
+
     @cython.locals(path=str, methods=dict, entry=tuple, response=tuple, status=Py_ssize_t,
                    route=Route)
     cpdef dispatch(self, Request req)

@@ -255,6 +255,11 @@ class Router:
                             if params is not None:
                                 params[route.params[0][1]] = path[n:end]
                                 return route, params
+        return self.walk(path)
+
+    def walk(self, path: str) -> tuple[Route | None, dict[str, str] | None]:
+        """The general way for a path that is not a static route's: split at ``/``, try
+        every route with {params} in the order added."""
         segments = path.split("/")
         for route in self.dynamic:
             params = route.match(segments)
