@@ -230,13 +230,13 @@ def param_queue(req: Request) -> str:
     name: str = req.params["queue"]  # type: ignore[index]
     if name == _last_queue:  # a valid name has no "%": the raw segment is the name
         return _last_queue
-    if "%" in name:
+    if not _is_queue_name(name):  # "%" is not a name's character: look for it only now
         try:
-            name = unquote(name, errors="strict")
+            name = unquote(name, errors="strict") if "%" in name else ""
         except UnicodeDecodeError:
             name = ""
-    if not _is_queue_name(name):
-        raise BadParameter("invalid_queue_name", f"the queue name must be {QUEUE_NAME_RULE}")
+        if not _is_queue_name(name):
+            raise BadParameter("invalid_queue_name", f"the queue name must be {QUEUE_NAME_RULE}")
     _last_queue = name
     return name
 

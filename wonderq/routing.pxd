@@ -23,7 +23,7 @@ cdef class Route:
 cdef class Router:
     cdef public dict static          # path without {params} -> {method: entry}
     cdef public list dynamic         # Routes with {params}, in the order first added
-    cdef list _fast                  # (prefix, its length, {suffix: Route}, [...]): see match()
+    cdef list _fast                  # (prefix, its length, ((suffix, Route), ...), [...]): match()
     cdef dict _routes                # template -> Route
     cdef object _on_cancel           # called with a deferred request whose connection closed
     cdef dict _other_counts          # (route label, status) -> responses not by a route
@@ -47,7 +47,8 @@ cdef class Router:
     cpdef tuple match(self, str path)
 
     @cython.locals(route=Route, tail=Route, params=dict, prefix=str, n=Py_ssize_t,
-                   end=Py_ssize_t, by_suffix=dict, deeper=list, rest=str, segments=list)
+                   end=Py_ssize_t, rest_len=Py_ssize_t, singles=tuple, suffix=str, deeper=list,
+                   segments=list)
     cdef tuple _match_params(self, str path)
 
     @cython.locals(route=Route, params=dict)

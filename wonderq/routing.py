@@ -89,9 +89,11 @@ class Route:
 
 def _fast_index(
     routes: list[Route],
-) -> list[tuple[str, int, dict[str, Route], list[tuple[Route, Route]]]]:
+) -> list[tuple[str, int, tuple[tuple[str, Route], ...], list[tuple[Route, Route]]]]:
     """Router._fast for ``routes``: each route whose paths no other route can match, by its
-    literal prefix (through the ``/`` before its first {param}) and what follows."""
+    literal prefix (through the ``/`` before its first {param}) and what follows: the
+    literal suffix of a route with one {param} (``"/messages"``, ``""``), the rest of the
+    template as a Route for the others."""
     by_prefix: dict[str, tuple[dict[str, Route], list[tuple[Route, Route]]]] = {}
     for route in routes:
         if any(other is not route and _overlap(route.name, other.name) for other in routes):
@@ -105,7 +107,10 @@ def _fast_index(
             by_suffix[suffix] = route
         else:
             deeper.append((route, Route(suffix)))
-    return [(prefix, len(prefix), *both) for prefix, both in by_prefix.items()]
+    return [
+        (prefix, len(prefix), tuple(by_suffix.items()), deeper)
+        for prefix, (by_suffix, deeper) in by_prefix.items()
+    ]
 
 
 def _overlap(a: str, b: str) -> bool:
@@ -165,7 +170,7 @@ class Router:
         # Routes whose paths no other route's can match, by the literal prefix before their
         # first {param}: (prefix, len(prefix), {suffix: Route} of those with one {param},
         # [(Route, the Route of what follows the first {param})] of the others); see match().
-        self._fast: list[tuple[str, int, dict[str, Route], list[tuple[Route, Route]]]] = []
+        self._fast: list[tuple[str, int, tuple[tuple[str, Route], ...], list[tuple[Route, Route]]]] = []
         self._routes: dict[str, Route] = {}  # template -> Route
         self._on_cancel = on_cancel
         # (route label, status) -> responses not counted by a route's own list (404, 405,
@@ -238,18 +243,20 @@ class Router:
 
     def _match_params(self, path: str) -> tuple[Route | None, dict[str, str] | None]:
         """match() for a path that is not a static route's (dispatch looked it up)."""
-        for prefix, n, by_suffix, deeper in self._fast:
+        for prefix, n, singles, deeper in self._fast:
             if path.startswith(prefix):
                 end = path.find("/", n)
                 if end < 0:
                     end = len(path)
                 if end > n:  # a {param} matches a non-empty segment only
-                    rest = path[end:]
-                    route = by_suffix.get(rest)
-                    if route is not None:
-                        return route, {route.params[0][1]: path[n:end]}
+                    # The rest of the path against each one-{param} route's literal suffix:
+                    # no substring made and hashed (bench/instructions.py spread10k).
+                    rest_len = len(path) - end
+                    for suffix, route in singles:
+                        if len(suffix) == rest_len and path.endswith(suffix):
+                            return route, {route.params[0][1]: path[n:end]}
                     if deeper:
-                        segments = rest.split("/")
+                        segments = path[end:].split("/")
                         for route, tail in deeper:
                             params = tail.match(segments)
                             if params is not None:
