@@ -11,6 +11,7 @@ import random
 import resource
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from _server import ServerProcess, publish, running_server
@@ -281,17 +282,25 @@ def test_queue_names_are_checked_as_the_rule_says() -> None:
     seed = int(os.environ.get("WONDERQ_TEST_SEED", random.randrange(2**32)))
     print(f"WONDERQ_TEST_SEED={seed}")
     rng = random.Random(seed)
-    alphabet = "azAZ09_-.é \x00/:[`{@~"
-    segments = ["", "a" * 80, "a" * 81, "default", "q-1_Z", "Ω"]
+    alphabet = "azAZ09_-.é \x00/:[`{@~%"
+    segments = ["", "a" * 80, "a" * 81, "default", "q-1_Z", "Ω", "%61b", "a%2Fb", "%C3%28", "%"]
     segments += ["".join(rng.choices(alphabet, k=rng.randrange(84))) for _ in range(5000)]
+    segments += [
+        "".join(rng.choices(["%41", "%2d", "%5F", "%2F", "%FF", "a", "%"], k=5)) for _ in range(500)
+    ]
     for segment in segments:
         req = Request("GET", "/", "", b"", True, None)  # type: ignore[arg-type]
         req.params = {"queue": segment}
+        try:  # what the segment spells, percent-decoded (RFC 3986); None if not UTF-8
+            spelled: str | None = unquote(segment, errors="strict")
+        except UnicodeDecodeError:
+            spelled = None
+        valid = spelled is not None and QUEUE_NAME.fullmatch(spelled) is not None
         try:
-            ok = param_queue(req) == segment
+            assert param_queue(req) == spelled, repr(segment)
+            assert valid, repr(segment)
         except BadParameter:
-            ok = False
-        assert ok == (QUEUE_NAME.fullmatch(segment) is not None), repr(segment)
+            assert not valid, repr(segment)
 
 
 def test_big_answers_pipelined_with_small_ones_arrive_whole_and_in_order() -> None:

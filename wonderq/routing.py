@@ -87,9 +87,13 @@ class Route:
         return found
 
 
+# Router._fast's entries: (prefix, its length, ((suffix, Route), ...), [(Route, tail Route)]).
+FastEntry = tuple[str, int, tuple[tuple[str, "Route"], ...], list[tuple["Route", "Route"]]]
+
+
 def _fast_index(
     routes: list[Route],
-) -> list[tuple[str, int, tuple[tuple[str, Route], ...], list[tuple[Route, Route]]]]:
+) -> list[FastEntry]:
     """Router._fast for ``routes``: each route whose paths no other route can match, by its
     literal prefix (through the ``/`` before its first {param}) and what follows: the
     literal suffix of a route with one {param} (``"/messages"``, ``""``), the rest of the
@@ -168,9 +172,9 @@ class Router:
         self.static: dict[str, dict[str, Entry]] = {}
         self.dynamic: list[Route] = []
         # Routes whose paths no other route's can match, by the literal prefix before their
-        # first {param}: (prefix, len(prefix), {suffix: Route} of those with one {param},
+        # first {param}: (prefix, len(prefix), ((suffix, Route), ...) of those with one {param},
         # [(Route, the Route of what follows the first {param})] of the others); see match().
-        self._fast: list[tuple[str, int, tuple[tuple[str, Route], ...], list[tuple[Route, Route]]]] = []
+        self._fast: list[FastEntry] = []
         self._routes: dict[str, Route] = {}  # template -> Route
         self._on_cancel = on_cancel
         # (route label, status) -> responses not counted by a route's own list (404, 405,
