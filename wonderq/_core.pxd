@@ -2,9 +2,10 @@
 #
 # Ownership: every Msg is owned by exactly one container at a time - its queue's ready FIFO, its
 # queue's return heap, or the broker's timer heap (leased and delayed messages). The lease table
-# is a non-owning index of the leased messages only. Message memory comes from the broker's slab
-# allocator (blocks up to SLAB_MAX_BLOCK bytes) or from malloc (larger ones); a message's size
-# class follows from its body_len, so nothing records which.
+# is a non-owning index of the leased messages only; the receipt table holds the receive count
+# and first receive of every message received at least once. Message memory comes from the
+# broker's slab allocator (blocks up to SLAB_MAX_BLOCK bytes) or from malloc (larger ones,
+# flagged MSG_BIG in the time word).
 
 cimport cython
 from cpython.object cimport PyObject
@@ -24,14 +25,15 @@ cdef union MsgLink:
     Msg* next               # next message of the queue's ready FIFO (NULL at the tail)
     MsgSlot slot            # heap slot, queue and state while not in a FIFO
 
-# One block per message: this 32-byte header, then body_len bytes of JSON-escaped body, then
-# (iff times has MSG_HAS_ATTRIBUTES) a 4-byte length and the attribute blob (message.pxi).
+# One block per message: this 24-byte header, then the JSON-escaped body, then (iff times has
+# MSG_HAS_ATTRIBUTES) the attribute blob and its 4-byte length (message.pxi). The body's length
+# follows from the block's size (its slab's size class less the padding kept in times, or the
+# length kept before a malloc'ed block's header); the receive count and first receive of a
+# message received at least once are in the broker's receipt table (MSG_RECEIVED).
 cdef struct Msg:
     int64_t id              # 1..MAX_ID, unique, kept when dead-lettered
     MsgLink link            # FIFO link or heap slot (see MsgLink)
-    uint32_t body_len       # bytes of escaped body following the header (no quotes)
-    uint32_t receives       # receive count; saturates at 2**32-1, reset to 0 by dead-lettering
-    uint64_t times          # publish time, attributes flag, first receive (message.pxi)
+    uint64_t times          # publish time, flags, block padding (message.pxi)
 
 # Entry of the broker-wide timer heap (binary min-heap by (deadline_ms, msg_id); timers.pxi).
 cdef struct TimerEntry:
@@ -45,10 +47,21 @@ cdef struct TimerHeap:
     int64_t len             # entries in use
     int64_t cap             # entries allocated
 
-# Open-addressing slot of the lease table: id -> leased message.
+# The receive count and first receive of a message received at least once (leases.pxi).
+cdef struct Receipt:
+    uint32_t receives       # receive count; saturates at 2**32-1, reset to 0 by dead-lettering
+    uint32_t first          # first receive, coded (message.pxi: first_receive_code); 0 = never
+
+# What a table slot maps its id to: the message (the lease table, the index of all ids) or the
+# message's receipt (the receipt table).
+cdef union SlotValue:
+    Msg* msg
+    Receipt receipt
+
+# Open-addressing slot of an id table (the lease table: id -> leased message).
 cdef struct LeaseSlot:
     int64_t id              # message id, 0 = empty slot
-    Msg* msg                # the leased message (not owned)
+    SlotValue v             # v.msg (not owned) or v.receipt, by table
 
 # Linear probing, backward-shift deletion, power-of-two size, load <= 0.6.
 cdef struct LeaseTable:
@@ -140,6 +153,7 @@ cdef class Broker:
     cdef TimerHeap timers           # leases and delays of every queue
     cdef RetentionHeap retention    # queues with retention, by their next retention deadline
     cdef LeaseTable leases          # id -> Msg of leased messages only
+    cdef LeaseTable receipts        # id -> Receipt of every message received (MSG_RECEIVED)
     cdef SlabAllocator slabs        # memory of messages up to SLAB_MAX_BLOCK bytes
     cdef LeaseTable all_ids         # id -> Msg of every message while restoring (slots NULL else)
     cdef DumpEntry* dump            # snapshot of a running dump_messages iteration, or NULL
@@ -152,7 +166,7 @@ cdef class Broker:
     cdef int64_t max_message_bytes_     # default and ceiling of queues' max_message_bytes
     cdef int64_t max_batch              # bound of receive limit and batch sizes
     cdef int64_t max_memory_            # memory limit in bytes, 0 = none
-    cdef int64_t memory_bytes_          # sum of MESSAGE_OVERHEAD + body_len
+    cdef int64_t memory_bytes_          # sum of MESSAGE_OVERHEAD + escaped body (+ blob)
     cdef int64_t message_count_         # messages held
     cdef uint64_t next_id_              # id of the next publish (may be MAX_ID + 1)
     cdef Msg** scratch                  # max_batch message pointers for receive/publish_batch

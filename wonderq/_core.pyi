@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 #: Bytes accounted per message on top of its JSON-escaped body (and of its attribute blob plus
-#: 4 when it has one): the 32-byte C header plus allocation slack (an estimate; the memory
+#: 4 when it has one): the 24-byte C header plus allocation slack (an estimate; the memory
 #: limit counts against it).
 MESSAGE_OVERHEAD: Final[int]
 #: Largest message id / consumer id (2**63 - 1).

@@ -38,6 +38,7 @@ cdef class Broker:
         self.scratch_raw = NULL
         memset(&self.slabs, 0, sizeof(SlabAllocator))
         memset(&self.all_ids, 0, sizeof(LeaseTable))
+        memset(&self.receipts, 0, sizeof(LeaseTable))
         self.dump = NULL
         self.dump_len = 0
         self.last_name = NO_NAME
@@ -64,6 +65,8 @@ cdef class Broker:
         self.queue_meta = {}
         if self.leases.slots == NULL:
             ht_init(&self.leases, MIN_TABLE_CAP)
+        if self.receipts.slots == NULL:
+            ht_init(&self.receipts, MIN_TABLE_CAP)
         if self.scratch == NULL:
             self.scratch = <Msg**>malloc(self.max_batch * sizeof(Msg*))
             self.scratch_len = <int64_t*>malloc(self.max_batch * sizeof(int64_t))
@@ -84,18 +87,16 @@ cdef class Broker:
             m = self.queues[qi].fifo_head
             while m != NULL:
                 nxt = m.link.next
-                if msg_block_bytes(m) > SLAB_MAX_BLOCK:
-                    free(m)
+                msg_free_big(m)
                 m = nxt
             for i in range(self.queues[qi].rheap_len):
-                if msg_block_bytes(self.queues[qi].rheap[i]) > SLAB_MAX_BLOCK:
-                    free(self.queues[qi].rheap[i])
+                msg_free_big(self.queues[qi].rheap[i])
             free(self.queues[qi].rheap)
         for i in range(self.timers.len):
-            if msg_block_bytes(self.timers.entries[i].msg) > SLAB_MAX_BLOCK:
-                free(self.timers.entries[i].msg)
+            msg_free_big(self.timers.entries[i].msg)
         slab_destroy(&self.slabs)
         free(self.all_ids.slots)
+        free(self.receipts.slots)
         free(self.dump)
         free(self.timers.entries)
         free(self.retention.entries)
@@ -127,9 +128,9 @@ cdef class Broker:
         cdef Queue* q = &self.queues[qi]
         q.leased -= 1
         cdef int64_t slot
-        if goes_to_dlq(q, m):
+        if goes_to_dlq(q, msg_receipt(&self.receipts, m).receives):
             q.dead_lettered += 1
-            m.receives = 0
+            msg_reset_receives(&self.receipts, m)
             if self.dump != NULL:
                 slot = self.dump_find(m.id)
                 if slot >= 0:
@@ -168,6 +169,7 @@ cdef class Broker:
                 self.dump[slot].msg = NULL
         self.memory_bytes_ -= msg_accounted(m)
         self.message_count_ -= 1
+        msg_drop_receipt(&self.receipts, m)
         msg_release(&self.slabs, m)
 
     cdef int64_t drop_queue_messages(self, int32_t qi) except -1:
@@ -208,6 +210,7 @@ cdef class Broker:
             heap_rebuild(&self.timers)
             heap_maybe_shrink(&self.timers)
             ht_maybe_shrink(&self.leases)
+        ht_maybe_shrink(&self.receipts)
         q.ready = 0
         q.leased = 0
         q.delayed = 0
@@ -321,7 +324,7 @@ cdef class Broker:
         cdef TimerEntry* e
         if slot < 0:
             return 0
-        m = self.leases.slots[slot].msg
+        m = self.leases.slots[slot].v.msg
         if msg_queue(m) != qi:
             return 0
         e = &self.timers.entries[m.link.slot.heap_index]
@@ -338,8 +341,8 @@ cdef class Broker:
         cdef Msg* m
         if slot < 0:
             return -1
-        m = self.leases.slots[slot].msg
-        if (msg_queue(m) != qi or m.receives != receives
+        m = self.leases.slots[slot].v.msg
+        if (msg_queue(m) != qi or msg_receipt(&self.receipts, m).receives != receives
                 or now >= self.timers.entries[m.link.slot.heap_index].deadline_ms):
             return -1
         return slot
@@ -354,7 +357,7 @@ cdef class Broker:
 
     cdef inline void delete_at(self, int32_t qi, int64_t slot) noexcept:
         """Delete the leased message of lease table slot ``slot`` (its lease checked)."""
-        cdef Msg* m = self.leases.slots[slot].msg
+        cdef Msg* m = self.leases.slots[slot].v.msg
         heap_remove(&self.timers, m.link.slot.heap_index)
         ht_remove_at(&self.leases, slot)
         self.queues[qi].leased -= 1
@@ -366,7 +369,7 @@ cdef class Broker:
         """Set the lease of table slot ``slot`` (checked) to end at now + timeout, or end it
         now (timeout 0: available again or dead-lettered, not counted as expired)."""
         cdef Queue* q = &self.queues[qi]
-        cdef Msg* m = self.leases.slots[slot].msg
+        cdef Msg* m = self.leases.slots[slot].v.msg
         cdef int64_t hi = m.link.slot.heap_index
         if timeout > 0:
             self.timers.entries[hi].deadline_ms = now + timeout
@@ -375,7 +378,8 @@ cdef class Broker:
         ready_reserve(q, 1)
         if q.dlq >= 0:
             ready_reserve(&self.queues[q.dlq], 1)
-            if self.track_dead_letters and goes_to_dlq(q, m):
+            if self.track_dead_letters and goes_to_dlq(
+                    q, msg_receipt(&self.receipts, m).receives):
                 self.note_dead_letter(q, m)
         heap_remove(&self.timers, hi)
         ht_remove_at(&self.leases, slot)
@@ -386,6 +390,7 @@ cdef class Broker:
     cdef void after_removals(self) noexcept:
         heap_maybe_shrink(&self.timers)
         ht_maybe_shrink(&self.leases)
+        ht_maybe_shrink(&self.receipts)
 
     cdef dict queue_attributes(self, int32_t qi):
         cdef Queue* q = &self.queues[qi]
@@ -756,7 +761,7 @@ cdef class Broker:
         if n == 0:
             return EMPTY_RESPONSE
         try:
-            out = build_response(got, n, True)
+            out = build_response(got, n, True, &self.receipts)
             if leased is not None:
                 leased_before = len(leased)
                 for i in range(n):
@@ -779,6 +784,7 @@ cdef class Broker:
         cdef int64_t vis, i
         cdef Msg** got = self.scratch
         cdef Msg* m
+        cdef Receipt r
         cdef Py_ssize_t leased_before = 0
         check_now(now)
         vis = arg_int(visibility_ms, -1, C_MAX_VISIBILITY_MS, "invalid_visibility",
@@ -792,9 +798,10 @@ cdef class Broker:
         try:
             for i in range(n):
                 m = got[i]
-                out.append((m.id, json_unescape(msg_body(m), m.body_len),
-                            receives_after(m.receives), msg_sent_ms(m),
-                            msg_sent_ms(m) + first_receive_delta(first_receive_after(m, now)),
+                r = msg_receipt(&self.receipts, m)
+                out.append((m.id, json_unescape(msg_body(m), msg_body_len(m)),
+                            receives_after(r.receives), msg_sent_ms(m),
+                            msg_sent_ms(m) + first_receive_delta(first_receive_after(m, r, now)),
                             msg_attributes(m)))
             if leased is not None:
                 leased_before = len(leased)
@@ -826,6 +833,7 @@ cdef class Broker:
         if lease:
             heap_reserve(&self.timers, n)
             ht_reserve(&self.leases, n)
+            ht_reserve(&self.receipts, n)
         if not q.retention_ms:
             for i in range(n):
                 got[i] = ready_pop(q)
@@ -858,8 +866,7 @@ cdef class Broker:
         rheap_maybe_shrink(q)
         for i in range(n):
             m = got[i]
-            m.receives = receives_after(m.receives)
-            msg_note_receive(m, now)
+            msg_count_receive(&self.receipts, m, now)
             msg_set_queue(m, qi)
             m.link.slot.state = MSG_LEASED
             heap_push(&self.timers, deadline, cid, m)
@@ -881,7 +888,7 @@ cdef class Broker:
             return EMPTY_RESPONSE
         self.untake(qi, n)
         rheap_maybe_shrink(&self.queues[qi])
-        return build_response(self.scratch, n, False)
+        return build_response(self.scratch, n, False, &self.receipts)
 
     cpdef delete(self, queue, cid, msg_id, int64_t now):
         """Ack: True iff msg_id is in queue, leased to cid and now < deadline."""
@@ -1066,7 +1073,8 @@ cdef class Broker:
             ready_reserve(q, 1)
             if e.cid >= 0 and q.dlq >= 0:
                 ready_reserve(&self.queues[q.dlq], 1)
-                if self.track_dead_letters and goes_to_dlq(q, m):
+                if self.track_dead_letters and goes_to_dlq(
+                        q, msg_receipt(&self.receipts, m).receives):
                     self.note_dead_letter(q, m)
             heap_remove(&self.timers, 0)
             if e.cid >= 0:
@@ -1084,7 +1092,7 @@ cdef class Broker:
 
     @property
     def memory_bytes(self):
-        """Bytes held: sum over messages of MESSAGE_OVERHEAD + len(escaped body)."""
+        """Bytes held: sum over messages of MESSAGE_OVERHEAD + len(escaped body) (+ blob)."""
         return self.memory_bytes_
 
     @property
@@ -1139,6 +1147,7 @@ cdef class Broker:
         cdef int64_t mid = arg_int(msg_id, 1, C_MAX_ID, "invalid_id", "id")
         cdef int64_t esc, r, delay, sent
         cdef int64_t first = 0
+        cdef Receipt receipt
         cdef Msg* m
         data = body_bytes(body)
         esc = body_escaped_len(data, C_MAX_MESSAGE_BYTES)
@@ -1159,15 +1168,17 @@ cdef class Broker:
             ready_reserve(q, 1)
         if self.all_ids.slots != NULL:
             ht_reserve(&self.all_ids, 1)
+        ht_reserve(&self.receipts, 1)
         m = msg_new(&self.slabs, mid, bytes_ptr(data), PyBytes_GET_SIZE(data), esc, sent,
                     attributes_cost(attrs))
         if m == NULL:
             raise MemoryError()
         if attrs is not None:
             msg_set_attributes(m, attrs)
-        m.receives = <uint32_t>r
-        if first_receive_ms is not None:
-            m.times |= first_receive_code(first - sent)
+        receipt.receives = <uint32_t>r
+        receipt.first = 0 if first_receive_ms is None else <uint32_t>first_receive_code(
+            first - sent)
+        msg_set_receipt(&self.receipts, m, receipt)
         if self.all_ids.slots != NULL:
             ht_insert(&self.all_ids, mid, m)
         self.memory_bytes_ += msg_accounted(m)
@@ -1193,6 +1204,7 @@ cdef class Broker:
         cdef int64_t pos, hi, lo, mid, delay
         cdef DumpEntry* e
         cdef Msg* m
+        cdef Receipt r
         check_now(now)
         if c == 0 or self.dump == NULL:
             self.drop_dump()
@@ -1225,9 +1237,10 @@ cdef class Broker:
             if (0 <= hi < self.timers.len and self.timers.entries[hi].msg == m
                     and self.timers.entries[hi].cid < 0):
                 delay = max(self.timers.entries[hi].deadline_ms - now, 0)
+            r = msg_receipt(&self.receipts, m)
             out.append((m.id, self.queue_names_by_idx[e.queue_idx],
-                        json_unescape(msg_body(m), m.body_len), m.receives, delay,
-                        msg_sent_ms(m), msg_first_receive_ms(m), msg_attributes(m)))
+                        json_unescape(msg_body(m), msg_body_len(m)), r.receives, delay,
+                        msg_sent_ms(m), first_receive_ms(m, r), msg_attributes(m)))
         if pos >= self.dump_len:
             self.drop_dump()
             return 0, out

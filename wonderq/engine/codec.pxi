@@ -424,14 +424,15 @@ cdef inline char* put(char* p, const char* s, Py_ssize_t n) noexcept nogil:
     return p + n
 
 
-cdef inline uint32_t shown_receives(Msg* m, bint received) noexcept nogil:
-    return receives_after(m.receives) if received else m.receives
+cdef inline uint32_t shown_receives(Msg* m, bint received, LeaseTable* receipts) noexcept nogil:
+    cdef uint32_t r = msg_receipt(receipts, m).receives
+    return receives_after(r) if received else r
 
 
-cdef bytes build_response(Msg** msgs, int64_t n, bint received):
+cdef bytes build_response(Msg** msgs, int64_t n, bint received, LeaseTable* receipts):
     """``{"messages":[{"id":..,"body":"..","receives":..},...]}`` with each receive count as it
-    will be after this receive (``received``) or as it is (a peek). One allocation, no Python
-    object per message."""
+    will be after this receive (``received``) or as it is (a peek); ``receipts`` is the
+    broker's receipt table. One allocation, no Python object per message."""
     cdef int64_t size = 13 + 2 + (n - 1)
     cdef int64_t i
     cdef Msg* m
@@ -439,8 +440,8 @@ cdef bytes build_response(Msg** msgs, int64_t n, bint received):
     cdef uint32_t r
     for i in range(n):
         m = msgs[i]
-        size += (6 + digits_u64(<uint64_t>m.id) + 9 + m.body_len + 13
-                 + digits_u64(shown_receives(m, received)) + 1)
+        size += (6 + digits_u64(<uint64_t>m.id) + 9 + msg_body_len(m) + 13
+                 + digits_u64(shown_receives(m, received, receipts)) + 1)
     out = PyBytes_FromStringAndSize(NULL, size)
     p = PyBytes_AS_STRING(out)
     p = put(p, b'{"messages":[', 13)
@@ -452,9 +453,9 @@ cdef bytes build_response(Msg** msgs, int64_t n, bint received):
         p = put(p, b'{"id":', 6)
         p = write_u64(p, <uint64_t>m.id, digits_u64(<uint64_t>m.id))
         p = put(p, b',"body":"', 9)
-        p = put(p, msg_body(m), m.body_len)
+        p = put(p, msg_body(m), msg_body_len(m))
         p = put(p, b'","receives":', 13)
-        r = shown_receives(m, received)
+        r = shown_receives(m, received, receipts)
         p = write_u64(p, r, digits_u64(r))
         p[0] = b'}'
         p += 1

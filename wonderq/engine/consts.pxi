@@ -22,8 +22,8 @@ cdef int64_t C_MAX_NOW = (1 << 42) - 1
 # ms: a queue's retention period (60 s .. 14 days, as Amazon SQS), or 0 = keep until deleted.
 cdef int64_t C_MIN_RETENTION_MS = 60 * 1000
 cdef int64_t C_MAX_RETENTION_MS = 14 * 86400 * 1000
-# bytes: largest raw body. Escaped bodies must fit Msg.body_len (uint32): 6 bytes per input
-# byte at worst.
+# bytes: largest raw body. Escaped bodies (6 bytes per input byte at worst) and a blob stay
+# far below 2**31 bytes.
 cdef int64_t C_MAX_MESSAGE_BYTES = 1 << 28
 # queues: a message records its queue's index in 24 bits (MsgSlot.queue_idx + queue_hi), so
 # up to 2**24 would fit; the limit is kept where a server's memory for empty queues (~0.5 KiB
@@ -37,7 +37,14 @@ cdef int64_t C_MAX_META_BYTES = 65536
 cdef enum:
     TIME_SHIFT = 21                 # bits 63..21: publish time, ms, 43-bit two's complement
     MSG_HAS_ATTRIBUTES = 1 << 20    # bit 20: an attribute blob follows the body
-    FIRST_RECEIVE_MASK = 0xFFFFF    # bits 19..0: first receive (0 = never), coded as below
+    MSG_RECEIVED = 1 << 19          # bit 19: received at least once, a receipt in Broker.receipts
+    MSG_BIG = 1 << 18               # bit 18: malloc'ed, the payload length just before the header
+    MSG_PAD_MASK = 7                # bits 2..0: a slab block's bytes after the payload (0..7)
+
+# ---- a receipt's first receive (Receipt.first, message.pxi) -------------------------------------
+
+cdef enum:
+    FIRST_RECEIVE_MASK = 0xFFFFF    # 20 bits: first receive (0 = never), coded as below
     FIRST_RECEIVE_EXACT = 1 << 16   # ms: delays (first receive - publish) stored exactly below
     FIRST_RECEIVE_STEP = 1 << 15    # codes per doubling above it (relative error < 2**-15)
 

@@ -105,7 +105,7 @@ cdef int broker_check_invariants(Broker self) except -1:
                 fail(f"timer entry {i}: lease of a message not marked leased")
             leased[qi] = leased.get(qi, 0) + 1
             slot = ht_find(&self.leases, m.id)
-            if slot < 0 or self.leases.slots[slot].msg != m:
+            if slot < 0 or self.leases.slots[slot].v.msg != m:
                 fail(f"leased message {m.id} missing from the lease table")
         else:
             if e.cid != -1 or m.link.slot.state != MSG_DELAYED:
@@ -126,12 +126,13 @@ cdef int broker_check_invariants(Broker self) except -1:
             table_count += 1
             if ht_find(&self.leases, self.leases.slots[i].id) != i:
                 fail(f"lease table slot {i} unreachable by probing")
-            if self.leases.slots[i].msg.link.slot.state != MSG_LEASED:
+            if self.leases.slots[i].v.msg.link.slot.state != MSG_LEASED:
                 fail(f"lease table holds message {self.leases.slots[i].id}, not leased")
     if table_count != self.leases.count or table_count != sum(leased.values()):
         fail("lease table count is wrong")
     if table_count * 5 > <int64_t>(self.leases.mask + 1) * 3:
         fail("lease table above load 0.6")
+    check_receipts(self, where)
     count = len(ids)
     if count != self.message_count_:
         fail(f"message_count {self.message_count_} != {count}")
@@ -145,7 +146,7 @@ cdef int broker_check_invariants(Broker self) except -1:
             fail("the index of all ids misses messages")
         for msg_id, (qi, p) in where.items():
             slot = ht_find(&self.all_ids, msg_id)
-            if slot < 0 or <uintptr_t>self.all_ids.slots[slot].msg != p:
+            if slot < 0 or <uintptr_t>self.all_ids.slots[slot].v.msg != p:
                 fail(f"the index of all ids is wrong for {msg_id}")
     for i in range(self.dump_len):
         if i > 0 and self.dump[i - 1].id >= self.dump[i].id:
@@ -156,6 +157,32 @@ cdef int broker_check_invariants(Broker self) except -1:
                                           <uintptr_t>self.dump[i].msg):
                 fail(f"dump snapshot entry {self.dump[i].id} is stale")
     return 0
+
+cdef int check_receipts(Broker self, dict where) except -1:
+    """The receipt table holds exactly the messages marked received, each reachable."""
+    cdef LeaseTable* t = &self.receipts
+    cdef int64_t i
+    cdef int64_t n = 0
+    cdef Msg* m
+    for i in range(<int64_t>(t.mask + 1)):
+        if t.slots[i].id != 0:
+            n += 1
+            if ht_find(t, t.slots[i].id) != i:
+                fail(f"receipt table slot {i} unreachable by probing")
+            if t.slots[i].id not in where:
+                fail(f"receipt of message {t.slots[i].id}, which is not held")
+    for msg_id, (qi, p) in where.items():
+        m = <Msg*><uintptr_t>p
+        if (m.times & MSG_RECEIVED) != 0 and ht_find(t, msg_id) < 0:
+            fail(f"message {msg_id} marked received has no receipt")
+        if (m.times & MSG_RECEIVED) == 0 and ht_find(t, msg_id) >= 0:
+            fail(f"message {msg_id} has a receipt but is not marked received")
+    if n != t.count:
+        fail("receipt table count is wrong")
+    if n * 5 > <int64_t>(t.mask + 1) * 3:
+        fail("receipt table above load 0.6")
+    return 0
+
 
 cdef int check_slabs(SlabAllocator* a, list ptrs) except -1:
     """Every small message lies in a slab of its size class, on a block boundary; slab live
@@ -169,11 +196,13 @@ cdef int check_slabs(SlabAllocator* a, list ptrs) except -1:
     live = {}
     for p in ptrs:
         m = <Msg*>p
-        if msg_block_bytes(m) > SLAB_MAX_BLOCK:
+        if m.times & MSG_BIG:
+            if block_bytes(msg_payload(m)) <= SLAB_MAX_BLOCK or m.times & MSG_PAD_MASK:
+                fail(f"message {m.id} malloc'ed, small enough for a slab")
             continue
         base = p & ~(<uintptr_t>SLAB_BYTES - 1)
         s = <Slab*>base
-        if s.block_bytes != msg_block_bytes(m):
+        if block_bytes(msg_payload(m)) != s.block_bytes:
             fail(f"message {m.id} in a slab of another size class")
         if (p - base - SLAB_HEADER) % s.block_bytes or p + s.block_bytes > base + s.bump:
             fail(f"message {m.id} is not on a handed-out block boundary")

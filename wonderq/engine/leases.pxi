@@ -1,5 +1,7 @@
-# The lease table: id -> leased Msg, open addressing (linear probing, backward-shift deletion,
-# Fibonacci hashing, load <= 0.6). Also the index of all ids while restoring.
+# Id tables: open addressing (linear probing, backward-shift deletion, Fibonacci hashing,
+# load <= 0.6). The lease table (id -> leased Msg), the receipt table (id -> Receipt of every
+# message received at least once; its functions are at the end) and, while restoring, the
+# index of all ids (id -> Msg).
 
 from libc.stdlib cimport calloc, free
 
@@ -34,14 +36,19 @@ cdef inline int64_t ht_find(LeaseTable* t, int64_t msg_id) noexcept nogil:
         i = (i + 1) & t.mask
 
 
-cdef inline void ht_insert(LeaseTable* t, int64_t msg_id, Msg* m) noexcept nogil:
-    """Insert an absent id; capacity reserved by the caller."""
+cdef inline LeaseSlot* ht_add(LeaseTable* t, int64_t msg_id) noexcept nogil:
+    """The slot of a new, absent id, for the caller to fill; capacity reserved by the caller."""
     cdef uint64_t i = ht_hash(t, msg_id)
     while t.slots[i].id != 0:
         i = (i + 1) & t.mask
     t.slots[i].id = msg_id
-    t.slots[i].msg = m
     t.count += 1
+    return &t.slots[i]
+
+
+cdef inline void ht_insert(LeaseTable* t, int64_t msg_id, Msg* m) noexcept nogil:
+    """Insert an absent id -> m; capacity reserved by the caller."""
+    ht_add(t, msg_id).v.msg = m
 
 
 cdef void ht_remove_at(LeaseTable* t, int64_t slot) noexcept nogil:
@@ -60,7 +67,7 @@ cdef void ht_remove_at(LeaseTable* t, int64_t slot) noexcept nogil:
         t.slots[i] = t.slots[j]
         i = j
     t.slots[i].id = 0
-    t.slots[i].msg = NULL
+    t.slots[i].v.msg = NULL
     t.count -= 1
 
 
@@ -70,7 +77,7 @@ cdef int ht_resize(LeaseTable* t, uint64_t cap) except -1:
     ht_init(&fresh, cap)
     for i in range(t.mask + 1):
         if t.slots[i].id != 0:
-            ht_insert(&fresh, t.slots[i].id, t.slots[i].msg)
+            ht_add(&fresh, t.slots[i].id).v = t.slots[i].v
     free(t.slots)
     t[0] = fresh
     return 0
@@ -104,3 +111,52 @@ cdef void ht_maybe_shrink(LeaseTable* t) noexcept:
             ht_resize(t, cap // 2)
     except MemoryError:
         pass
+
+
+# ---- receipts: the receive count and first receive of the messages received -------------------
+
+cdef inline Receipt msg_receipt(LeaseTable* t, Msg* m) noexcept nogil:
+    """m's receipt in the receipt table t; zeros if m was never received."""
+    cdef Receipt none
+    if m.times & MSG_RECEIVED:
+        return t.slots[ht_find(t, m.id)].v.receipt
+    none.receives = 0
+    none.first = 0
+    return none
+
+
+cdef inline Receipt msg_count_receive(LeaseTable* t, Msg* m, int64_t now) noexcept nogil:
+    """Count a receive of m at ``now`` (the first one also as its first receive), room
+    reserved in t; the receipt after it."""
+    cdef LeaseSlot* s
+    if m.times & MSG_RECEIVED:
+        s = &t.slots[ht_find(t, m.id)]
+        s.v.receipt.receives = receives_after(s.v.receipt.receives)
+        if s.v.receipt.first == 0:  # restored with a count, but no first receive
+            s.v.receipt.first = <uint32_t>first_receive_code(now - msg_sent_ms(m))
+    else:
+        s = ht_add(t, m.id)
+        s.v.receipt.receives = 1
+        s.v.receipt.first = <uint32_t>first_receive_code(now - msg_sent_ms(m))
+        m.times |= MSG_RECEIVED
+    return s.v.receipt
+
+
+cdef inline void msg_set_receipt(LeaseTable* t, Msg* m, Receipt r) noexcept nogil:
+    """Give m, never received, the receipt r unless it is zeros; room reserved in t."""
+    if r.receives or r.first:
+        ht_add(t, m.id).v.receipt = r
+        m.times |= MSG_RECEIVED
+
+
+cdef inline void msg_reset_receives(LeaseTable* t, Msg* m) noexcept nogil:
+    """Set m's receive count to 0 (dead-lettered); its first receive stays."""
+    if m.times & MSG_RECEIVED:
+        t.slots[ht_find(t, m.id)].v.receipt.receives = 0
+
+
+cdef inline void msg_drop_receipt(LeaseTable* t, Msg* m) noexcept nogil:
+    """Forget m's receipt (m is freed)."""
+    if m.times & MSG_RECEIVED:
+        ht_remove_at(t, ht_find(t, m.id))
+        m.times &= ~(<uint64_t>MSG_RECEIVED)

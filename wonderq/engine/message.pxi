@@ -1,18 +1,20 @@
-# A message's block: the Msg header (_core.pxd), its JSON-escaped body, then - only when the
-# MSG_HAS_ATTRIBUTES bit of its time word is set - a 4-byte length and the attribute blob
-# (opaque bytes the store keeps for it, e.g. SQS message attributes). Small blocks come from the
-# slab allocator, larger ones from malloc; the size class follows from the block's size, so
-# nothing records which.
+# A message's block: the 24-byte Msg header (_core.pxd), its JSON-escaped body, then - only when
+# the MSG_HAS_ATTRIBUTES bit of its time word is set - the attribute blob and its 4-byte length.
+# The body, blob and length are the block's payload. Small blocks come from the slab allocator,
+# where the payload's length follows from the slab's size class less the block's 0-7 bytes of
+# padding (kept in the time word); a larger block is malloc'ed with its payload length in the 8
+# bytes before the header (MSG_BIG). So 1,000,000 x 200 B messages take 224-byte blocks
+# (bench/rss_breakdown.py: see bench/RESULTS.md, "Memory"): the length, the receive count and
+# the first receive no longer take 8 of every message's bytes.
 #
-# Times. Msg.times packs the publish time and the first receive time in one 8-byte word, so a
-# message costs 8 bytes more than before they were kept (bench/bench_core.py: 1M x 200 B
-# messages, 239.0 -> 247.0 MB of RSS): two plain int64 fields would cost 16 (the 8-byte block
-# rounding leaves no room for 12). The publish time (``now`` of the publish, monotonic ms) takes
-# 43 signed bits: exact, +-139 years. The first receive is kept as its distance from the publish
-# in 20 bits: exact below 65.5 s, then truncated to 16 significant bits (an error under 31 ppm
-# of the distance: < 0.12 s after an hour, < 3 s after a day), which is what SQS's
-# ApproximateFirstReceiveTimestamp promises and more than a retention period needs (retention
-# reads only the exact publish time).
+# Times. Msg.times packs the publish time (``now`` of the publish, monotonic ms, 43 signed bits:
+# exact, +-139 years) with the flags and the padding. The receive count and the first receive
+# are kept only for a message that was received: in its Receipt in Broker.receipts (an id
+# table, leases.pxi), which a publish never touches. The first receive is kept as its distance
+# from the publish in 20 bits: exact below 65.5 s, then truncated to 16 significant bits (an
+# error under 31 ppm of the distance: < 0.12 s after an hour, < 3 s after a day), which is what
+# SQS's ApproximateFirstReceiveTimestamp promises and more than a retention period needs
+# (retention reads only the exact publish time).
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport UINT32_MAX, uintptr_t
@@ -45,13 +47,27 @@ cdef inline char* msg_body(Msg* m) noexcept nogil:
     return (<char*>m) + sizeof(Msg)
 
 
-cdef inline int64_t msg_extra_bytes(Msg* m) noexcept nogil:
-    """Bytes after the body: 0, or the attribute blob's 4-byte length and the blob."""
+cdef inline int64_t msg_payload(Msg* m) noexcept nogil:
+    """Bytes after the header: the body, and the blob and its length if it has one."""
+    if m.times & MSG_BIG:
+        return (<int64_t*>m)[-1]
+    return (<int64_t>(<Slab*>(<uintptr_t>m & ~(<uintptr_t>SLAB_BYTES - 1))).block_bytes
+            - <int64_t>sizeof(Msg) - <int64_t>(m.times & MSG_PAD_MASK))
+
+
+cdef inline int64_t extra_of(Msg* m, int64_t payload) noexcept nogil:
+    """Bytes after the body of m, whose payload is ``payload``: 0, or the blob and its length."""
     cdef uint32_t n
     if not (m.times & MSG_HAS_ATTRIBUTES):
         return 0
-    memcpy(&n, msg_body(m) + m.body_len, 4)
+    memcpy(&n, msg_body(m) + payload - 4, 4)
     return 4 + <int64_t>n
+
+
+cdef inline int64_t msg_body_len(Msg* m) noexcept nogil:
+    """Bytes of the escaped body (no quotes)."""
+    cdef int64_t payload = msg_payload(m)
+    return payload - extra_of(m, payload)
 
 
 cdef inline int64_t block_bytes(int64_t payload) noexcept nogil:
@@ -59,13 +75,9 @@ cdef inline int64_t block_bytes(int64_t payload) noexcept nogil:
     return (<int64_t>sizeof(Msg) + payload + 7) & ~(<int64_t>7)
 
 
-cdef inline int64_t msg_block_bytes(Msg* m) noexcept nogil:
-    return block_bytes(m.body_len + msg_extra_bytes(m))
-
-
 cdef inline int64_t msg_accounted(Msg* m) noexcept nogil:
     """What the memory limit counts for m (see MESSAGE_OVERHEAD)."""
-    return C_MESSAGE_OVERHEAD + m.body_len + msg_extra_bytes(m)
+    return C_MESSAGE_OVERHEAD + msg_payload(m)
 
 
 cdef void populate_if_fresh(char* p, int64_t n) noexcept nogil:
@@ -84,21 +96,38 @@ cdef void populate_if_fresh(char* p, int64_t n) noexcept nogil:
 
 
 cdef inline Msg* msg_alloc(SlabAllocator* a, int64_t payload) noexcept nogil:
+    """A block for ``payload`` bytes after the header, its flags and padding set in m.times
+    (the caller ORs the rest in); NULL when out of memory."""
     cdef int64_t block = block_bytes(payload)
+    cdef char* p
     cdef Msg* m
     if block <= SLAB_MAX_BLOCK:
-        return <Msg*>slab_alloc(a, <uint32_t>block)
-    m = <Msg*>malloc(sizeof(Msg) + payload)
-    if m != NULL and payload >= POPULATE_MIN_BYTES:
-        populate_if_fresh(<char*>m, <int64_t>sizeof(Msg) + payload)
+        m = <Msg*>slab_alloc(a, <uint32_t>block)
+        if m != NULL:
+            m.times = <uint64_t>(block - <int64_t>sizeof(Msg) - payload)
+        return m
+    p = <char*>malloc(8 + sizeof(Msg) + payload)
+    if p == NULL:
+        return NULL
+    if payload >= POPULATE_MIN_BYTES:
+        populate_if_fresh(p, 8 + <int64_t>sizeof(Msg) + payload)
+    m = <Msg*>(p + 8)
+    (<int64_t*>m)[-1] = payload
+    m.times = MSG_BIG
     return m
 
 
 cdef inline void msg_release(SlabAllocator* a, Msg* m) noexcept nogil:
-    if msg_block_bytes(m) <= SLAB_MAX_BLOCK:
-        slab_free(a, m)
+    if m.times & MSG_BIG:
+        free(<char*>m - 8)
     else:
-        free(m)
+        slab_free(a, m)
+
+
+cdef inline void msg_free_big(Msg* m) noexcept nogil:
+    """Free m if it is malloc'ed (the broker's end: slab blocks go with their arenas)."""
+    if m.times & MSG_BIG:
+        free(<char*>m - 8)
 
 
 cdef inline Msg* msg_new(SlabAllocator* a, int64_t msg_id, const uint8_t* src, int64_t n,
@@ -110,9 +139,7 @@ cdef inline Msg* msg_new(SlabAllocator* a, int64_t msg_id, const uint8_t* src, i
         return NULL
     m.id = msg_id
     m.link.next = NULL
-    m.body_len = <uint32_t>esc_len
-    m.receives = 0
-    m.times = time_word(sent_ms)
+    m.times |= time_word(sent_ms)
     if esc_len == n:
         memcpy(msg_body(m), src, n)
     else:
@@ -121,20 +148,24 @@ cdef inline Msg* msg_new(SlabAllocator* a, int64_t msg_id, const uint8_t* src, i
 
 
 cdef void msg_set_attributes(Msg* m, object attributes) noexcept:
-    """Store a checked blob (bytes) after the body; msg_new made room (attributes_cost)."""
+    """Store a checked blob (bytes) and its length at the end of the payload; msg_new made
+    room for them (attributes_cost) after the body."""
     cdef uint32_t n = <uint32_t>PyBytes_GET_SIZE(attributes)
+    cdef char* end = msg_body(m) + msg_payload(m)
+    memcpy(end - 4 - n, PyBytes_AS_STRING(attributes), n)
+    memcpy(end - 4, &n, 4)
     m.times |= MSG_HAS_ATTRIBUTES
-    memcpy(msg_body(m) + m.body_len, &n, 4)
-    memcpy(msg_body(m) + m.body_len + 4, PyBytes_AS_STRING(attributes), n)
 
 
 cdef object msg_attributes(Msg* m):
     """The attribute blob as bytes, or None."""
     cdef uint32_t n
+    cdef char* end
     if not (m.times & MSG_HAS_ATTRIBUTES):
         return None
-    memcpy(&n, msg_body(m) + m.body_len, 4)
-    return PyBytes_FromStringAndSize(msg_body(m) + m.body_len + 4, n)
+    end = msg_body(m) + msg_payload(m)
+    memcpy(&n, end - 4, 4)
+    return PyBytes_FromStringAndSize(end - 4 - n, n)
 
 
 cdef inline uint32_t receives_after(uint32_t r) noexcept nogil:
@@ -172,21 +203,13 @@ cdef inline int64_t first_receive_delta(uint64_t code) noexcept nogil:
     return <int64_t>((v - e * FIRST_RECEIVE_STEP) << e)
 
 
-cdef inline uint64_t first_receive_after(Msg* m, int64_t now) noexcept nogil:
-    """The first-receive code m has once received at ``now``."""
-    cdef uint64_t code = m.times & FIRST_RECEIVE_MASK
-    return code if code else first_receive_code(now - msg_sent_ms(m))
+cdef inline uint32_t first_receive_after(Msg* m, Receipt r, int64_t now) noexcept nogil:
+    """The first-receive code m (with receipt r) has once received at ``now``."""
+    return r.first if r.first else <uint32_t>first_receive_code(now - msg_sent_ms(m))
 
 
-cdef inline void msg_note_receive(Msg* m, int64_t now) noexcept nogil:
-    """Record the first receive (the first call only)."""
-    if (m.times & FIRST_RECEIVE_MASK) == 0:
-        m.times |= first_receive_code(now - msg_sent_ms(m))
-
-
-cdef inline object msg_first_receive_ms(Msg* m):
+cdef inline object first_receive_ms(Msg* m, Receipt r):
     """The first receive time (ms, as stored), or None if never received."""
-    cdef uint64_t code = m.times & FIRST_RECEIVE_MASK
-    if code == 0:
+    if r.first == 0:
         return None
-    return msg_sent_ms(m) + first_receive_delta(code)
+    return msg_sent_ms(m) + first_receive_delta(r.first)

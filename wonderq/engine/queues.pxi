@@ -81,6 +81,7 @@ cdef int queue_apply_attributes(dict new, object attributes, int64_t max_message
     return 0
 
 
-cdef inline bint goes_to_dlq(Queue* q, Msg* m) noexcept nogil:
-    """Whether m, leaving a lease in q, is dead-lettered rather than made available again."""
-    return q.max_receives > 0 and m.receives >= q.max_receives and q.dlq >= 0
+cdef inline bint goes_to_dlq(Queue* q, uint32_t receives) noexcept nogil:
+    """Whether a message received ``receives`` times, leaving a lease in q, is dead-lettered
+    rather than made available again."""
+    return q.max_receives > 0 and receives >= q.max_receives and q.dlq >= 0
