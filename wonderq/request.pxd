@@ -16,6 +16,7 @@ cdef class Request:
     cdef public bint keep_alive     # llhttp's verdict for this message
     cdef public object conn         # the HttpProtocol that answers it
     cdef public object params       # the application's path parameters, or None
+    cdef public object queue        # the raw {queue} segment of a route with no other param
     cdef public object route        # the application's metric label of a deferred request
     cdef public object deferred     # the application's state while parked
     cdef public object response     # an error the protocol answers in turn, or None

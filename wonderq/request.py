@@ -135,9 +135,10 @@ class Request:
 
     ``path`` and ``query`` are the raw (not percent-decoded) parts of the target, as latin-1
     text. ``params`` and ``route`` are for the application (path parameters, the route's
-    metric label), ``deferred`` holds its state while the request is parked; ``response`` is
-    set only for an error the protocol found itself, answered in turn; ``echo_keep_alive``
-    when the client sent ``Connection: keep-alive``. ``authorization`` is the
+    metric label; a route whose only parameter is ``{queue}`` gets it in ``queue``
+    instead), ``deferred`` holds its state while the request is parked; ``response`` is set
+    only for an error the protocol found itself, answered in turn; ``echo_keep_alive`` when
+    the client sent ``Connection: keep-alive``. ``authorization`` is the
     ``Authorization`` header (bytes) or None (a field, not an added attribute: access control
     reads it on every request). ``if_none_match`` (bytes) exists only when the request carried
     that header (read it with ``getattr(req, "if_none_match", None)``). Other attributes may
@@ -164,6 +165,7 @@ class Request:
         self.keep_alive = keep_alive
         self.conn = conn
         self.params: dict[str, str] | None = None
+        self.queue: str | None = None
         self.route = ""
         self.deferred: Any = None
         self.response: Response | None = None
@@ -192,6 +194,7 @@ def _new_request(
     req.keep_alive = keep_alive
     req.conn = conn
     req.params = None
+    req.queue = None
     req.route = ""
     req.deferred = None
     req.response = None

@@ -14,6 +14,7 @@ cdef class Route:
     cdef Py_ssize_t segments         # of the template split at "/"
     cdef tuple literals              # (index, text) of the literal segments, the last first
     cdef readonly tuple params       # (index, name) of the {name} segments
+    cdef readonly bint queue_only    # its only {param} is {queue} (dispatch sets req.queue)
 
     @cython.locals(i=Py_ssize_t, text=str, name=str, value=str, found=dict)
     cpdef dict match(self, list segments)
@@ -31,7 +32,8 @@ cdef class Router:
     cdef dict _last_methods          # static[_last_path]
     cdef str _last_dyn_path          # the path with {params} dispatched last (None at first)
     cdef Route _last_dyn_route       # its route
-    cdef dict _last_dyn_params       # its path parameters (shared: read only)
+    cdef dict _last_dyn_params       # its path parameters (shared: read only), or None
+    cdef str _last_dyn_queue         # or its {queue} segment (queue_only routes)
     cdef public object authorizer    # wonderq.auth.Authorizer with --auth-file, else None
     cdef dict _allowed               # authorizer.allowed, the decision cache
     cdef object _allowed_of          # the authorizer _allowed belongs to
@@ -44,6 +46,7 @@ cdef class Router:
     cdef dict _fallback              # {method: entry} for paths no route matches, or None
     cdef object _fallback_accepts    # whether the fallback takes a request
 
+    @cython.locals(route=Route)
     cpdef tuple match(self, str path)
 
     @cython.locals(route=Route, tail=Route, params=dict, prefix=str, n=Py_ssize_t,
@@ -55,7 +58,7 @@ cdef class Router:
     cpdef tuple walk(self, str path)
 
     @cython.locals(path=str, methods=dict, entry=tuple, response=tuple, status=Py_ssize_t,
-                   route=Route)
+                   route=Route, found=object)
     cpdef dispatch(self, Request req)
 
     @cython.locals(per_queue=dict, bit=Py_ssize_t, bits=Py_ssize_t)
