@@ -227,9 +227,8 @@ def param_queue(req: Request) -> str:
     than it held (10,000 spread evenly in bench/scale.py: every publish missed it, and its
     inserts and clears cost more than the check)."""
     global _last_queue
-    name: str = req.queue  # type: ignore[assignment]
-    if name is None:  # a route with other parameters too
-        name = req.params["queue"]  # type: ignore[index]
+    segment = req.queue  # None: a route with other parameters too
+    name: str = req.params["queue"] if segment is None else segment  # type: ignore[index]
     if name == _last_queue:  # a valid name has no "%": the raw segment is the name
         return _last_queue
     if not _is_queue_name(name):  # "%" is not a name's character: look for it only now

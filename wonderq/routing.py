@@ -303,10 +303,10 @@ class Router:
                 else:
                     route, found = self._match_params(path)
                     if isinstance(found, str):  # one {param}: its segment
-                        if route.queue_only:
+                        if route.queue_only:  # type: ignore[union-attr]
                             req.queue = found  # no dict to make (spread10k: -300 instructions)
                         else:
-                            req.params = {route.params[0][1]: found}
+                            req.params = {route.params[0][1]: found}  # type: ignore[union-attr]
                     else:
                         req.params = found
                     if route is not None and len(route.params) == 1:
