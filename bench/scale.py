@@ -9,7 +9,8 @@ For each count N a fresh server (pinned like bench/run.py's) gets queues ``q0..q
 * rates: httpgen spreads its requests round robin over all N queues (``--spread``):
   ``publish`` (POST /v1/queues/q<k>/messages, 200 B) and ``cycle`` (publish, receive,
   delete on one queue, the next queue for the next cycle); the same commands with N = 1 are
-  the one-queue rates. Rounds are interleaved across the servers (medians);
+  the one-queue rates. Rounds are interleaved across the servers (medians); *x one queue*
+  is the median of the round-by-round ratios;
 * ``/metrics`` with one message in every queue: answer size and time to the whole answer,
   and the publishers' latency with a scrape every second against without (``publish`` vs
   ``publish+scrape``, interleaved): the scrape renders a slice per event-loop turn, so the
