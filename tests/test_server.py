@@ -485,6 +485,11 @@ def test_sigterm_during_load_exits_cleanly() -> None:
                         c.send(publish_bytes(b"load") + http_request("GET", "/v1/consumer?cid=5"))
                         for _ in range(2):
                             resp = c.read_response()
+                            # A connection the kernel accepted while the server was already
+                            # stopping is refused with 503 shutting_down (connection_made):
+                            # an answer, not a lost request.
+                            if resp.status == 503 and b'"shutting_down"' in resp.body:
+                                break
                             if resp.status not in (200, 201):
                                 bad.append(f"{resp.status} {resp.body!r}")
                             answered[0] += 1

@@ -84,6 +84,18 @@ class MemoryLimitExceeded(EngineError):
 class IdsExhausted(EngineError):
     """507 ``ids_exhausted``: the id counter has passed MAX_ID (practically unreachable)."""
 
+class BodyBlock:
+    """``size`` (2049..2**28) bytes of a big body, writable through the buffer protocol, in
+    a block laid out as a big message's. ``Broker.publish`` takes the block itself as the
+    message (no copy of the body) when the body needs no JSON escaping and the message has
+    no attributes and no buffer of the block is held; else it copies from it. Once taken the
+    block is empty: ``len()`` 0, no buffer."""
+
+    def __init__(self, size: int) -> None: ...
+    def __len__(self) -> int: ...
+    def __bytes__(self) -> bytes: ...
+    def __buffer__(self, flags: int) -> memoryview: ...
+
 class Broker:
     """All queues of one server, one id counter, one timer heap.
 
@@ -154,7 +166,7 @@ class Broker:
     def publish(
         self,
         queue: str,
-        body: bytes | bytearray | memoryview,
+        body: bytes | bytearray | memoryview | BodyBlock,
         now: int,
         delay_ms: int = -1,
         attributes: bytes | bytearray | memoryview | None = None,

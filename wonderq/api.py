@@ -86,6 +86,11 @@ class Api:
         """The route table. Templates are tried in the order first added: the benchmarks'
         routes (batch publish, receive, batch ack) first."""
         add("POST", "/v1/publish", self.handle_publish, "publish:default")
+        # A big body these two publish is read into the block of its message, if the store
+        # offers one (Store.body_block): no copy of it (wonderq.bodyread).
+        self.router.read_bodies_into(
+            self.store.body_block, [self.handle_publish, self.handle_publish_message]
+        )
         add("GET", "/v1/consumer", self.handle_receive, "consume:default")
         add("DELETE", "/v1/consumer", self.handle_delete, "consume:default")
         add("GET", "/healthz", self.handle_health)

@@ -10,12 +10,22 @@ uvloop's bytes of each read, into httptools' bytes of each piece, into the join 
 pieces; perf in bench/RESULTS.md, "Big messages"). The reader never asks for more than the
 body's rest, so what follows it (a pipelined request) stays in the socket for HttpProtocol.
 
-The bytes object is written to only while this reader alone holds it, and is handed on only
-when full. A transport without buffered reads (asyncio's, which calls ``data_received``)
-works too, with one copy per read.
+For a publish on a store that offers them, the body is read into a block of the engine
+instead (``_core.BodyBlock``, from ``app.body_block``): the message then takes that block as
+it is, with no copy of the body at all.
+
+The bytes object (or block) is written to only while this reader alone holds it, and is
+handed on only when full. A transport without buffered reads (asyncio's, which calls
+``data_received``) works too, with one copy per read.
 """
 
-from cpython.buffer cimport PyBuffer_FillInfo
+from cpython.buffer cimport (
+    PyBUF_SIMPLE,
+    PyBUF_WRITABLE,
+    PyBuffer_FillInfo,
+    PyBuffer_Release,
+    PyObject_GetBuffer,
+)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy
 
@@ -24,11 +34,12 @@ from libc.string cimport memcpy
 BIG_BODY_BYTES = 32 * 1024
 
 
-def take_over(conn, transport, Py_ssize_t size, body):
+def take_over(conn, transport, Py_ssize_t size, body, new_block=None):
     """A BodyReader now reading the rest of the body of ``size`` bytes for ``conn``, of which
     ``body`` has come (None, one bytes, or a list of pieces); None if the body stays with
     ``conn``: it is small, complete, or the transport's protocol is not ``conn`` or cannot be
-    handed over (TLS)."""
+    handed over (TLS). ``new_block()``: a writable buffer of ``size`` bytes to read the body
+    into (and hand on), or None for a new bytes object."""
     if size < BIG_BODY_BYTES:
         return None
     try:
@@ -36,7 +47,7 @@ def take_over(conn, transport, Py_ssize_t size, body):
             return None
     except (AttributeError, NotImplementedError):
         return None
-    reader = BodyReader(conn, size)
+    reader = BodyReader(conn, size, None if new_block is None else new_block())
     if type(body) is list:
         for piece in body:
             reader.append(piece)
@@ -54,22 +65,44 @@ cdef class BodyReader:
     the connection, EOF, write flow control) as it happens."""
 
     cdef object conn        # the HttpProtocol the body is for
-    cdef bytes body         # the body, written up to ``filled``; None once handed on or dropped
+    cdef object body        # bytes or a block, written up to ``filled``; None once handed on
+    cdef char* dst          # where body's bytes are
+    cdef Py_buffer view     # the block's buffer while it is read into
+    cdef bint holds_view    # view is held (released once the body is in or dropped)
     cdef Py_ssize_t filled  # bytes of the body in so far
     cdef Py_ssize_t size    # the declared Content-Length
 
-    def __cinit__(self, conn, Py_ssize_t size):
+    def __cinit__(self, conn, Py_ssize_t size, block=None):
         self.conn = conn
-        self.body = PyBytes_FromStringAndSize(NULL, size)
+        if block is None:
+            self.body = PyBytes_FromStringAndSize(NULL, size)
+            self.dst = PyBytes_AS_STRING(self.body)
+        else:
+            PyObject_GetBuffer(block, &self.view, PyBUF_SIMPLE | PyBUF_WRITABLE)
+            if self.view.len != size:
+                PyBuffer_Release(&self.view)
+                raise ValueError("the block is not the body's size")
+            self.holds_view = True
+            self.body = block
+            self.dst = <char*>self.view.buf
         self.size = size
         self.filled = 0
+
+    def __dealloc__(self):
+        self._release()
+
+    cdef void _release(self) noexcept:
+        """Give the block's buffer back: nothing is written to it any more."""
+        if self.holds_view:
+            self.holds_view = False
+            PyBuffer_Release(&self.view)
 
     def append(self, bytes piece):
         """Copy in a piece that arrived before the reader took over (HttpProtocol's)."""
         cdef Py_ssize_t n = PyBytes_GET_SIZE(piece)
         if self.body is None or n > self.size - self.filled:
             raise ValueError("more body than declared")
-        memcpy(PyBytes_AS_STRING(self.body) + self.filled, PyBytes_AS_STRING(piece), n)
+        memcpy(self.dst + self.filled, PyBytes_AS_STRING(piece), n)
         self.filled += n
 
     def missing(self):
@@ -78,6 +111,7 @@ cdef class BodyReader:
 
     def cancel(self):
         """Drop the body (the connection failed or closed): nothing more is read into it."""
+        self._release()
         self.body = None
         self.filled = self.size
 
@@ -89,8 +123,7 @@ cdef class BodyReader:
         return self
 
     def __getbuffer__(self, Py_buffer* buf, int flags):
-        PyBuffer_FillInfo(buf, self, PyBytes_AS_STRING(self.body) + self.filled,
-                          self.size - self.filled, 0, flags)
+        PyBuffer_FillInfo(buf, self, self.dst + self.filled, self.size - self.filled, 0, flags)
 
     def __releasebuffer__(self, Py_buffer* buf):
         pass
@@ -105,6 +138,7 @@ cdef class BodyReader:
             return
         body = self.body
         self.body = None
+        self._release()
         if body is not None:
             self.conn._body_read(body)
 
@@ -119,7 +153,7 @@ cdef class BodyReader:
             return
         take = min(n, self.size - self.filled)
         chunk = bytes(data[:take]) if take < n or type(data) is not bytes else data
-        memcpy(PyBytes_AS_STRING(self.body) + self.filled, PyBytes_AS_STRING(chunk), take)
+        memcpy(self.dst + self.filled, PyBytes_AS_STRING(chunk), take)
         self.filled += take
         self._progress()
         if take < n:
@@ -131,6 +165,7 @@ cdef class BodyReader:
         pass
 
     def connection_lost(self, exc):
+        self._release()
         self.body = None
         self.conn.connection_lost(exc)
 

@@ -33,11 +33,12 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import httptools
 
-from .bodyread import BodyReader, take_over
+from .bodyread import BIG_BODY_BYTES, BodyReader, take_over
 from .headscan import Lifter
 from .request import (
     _CLOSE_TAIL,
@@ -681,10 +682,16 @@ class HttpProtocol:
 
     def _start_body_reader(self) -> None:
         """A read ended inside a body: if it is a big one, have the rest of it read straight
-        into the bytes the request will get (wonderq.bodyread), instead of as httptools'
-        pieces."""
+        into the bytes the request will get (wonderq.bodyread), or into the block of the
+        message it publishes, instead of as httptools' pieces."""
         size = int(self._content_length)  # type: ignore[arg-type]
-        reader = take_over(self, self._transport, size, self._body)
+        if size < BIG_BODY_BYTES:
+            return
+        new_block = None
+        body_block = getattr(self._app, "body_block", None)
+        if body_block is not None and self._url is not None:
+            new_block = partial(body_block, self._get_method(), self._url, size)
+        reader = take_over(self, self._transport, size, self._body, new_block)
         if reader is not None:
             self._body = None
             self._body_bytes = 0
@@ -695,7 +702,7 @@ class HttpProtocol:
         timeout, as in _after_partial_read."""
         self._last_active = self._loop_time()
 
-    def _body_read(self, body: bytes) -> None:
+    def _body_read(self, body: Any) -> None:
         """The reader has the whole body: complete the message as httptools would have,
         then carry on with a new parser (the old one still waits for the body's bytes)."""
         self._reader = None

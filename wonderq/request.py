@@ -215,6 +215,11 @@ class App(Protocol):
     def count(self, route: str, status: int) -> None:
         """Count a response the protocol produced on its own (parse errors, limits)."""
 
+    def body_block(self, method: bytes, url: bytes, size: int) -> Any:
+        """Where to read the big body (``size`` bytes) of the request being parsed: a
+        writable buffer of that size that becomes ``req.body`` (a publish's block of the
+        engine, see wonderq.bodyread), or None for a bytes object."""
+
 
 class Owner(Protocol):
     """What the protocol needs from the server that accepted the connection."""

@@ -45,6 +45,8 @@ cdef class Router:
     cdef Py_ssize_t _ok_mask
     cdef dict _fallback              # {method: entry} for paths no route matches, or None
     cdef object _fallback_accepts    # whether the fallback takes a request
+    cdef object _new_block           # the store's body_block (read_bodies_into), or None
+    cdef set _block_handlers         # the handlers whose big bodies go into such blocks
 
     @cython.locals(route=Route)
     cpdef tuple match(self, str path)

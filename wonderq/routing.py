@@ -205,6 +205,9 @@ class Router:
         self._ok_mask = 0
         self._fallback: dict[str, Entry] | None = None  # see set_fallback
         self._fallback_accepts: Callable[[Request], Any] = _accept_none
+        # See read_bodies_into: the store's body_block, and the handlers whose bodies go there.
+        self._new_block: Callable[[int], Any] | None = None
+        self._block_handlers: set[Handler] = set()
 
     def set_fallback(
         self,
@@ -285,7 +288,28 @@ class Router:
                 return route, params
         return None, None
 
+    def read_bodies_into(self, new_block: Callable[[int], Any], handlers: list[Handler]) -> None:
+        """Have the big body of a POST routed to one of ``handlers`` read into
+        ``new_block(size)`` (the store's Store.body_block: a block the engine takes as its
+        message) rather than into a bytes object; see body_block."""
+        self._new_block = new_block
+        self._block_handlers = set(handlers)
+
     # ---- the protocol's application interface ----------------------------------------------
+
+    def body_block(self, method: bytes, url: bytes, size: int) -> Any:
+        """Where the protocol reads the big body (``size`` bytes, still arriving) of a request
+        for ``method url``: a block of the store when the route publishes it as it is (see
+        read_bodies_into and wonderq.bodyread), else None (a bytes object)."""
+        if self._new_block is None or method != b"POST" or url[:1] != b"/":
+            return None
+        route, _ = self.match(url.partition(b"?")[0].decode("latin-1"))
+        if route is None:
+            return None
+        entry = route.handlers.get("POST")
+        if entry is None or entry[0] not in self._block_handlers:
+            return None
+        return self._new_block(size)
 
     def dispatch(self, req: Request) -> Response | None:
         """Route ``req``, run its handler, map errors; None when the answer comes later."""

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from ._core import Broker, now_ms
+from ._core import BodyBlock, Broker, now_ms
 from .deferred import Listener, _NoListener, after_future
 from .errors import StorageError
 
@@ -86,6 +86,9 @@ class Store:
       first id (consecutive ids; ``delays`` None or one per body).
     * ``publish_batch_json(queue, data)`` -> ``b'{"ids":[...]}'``, or None when ``data`` is
       not the plain form (the caller then parses it and calls ``publish_batch``).
+    * ``body_block(size)`` -> a writable buffer of ``size`` bytes that ``publish`` takes as
+      a body with no copy (the engine's ``BodyBlock``), or None: the protocol then reads a
+      big body into a bytes object.
     * ``receive(queue, cid, limit, visibility_ms)`` -> the JSON answer
       ``{"messages":[{"id","body","receives"},...]}`` (exactly ``EMPTY_MESSAGES`` if none).
     * ``peek(queue, limit)`` -> the same JSON, leasing and counting nothing.
@@ -154,6 +157,9 @@ class Store:
 
     def publish_batch_json(self, queue: str, data: bytes) -> Any:
         return None  # no fast path: the caller takes the general one
+
+    def body_block(self, size: int) -> Any:
+        return None  # big bodies come as bytes
 
     def receive(self, queue: str, cid: int, limit: int, visibility_ms: int) -> Any:
         raise NotImplementedError
@@ -372,6 +378,14 @@ class MemoryStore(Store):
         msg_id = self.broker.publish(queue, body, self.now(), delay_ms)
         self.after_publish(queue)
         return msg_id
+
+    def body_block(self, size: int) -> Any:
+        """A block the engine takes as the message when it publishes the body read into it
+        (_core.BodyBlock); None for a size it does not hold that way."""
+        try:
+            return BodyBlock(size)
+        except (ValueError, MemoryError):
+            return None
 
     def publish_batch(self, queue: str, bodies: list[bytes], delays: list[int] | None) -> Any:
         first = self.broker.publish_batch(queue, bodies, self.now(), delays)
@@ -603,6 +617,9 @@ class DurableStore(MemoryStore):
     """
 
     kind = "durable"
+
+    def body_block(self, size: int) -> Any:
+        return None  # the log keeps the bodies it has still to write: bytes, not blocks
 
     def __init__(
         self,

@@ -543,13 +543,22 @@ cdef class Broker:
         cdef int64_t delay
         cdef int64_t esc
         cdef int64_t cost
-        cdef Msg* m
+        cdef const uint8_t* src
+        cdef int64_t n
+        cdef Msg* m = NULL
         check_now(now)
         delay = arg_int(delay_ms, -1, C_MAX_DELAY_MS, "invalid_delay", "delay_ms")
         if delay < 0:
             delay = q.delay_ms
-        data = body_bytes(body)
-        esc = body_escaped_len(data, q.max_message_bytes)
+        if type(body) is BodyBlock:  # a big body read into its block (bodyblock.pxi)
+            data = body
+            src = (<BodyBlock>body).text()
+            n = (<BodyBlock>body).size
+        else:
+            data = body_bytes(body)
+            src = bytes_ptr(data)
+            n = PyBytes_GET_SIZE(data)
+        esc = text_escaped_len(src, n, q.max_message_bytes)
         cost = C_MESSAGE_OVERHEAD + esc
         if attributes is not None:
             attributes = attributes_bytes(attributes, q.max_message_bytes)
@@ -560,8 +569,11 @@ cdef class Broker:
             raise MemoryLimitExceeded("the broker's memory limit is reached")
         if delay > 0:
             heap_reserve(&self.timers, 1)
-        m = msg_new(&self.slabs, <int64_t>self.next_id_, bytes_ptr(data), PyBytes_GET_SIZE(data),
-                    esc, now, cost - C_MESSAGE_OVERHEAD - esc)
+        if type(data) is BodyBlock and esc == n and attributes is None:
+            m = (<BodyBlock>data).take(<int64_t>self.next_id_, now)  # no copy of the body
+        if m == NULL:
+            m = msg_new(&self.slabs, <int64_t>self.next_id_, src, n, esc, now,
+                        cost - C_MESSAGE_OVERHEAD - esc)
         if m == NULL:
             raise MemoryError()
         if attributes is not None:

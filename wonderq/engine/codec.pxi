@@ -236,13 +236,17 @@ cdef inline const uint8_t* bytes_ptr(bytes b) noexcept:
 
 cdef inline int64_t body_escaped_len(bytes body, int64_t max_bytes) except -1:
     """Validate a body (1..max_bytes bytes of UTF-8); return its escaped length."""
-    cdef int64_t n = PyBytes_GET_SIZE(body)
+    return text_escaped_len(bytes_ptr(body), PyBytes_GET_SIZE(body), max_bytes)
+
+
+cdef inline int64_t text_escaped_len(const uint8_t* s, int64_t n, int64_t max_bytes) except -1:
+    """body_escaped_len of the ``n`` bytes at ``s``."""
     cdef int64_t esc
     if n == 0:
         raise InvalidArgument("body must not be empty", "invalid_body")
     if n > max_bytes:
         raise MessageTooLarge(f"body is {n} bytes, more than max_message_bytes ({max_bytes})")
-    esc = utf8_escaped_len(bytes_ptr(body), n)
+    esc = utf8_escaped_len(s, n)
     if esc < 0:
         raise InvalidArgument("body must be valid UTF-8", "invalid_body")
     if esc > UINT32_MAX:
