@@ -51,6 +51,10 @@ def now_ms() -> int:
     """CLOCK_MONOTONIC in whole milliseconds: ``time.monotonic_ns() // 1_000_000``, cheaper.
     The ``now`` the server passes to every engine call."""
 
+def keep_big_blocks_in_heap(nbytes: int = 32 << 20) -> bool:
+    """glibc's ``mallopt(M_MMAP_THRESHOLD, nbytes)``: blocks below it come from the heap (in
+    huge pages where the heap has them), not a mapping each. True when set."""
+
 def release_free_memory() -> bool:
     """glibc's malloc_trim(0): the C heap's free pages back to the system."""
 

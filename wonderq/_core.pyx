@@ -120,11 +120,14 @@ cdef extern from *:
     #if defined(__GLIBC__)
     #include <malloc.h>
     static int wq_malloc_trim(void) { return malloc_trim(0); }
+    static int wq_mmap_threshold(long n) { return mallopt(M_MMAP_THRESHOLD, (int)n); }
     #else
     static int wq_malloc_trim(void) { return 0; }
+    static int wq_mmap_threshold(long n) { return 0; }
     #endif
     """
     int wq_malloc_trim() nogil
+    int wq_mmap_threshold(long n) nogil
 
 
 def release_free_memory():
@@ -133,6 +136,17 @@ def release_free_memory():
     leave ~1.5 MB of freed heap resident (bench/locust_sizing.py measures the idle process).
     True when memory was released."""
     return wq_malloc_trim() == 1
+
+
+def keep_big_blocks_in_heap(long nbytes=32 << 20):
+    """Have glibc's malloc serve blocks below ``nbytes`` from its heap rather than from a
+    mapping each (``mallopt(M_MMAP_THRESHOLD)``; a no-op elsewhere). The server calls it at
+    start. Otherwise a big message's block (a 1 MiB body) is a mapping of its own, which
+    never holds an aligned 2 MiB huge page and costs a page of rounding: a queue of 1 MiB
+    messages then publishes ~25% slower and holds ~4 KiB more per message (bench/bigmsg.py,
+    see bench/RESULTS.md, "Big messages"). glibc raises its threshold by itself once a big
+    block is freed, which a queue that only grows never does. True when set."""
+    return wq_mmap_threshold(nbytes) == 1
 
 
 def fail(what):

@@ -209,6 +209,7 @@ class Server:
     def run(self, sock: socket.socket) -> int:
         """Serve on the listening ``sock`` until SIGTERM/SIGINT; returns the exit status."""
         soft, _ = raise_fd_limit()
+        _core.keep_big_blocks_in_heap()  # big messages' blocks in the heap's huge pages
         if "glibc.malloc.hugetlb=1" in os.environ.get("GLIBC_TUNABLES", ""):
             log.info("the heap uses transparent huge pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=1)")
         if soft != resource.RLIM_INFINITY and soft < self.settings.max_connections + 64:
