@@ -34,6 +34,7 @@ cdef class Router:
     cdef Route _last_dyn_route       # its route
     cdef dict _last_dyn_params       # its path parameters (shared: read only), or None
     cdef str _last_dyn_queue         # or its {queue} segment (queue_only routes)
+    cdef readonly dict _queue_paths  # path -> (Route, segment) of queue_only routes, bounded
     cdef public object authorizer    # wonderq.auth.Authorizer with --auth-file, else None
     cdef dict _allowed               # authorizer.allowed, the decision cache
     cdef object _allowed_of          # the authorizer _allowed belongs to
@@ -60,7 +61,7 @@ cdef class Router:
     cpdef tuple walk(self, str path)
 
     @cython.locals(path=str, methods=dict, entry=tuple, response=tuple, status=Py_ssize_t,
-                   route=Route, found=object)
+                   route=Route, found=object, kept=tuple)
     cpdef dispatch(self, Request req)
 
     @cython.locals(per_queue=dict, bit=Py_ssize_t, bits=Py_ssize_t)
