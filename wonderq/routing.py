@@ -335,6 +335,7 @@ class Router:
                     req.params = self._last_dyn_params
                     req.queue = self._last_dyn_queue
                 else:
+                    found: dict[str, str] | str | None
                     kept = self._queue_paths.get(path)
                     if kept is not None:
                         route, found = kept
