@@ -368,7 +368,9 @@ def collected(workload: str, n: int) -> int:
     """Instructions callgrind counts for the whole run of ``feed(workload, n)``."""
     cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
     cmd += [sys.executable, __file__, "--feed", workload, str(n)]
-    env = dict(os.environ, PYTHONHASHSEED="0")
+    # This tree's package, not whichever one is installed (bench/run.py from a copy).
+    path = os.pathsep.join(p for p in (str(HERE.parent), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=path)
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stderr
     m = re.search(r"Collected : (\d+)", out)
     if m is None:

@@ -363,6 +363,7 @@ def test_kept_queue_paths_route_every_request_to_its_queue(monkeypatch: Any) -> 
             assert h.ask("POST", f"/v1/queues/{segment}/messages", body)[0] == 201
             sent[name].append(body)
     assert len(h.router._queue_paths) == 5  # type: ignore[attr-defined]
+    assert all(path.endswith("/messages") for path in h.router._queue_paths)  # not the PUTs
     for name in names:
         status, answer = h.ask("GET", f"/v1/queues/{name}/messages?cid=1&limit=10")
         assert status == 200

@@ -15,6 +15,7 @@ cdef class Route:
     cdef tuple literals              # (index, text) of the literal segments, the last first
     cdef readonly tuple params       # (index, name) of the {name} segments
     cdef readonly bint queue_only    # its only {param} is {queue} (dispatch sets req.queue)
+    cdef readonly bint keep_paths    # dispatch keeps its paths (a queue's messages' routes)
 
     @cython.locals(i=Py_ssize_t, text=str, name=str, value=str, found=dict)
     cpdef dict match(self, list segments)

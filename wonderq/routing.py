@@ -72,6 +72,10 @@ class Route:
         self.params = tuple((i, p[1:-1]) for i, p in enumerate(parts) if p[:1] == "{")
         # Its only {param} is {queue}: dispatch hands it over in req.queue, no dict made.
         self.queue_only = [p for _, p in self.params] == ["queue"]
+        # Dispatch keeps its paths (Router._queue_paths): the routes of a queue's messages,
+        # which producers and consumers send again and again; not the queue's own path,
+        # which creating 10,000 queues would otherwise fill the kept paths with.
+        self.keep_paths = self.queue_only and parts[-1] != "{queue}"
         # method -> (handler, label, counts by status, access: (right, queue, bit) or None)
         self.handlers: dict[str, Entry] = {}
 
@@ -197,12 +201,13 @@ class Router:
         self._last_dyn_route: Route | None = None
         self._last_dyn_params: dict[str, str] | None = None
         self._last_dyn_queue: str | None = None
-        # Path -> (Route, its {queue} segment) of routes whose only parameter is {queue}:
-        # publishers and consumers spread over many queues send a few paths per queue over
-        # and over, and a dict lookup of the path costs less than matching it and making
-        # the segment's string anew (whose hash the engine's lookup then computes again;
-        # bench/instructions.py spread10k). Filled up to QUEUE_PATHS_KEPT and never
-        # cleared, so more paths than that never churn it: the others are matched.
+        # Path -> (Route, its {queue} segment) of the routes of a queue's messages
+        # (Route.keep_paths): publishers and consumers spread over many queues send a few
+        # paths per queue over and over, and a dict lookup of the path costs less than
+        # matching it and making the segment's string anew (whose hash the engine's lookup
+        # then computes again; bench/instructions.py spread10k). Filled up to
+        # QUEUE_PATHS_KEPT and never cleared, so more paths than that never churn it: the
+        # others are matched.
         self._queue_paths: dict[str, tuple[Route, str]] = {}
         self.authorizer: Any = None  # wonderq.auth.Authorizer with --auth-file
         # Its decision cache (Authorizer.allowed), read by _authorize, and whose it is.
@@ -344,7 +349,11 @@ class Router:
                     if isinstance(found, str):  # one {param}: its segment
                         if route.queue_only:  # type: ignore[union-attr]
                             req.queue = found  # no dict to make (spread10k: -300 instructions)
-                            if kept is None and len(self._queue_paths) < QUEUE_PATHS_KEPT:
+                            if (
+                                kept is None
+                                and route.keep_paths  # type: ignore[union-attr]
+                                and len(self._queue_paths) < QUEUE_PATHS_KEPT
+                            ):
                                 self._queue_paths[path] = (route, found)  # type: ignore[assignment]
                         else:
                             req.params = {route.params[0][1]: found}  # type: ignore[union-attr]
