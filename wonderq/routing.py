@@ -42,9 +42,8 @@ Handler = Callable[[Request], "Response | None"]
 Entry = tuple[Handler, str, list[int], Any]
 
 _PARAM_SEGMENT = re.compile(r"\{\w+\}")  # a {name} segment of a route template
-# Paths of a queue's messages' routes whose match dispatch keeps (see Router._queue_paths):
-# enough for 100,000 queues' publish/receive paths (bench/scale.py), ~240 B each.
-QUEUE_PATHS_KEPT = 131_072
+# Paths of {queue}-only routes whose match dispatch keeps (see Router._queue_paths).
+QUEUE_PATHS_KEPT = 16384
 
 
 class Route:
