@@ -546,14 +546,15 @@ cdef class Broker:
         cdef const uint8_t* src
         cdef int64_t n
         cdef Msg* m = NULL
+        cdef BodyBlock block = None
         check_now(now)
         delay = arg_int(delay_ms, -1, C_MAX_DELAY_MS, "invalid_delay", "delay_ms")
         if delay < 0:
             delay = q.delay_ms
         if type(body) is BodyBlock:  # a big body read into its block (bodyblock.pxi)
-            data = body
-            src = (<BodyBlock>body).text()
-            n = (<BodyBlock>body).size
+            block = <BodyBlock>body
+            src = block.text()
+            n = block.size
         else:
             data = body_bytes(body)
             src = bytes_ptr(data)
@@ -569,8 +570,8 @@ cdef class Broker:
             raise MemoryLimitExceeded("the broker's memory limit is reached")
         if delay > 0:
             heap_reserve(&self.timers, 1)
-        if type(data) is BodyBlock and esc == n and attributes is None:
-            m = (<BodyBlock>data).take(<int64_t>self.next_id_, now)  # no copy of the body
+        if block is not None and esc == n and attributes is None:
+            m = block.take(<int64_t>self.next_id_, now)  # no copy of the body
         if m == NULL:
             m = msg_new(&self.slabs, <int64_t>self.next_id_, src, n, esc, now,
                         cost - C_MESSAGE_OVERHEAD - esc)

@@ -95,18 +95,12 @@ cdef void populate_if_fresh(char* p, int64_t n) noexcept nogil:
         madvise(<void*>start, end - start, WQ_MADV_POPULATE_WRITE)
 
 
-cdef inline Msg* msg_alloc(SlabAllocator* a, int64_t payload) noexcept nogil:
-    """A block for ``payload`` bytes after the header, its flags and padding set in m.times
-    (the caller ORs the rest in); NULL when out of memory."""
-    cdef int64_t block = block_bytes(payload)
-    cdef char* p
+cdef inline Msg* big_alloc(int64_t payload) noexcept nogil:
+    """A malloc'ed block for ``payload`` bytes after the header, its length in the 8 bytes
+    before the header and MSG_BIG in m.times (the caller ORs the rest in); NULL when out of
+    memory. Freed by msg_release / msg_free_big."""
+    cdef char* p = <char*>malloc(8 + sizeof(Msg) + payload)
     cdef Msg* m
-    if block <= SLAB_MAX_BLOCK:
-        m = <Msg*>slab_alloc(a, <uint32_t>block)
-        if m != NULL:
-            m.times = <uint64_t>(block - <int64_t>sizeof(Msg) - payload)
-        return m
-    p = <char*>malloc(8 + sizeof(Msg) + payload)
     if p == NULL:
         return NULL
     if payload >= POPULATE_MIN_BYTES:
@@ -115,6 +109,19 @@ cdef inline Msg* msg_alloc(SlabAllocator* a, int64_t payload) noexcept nogil:
     (<int64_t*>m)[-1] = payload
     m.times = MSG_BIG
     return m
+
+
+cdef inline Msg* msg_alloc(SlabAllocator* a, int64_t payload) noexcept nogil:
+    """A block for ``payload`` bytes after the header, its flags and padding set in m.times
+    (the caller ORs the rest in); NULL when out of memory."""
+    cdef int64_t block = block_bytes(payload)
+    cdef Msg* m
+    if block <= SLAB_MAX_BLOCK:
+        m = <Msg*>slab_alloc(a, <uint32_t>block)
+        if m != NULL:
+            m.times = <uint64_t>(block - <int64_t>sizeof(Msg) - payload)
+        return m
+    return big_alloc(payload)
 
 
 cdef inline void msg_release(SlabAllocator* a, Msg* m) noexcept nogil:
@@ -130,6 +137,13 @@ cdef inline void msg_free_big(Msg* m) noexcept nogil:
         free(<char*>m - 8)
 
 
+cdef inline void msg_start(Msg* m, int64_t msg_id, int64_t sent_ms) noexcept nogil:
+    """Set the header of a new block from msg_alloc: its id, no link, its publish time."""
+    m.id = msg_id
+    m.link.next = NULL
+    m.times |= time_word(sent_ms)
+
+
 cdef inline Msg* msg_new(SlabAllocator* a, int64_t msg_id, const uint8_t* src, int64_t n,
                          int64_t esc_len, int64_t sent_ms, int64_t extra) noexcept:
     """A new message holding the ``n`` bytes at ``src`` escaped, published at ``sent_ms``, with
@@ -137,9 +151,7 @@ cdef inline Msg* msg_new(SlabAllocator* a, int64_t msg_id, const uint8_t* src, i
     cdef Msg* m = msg_alloc(a, esc_len + extra)
     if m == NULL:
         return NULL
-    m.id = msg_id
-    m.link.next = NULL
-    m.times |= time_word(sent_ms)
+    msg_start(m, msg_id, sent_ms)
     if esc_len == n:
         memcpy(msg_body(m), src, n)
     else:
