@@ -45,7 +45,7 @@ def block_of(data: bytes) -> BodyBlock:
 
 
 def bodies(broker: Broker, queue: str = "default", now: int = 1) -> list[bytes]:
-    answer = json.loads(broker.receive(queue, 1, 100, now, 30_000))
+    answer = json.loads(bytes(broker.receive(queue, 1, 100, now, 30_000)))
     return [m["body"].encode() for m in answer["messages"]]
 
 
@@ -63,7 +63,7 @@ def test_a_plain_body_block_becomes_the_message() -> None:
         memoryview(block)
     assert broker.memory_bytes == MESSAGE_OVERHEAD + len(data)
     broker.check_invariants()
-    answer = json.loads(broker.receive("default", 1, 1, 2, 30_000))
+    answer = json.loads(bytes(broker.receive("default", 1, 1, 2, 30_000)))
     assert answer["messages"][0]["id"] == msg_id
     assert answer["messages"][0]["body"].encode() == data
     assert broker.delete("default", 1, msg_id, 3) is True

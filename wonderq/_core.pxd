@@ -28,8 +28,9 @@ cdef union MsgLink:
 # One block per message: this 24-byte header, then the JSON-escaped body, then (iff times has
 # MSG_HAS_ATTRIBUTES) the attribute blob and its 4-byte length (message.pxi). The body's length
 # follows from the block's size (its slab's size class less the padding kept in times, or the
-# length kept before a malloc'ed block's header); the receive count and first receive of a
-# message received at least once are in the broker's receipt table (MSG_RECEIVED).
+# length kept before a malloc'ed block's header, with the count of its BodyViews: message.pxi);
+# the receive count and first receive of a message received at least once are in the broker's
+# receipt table (MSG_RECEIVED).
 cdef struct Msg:
     int64_t id              # 1..MAX_ID, unique, kept when dead-lettered
     MsgLink link            # FIFO link or heap slot (see MsgLink)
@@ -206,7 +207,7 @@ cdef class Broker:
     cpdef publish(self, queue, body, int64_t now, delay_ms=*, attributes=*)
     cpdef publish_batch_json(self, queue, bytes data, int64_t now, list bodies=*)
     cpdef receive(self, queue, cid, limit, int64_t now, visibility_ms=*, list leased=*)
-    cpdef bytes peek(self, queue, limit, int64_t now)
+    cpdef object peek(self, queue, limit, int64_t now)
     cpdef delete(self, queue, cid, msg_id, int64_t now)
     cpdef ack_json(self, queue, bytes data, int64_t now, list deleted=*)
     cpdef ready_count(self, name)

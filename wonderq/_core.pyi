@@ -100,6 +100,28 @@ class BodyBlock:
     def __bytes__(self) -> bytes: ...
     def __buffer__(self, flags: int) -> memoryview: ...
 
+class BodyView:
+    """A read-only buffer of the escaped body of a big message (VIEW_MIN_BYTES = 32 KiB or
+    more), sharing its block: the block stays alive while a view of it does, also after the
+    message was deleted, purged or dropped. Made by the engine only: one made from Python is
+    empty and has no buffer."""
+
+    def __len__(self) -> int: ...
+    def __bytes__(self) -> bytes: ...
+    def __buffer__(self, flags: int) -> memoryview: ...
+
+class SplitBody:
+    """A receive's or peek's answer holding big bodies: ``pieces``, bytes objects and
+    BodyViews in order, which together are exactly the one-piece answer. ``len()`` is its
+    length in bytes; ``bytes()`` joins it. The server writes the pieces as they are."""
+
+    @property
+    def pieces(self) -> tuple[bytes | BodyView, ...]: ...
+    @property
+    def size(self) -> int: ...
+    def __len__(self) -> int: ...
+    def __bytes__(self) -> bytes: ...
+
 class Broker:
     """All queues of one server, one id counter, one timer heap.
 
@@ -230,12 +252,14 @@ class Broker:
         now: int,
         visibility_ms: int = -1,
         leased: list[int] | None = None,
-    ) -> bytes:
+    ) -> bytes | SplitBody:
         """Lease up to ``limit`` available messages (lowest ids first) to ``cid`` until
         ``now + visibility_ms`` (-1 = the queue's visibility timeout) and count one receive on
         each. Returns the JSON response body, exactly
         ``{"messages":[{"id":17,"body":"<escaped>","receives":1},...]}`` with no spaces;
-        bodies escaped as ``json.dumps(s, ensure_ascii=False)`` escapes them.
+        bodies escaped as ``json.dumps(s, ensure_ascii=False)`` escapes them. Bytes, or a
+        SplitBody when an escaped body is 32 KiB or more (``bytes()`` of it is the same
+        answer).
         ``limit`` outside 1..max_batch: InvalidArgument (``invalid_limit``); ``cid`` outside
         0..MAX_ID: InvalidArgument (``invalid_cid``); ``visibility_ms`` outside
         -1..MAX_VISIBILITY_MS: ``invalid_visibility``. Nothing available: the constant
@@ -257,7 +281,7 @@ class Broker:
         when it is the first, ``attributes`` None when the message has no blob. Nothing
         available: ``[]``. (The SQS face.)"""
 
-    def peek(self, queue: str, limit: int, now: int) -> bytes:
+    def peek(self, queue: str, limit: int, now: int) -> bytes | SplitBody:
         """The next ``limit`` available messages, those a receive would take now (lowest ids
         first), in exactly receive's JSON format, each with its current receive count. Nothing
         is leased or counted; messages past the queue's retention that it meets are dropped

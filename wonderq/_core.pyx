@@ -207,6 +207,7 @@ include "engine/codec.pxi"        # UTF-8 validation, JSON escaping, parsing, an
 include "engine/slab.pxi"         # the slab allocator
 include "engine/message.pxi"      # a message's block: header, body
 include "engine/bodyblock.pxi"    # a big body read straight into its block
+include "engine/bodyview.pxi"     # big bodies answered from their blocks
 include "engine/timers.pxi"       # the timer heap of leases and delays
 include "engine/leases.pxi"       # the lease table (id -> leased message)
 include "engine/ready.pxi"        # a queue's ready set: FIFO + return heap

@@ -72,6 +72,7 @@ cdef class HttpProtocol:
     cdef bint _linger               # a lingering close is under way
     cdef int _paused                # _PAUSE_* bits
     cdef list _out                  # pieces of answers not yet written
+    cdef bint _out_views            # _out holds BodyViews: writelines, never a join
     cdef bytes _if_none_match       # that header of the message being parsed, or None
     cdef bytes _authorization       # that header of the message being parsed, or None
     # A streamed answer (start_stream).
@@ -108,6 +109,7 @@ cdef class HttpProtocol:
     cdef _answer_of(self, Request req)
     cdef _park(self, Request req)
     cdef _flush(self)
+    cdef _append_body(self, object body)
     cdef _write(self, Request req, object response)
     cdef _after_partial_read(self, Py_ssize_t nbytes)
 

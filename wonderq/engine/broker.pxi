@@ -890,7 +890,7 @@ cdef class Broker:
         if q.retention_ms:
             ret_update(&self.retention, self.queues, qi)
 
-    cpdef bytes peek(self, queue, limit, int64_t now):
+    cpdef object peek(self, queue, limit, int64_t now):
         """The messages a receive would take now, in its JSON format with their current receive
         counts; nothing is leased or counted (messages past retention are dropped)."""
         cdef int32_t qi = self.lookup(queue)

@@ -3,6 +3,7 @@
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport INT64_MAX, UINT32_MAX
+from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcmp, memcpy
 
 cdef extern from *:
@@ -433,19 +434,42 @@ cdef inline uint32_t shown_receives(Msg* m, bint received, LeaseTable* receipts)
     return receives_after(r) if received else r
 
 
-cdef bytes build_response(Msg** msgs, int64_t n, bint received, LeaseTable* receipts):
+cdef inline char* put_message_head(char* p, Msg* m) noexcept nogil:
+    """``{"id":<id>,"body":"`` of m (after its comma, if any)."""
+    p = put(p, b'{"id":', 6)
+    p = write_u64(p, <uint64_t>m.id, digits_u64(<uint64_t>m.id))
+    return put(p, b',"body":"', 9)
+
+
+cdef inline char* put_message_tail(char* p, Msg* m, bint received,
+                                   LeaseTable* receipts) noexcept nogil:
+    """``","receives":<n>}`` of m."""
+    cdef uint32_t r = shown_receives(m, received, receipts)
+    p = put(p, b'","receives":', 13)
+    p = write_u64(p, r, digits_u64(r))
+    p[0] = b'}'
+    return p + 1
+
+
+cdef object build_response(Msg** msgs, int64_t n, bint received, LeaseTable* receipts):
     """``{"messages":[{"id":..,"body":"..","receives":..},...]}`` with each receive count as it
     will be after this receive (``received``) or as it is (a peek); ``receipts`` is the
-    broker's receipt table. One allocation, no Python object per message."""
+    broker's receipt table. One allocation, no Python object per message; a SplitBody
+    (bodyview.pxi) instead when a body is VIEW_MIN_BYTES or more."""
     cdef int64_t size = 13 + 2 + (n - 1)
-    cdef int64_t i
+    cdef int64_t viewed = 0
+    cdef int64_t i, body_len
     cdef Msg* m
     cdef char* p
-    cdef uint32_t r
     for i in range(n):
         m = msgs[i]
-        size += (6 + digits_u64(<uint64_t>m.id) + 9 + msg_body_len(m) + 13
+        body_len = msg_body_len(m)
+        if body_len >= VIEW_MIN_BYTES:
+            viewed += body_len
+        size += (6 + digits_u64(<uint64_t>m.id) + 9 + body_len + 13
                  + digits_u64(shown_receives(m, received, receipts)) + 1)
+    if viewed:
+        return build_split_response(msgs, n, received, receipts, size, viewed)
     out = PyBytes_FromStringAndSize(NULL, size)
     p = PyBytes_AS_STRING(out)
     p = put(p, b'{"messages":[', 13)
@@ -454,14 +478,46 @@ cdef bytes build_response(Msg** msgs, int64_t n, bint received, LeaseTable* rece
         if i:
             p[0] = b','
             p += 1
-        p = put(p, b'{"id":', 6)
-        p = write_u64(p, <uint64_t>m.id, digits_u64(<uint64_t>m.id))
-        p = put(p, b',"body":"', 9)
+        p = put_message_head(p, m)
         p = put(p, msg_body(m), msg_body_len(m))
-        p = put(p, b'","receives":', 13)
-        r = shown_receives(m, received, receipts)
-        p = write_u64(p, r, digits_u64(r))
-        p[0] = b'}'
-        p += 1
+        p = put_message_tail(p, m, received, receipts)
     put(p, b']}', 2)
     return out
+
+
+cdef SplitBody build_split_response(Msg** msgs, int64_t n, bint received, LeaseTable* receipts,
+                                    int64_t size, int64_t viewed):
+    """build_response's answer of ``size`` bytes as a SplitBody: the ``viewed`` bytes of
+    bodies of VIEW_MIN_BYTES or more as BodyViews of their blocks, the rest as bytes."""
+    cdef char* buf = <char*>malloc(size - viewed)
+    cdef char* p = buf
+    cdef int64_t i, body_len
+    cdef Msg* m
+    cdef list pieces = []
+    cdef SplitBody answer
+    if buf == NULL:
+        raise MemoryError()
+    try:
+        p = put(p, b'{"messages":[', 13)
+        for i in range(n):
+            m = msgs[i]
+            if i:
+                p[0] = b','
+                p += 1
+            p = put_message_head(p, m)
+            body_len = msg_body_len(m)
+            if body_len >= VIEW_MIN_BYTES:
+                pieces.append(PyBytes_FromStringAndSize(buf, p - buf))
+                pieces.append(body_view(m, body_len))
+                p = buf
+            else:
+                p = put(p, msg_body(m), body_len)
+            p = put_message_tail(p, m, received, receipts)
+        p = put(p, b']}', 2)
+        pieces.append(PyBytes_FromStringAndSize(buf, p - buf))
+    finally:
+        free(buf)
+    answer = SplitBody.__new__(SplitBody)
+    answer.pieces = tuple(pieces)
+    answer.size = size
+    return answer

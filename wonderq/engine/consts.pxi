@@ -41,6 +41,14 @@ cdef enum:
     MSG_BIG = 1 << 18               # bit 18: malloc'ed, the payload length just before the header
     MSG_PAD_MASK = 7                # bits 2..0: a slab block's bytes after the payload (0..7)
 
+# ---- a big block's head (message.pxi, bodyview.pxi) -------------------------------------------
+
+cdef enum:
+    BIG_HEAD_BYTES = 16             # the view word and the payload length, before the header
+    VIEW_MIN_BYTES = 32768          # escaped bodies from here on are answered as BodyViews
+
+cdef int64_t BLOCK_ORPHAN = (<int64_t>1) << 62  # in the view word: the message is gone
+
 # ---- a receipt's first receive (Receipt.first, message.pxi) -------------------------------------
 
 cdef enum:

@@ -3,7 +3,9 @@
 # The body, blob and length are the block's payload. Small blocks come from the slab allocator,
 # where the payload's length follows from the slab's size class less the block's 0-7 bytes of
 # padding (kept in the time word); a larger block is malloc'ed with its payload length in the 8
-# bytes before the header (MSG_BIG). So 1,000,000 x 200 B messages take 224-byte blocks
+# bytes before the header (MSG_BIG), and before those a count of the BodyViews of its body still
+# held (bodyview.pxi: an answer's body sent from the block itself). So 1,000,000 x 200 B
+# messages take 224-byte blocks
 # (bench/rss_breakdown.py: see bench/RESULTS.md, "Memory"): the length, the receive count and
 # the first receive no longer take 8 of every message's bytes.
 #
@@ -95,20 +97,36 @@ cdef void populate_if_fresh(char* p, int64_t n) noexcept nogil:
         madvise(<void*>start, end - start, WQ_MADV_POPULATE_WRITE)
 
 
+cdef inline int64_t* big_views(Msg* m) noexcept nogil:
+    """The view word of a big block: BodyViews of its body held, | BLOCK_ORPHAN once the
+    message is gone (the last view then frees the block). The malloc'ed block starts here."""
+    return (<int64_t*>m) - 2
+
+
 cdef inline Msg* big_alloc(int64_t payload) noexcept nogil:
-    """A malloc'ed block for ``payload`` bytes after the header, its length in the 8 bytes
-    before the header and MSG_BIG in m.times (the caller ORs the rest in); NULL when out of
-    memory. Freed by msg_release / msg_free_big."""
-    cdef char* p = <char*>malloc(8 + sizeof(Msg) + payload)
+    """A malloc'ed block for ``payload`` bytes after the header: no views, its length in the
+    8 bytes before the header and MSG_BIG in m.times (the caller ORs the rest in); NULL when
+    out of memory. Freed by msg_release / msg_free_big."""
+    cdef char* p = <char*>malloc(BIG_HEAD_BYTES + sizeof(Msg) + payload)
     cdef Msg* m
     if p == NULL:
         return NULL
     if payload >= POPULATE_MIN_BYTES:
-        populate_if_fresh(p, 8 + <int64_t>sizeof(Msg) + payload)
-    m = <Msg*>(p + 8)
+        populate_if_fresh(p, BIG_HEAD_BYTES + <int64_t>sizeof(Msg) + payload)
+    m = <Msg*>(p + BIG_HEAD_BYTES)
+    big_views(m)[0] = 0
     (<int64_t*>m)[-1] = payload
     m.times = MSG_BIG
     return m
+
+
+cdef inline void big_free(Msg* m) noexcept nogil:
+    """Free a big block, or, while views of its body are held, leave that to the last one."""
+    cdef int64_t* views = big_views(m)
+    if views[0]:
+        views[0] |= BLOCK_ORPHAN
+    else:
+        free(views)
 
 
 cdef inline Msg* msg_alloc(SlabAllocator* a, int64_t payload) noexcept nogil:
@@ -126,7 +144,7 @@ cdef inline Msg* msg_alloc(SlabAllocator* a, int64_t payload) noexcept nogil:
 
 cdef inline void msg_release(SlabAllocator* a, Msg* m) noexcept nogil:
     if m.times & MSG_BIG:
-        free(<char*>m - 8)
+        big_free(m)
     else:
         slab_free(a, m)
 
@@ -134,7 +152,7 @@ cdef inline void msg_release(SlabAllocator* a, Msg* m) noexcept nogil:
 cdef inline void msg_free_big(Msg* m) noexcept nogil:
     """Free m if it is malloc'ed (the broker's end: slab blocks go with their arenas)."""
     if m.times & MSG_BIG:
-        free(<char*>m - 8)
+        big_free(m)
 
 
 cdef inline void msg_start(Msg* m, int64_t msg_id, int64_t sent_ms) noexcept nogil:
