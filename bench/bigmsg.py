@@ -10,12 +10,11 @@ Rates (16 connections, httpgen, pinned like run.py's; rounds interleaved):
 * ``publish``: POST /v1/queues/big<size>/messages with a body of ``size`` bytes; nginx:
   POST of the same body to ``location /`` (read and discarded, 200);
 * ``receive``: GET /v1/queues/big<size>/messages?cid=1 then DELETE of the id, on the
-  messages the publish round stored, for a third of the duration (receiving is faster than
-  publishing: a full-length round would empty the queue); nginx: GET of a static file of
-  ``size`` bytes
-  (bench/peers/nginx.conf.template, ``location /blob/``). MB/s counts bodies only
-  (10^6 bytes), one per acknowledged delete or nginx 200. A receive round that emptied the
-  queue says so (``empty`` > 0): its rate is then a lower bound.
+  messages the publish round stored, until the first receive that finds the queue empty
+  (httpgen ``--until-empty``: receiving is faster than publishing, so the round ends before
+  its duration, and its rate is that of a queue that still had messages); nginx: GET of a
+  static file of ``size`` bytes (bench/peers/nginx.conf.template, ``location /blob/``).
+  MB/s counts bodies only (10^6 bytes), one per acknowledged delete or nginx 200.
 * ``cycle``: publish, receive and delete on each connection (httpgen's cycle), so the queue
   stays near empty: the steady state of a queue whose consumers keep up, in which the
   engine reuses freed memory. nginx gets the same three requests (POST of the body, GET of
@@ -78,7 +77,10 @@ def workloads(
         "nginx publish": (nginx, [*body, "--fixed", "POST", "/upload"]),
         "wq receive": (
             wq,
-            ["--recvdel", receive, f"/v1/queues/{q}/messages/", "--delete-suffix", "?cid=1"],
+            [
+                *["--recvdel", receive, f"/v1/queues/{q}/messages/", "--delete-suffix", "?cid=1"],
+                "--until-empty",
+            ],
         ),
         "nginx receive": (nginx, ["--fixed", "GET", f"/blob/{size}"]),
         # Publish, receive and delete on each connection: the steady state of a queue that
@@ -191,10 +193,7 @@ def main() -> int:
                     fresh.append(fresh_pages(size, huge, bench.launcher.pin))
                     harness.log(f"{size} B round {r + 1} fresh pages: {fresh[-1]:.1f} MB/s")
                     for name, (server, gen_args) in workloads(size, q, wq, nginx).items():
-                        # A receive round is a third as long as the publish round before
-                        # it, so it does not empty the queue (it is faster than publishing).
-                        seconds = args.duration / 3 if name == "wq receive" else None
-                        res = bench.gen(server, *gen_args, conns=CONNS, name=name, duration=seconds)
+                        res = bench.gen(server, *gen_args, conns=CONNS, name=name)
                         if name == "nginx receive":
                             res["messages"] = res["requests"] - res.get("bad", 0)
                         elif name == "nginx cycle":
@@ -208,7 +207,7 @@ def main() -> int:
                         harness.log(
                             f"{size} B round {r + 1} {name}: {res['mb_s']:.1f} MB/s, "
                             f"p99 {res['latency_ms']['p99']} ms, empty {res.get('empty')}, "
-                            f"bad {res.get('bad')}"
+                            f"bad {res.get('bad')}, {res['duration_s']:.2f} s"
                         )
                     scalelib.call(wq.port, "POST", f"/v1/queues/{q}/purge")
                 row: dict[str, Any] = {}

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _server import ServerProcess, info, running_server
+from _server import ServerProcess, info, request, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "bench" / "gen" / "httpgen.c"
@@ -92,6 +92,27 @@ def test_receive_delete_deletes_the_ids_it_received(httpgen: Path, server: Serve
     assert result["messages"] * 2 <= result["requests"] <= result["messages"] * 2 + 2 * 8
     assert result["messages"] <= deleted(server) <= result["messages"] + 8
     assert result["messages"] < before
+
+
+def test_until_empty_ends_the_run_when_the_queue_runs_dry(
+    httpgen: Path, server: ServerProcess
+) -> None:
+    """300 messages on 8 connections: the run ends at the first empty answer, long before
+    its 20 s, having deleted every message it counted and no more."""
+    for _ in range(3):
+        body = json.dumps(["m"] * 100)
+        assert request(server, "POST", f"{Q}/batch", body=body).status == 201
+    cmd = [str(httpgen), "--port", str(server.port), "-c", "8", "--duration", "20"]
+    mode = ["--recvdel", RECV, DELETE, "--until-empty"]
+    done = subprocess.run([*cmd, *mode], capture_output=True, text=True, timeout=30, check=True)
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("LOADJSON ")]
+    result = json.loads(line.removeprefix("LOADJSON "))
+    assert result["duration_s"] < 10
+    assert result["empty"] >= 1 and result["bad"] == 0
+    # leased answers whose deletes were still in flight at the end are not counted
+    assert 300 - 8 <= result["messages"] <= deleted(server) <= 300
+    refused = subprocess.run([*cmd, *publish("--until-empty")], capture_output=True, timeout=30)
+    assert refused.returncode == 2 and b"usage" in refused.stderr
 
 
 def test_receive_ack_acks_every_id_of_the_batch(httpgen: Path, server: ServerProcess) -> None:

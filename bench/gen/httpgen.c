@@ -25,6 +25,9 @@
  *         keeps its depth while receives take the oldest (pre-filled) messages
  *   --body-bytes N   a body of N 'x' (big messages: a command-line argument stops at 128 KiB)
  *   --delete-suffix S  what follows the id of a delete (`?cid=1` for the named-queue route)
+ *   --until-empty    (--recvdel, --recvack) end the run at the first answer that finds the
+ *                    queue empty, before the duration: the rate is then that of a queue that
+ *                    still had messages (bench/bigmsg.py's receive rounds)
  *   --spread N       every path may hold {q}: a queue name q0..q<N-1>, the next one (round
  *                    robin over all connections) for each round or publish/receive/delete
  *                    cycle, so the load touches N queues evenly (bench/scale.py)
@@ -81,7 +84,7 @@ struct conn {
 
 static struct {
     enum mode mode;
-    int port, conns, pipeline, per_request, spread, spread_next;
+    int port, conns, pipeline, per_request, spread, spread_next, until_empty;
     double duration_s;
     const char *name, *method, *path, *body, *ctype, *recv, *del, *ack, *cid, *publish;
     const char *del_suffix;
@@ -363,6 +366,7 @@ static void on_answer(struct conn *c, int status, const char *body, size_t len) 
         int n = collect_ids(body, one && len > 64 ? 64 : len, ids, &ids_len, one ? 1 : MAX_IDS);
         if (n == 0 && queue) {
             st.empty++;
+            if (cfg.until_empty) deadline_ns = now_ns; /* the loop ends after this batch */
             send_next(c);
             return;
         }
@@ -512,7 +516,7 @@ static void print_ms(const char *key, double v, const char *sep) {
 
 static void usage(void) {
     fputs("usage: httpgen --port P [-c N] [--duration S] [--name NAME]\n"
-          "  [--spread N] [--body-bytes N] [--delete-suffix S]\n"
+          "  [--spread N] [--body-bytes N] [--delete-suffix S] [--until-empty]\n"
           "  (--fixed METHOD PATH [--body B] [--ctype T] [--pipeline N] [--per-request K]\n"
           "   | --recvdel RECV_PATH DELETE_PREFIX [--publish PATH --body B]\n"
           "   | --recvack RECV_PATH ACK_PATH CID)\n",
@@ -538,6 +542,7 @@ static void parse_args(int argc, char **argv) {
             b[n > 0 ? n : 0] = 0;
             cfg.body = b;
         } else if (!strcmp(a, "--spread")) cfg.spread = atoi(NEXT);
+        else if (!strcmp(a, "--until-empty")) cfg.until_empty = 1;
         else if (!strcmp(a, "--delete-suffix")) cfg.del_suffix = NEXT;
         else if (!strcmp(a, "--ctype")) cfg.ctype = NEXT;
         else if (!strcmp(a, "--header")) {
@@ -569,7 +574,8 @@ static void parse_args(int argc, char **argv) {
             usage();
 #undef NEXT
     }
-    if (modes != 1 || (cfg.publish && cfg.mode != RECVDEL) || cfg.port <= 0 || cfg.port > 65535 || cfg.conns < 1 || cfg.pipeline < 1 ||
+    if (modes != 1 || (cfg.publish && cfg.mode != RECVDEL) ||
+        (cfg.until_empty && (cfg.mode == FIXED || cfg.publish)) || cfg.port <= 0 || cfg.port > 65535 || cfg.conns < 1 || cfg.pipeline < 1 ||
         cfg.duration_s <= 0 || cfg.duration_s > 3600)
         usage();
 }
