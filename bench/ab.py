@@ -8,6 +8,10 @@ figure is the median over the rounds of B's rate / A's rate.
     python bench/ab.py --a "python -m wonderq" --b ... --workloads publish recv_delete
     python bench/ab.py --a "env PYTHONPATH=/tmp/old python -m wonderq" --workloads publish \
         --body-bytes 1048576 --connections 16     # big publishes (rates in MB/s)
+    python bench/ab.py --a ... --workloads recv_delete --body-bytes 65536 --connections 16
+
+``--body-bytes`` also sizes the messages a consuming workload receives: the queue is filled
+with ``PREFILL_BYTES`` of them and the run ends when it runs dry (httpgen ``--until-empty``).
 
 ``--a`` / ``--b``: the command that runs a build's ``wonderq`` (default for B: this tree).
 """
@@ -30,6 +34,9 @@ import workloads
 
 # Messages to fill before a consuming workload, per second of its run (above its rate).
 PREFILL_PER_S = {"recv_delete": 100_000, "batch_recv_ack": 2_000_000}
+# Bytes of big messages (--body-bytes) to fill before a consuming workload, which then runs
+# until the queue is empty; publishes in batches of at most 8 MiB.
+PREFILL_BYTES = 2 << 30
 
 
 def main() -> int:
@@ -65,14 +72,20 @@ def main() -> int:
                         os.environ.pop("WONDERQ_SERVER_CMD", None)
                     server = harness.Launcher(server_pin, Path(logdir)).wonderq()
                     try:
-                        if w.prefill:
-                            count = int(PREFILL_PER_S[w.key] * args.duration)
-                            fill = httpload.fill(
-                                "127.0.0.1", server.port, count, 200, "default", 1000
-                            )
-                            loadlib.run(fill)
                         cmd = [gen, "--port", str(server.port), "-c", str(args.connections)]
                         cmd += ["--duration", f"{args.duration:g}", "--name", w.key, *w.httpgen]
+                        if w.prefill and big:
+                            size = args.body_bytes
+                            count, batch = PREFILL_BYTES // size, max(1, (8 << 20) // (size + 3))
+                            cmd.append("--until-empty")
+                        elif w.prefill:
+                            size, batch = 200, 1000
+                            count = int(PREFILL_PER_S[w.key] * args.duration)
+                        if w.prefill:
+                            fill = httpload.fill(
+                                "127.0.0.1", server.port, count, size, "default", batch
+                            )
+                            loadlib.run(fill)
                         res = meter.measure(server, cmd + big)
                     finally:
                         server.stop()
