@@ -565,6 +565,8 @@ def machine_info(pinning: str) -> dict[str, str]:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
+    if not commit:  # a copy of the tree (git archive) has no git directory
+        commit = os.environ.get("WONDERQ_COMMIT", "?") + " (a copy of the tree without git)"
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--", "wonderq"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
