@@ -15,6 +15,9 @@ Rates (16 connections, httpgen, pinned like run.py's; rounds interleaved):
   its duration, and its rate is that of a queue that still had messages); nginx: GET of a
   static file of ``size`` bytes (bench/peers/nginx.conf.template, ``location /blob/``).
   MB/s counts bodies only (10^6 bytes), one per acknowledged delete or nginx 200.
+  ``nginx receive, distinct files``: the same GETs spread over 1 GiB of distinct files of
+  ``size`` bytes (at most 65,536), so nginx too sends bodies that are not in the CPU's
+  caches, as a queue holding gigabytes does; its ratio is reported beside the first.
 * ``cycle``: publish, receive and delete on each connection (httpgen's cycle), so the queue
   stays near empty: the steady state of a queue whose consumers keep up, in which the
   engine reuses freed memory. nginx gets the same three requests (POST of the body, GET of
@@ -66,6 +69,13 @@ class RssSampler(threading.Thread):
             time.sleep(0.02)
 
 
+COLD_BYTES = 1 << 30  # bytes of distinct files nginx serves in "nginx receive, distinct files"
+
+
+def distinct_files(size: int) -> int:
+    return max(1, min(65536, COLD_BYTES // size))
+
+
 def workloads(
     size: int, q: str, wq: harness.Server, nginx: harness.Server
 ) -> dict[str, tuple[harness.Server, list[str]]]:
@@ -83,6 +93,12 @@ def workloads(
             ],
         ),
         "nginx receive": (nginx, ["--fixed", "GET", f"/blob/{size}"]),
+        # The same GETs over distinct files, COLD_BYTES of them: bodies that are not in the
+        # CPU's caches, as the messages of a queue holding gigabytes are not.
+        "nginx receive, distinct files": (
+            nginx,
+            ["--spread", str(distinct_files(size)), "--fixed", "GET", f"/blob/{size}.d/{{q}}"],
+        ),
         # Publish, receive and delete on each connection: the steady state of a queue that
         # its consumers keep up with (its memory is reused, not fresh); nginx gets the same
         # three requests (POST of the body, GET of a file of its size, DELETE: a fixed 200).
@@ -180,6 +196,10 @@ def main() -> int:
         blob.mkdir(exist_ok=True)
         for size in args.sizes:
             (blob / str(size)).write_bytes(b"x" * size)
+            files = blob / f"{size}.d"
+            files.mkdir()
+            for i in range(distinct_files(size)):
+                (files / f"q{i}").write_bytes(b"x" * size)
         with bench.wonderq() as wq:
             huge = huge_pages(wq.pid)
             doc["huge_pages"] = huge
@@ -194,7 +214,7 @@ def main() -> int:
                     harness.log(f"{size} B round {r + 1} fresh pages: {fresh[-1]:.1f} MB/s")
                     for name, (server, gen_args) in workloads(size, q, wq, nginx).items():
                         res = bench.gen(server, *gen_args, conns=CONNS, name=name)
-                        if name == "nginx receive":
+                        if name.startswith("nginx receive"):
                             res["messages"] = res["requests"] - res.get("bad", 0)
                         elif name == "nginx cycle":
                             # httpgen counts a queue's answers (201, "true"); nginx's are 200
@@ -224,6 +244,9 @@ def main() -> int:
                 row["publish x nginx + fresh pages"] = median_ratio(mb_s["wq publish"], both)
                 for side in ("publish", "receive", "cycle"):
                     row[f"{side} x nginx"] = median_ratio(mb_s[f"wq {side}"], mb_s[f"nginx {side}"])
+                row["receive x nginx, distinct files"] = median_ratio(
+                    mb_s["wq receive"], mb_s["nginx receive, distinct files"]
+                )
                 doc["sizes"][size] = row
         # The burst (--burst 0: none).
         if args.burst > 0:
