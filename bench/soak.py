@@ -4,7 +4,8 @@
     python bench/soak.py --minutes 2         # a smoke run
 
 A fresh server (pinned like bench/run.py's) and ``--workers`` keep-alive connections, each
-looping over a weighted mix: publishes (single, batch, delayed, the seed route), receives
+looping over a weighted mix: publishes (single, batch, delayed, the seed route; bodies of
+10 B to 4 KB, and 40 KB in one publish of 50), receives
 with short leases followed by deletes, batch acks, lease changes (extend, release) or
 nothing at all (the lease expires and the message comes back), long polls (``wait=1``),
 peeks, queue info, listings, attribute updates, a temporary queue created, used and
@@ -137,6 +138,10 @@ class Soak:
         conn.close()
 
     def body(self) -> bytes:
+        if self.rng.random() < 0.02:
+            # A big body: read into the block its message keeps, answered from that block
+            # (_core.BodyView), and freed under every route below while answers may hold it.
+            return b"m" * 40_000
         return b"m" * self.rng.choice((10, 200, 1000, 4000))
 
     async def worker(self, n: int) -> None:
