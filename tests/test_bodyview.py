@@ -191,7 +191,11 @@ def test_a_client_that_reads_late_gets_whole_bodies_after_they_were_purged(
     with socket.create_connection(("127.0.0.1", wq.port), timeout=30) as sock:
         sock.sendall(b"GET /v1/queues/%s/messages?cid=1&limit=8 HTTP/1.1\r\nHost: x\r\n\r\n"
                      % queue.encode())  # fmt: skip
-        time.sleep(0.3)  # the server writes what fits and keeps the rest
+        # Received (the 8 leased) means answered: the server wrote what fit and keeps the rest.
+        deadline = time.monotonic() + 10
+        while json.loads(get(wq, f"/v1/queues/{queue}").body)["counts"]["leased"] < 8:
+            assert time.monotonic() < deadline, "the receive was not answered"
+            time.sleep(0.01)
         purged = request(wq, "POST", f"/v1/queues/{queue}/purge")
         assert json.loads(purged.body) == {"purged": 8}
         # More big messages meanwhile, into the memory the purge freed if it were freed.
