@@ -64,3 +64,20 @@ cdef class SplitBody:
 
     def __repr__(self):
         return f"<SplitBody {self.size} bytes in {len(self.pieces)} pieces>"
+
+
+cdef inline void prefetch_next_body(Msg* m) noexcept nogil:
+    """Start loading the first PREFETCH_BYTES of the body of m, the next message a receive
+    of its queue will answer, if it is a big one: its block is cold in a deep queue."""
+    cdef char* p
+    cdef int64_t i, n
+    if m == NULL or not (m.times & MSG_BIG):
+        return
+    p = msg_body(m)
+    n = (<int64_t*>m)[-1]
+    if n > PREFETCH_BYTES:
+        n = PREFETCH_BYTES
+    i = 0
+    while i < n:
+        __builtin_prefetch(p + i)
+        i += 64

@@ -785,6 +785,7 @@ cdef class Broker:
             self.untake(qi, n)
             raise
         self.lease_taken(qi, c, n, now, now + vis)
+        prefetch_next_body(q.fifo_head)
         return out
 
     def receive_list(self, queue, cid, limit, int64_t now, visibility_ms=-1, list leased=None):

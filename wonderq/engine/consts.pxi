@@ -46,6 +46,7 @@ cdef enum:
 cdef enum:
     BIG_HEAD_BYTES = 16             # the view word and the payload length, before the header
     VIEW_MIN_BYTES = 32768          # escaped bodies from here on are answered as BodyViews
+    PREFETCH_BYTES = 262144         # of the next big body a receive will answer (bodyview.pxi)
 
 cdef int64_t BLOCK_ORPHAN = (<int64_t>1) << 62  # in the view word: the message is gone
 
