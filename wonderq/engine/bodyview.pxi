@@ -16,12 +16,8 @@ cdef class BodyView:
     cdef Py_ssize_t size  # bytes of escaped body
 
     def __dealloc__(self):
-        cdef int64_t* views
         if self.m != NULL:
-            views = big_views(self.m)
-            views[0] -= 1
-            if views[0] == BLOCK_ORPHAN:
-                free(views)
+            big_unview(self.m)
 
     def __len__(self):
         return self.size
@@ -74,7 +70,7 @@ cdef inline void prefetch_next_body(Msg* m) noexcept nogil:
     if m == NULL or not (m.times & MSG_BIG):
         return
     p = msg_body(m)
-    n = (<int64_t*>m)[-1]
+    n = msg_payload(m)
     if n > PREFETCH_BYTES:
         n = PREFETCH_BYTES
     i = 0

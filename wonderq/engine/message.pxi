@@ -129,6 +129,15 @@ cdef inline void big_free(Msg* m) noexcept nogil:
         free(views)
 
 
+cdef inline void big_unview(Msg* m) noexcept nogil:
+    """A view of a big block's body is gone: free the block if it was the last one of a
+    message already freed (big_free)."""
+    cdef int64_t* views = big_views(m)
+    views[0] -= 1
+    if views[0] == BLOCK_ORPHAN:
+        free(views)
+
+
 cdef inline Msg* msg_alloc(SlabAllocator* a, int64_t payload) noexcept nogil:
     """A block for ``payload`` bytes after the header, its flags and padding set in m.times
     (the caller ORs the rest in); NULL when out of memory."""
