@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import shutil
 import threading
 import time
 import zlib
@@ -35,7 +36,7 @@ from wonderq.wal import (
     read_file,
     recover,
 )
-from wonderq.wal.files import segment_name
+from wonderq.wal.files import PREALLOC_BYTES, segment_name
 from wonderq.wal.format import FRAME_HEADER, FRAME_HEADER_SIZE
 from wonderq.wal.log import ID_RESERVE_BLOCK
 
@@ -102,10 +103,14 @@ def test_a_frame_that_does_not_decode_is_an_error() -> None:
 
 
 class Syscalls:
-    """Counts (and can break) the writer's pwritev and fdatasync."""
+    """Counts (and can break) the writer's pwritev and fdatasync. Writes of the zeros the
+    log writes ahead of its frames (files.LogFile._grow) are counted apart, in ``grows``,
+    and broken only by ``grow_error``."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.writes = 0
+        self.grows = 0
+        self.grow_error: Callable[[], OSError | None] = lambda: None
         self.fsyncs = 0
         self.write_error: Callable[[], OSError | None] = lambda: None
         self.fsync_error: Callable[[], OSError | None] = lambda: None
@@ -115,6 +120,12 @@ class Syscalls:
         real_fdatasync = os.fdatasync
 
         def pwritev(fd: int, bufs: list[Any], offset: int) -> int:
+            if all(bytes(b).count(0) == len(b) for b in bufs):
+                self.grows += 1
+                err = self.grow_error()
+                if err is not None:
+                    raise err
+                return real_pwritev(fd, bufs, offset)
             self.writes += 1
             if self.partial is not None:
                 data = b"".join(bytes(b) for b in bufs)[: self.partial]
@@ -189,6 +200,75 @@ def test_one_turn_of_publishes_and_deletes_is_one_write_one_fsync(
 
     run(main())
     assert published(tmp_path) == list(range(1, 201))
+
+
+@pytest.mark.timeout(20)
+def test_the_segment_grows_by_zeros_written_ahead_and_recovery_cuts_them(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    seg = tmp_path / segment_name(1)
+    body = b"b" * 1000
+
+    async def main() -> None:
+        w = await started(tmp_path, fsync="always")
+        sc = Syscalls(monkeypatch)
+        for i in range(1, 1501):  # about 1.5 MB of frames: two chunks of zeros
+            w.append_publish(i, "default", body)
+            if i % 100 == 0:
+                await w.commit()
+        assert sc.grows == 2 and sc.writes == 15
+        assert os.path.getsize(seg) == 2 * PREALLOC_BYTES
+        # A crash now leaves the zeros on disk: recovery reads every frame and cuts them,
+        # with nothing reported dropped.
+        crash = tmp_path.parent / (tmp_path.name + "-crash")
+        shutil.copytree(tmp_path, crash)
+        with recover(crash) as state:
+            assert [m.msg_id for m in state.messages()] == list(range(1, 1501))
+            assert state.report.dropped_bytes == 0 and not state.report.dropped_reason
+        assert os.path.getsize(crash / segment_name(1)) == w.metrics()["wonderq_wal_bytes"]
+        await w.close()
+
+    run(main())
+    assert published(tmp_path) == list(range(1, 1501))
+
+
+@pytest.mark.timeout(20)
+def test_a_failed_grow_writes_the_frames_as_a_plain_append(tmp_path: Any, monkeypatch: Any) -> None:
+    async def main() -> None:
+        w = await started(tmp_path, fsync="always")
+        sc = Syscalls(monkeypatch)
+        sc.grow_error = lambda: OSError(errno.ENOSPC, "No space left on device (test)")
+        w.append_publish(1, "default", b"one")
+        await w.commit()  # answered: the frame went out without the zeros ahead
+        assert (sc.grows, sc.writes, sc.fsyncs) == (1, 1, 1)
+        size = os.path.getsize(tmp_path / segment_name(1))
+        assert size == w.metrics()["wonderq_wal_bytes"] < PREALLOC_BYTES
+        sc.grow_error = lambda: None
+        w.append_publish(2, "default", b"two")
+        await w.commit()
+        assert sc.grows == 2 and os.path.getsize(tmp_path / segment_name(1)) == PREALLOC_BYTES
+        await w.close()
+
+    run(main())
+    assert published(tmp_path) == [1, 2]
+
+
+@pytest.mark.timeout(20)
+def test_fsync_never_appends_without_zeros(tmp_path: Any, monkeypatch: Any) -> None:
+    async def main() -> None:
+        w = await started(tmp_path, fsync="never")
+        sc = Syscalls(monkeypatch)
+        for i in range(1, 51):
+            w.append_publish(i, "default", b"x" * 100)
+            w.flush()
+            await asyncio.sleep(0)
+        await w.sync()
+        assert sc.grows == 0 and sc.writes >= 1 and sc.fsyncs == 1
+        assert os.path.getsize(tmp_path / segment_name(1)) == w.metrics()["wonderq_wal_bytes"]
+        await w.close()
+
+    run(main())
+    assert published(tmp_path) == list(range(1, 51))
 
 
 @pytest.mark.timeout(20)
@@ -444,12 +524,14 @@ def test_metrics_are_exposed_in_prometheus_text(tmp_path: Any) -> None:
         await w.commit()
         text = w.render_metrics()
         m = w.metrics()
-        assert m["wonderq_wal_bytes"] == os.path.getsize(tmp_path / segment_name(1))
         assert m["wonderq_wal_segments"] == 1
         assert m["wonderq_wal_fsyncs_total"] >= 1
         assert m["wonderq_wal_last_fsync_seconds"] >= 0
         assert m["wonderq_wal_fsync_seconds_total"] >= m["wonderq_wal_last_fsync_seconds"]
+        # The segment holds zeros written ahead until it is closed; the figure counts frames.
+        assert os.path.getsize(tmp_path / segment_name(1)) >= PREALLOC_BYTES
         await w.close()
+        assert m["wonderq_wal_bytes"] == os.path.getsize(tmp_path / segment_name(1))
         return text
 
     text = run(main())

@@ -366,6 +366,36 @@ def test_a_segment_created_but_without_its_header_is_empty(tmp_path: Path) -> No
         assert [m.msg_id for m in state.messages()] == [1, 2]
 
 
+@pytest.mark.timeout(30)
+def test_zeros_after_the_frames_are_the_end_of_a_segment_not_a_tear(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The log writes zeros ahead of its frames and cuts them when it closes a segment; a crash
+    # between the last write of a segment and that cut leaves them in an older segment too.
+    write_segment(tmp_path, 1, frames_of(2))
+    with open(tmp_path / segment_name(1), "ab") as f:
+        f.write(bytes(5000))
+    write_segment(tmp_path, 2, frames_of(2, start=3))
+    with open(tmp_path / segment_name(2), "ab") as f:
+        f.write(bytes(3))
+    sizes = [os.path.getsize(tmp_path / segment_name(s)) for s in (1, 2)]
+    with caplog.at_level(logging.WARNING), recover(tmp_path) as state:
+        assert [m.msg_id for m in state.messages()] == [1, 2, 3, 4]
+        assert state.report.dropped_bytes == 0 and state.report.set_aside == []
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [os.path.getsize(tmp_path / segment_name(s)) for s in (1, 2)] == [
+        sizes[0] - 5000,
+        sizes[1] - 3,
+    ]
+    # Zeros followed by anything else are no clean end: the frame there is corrupt.
+    with open(tmp_path / segment_name(2), "ab") as f:
+        f.write(bytes(100) + b"x")
+    with recover(tmp_path) as state:
+        assert [m.msg_id for m in state.messages()] == [1, 2, 3, 4]
+        assert state.report.dropped_bytes == 101
+        assert "checksum" in state.report.dropped_reason
+
+
 # ---- replay against the model -------------------------------------------------------------------
 
 

@@ -537,9 +537,10 @@ class FrameScan:
     header starts ``FRAME_HEADER_SIZE`` bytes before) and stops at the first frame that is
     incomplete or whose checksum does not match. Afterwards ``good_end`` is the offset after
     the last valid frame, ``frames`` their number and ``reason`` why the walk stopped: ""
-    (the end of the range), "torn" (an incomplete frame: a write cut short by a crash) or
-    "corrupt". A generator rather than a callback: a resumed generator costs less than a call
-    per frame, and the replay of one-message frames is bound by per-frame costs.
+    (the end of the range, or only zeros from there to it), "torn" (an incomplete frame: a
+    write cut short by a crash) or "corrupt". A generator rather than a callback: a resumed
+    generator costs less than a call per frame, and the replay of one-message frames is bound
+    by per-frame costs.
     """
 
     __slots__ = ("buf", "end", "frames", "good_end", "reason", "start")
@@ -592,8 +593,11 @@ class FrameScan:
 
 
 def _tail_reason(mv: memoryview, pos: int, end: int) -> str:
-    # A crash can leave a zero-filled or short tail: that is a torn write, not corruption.
-    return "torn" if not any(mv[pos:end]) or end - pos < FRAME_HEADER_SIZE else "corrupt"
+    # A zero-filled tail is the end: the log writes zeros ahead of its frames (files.py), and a
+    # crash can leave a tail of zeros where a write never landed. A short tail is a torn write.
+    if mv[pos:end].tobytes().count(0) == end - pos:
+        return ""
+    return "torn" if end - pos < FRAME_HEADER_SIZE else "corrupt"
 
 
 def check_header(data: Any, path: str) -> tuple[bytes, int, int]:

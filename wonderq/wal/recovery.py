@@ -778,6 +778,10 @@ def _replay_segment(
     report.frames += scan.frames
     report.bytes_read += scan.good_end
     if not scan.reason:
+        if scan.good_end < size:
+            # Zeros after the last frame: written ahead by the log, or where a write never
+            # landed. Nothing to drop; cut them so the log appends after the last frame.
+            truncate(path, scan.good_end)
         return True
     name = os.path.basename(path)
     dropped = size - scan.good_end
