@@ -9,6 +9,11 @@ Rates (16 connections, httpgen, pinned like run.py's; rounds interleaved):
 
 * ``publish``: POST /v1/queues/big<size>/messages with a body of ``size`` bytes; nginx:
   POST of the same body to ``location /`` (read and discarded, 200);
+* ``nginx publish, kept``: PUT /keep/q<k> of the same body, k counting up, so nginx stores
+  every body in a new file (WebDAV: into a temporary file, then renamed) in a tmpfs
+  (/dev/shm), as a queue keeps every body in memory: nginx doing a growing queue's work.
+  The files are removed after each round. Its ratio is reported beside the first; the
+  first stays the goal's reference.
 * ``receive``: GET /v1/queues/big<size>/messages?cid=1 then DELETE of the id, on the
   messages the publish round stored, until the first receive that finds the queue empty
   (httpgen ``--until-empty``: receiving is faster than publishing, so the round ends before
@@ -41,6 +46,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import mmap
+import shutil
 import subprocess
 import sys
 import threading
@@ -70,6 +76,7 @@ class RssSampler(threading.Thread):
 
 
 COLD_BYTES = 1 << 30  # bytes of distinct files nginx serves in "nginx receive, distinct files"
+KEEP_NAMES = 1 << 24  # names of "nginx publish, kept": more than a round can PUT, so none repeats
 
 
 def distinct_files(size: int) -> int:
@@ -83,6 +90,11 @@ def workloads(
     body = ["--body-bytes", str(size)]
     receive = f"/v1/queues/{q}/messages?cid=1&limit=1&visibility=60"
     return {
+        # First, and its files removed after it: the queue is empty while it runs.
+        "nginx publish, kept": (
+            nginx,
+            [*body, "--spread", str(KEEP_NAMES), "--fixed", "PUT", "/keep/{q}"],
+        ),
         "wq publish": (wq, [*body, "--fixed", "POST", f"/v1/queues/{q}/messages"]),
         "nginx publish": (nginx, [*body, "--fixed", "POST", "/upload"]),
         "wq receive": (
@@ -222,12 +234,18 @@ def main() -> int:
                             failed = res.get("errors", {}).get("status", 0)
                             res["messages"] = (res["requests"] - failed) // 3
                             res["bad"] = failed
+                        if name == "nginx publish, kept":
+                            assert nginx.keepdir is not None
+                            keep = Path(nginx.keepdir.name)
+                            res["files"] = sum(1 for _ in (keep / "keep").iterdir())
+                            shutil.rmtree(keep / "keep")
                         res["mb_s"] = mbps(res, size)
                         results[name].append(res)
                         harness.log(
                             f"{size} B round {r + 1} {name}: {res['mb_s']:.1f} MB/s, "
                             f"p99 {res['latency_ms']['p99']} ms, empty {res.get('empty')}, "
                             f"bad {res.get('bad')}, {res['duration_s']:.2f} s"
+                            + (f", {res['files']} files" if "files" in res else "")
                         )
                     scalelib.call(wq.port, "POST", f"/v1/queues/{q}/purge")
                 row: dict[str, Any] = {}
@@ -244,6 +262,9 @@ def main() -> int:
                 row["publish x nginx + fresh pages"] = median_ratio(mb_s["wq publish"], both)
                 for side in ("publish", "receive", "cycle"):
                     row[f"{side} x nginx"] = median_ratio(mb_s[f"wq {side}"], mb_s[f"nginx {side}"])
+                row["publish x nginx, kept"] = median_ratio(
+                    mb_s["wq publish"], mb_s["nginx publish, kept"]
+                )
                 row["receive x nginx, distinct files"] = median_ratio(
                     mb_s["wq receive"], mb_s["nginx receive, distinct files"]
                 )

@@ -244,6 +244,7 @@ class Server:
     log_path: Path
     tmpdir: tempfile.TemporaryDirectory | None = None
     pids_for_cpu: list[int] = field(default_factory=list)
+    keepdir: tempfile.TemporaryDirectory | None = None  # nginx: where PUT /keep/ stores bodies
 
     @property
     def pid(self) -> int:
@@ -266,6 +267,8 @@ class Server:
                 self.proc.wait(5)
         if self.tmpdir is not None:
             self.tmpdir.cleanup()
+        if self.keepdir is not None:
+            self.keepdir.cleanup()
 
 
 class Launcher:
@@ -358,6 +361,10 @@ class Launcher:
     def nginx(self) -> Server:
         tmp = tempfile.TemporaryDirectory(prefix="wonderq-nginx-")
         conf = Path(tmp.name) / "nginx.conf"
+        # PUT /keep/<name> stores the body in a file there: in memory (tmpfs) where the machine
+        # has /dev/shm, as a queue keeps its bodies in memory (bench/bigmsg.py).
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        keep = tempfile.TemporaryDirectory(prefix="wonderq-nginx-keep-", dir=shm)
 
         def args(exe: str, port: int) -> list[str]:
             template = (BENCH / "peers" / "nginx.conf.template").read_text()
@@ -365,11 +372,17 @@ class Launcher:
             conf.write_text(
                 template.replace("@PORT@", str(port))
                 .replace("@PREFIX@", tmp.name)
+                .replace("@KEEP@", keep.name)
                 .replace("@USER@", user)
             )
             return [exe, "-p", tmp.name, "-c", str(conf), "-e", f"{tmp.name}/error.log"]
 
-        server = self._on_free_port("nginx", "nginx", args, tmp)
+        try:
+            server = self._on_free_port("nginx", "nginx", args, tmp)
+        except BaseException:
+            keep.cleanup()
+            raise
+        server.keepdir = keep
         server.pids_for_cpu = [server.pid, *proc_children(server.pid)]  # master + its worker
         return server
 

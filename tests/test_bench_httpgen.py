@@ -148,3 +148,35 @@ def test_a_server_that_is_not_a_queue_counts_no_message(httpgen: Path) -> None:
     finally:
         ceiling.terminate()
         ceiling.wait(10)
+
+
+def test_spread_publishes_send_a_big_body_whole_to_each_queue(
+    httpgen: Path, server: ServerProcess
+) -> None:
+    """--spread with one request per round writes the head it builds and then the body, not
+    a copy of both (bench/bigmsg.py's PUTs of distinct files): every queue gets whole bodies."""
+    size = 300_000
+    for k in range(3):
+        assert request(server, "PUT", f"/v1/queues/q{k}", body="{}").status == 201
+    mode = [
+        "--spread",
+        "3",
+        "--body-bytes",
+        str(size),
+        "--fixed",
+        "POST",
+        "/v1/queues/{q}/messages",
+    ]
+    result = load(httpgen, server.port, *mode, connections=4)
+    stored = [int(info(server, f"q{k}")["totals"]["published"]) for k in range(3)]
+    assert result["messages"] > 3 and result["messages"] <= sum(stored) <= result["messages"] + 4
+    assert max(stored) - min(stored) <= 4  # round robin over the queues
+    for k in range(3):
+        peeked = request(server, "GET", f"/v1/queues/q{k}/peek?limit=1").json()
+        assert peeked["messages"][0]["body"] == "x" * size
+    # And a receive after such a round goes out without the body (the cycle's next request).
+    cycle = ["--spread", "3", "--body-bytes", str(size), "--publish", "/v1/queues/{q}/messages"]
+    cycle += ["--recvdel", "/v1/queues/{q}/messages?cid=1&limit=1&visibility=60"]
+    cycle += ["/v1/queues/{q}/messages/", "--delete-suffix", "?cid=1"]
+    result = load(httpgen, server.port, *cycle, connections=4)
+    assert result["messages"] > 0 and result["empty"] == 0

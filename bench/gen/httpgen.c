@@ -51,6 +51,7 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -74,6 +75,10 @@ struct conn {
     size_t in_len, in_cap;
     char *out;          /* the round being written: shared (fixed) or own */
     size_t out_len, out_off;
+    const char *tail;   /* written after out (a --spread request's body); out_off counts both */
+    size_t tail_len;
+    const char *next_tail; /* set by build_spread for the send_round that follows it */
+    size_t next_tail_len;
     char *own;          /* this connection's request buffer (receive/delete/ack) */
     size_t own_cap;
     unsigned gen;       /* bumped when the connection is reopened: stale input is dropped */
@@ -188,9 +193,21 @@ static int next_queue(void) {
     return k;
 }
 
-/* A round of --fixed (or the cycle's publish) for queue k, in c->own. */
+/* A round of --fixed (or the cycle's publish) for queue k, in c->own. A single request's body
+ * is not copied: it is left to c->tail (big bodies would make the copy the generator's work). */
 static size_t build_spread(struct conn *c, int k, int count) {
     size_t len = 0;
+    if (count == 1 && cfg.body) {
+        size_t body_len = strlen(cfg.body);
+        bprintf(&c->own, &len, &c->own_cap, "%s ", cfg.method);
+        expand(&c->own, &len, &c->own_cap, cfg.path, k);
+        bprintf(&c->own, &len, &c->own_cap,
+                " HTTP/1.1\r\n%sContent-Type: %s\r\nContent-Length: %zu\r\n\r\n", cfg.host,
+                cfg.ctype, body_len);
+        c->next_tail = cfg.body;
+        c->next_tail_len = body_len;
+        return len;
+    }
     for (int i = 0; i < count; i++) {
         bprintf(&c->own, &len, &c->own_cap, "%s ", cfg.method);
         expand(&c->own, &len, &c->own_cap, cfg.path, k);
@@ -206,8 +223,21 @@ static size_t build_spread(struct conn *c, int k, int count) {
 
 /* Writes what is left of the round; asks for EPOLLOUT only if the kernel took part of it. */
 static void flush_out(struct conn *c) {
-    while (c->out_off < c->out_len) {
-        ssize_t n = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+    size_t total = c->out_len + c->tail_len;
+    while (c->out_off < total) {
+        struct iovec iov[2];
+        int parts = 1;
+        if (c->out_off < c->out_len) {
+            iov[0].iov_base = c->out + c->out_off;
+            iov[0].iov_len = c->out_len - c->out_off;
+            iov[1].iov_base = (void *)c->tail;
+            iov[1].iov_len = c->tail_len;
+            parts = c->tail_len ? 2 : 1;
+        } else {
+            iov[0].iov_base = (void *)(c->tail + (c->out_off - c->out_len));
+            iov[0].iov_len = total - c->out_off;
+        }
+        ssize_t n = writev(c->fd, iov, parts);
         if (n > 0) {
             c->out_off += (size_t)n;
             continue;
@@ -223,7 +253,11 @@ static void flush_out(struct conn *c) {
     }
 }
 
+/* Sends buf, and then the body build_spread left out if it just built buf. */
 static void send_round(struct conn *c, enum kind kind, char *buf, size_t len, int answers) {
+    c->tail = c->next_tail;
+    c->tail_len = c->next_tail_len;
+    c->next_tail_len = 0;
     if (now_ns >= deadline_ns) {
         c->pending = 0; /* time is up: this connection stays quiet */
         return;
@@ -645,7 +679,7 @@ int main(int argc, char **argv) {
             now_ns = clock_ns(); /* per event: a round's clock starts at its write() */
             if (evs[i].events & EPOLLOUT) {
                 flush_out(c);
-                if (c->fd >= 0 && c->out_off == c->out_len) want_out(c, 0);
+                if (c->fd >= 0 && c->out_off == c->out_len + c->tail_len) want_out(c, 0);
             }
             if (c->fd >= 0 && evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c);
         }
