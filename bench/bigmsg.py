@@ -83,6 +83,19 @@ def distinct_files(size: int) -> int:
     return max(1, min(65536, COLD_BYTES // size))
 
 
+def remove_kept(path: Path) -> int:
+    """Remove the files nginx kept; their number. A PUT still in flight when the round ended
+    may add one while this runs: try again."""
+    count = sum(1 for _ in path.iterdir())
+    for _ in range(50):
+        try:
+            shutil.rmtree(path)
+            return count
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"could not remove {path}")
+
+
 def workloads(
     size: int, q: str, wq: harness.Server, nginx: harness.Server
 ) -> dict[str, tuple[harness.Server, list[str]]]:
@@ -237,8 +250,7 @@ def main() -> int:
                         if name == "nginx publish, kept":
                             assert nginx.keepdir is not None
                             keep = Path(nginx.keepdir.name)
-                            res["files"] = sum(1 for _ in (keep / "keep").iterdir())
-                            shutil.rmtree(keep / "keep")
+                            res["files"] = remove_kept(keep / "keep")
                         res["mb_s"] = mbps(res, size)
                         results[name].append(res)
                         harness.log(
