@@ -16,3 +16,12 @@ cdef class Deferred:
     cpdef resolve(self, object value)
     cpdef fail(self, object error)
     cdef _run(self)
+
+
+@cython.final
+cdef class Fanout:
+    cdef public object fut            # the future every answer waits for
+    cdef list _waiting                # the Deferreds made, in order
+    cdef list _values                 # their answers, in the same order
+
+    cpdef Deferred deferred(self, object value)

@@ -17,12 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from functools import partial
 from typing import Any, Protocol
 
 from .errors import ShuttingDown, StorageError
 
-__all__ = ["Deferred", "Listener", "after_future"]
+__all__ = ["Deferred", "Fanout", "Listener"]
 
 log = logging.getLogger("wonderq.store")
 
@@ -105,22 +104,42 @@ class Deferred:
                     log.exception("a store answer's callback failed")
 
 
-def after_future(fut: asyncio.Future[Any], value: Any) -> Deferred:
-    """A Deferred answering ``value`` once ``fut`` is done (its error if it failed; a
-    cancelled future means the server stopped first)."""
-    d = Deferred()
-    fut.add_done_callback(partial(_future_done, d, value))
-    return d
-
-
-def _future_done(d: Deferred, value: Any, fut: asyncio.Future[Any]) -> None:
+def _error_of(fut: asyncio.Future[Any]) -> BaseException | None:
+    """What the answers waiting for a done ``fut`` fail with (None: it succeeded)."""
     if fut.cancelled():
-        d.fail(ShuttingDown("the server is shutting down"))
-        return
+        return ShuttingDown("the server is shutting down")
     exc = fut.exception()
-    if exc is None:
-        d.resolve(value)
-    elif isinstance(exc, StorageError):
-        d.fail(exc)
-    else:
-        d.fail(StorageError(str(exc)))
+    if exc is None or isinstance(exc, StorageError):
+        return exc
+    return StorageError(str(exc))
+
+
+class Fanout:
+    """Many answers waiting for one future: the log's group commit, where every publish and
+    delete of a batch waits for the batch's one fsync. ``deferred(value)`` is a Deferred of
+    its own answer; the future's one done-callback resolves them all, in the order they were
+    made (or fails them with its error). A done-callback per answer would cost a context copy
+    and an event-loop Handle each (bench/RESULTS.md "Durability")."""
+
+    def __init__(self, fut: asyncio.Future[Any]) -> None:
+        self.fut = fut
+        self._waiting: list[Deferred] = []
+        self._values: list[Any] = []
+        fut.add_done_callback(self._done)
+
+    def deferred(self, value: Any) -> Deferred:
+        d = Deferred()
+        self._waiting.append(d)
+        self._values.append(value)
+        return d
+
+    def _done(self, fut: asyncio.Future[Any]) -> None:
+        error = _error_of(fut)
+        waiting, values = self._waiting, self._values
+        self._waiting, self._values = [], []
+        if error is None:
+            for d, value in zip(waiting, values, strict=True):
+                d.resolve(value)
+        else:
+            for d in waiting:
+                d.fail(error)

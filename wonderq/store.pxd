@@ -6,7 +6,7 @@
 cimport cython
 
 from wonderq._core cimport Broker
-from wonderq.deferred cimport Deferred
+from wonderq.deferred cimport Deferred, Fanout
 
 
 cdef class Store:
@@ -77,6 +77,7 @@ cdef class DurableStore(MemoryStore):
     cdef public Py_ssize_t recovered_queues  # queues restored by open()
     cdef public double read_s         # of open(): seconds reading and checking the files
     cdef set _retained                # queues with a retention period (publishes log the time)
+    cdef Fanout _fanout               # the answers waiting for the last commit seen, or None
 
     cdef object _writable(self)
     cdef object _durable(self, object value)

@@ -41,7 +41,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from ._core import BodyBlock, Broker, now_ms
-from .deferred import Listener, _NoListener, after_future
+from .deferred import Fanout, Listener, _NoListener
 from .errors import StorageError
 
 if TYPE_CHECKING:
@@ -636,6 +636,7 @@ class DurableStore(MemoryStore):
         self.settings = settings
         self.wall_ms = wall_ms or _wall_ms
         self.wal: Wal | None = None
+        self._fanout: Fanout | None = None  # the answers waiting for the last commit seen
         self.recovered = 0  # messages restored by open()
         # Queues with a retention period: a publish to one is logged with its sent time, so
         # that the period counts from it after a restart (an SQS send always is).
@@ -698,11 +699,15 @@ class DurableStore(MemoryStore):
         return wal
 
     def _durable(self, value: Any) -> Any:
-        """``value`` once what was appended is durable: at once, or a Deferred."""
+        """``value`` once what was appended is durable: at once, or a Deferred. The answers
+        waiting for the same commit share one Fanout (one callback on its future)."""
         fut = self.wal.commit()  # type: ignore[union-attr]
         if fut is None:
             return value
-        return after_future(fut, value)
+        fan = self._fanout
+        if fan is None or fan.fut is not fut:
+            fan = self._fanout = Fanout(fut)
+        return fan.deferred(value)
 
     def _delay(self, queue: str, delay_ms: int) -> int:
         """The delay a publish got: its own, or the queue's when it asked for the default."""

@@ -185,7 +185,7 @@ class LogFile:
             _zeros = bytes(PREALLOC_BYTES)
         end = need + PREALLOC_BYTES - need % PREALLOC_BYTES
         start = self.allocated
-        bufs = [_zeros] * ((end - start) // PREALLOC_BYTES)
+        bufs: list[bytes | bytearray] = [_zeros] * ((end - start) // PREALLOC_BYTES)
         rest = (end - start) % PREALLOC_BYTES
         if rest:
             bufs.append(memoryview(_zeros)[:rest])  # type: ignore[arg-type]
