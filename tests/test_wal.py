@@ -175,6 +175,37 @@ def published(path: Any) -> list[int]:
     return [r.msg_id for r in log_records(path) if isinstance(r, Publish)]
 
 
+@pytest.mark.timeout(20)
+def test_queues_created_used_and_deleted_leave_nothing_behind(tmp_path: Any) -> None:
+    """The log encodes a queue's name once and keeps it while the queue lives: a server that
+    makes and drops queues with ever new names (temporary queues) must not keep them all.
+    bench/soak.py on the durable store grew 10% in 3 minutes before this was so."""
+
+    async def main() -> None:
+        w = await started(tmp_path, fsync="always")
+        w.append_queue_put("kept", {})
+        w.append_publish(1, "kept", b"k")
+        for i in range(2, 202):
+            name = f"tmp-{i}"
+            w.append_queue_put(name, {})
+            w.append_publish(i, name, b"x")
+            w.append_dead_letter(i, "kept")
+            w.append_queue_delete(name)
+            if i % 50 == 0:
+                await w.commit()
+        await w.commit()
+        assert set(w._names) == {"kept"}
+        await w.close()
+
+    run(main())
+    records = log_records(tmp_path)
+    assert [r.msg_id for r in records if isinstance(r, Publish)] == list(range(1, 202))
+    assert [r.name for r in records if isinstance(r, QueueDelete)] == [
+        f"tmp-{i}" for i in range(2, 202)
+    ]
+    assert all(r.queue == "kept" for r in records if isinstance(r, DeadLetter))
+
+
 # ---- group commit -------------------------------------------------------------------------------
 
 

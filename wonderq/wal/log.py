@@ -405,6 +405,9 @@ class Wal(Log):
 
     def append_queue_delete(self, name: str) -> None:
         self._barrier(name_section(S_QUEUE_DELETE, name))
+        # The barrier sealed every record that names it: forget its encoded name, or a
+        # server that creates and deletes queues with new names would keep them all.
+        self._names.pop(name, None)
 
     def append_purge(self, name: str) -> None:
         self._barrier(name_section(S_PURGE, name))
