@@ -198,7 +198,8 @@ static int next_queue(void) {
 static size_t build_spread(struct conn *c, int k, int count) {
     size_t len = 0;
     if (count == 1 && cfg.body) {
-        size_t body_len = strlen(cfg.body);
+        static size_t body_len = (size_t)-1; /* cfg.body is set once: measured once */
+        if (body_len == (size_t)-1) body_len = strlen(cfg.body);
         bprintf(&c->own, &len, &c->own_cap, "%s ", cfg.method);
         expand(&c->own, &len, &c->own_cap, cfg.path, k);
         bprintf(&c->own, &len, &c->own_cap,
