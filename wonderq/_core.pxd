@@ -11,6 +11,9 @@ cimport cython
 from cpython.object cimport PyObject
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
+# The server's clock (monotonic ms), for the store to call in C.
+cpdef int64_t now_ms() noexcept
+
 cdef struct Msg
 
 # Where a message sits while it is NOT linked in a ready FIFO (same 8 bytes as Msg.next).

@@ -5,7 +5,7 @@
 
 cimport cython
 
-from wonderq._core cimport Broker
+from wonderq._core cimport Broker, now_ms
 from wonderq.deferred cimport Deferred, Fanout
 
 
