@@ -67,7 +67,7 @@ cdef inline void prefetch_next_body(Msg* m) noexcept nogil:
     of its queue will answer, if it is a big one: its block is cold in a deep queue."""
     cdef char* p
     cdef int64_t i, n
-    if m == NULL or not (m.times & MSG_BIG):
+    if not (m.times & MSG_BIG):
         return
     p = msg_body(m)
     n = msg_payload(m)

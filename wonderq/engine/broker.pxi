@@ -785,7 +785,8 @@ cdef class Broker:
             self.untake(qi, n)
             raise
         self.lease_taken(qi, c, n, now, now + vis)
-        prefetch_next_body(ready_peek(q))
+        if q.ready:
+            prefetch_next_body(ready_head(q))
         return out
 
     def receive_list(self, queue, cid, limit, int64_t now, visibility_ms=-1, list leased=None):

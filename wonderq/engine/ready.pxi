@@ -87,14 +87,6 @@ cdef inline Msg* ready_pop(Queue* q) noexcept nogil:
     return rheap_pop(q)
 
 
-cdef inline Msg* ready_peek(Queue* q) noexcept nogil:
-    """The message ready_pop would return next (a redelivered one first), or NULL."""
-    cdef Msg* m = q.fifo_head
-    if q.rheap_len and (m == NULL or q.rheap[0].id < m.id):
-        return q.rheap[0]
-    return m
-
-
 cdef int ready_reserve(Queue* q, int64_t extra) except -1:
     """Room for ``extra`` more messages in q's return heap, so ready_add cannot fail."""
     cdef int64_t cap
