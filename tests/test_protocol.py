@@ -4,6 +4,7 @@ deferral, limits, flow control and failure handling, without sockets or an engin
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.util
 import json
 import logging
@@ -429,6 +430,76 @@ def test_parked_connection_does_not_time_out(loop: asyncio.AbstractEventLoop) ->
     c.proto.complete(c.app.parked[0], (200, b"x", JSON_HEADERS))
     c.run(0.4)
     assert c.transport.closed  # idle again after the answer
+
+
+class CountingLoop:
+    """The two calls Deadlines makes of its loop, the timers counted."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.timers = 0
+
+    def time(self) -> float:
+        return self.loop.time()
+
+    def call_at(self, when: float, callback: Any) -> asyncio.TimerHandle:
+        self.timers += 1
+        return self.loop.call_at(when, callback)
+
+
+def test_connections_share_one_loop_timer(loop: asyncio.AbstractEventLoop) -> None:
+    """Fifty idle connections on one Deadlines (as protocol_factory makes them) each close
+    after the idle timeout, and the loop held a timer per tick, not one per connection."""
+    counting = CountingLoop(loop)
+    deadlines = protocol.Deadlines(counting)  # type: ignore[arg-type]
+    owner = Owner()
+    transports = []
+    for _ in range(50):
+        proto = HttpProtocol(StubApp(), owner, Limits(max_connections=100), deadlines)
+        transports.append(FakeTransport())
+        proto.connection_made(transports[-1])
+    loop.run_until_complete(asyncio.sleep(0.2))
+    assert not any(t.closed for t in transports)
+    loop.run_until_complete(asyncio.sleep(0.3))
+    assert all(t.closed for t in transports)
+    assert 1 <= counting.timers <= 3
+
+
+def test_a_lost_connection_is_not_kept_by_its_timer(loop: asyncio.AbstractEventLoop) -> None:
+    """connection_lost takes the connection out of Deadlines at once: nothing holds it until
+    its deadline (a storm of short connections would otherwise keep them all for the idle
+    timeout), and the connections still open keep their timers."""
+    deadlines = protocol.Deadlines(loop)
+
+    def alive() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if type(o) is HttpProtocol)
+
+    before = alive()
+    owner = Owner()
+    stays = HttpProtocol(StubApp(), owner, Limits(), deadlines)
+    stays_transport = FakeTransport()
+    stays.connection_made(stays_transport)
+    goes = HttpProtocol(StubApp(), owner, Limits(), deadlines)
+    goes.connection_made(FakeTransport())
+    assert alive() == before + 2
+    goes.connection_lost(None)
+    del goes
+    assert alive() == before + 1
+    loop.run_until_complete(asyncio.sleep(0.45))
+    assert stays_transport.closed
+
+
+def test_an_earlier_deadline_moves_the_timer(loop: asyncio.AbstractEventLoop) -> None:
+    """A connection armed for the idle timeout that starts a request is re-armed for the
+    earlier header timeout, and fires once: a 408, then nothing more at the old tick."""
+    c = Conn(loop, Limits(idle_timeout_s=0.6, header_timeout_s=0.1))
+    c.feed(b"GET / HTTP/1.1\r\n")
+    c.run(0.25)
+    [(status, _, _)] = c.responses()
+    assert status == 408
+    c.run(0.5)
+    assert c.responses() == []
 
 
 # ---- connection cap and shutdown ------------------------------------------------------------

@@ -18,6 +18,10 @@ cdef tuple _NO_QUEUE                 # HttpProtocol._queue while nothing is queu
 cdef int _IDLE, _HEAD, _BODY         # HttpProtocol._phase
 cdef int _PAUSE_WRITE_BUFFER, _PAUSE_PIPELINE  # bits of HttpProtocol._paused
 cdef int _T_PARSE, _T_BUSY, _T_LINGER          # HttpProtocol._timer_kind
+cdef double TICKS_PER_S              # Deadlines' ticks per second
+
+
+cdef class Deadlines
 
 
 @cython.final
@@ -79,8 +83,8 @@ cdef class HttpProtocol:
     cdef object _stream             # its Request, or None
     cdef bint _stream_chunked       # HTTP/1.1: chunked; HTTP/1.0: until the close
     # The timer.
-    cdef object _timer              # the loop's TimerHandle, or None
-    cdef double _timer_at           # loop time it fires at
+    cdef Deadlines _deadlines       # shared by the server's connections
+    cdef long long _tick            # the tick of _deadlines it is armed for; 0: none
     cdef int _timer_kind            # _T_PARSE, _T_BUSY or _T_LINGER
     cdef double _deadline           # for _T_LINGER
     cdef double _last_active        # loop time of the last read the slow path saw
@@ -131,3 +135,23 @@ cdef class HttpProtocol:
     cdef _arm_for_state(self)
     cdef double _parse_deadline(self) except? -1.0
     cdef _set_deadline(self, int kind, double deadline)
+
+
+@cython.final
+cdef class Deadlines:
+    cdef object _loop               # the event loop
+    cdef dict _buckets              # tick -> set of HttpProtocol armed for it
+    cdef list _ticks                # heap of the ticks in _buckets
+    cdef object _handle             # the loop's TimerHandle, or None
+    cdef long long _handle_tick     # the tick it fires at
+
+    @cython.locals(tick="long long", old="long long", bucket=set)
+    cpdef arm(self, HttpProtocol proto, double when)
+
+    @cython.locals(tick="long long", bucket=set)
+    cpdef disarm(self, HttpProtocol proto)
+    cdef _call_at(self, long long tick)
+
+    @cython.locals(now="long long", tick="long long", ticks=list, bucket=set,
+                   proto=HttpProtocol)
+    cpdef _fire(self)

@@ -12,8 +12,9 @@ transport's write buffer is over its high-water mark, so a client that does not 
 make us buffer without bound.
 
 Per-connection state is grouped below as: the connection, the message being parsed, the
-pipeline, and the timer. There is one timer per connection; moving its deadline is a field
-store, and the timer re-arms itself lazily when it fires early.
+pipeline, and the timer. A connection's timer is a place in a :class:`Deadlines` that all the
+connections of a server share, one loop timer for all of them; moving a connection's deadline
+later is a field store, and the timer re-arms itself lazily when it fires early.
 
 Compiled. setup.py compiles this file with Cython in pure-Python mode: ``protocol.pxd``
 beside it declares the C types (``HttpProtocol`` becomes an extension type, the helpers C
@@ -34,6 +35,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from functools import partial
+from heapq import heappop, heappush
 from typing import Any
 
 import httptools
@@ -108,6 +110,11 @@ _PAUSE_PIPELINE = 2
 # _parse_deadline), nothing while a request is parked, or the end of a lingering close.
 _T_PARSE, _T_BUSY, _T_LINGER = 0, 1, 2
 
+# Deadlines rounds each deadline up to the next tick of this many per second: a connection's
+# timer fires up to 1/64 s after its deadline, and the connections whose deadlines fall in
+# one tick share one wake-up of the loop.
+TICKS_PER_S = 64.0
+
 
 class HttpProtocol:
     """One client connection: feeds bytes to httptools and writes responses in order.
@@ -122,7 +129,9 @@ class HttpProtocol:
     closing) branches off to a slower path.
     """
 
-    def __init__(self, app: App, owner: Owner, settings: Any) -> None:
+    def __init__(
+        self, app: App, owner: Owner, settings: Any, deadlines: Deadlines | None = None
+    ) -> None:
         self._app = app
         self._dispatch = app.dispatch
         self._owner = owner
@@ -187,10 +196,11 @@ class HttpProtocol:
         self._stream: Request | None = None
         self._stream_chunked = False
         # The timer. While parsing, the deadline follows from _phase and _last_active, so the
-        # hot path only stores _last_active; a lingering close uses _deadline. The timer fires
-        # at _timer_at and re-arms itself when the deadline has moved later.
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        # hot path only stores _last_active; a lingering close uses _deadline. The timer is
+        # the tick of _deadlines it is armed for (0: none); it fires then and re-arms itself
+        # when the deadline has moved later.
+        self._deadlines = Deadlines(self._loop) if deadlines is None else deadlines
+        self._tick = 0
         self._timer_kind = _T_PARSE
         self._deadline = 0.0
         self._last_active = 0.0  # loop time of the last read the slow path saw
@@ -220,9 +230,7 @@ class HttpProtocol:
         self._transport = None
         self._stream = None
         self._owner.connections.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadlines.disarm(self)
         busy = self._busy
         self._busy = None
         self._queue = _NO_QUEUE
@@ -929,18 +937,11 @@ class HttpProtocol:
         self._deadline = deadline
         if kind == _T_BUSY:
             return  # a parked request is bounded by its own wait; the timer idles
-        timer = self._timer
-        if timer is None:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
-            self._timer_at = deadline
-        elif deadline < self._timer_at:
-            timer.cancel()
-            self._timer = self._loop.call_at(deadline, self._on_timer)
-            self._timer_at = deadline
-        # else: the armed timer fires first, sees the later deadline and re-arms.
+        # Unless the armed timer fires first: it then sees the later deadline and re-arms.
+        self._deadlines.arm(self, deadline)
 
     def _on_timer(self) -> None:
-        self._timer = None
+        """The armed tick came (Deadlines has disarmed it)."""
         if self.closed:
             return
         kind = self._timer_kind
@@ -955,8 +956,7 @@ class HttpProtocol:
         # now rather than stored by the hot path.
         deadline = self._deadline if kind == _T_LINGER else self._parse_deadline()
         if self._loop_time() < deadline:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
-            self._timer_at = deadline
+            self._deadlines.arm(self, deadline)
             return
         if kind == _T_LINGER:
             self.abort()
@@ -967,6 +967,79 @@ class HttpProtocol:
             self._fail(408, "request_timeout", "the request was not received in time")
 
 
+class Deadlines:
+    """The timers of many connections on one loop timer.
+
+    A timer per connection from ``loop.call_at`` is a TimerHandle, a UVTimer and libuv's
+    timer: ~550 bytes, an eighth of an idle keep-alive connection (bench/connections.py).
+    Here a connection's timer is its membership of the set of the tick its deadline rounds
+    up to (TICKS_PER_S), a few dozen bytes, and the loop holds one timer: for the earliest
+    tick that has connections. Disarming (a connection closing) removes it at once, so
+    nothing is kept for a connection that is gone."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._buckets: dict[int, set[HttpProtocol]] = {}  # tick -> the connections armed for it
+        self._ticks: list[int] = []  # heap of the ticks in _buckets
+        self._handle: asyncio.TimerHandle | None = None  # the loop's timer, for _handle_tick
+        self._handle_tick = 0
+
+    def arm(self, proto: HttpProtocol, when: float) -> None:
+        """Fire ``proto._on_timer`` at the first tick at or after loop time ``when``, unless
+        it is armed for that tick or an earlier one already."""
+        tick = int(when * TICKS_PER_S) + 1
+        old = proto._tick
+        if old:
+            if old <= tick:
+                return
+            self.disarm(proto)
+        bucket = self._buckets.get(tick)
+        if bucket is None:
+            bucket = self._buckets[tick] = set()
+            heappush(self._ticks, tick)
+            if self._handle is None or tick < self._handle_tick:
+                self._call_at(tick)
+        bucket.add(proto)
+        proto._tick = tick
+
+    def disarm(self, proto: HttpProtocol) -> None:
+        """``proto`` has no timer any more."""
+        tick = proto._tick
+        if not tick:
+            return
+        proto._tick = 0
+        bucket = self._buckets.get(tick)
+        if bucket is not None:
+            bucket.discard(proto)
+            # An empty bucket stays until its tick: its entry in the heap is there anyway.
+
+    def _call_at(self, tick: int) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._loop.call_at(tick / TICKS_PER_S, self._fire)
+        self._handle_tick = tick
+
+    def _fire(self) -> None:
+        self._handle = None
+        now = int(self._loop.time() * TICKS_PER_S) + 1  # libuv rounds to milliseconds
+        ticks = self._ticks
+        while ticks and ticks[0] <= now:
+            tick = heappop(ticks)
+            bucket = self._buckets.pop(tick, None)
+            if bucket is None:
+                continue
+            for proto in bucket:
+                # Disarmed or moved to an earlier tick by an earlier callback of this loop:
+                # not this tick's any more.
+                if proto._tick == tick:
+                    proto._tick = 0
+                    proto._on_timer()
+        if ticks and self._handle is None:
+            self._call_at(ticks[0])
+
+
 def protocol_factory(app: App, owner: Owner, settings: Any) -> Callable[[], HttpProtocol]:
-    """The factory ``loop.create_server`` wants: one HttpProtocol per accepted connection."""
-    return lambda: HttpProtocol(app, owner, settings)
+    """The factory ``loop.create_server`` wants: one HttpProtocol per accepted connection,
+    all of them on one Deadlines."""
+    deadlines = Deadlines(asyncio.get_event_loop())
+    return lambda: HttpProtocol(app, owner, settings, deadlines)
