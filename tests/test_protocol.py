@@ -502,6 +502,34 @@ def test_an_earlier_deadline_moves_the_timer(loop: asyncio.AbstractEventLoop) ->
     assert c.responses() == []
 
 
+def test_a_failing_timer_stops_no_other(
+    loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A connection whose timeout handling raises is logged; the connections that share its
+    Deadlines, in its tick and in later ones, still time out."""
+    module = _source_protocol()  # plain Python: a subclass can break _on_timer
+
+    class Broken(module.HttpProtocol):  # type: ignore[misc, name-defined]
+        def _on_timer(self) -> None:
+            raise RuntimeError("timer bug")
+
+    deadlines = module.Deadlines(loop)
+    owner = Owner()
+    broken = Broken(StubApp(), owner, Limits(), deadlines)
+    broken.connection_made(FakeTransport())
+    same_tick = module.HttpProtocol(StubApp(), owner, Limits(), deadlines)
+    same_tick_transport = FakeTransport()
+    same_tick.connection_made(same_tick_transport)
+    later = module.HttpProtocol(StubApp(), owner, Limits(idle_timeout_s=0.5), deadlines)
+    later_transport = FakeTransport()
+    later.connection_made(later_transport)
+    with caplog.at_level(logging.ERROR, logger="wonderq.http"):
+        loop.run_until_complete(asyncio.sleep(0.7))
+    assert same_tick_transport.closed
+    assert later_transport.closed
+    assert "the timer of connection 127.0.0.1:5555 failed" in caplog.text
+
+
 # ---- connection cap and shutdown ------------------------------------------------------------
 def test_connection_cap_answers_503(loop: asyncio.AbstractEventLoop) -> None:
     c = Conn(loop, Limits(max_connections=1))

@@ -1033,7 +1033,10 @@ class Deadlines:
                 # not this tick's any more.
                 if proto._tick == tick:
                     proto._tick = 0
-                    proto._on_timer()
+                    try:
+                        proto._on_timer()
+                    except Exception:  # one connection's bug stops no other's timer
+                        log.exception("the timer of connection %s failed", proto.peer)
         if ticks and self._handle is None:
             self._call_at(ticks[0])
 
