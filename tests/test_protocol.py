@@ -530,6 +530,113 @@ def test_a_failing_timer_stops_no_other(
     assert "the timer of connection 127.0.0.1:5555 failed" in caplog.text
 
 
+class ManualLoop:
+    """A clock that moves only when told and the loop timers Deadlines sets, run in order."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timers: list[asyncio.TimerHandle] = []
+        self.fires = 0
+
+    def time(self) -> float:
+        return self.now
+
+    def get_debug(self) -> bool:  # asyncio.TimerHandle asks
+        return False
+
+    def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:  # ... and tells
+        pass
+
+    def call_at(self, when: float, callback: Any) -> asyncio.TimerHandle:
+        handle = asyncio.TimerHandle(when, callback, (), self)  # type: ignore[arg-type]
+        self.timers.append(handle)
+        return handle
+
+    def run_until(self, t: float) -> None:
+        while True:
+            due = [h for h in self.timers if not h.cancelled() and h.when() <= t]
+            if not due:
+                break
+            handle = min(due, key=lambda h: h.when())
+            self.timers.remove(handle)
+            self.now = max(self.now, handle.when())
+            self.fires += 1
+            handle._run()
+        self.now = t
+
+
+class Armed:
+    """What Deadlines uses of a connection, timing out at ``deadline`` like _on_timer:
+    re-armed when fired early, the times it fired and when it timed out recorded."""
+
+    def __init__(self, deadlines: Any, loop: ManualLoop, deadline: float) -> None:
+        self._tick = 0
+        self.peer = "-"
+        self.deadlines, self.loop, self.deadline = deadlines, loop, deadline
+        self.fired = 0
+        self.timed_out_at: float | None = None
+
+    def _on_timer(self) -> None:
+        self.fired += 1
+        if self.loop.time() < self.deadline:
+            self.deadlines.arm(self, self.deadline)
+        else:
+            self.timed_out_at = self.loop.time()
+
+
+def test_a_tick_due_later_is_not_fired_early() -> None:
+    """A fire at one tick's time fires that tick only: the next tick's connection, whose
+    deadline has not come, is not fired (and re-armed, and fired again, in a loop)."""
+    module = _source_protocol()  # plain Python: Deadlines takes any object with _tick
+    clock = ManualLoop()
+    deadlines = module.Deadlines(clock)
+    first = Armed(deadlines, clock, 1.0)
+    second = Armed(deadlines, clock, 65 / 64 + 0.005)  # the next tick
+    deadlines.arm(first, first.deadline)
+    deadlines.arm(second, second.deadline)
+    clock.run_until(65 / 64)
+    assert first.timed_out_at is not None
+    assert second.fired == 0
+    clock.run_until(1.1)
+    assert second.fired == 1 and second.timed_out_at is not None
+
+
+def test_a_connection_rearmed_for_later_does_not_delay_the_others() -> None:
+    """A connection fired early re-arms for its later deadline during the fire; the loop's
+    timer still comes back for the earlier ticks of the other connections."""
+    module = _source_protocol()
+    clock = ManualLoop()
+    deadlines = module.Deadlines(clock)
+    moved = Armed(deadlines, clock, 1.0)
+    other = Armed(deadlines, clock, 2.0)
+    deadlines.arm(moved, 1.0)
+    deadlines.arm(other, 2.0)
+    moved.deadline = 10.0  # requests came: its deadline moved later, the timer is lazy
+    clock.run_until(2.1)
+    assert other.timed_out_at is not None and other.timed_out_at <= 2.0 + 1 / 64 + 0.001
+    assert moved.timed_out_at is None
+    clock.run_until(10.1)
+    assert moved.timed_out_at is not None
+
+
+def test_timeouts_on_one_deadlines_keep_their_times(loop: asyncio.AbstractEventLoop) -> None:
+    """The same with real connections: one that was active re-arms at its idle deadline for
+    a later one, and another's shorter idle timeout still closes it on time."""
+    deadlines = protocol.Deadlines(loop)
+    owner = Owner()
+    active = HttpProtocol(StubApp(), owner, Limits(idle_timeout_s=0.2), deadlines)
+    active_transport = FakeTransport()
+    active.connection_made(active_transport)
+    idle = HttpProtocol(StubApp(), owner, Limits(idle_timeout_s=0.3), deadlines)
+    idle_transport = FakeTransport()
+    idle.connection_made(idle_transport)
+    loop.run_until_complete(asyncio.sleep(0.05))
+    active.data_received(get("/x"))  # answered: its idle deadline moves to ~0.25 s and on
+    loop.run_until_complete(asyncio.sleep(0.3))  # ~0.35 s: past idle's 0.3 s, before ~0.4 s
+    assert idle_transport.closed
+    assert not active_transport.closed
+
+
 # ---- connection cap and shutdown ------------------------------------------------------------
 def test_connection_cap_answers_503(loop: asyncio.AbstractEventLoop) -> None:
     c = Conn(loop, Limits(max_connections=1))

@@ -152,6 +152,6 @@ cdef class Deadlines:
     cpdef disarm(self, HttpProtocol proto)
     cdef _call_at(self, long long tick)
 
-    @cython.locals(now="long long", tick="long long", ticks=list, bucket=set,
+    @cython.locals(now="long long", tick="long long", ticks=list, due=list, bucket=set,
                    proto=HttpProtocol)
     cpdef _fire(self)

@@ -1021,23 +1021,31 @@ class Deadlines:
 
     def _fire(self) -> None:
         self._handle = None
-        now = int(self._loop.time() * TICKS_PER_S) + 1  # libuv rounds to milliseconds
+        # The ticks due now, taken out before any connection's callback runs: a connection
+        # that re-arms (its deadline moved later) goes into a new bucket, which this call
+        # does not fire. libuv rounds timers to milliseconds, so a tick whose time is less
+        # than one away is due.
+        now = int((self._loop.time() + 0.001) * TICKS_PER_S)
         ticks = self._ticks
+        due = []
         while ticks and ticks[0] <= now:
             tick = heappop(ticks)
             bucket = self._buckets.pop(tick, None)
-            if bucket is None:
-                continue
+            if bucket:
+                due.append((tick, bucket))
+        for tick, bucket in due:
             for proto in bucket:
-                # Disarmed or moved to an earlier tick by an earlier callback of this loop:
-                # not this tick's any more.
+                # Disarmed or moved to an earlier tick by an earlier callback: not this
+                # tick's any more.
                 if proto._tick == tick:
                     proto._tick = 0
                     try:
                         proto._on_timer()
                     except Exception:  # one connection's bug stops no other's timer
                         log.exception("the timer of connection %s failed", proto.peer)
-        if ticks and self._handle is None:
+        # A callback's arm may have pointed the loop's timer at its own, later tick: the
+        # earliest one left comes first.
+        if ticks and (self._handle is None or ticks[0] < self._handle_tick):
             self._call_at(ticks[0])
 
 
