@@ -144,6 +144,7 @@ cdef class Deadlines:
     cdef list _ticks                # heap of the ticks in _buckets
     cdef object _handle             # the loop's TimerHandle, or None
     cdef long long _handle_tick     # the tick it fires at
+    cdef long long _fired           # the last tick _fire took as due
 
     @cython.locals(tick="long long", old="long long", bucket=set)
     cpdef arm(self, HttpProtocol proto, double when)

@@ -983,11 +983,16 @@ class Deadlines:
         self._ticks: list[int] = []  # heap of the ticks in _buckets
         self._handle: asyncio.TimerHandle | None = None  # the loop's timer, for _handle_tick
         self._handle_tick = 0
+        self._fired = 0  # the last tick _fire took as due: a later arm goes after it
 
     def arm(self, proto: HttpProtocol, when: float) -> None:
         """Fire ``proto._on_timer`` at the first tick at or after loop time ``when``, unless
         it is armed for that tick or an earlier one already."""
         tick = int(when * TICKS_PER_S) + 1
+        if tick <= self._fired:
+            # Due already (a deadline that has passed, or one less than the loop's rounding
+            # away, re-armed from its tick's callback): the next tick, not that one again.
+            tick = self._fired + 1
         old = proto._tick
         if old:
             if old <= tick:
@@ -1026,6 +1031,8 @@ class Deadlines:
         # does not fire. libuv rounds timers to milliseconds, so a tick whose time is less
         # than one away is due.
         now = int((self._loop.time() + 0.001) * TICKS_PER_S)
+        if now > self._fired:
+            self._fired = now
         ticks = self._ticks
         due = []
         while ticks and ticks[0] <= now:
