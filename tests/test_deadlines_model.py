@@ -15,60 +15,24 @@ connections.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
-from test_protocol import _source_protocol
+from test_protocol import ManualLoop, _source_protocol
 
 MODULE = _source_protocol()
 TICK = 1 / MODULE.TICKS_PER_S
-EARLY = 0.0005  # how early the loop may run a timer
+EARLY = 0.0005  # how early the loop may run a timer (libuv rounds to milliseconds)
+STEP = 0.0001  # how long a loop turn takes at least
 LATE = TICK + 0.002  # how late a timeout may come
-
-
-class Clock:
-    """The two calls Deadlines makes of its loop; runs its timers in order, each at its time
-    less EARLY, and always a little after the previous one (a real loop's time moves)."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.timers: list[asyncio.TimerHandle] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def get_debug(self) -> bool:
-        return False
-
-    def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
-        pass
-
-    def call_at(self, when: float, callback: Any) -> asyncio.TimerHandle:
-        handle = asyncio.TimerHandle(when, callback, (), self)  # type: ignore[arg-type]
-        self.timers.append(handle)
-        return handle
-
-    def run_until(self, t: float) -> None:
-        while True:
-            live = [h for h in self.timers if not h.cancelled()]
-            due = [h for h in live if h.when() - EARLY <= t]
-            self.timers = live
-            if not due:
-                break
-            handle = min(due, key=lambda h: h.when())
-            self.timers.remove(handle)
-            self.now = max(self.now + 0.0001, handle.when() - EARLY)
-            handle._run()
-        self.now = max(self.now, t)
 
 
 class Conn:
     """What Deadlines uses of a connection, timing out at ``deadline`` as _on_timer does."""
 
-    def __init__(self, deadlines: Any, clock: Clock) -> None:
+    def __init__(self, deadlines: Any, clock: ManualLoop) -> None:
         self._tick = 0
         self.peer = "-"
         self.deadlines, self.clock = deadlines, clock
@@ -92,7 +56,7 @@ class Conn:
 class DeadlinesVsModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.clock = Clock()
+        self.clock = ManualLoop(EARLY, STEP)
         self.deadlines = MODULE.Deadlines(self.clock)
         self.conns = [Conn(self.deadlines, self.clock) for _ in range(5)]
 

@@ -531,10 +531,14 @@ def test_a_failing_timer_stops_no_other(
 
 
 class ManualLoop:
-    """A clock that moves only when told and the loop timers Deadlines sets, run in order."""
+    """A clock that moves only when told and the loop timers Deadlines sets, run in order.
+    ``early``: a timer runs that much before its time (libuv rounds to milliseconds);
+    ``step``: each timer runs at least that long after the previous one (a real loop's time
+    moves between turns)."""
 
-    def __init__(self) -> None:
+    def __init__(self, early: float = 0.0, step: float = 0.0) -> None:
         self.now = 0.0
+        self.early, self.step = early, step
         self.timers: list[asyncio.TimerHandle] = []
         self.fires = 0
 
@@ -554,15 +558,16 @@ class ManualLoop:
 
     def run_until(self, t: float) -> None:
         while True:
-            due = [h for h in self.timers if not h.cancelled() and h.when() <= t]
+            self.timers = [h for h in self.timers if not h.cancelled()]
+            due = [h for h in self.timers if h.when() - self.early <= t]
             if not due:
                 break
             handle = min(due, key=lambda h: h.when())
             self.timers.remove(handle)
-            self.now = max(self.now, handle.when())
+            self.now = max(self.now + self.step, handle.when() - self.early)
             self.fires += 1
             handle._run()
-        self.now = t
+        self.now = max(self.now, t)
 
 
 class Armed:
