@@ -456,7 +456,7 @@ class HttpProtocol:
             self._expect = None
             self._continue_pending = False
             if self._if_none_match is not None:
-                req.if_none_match = self._if_none_match  # type: ignore[attr-defined]
+                req.if_none_match = self._if_none_match
                 self._if_none_match = None
         if self._authorization is not None:
             req.authorization = self._authorization

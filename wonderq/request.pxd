@@ -8,7 +8,6 @@ cimport cython
 @cython.final
 @cython.freelist(64)
 cdef class Request:
-    cdef dict __dict__              # attributes an application adds (created on first use)
     cdef public object method       # str: interned for the usual methods
     cdef public object path         # str, raw (not percent-decoded), latin-1
     cdef public object query        # str, raw, without the "?"
@@ -23,6 +22,9 @@ cdef class Request:
     cdef public bint echo_keep_alive  # the client sent Connection: keep-alive
     cdef public object headers      # [(lowercase name, value)] outside /v1/, else None
     cdef public object authorization  # the Authorization header (bytes), or None
+    # Set only now and then (None from the allocation: _new_request does not store them).
+    cdef public object if_none_match  # the If-None-Match header (bytes), or None
+    cdef public object principal    # the SQS face's verified AWS principal, or None
 
 
 @cython.locals(params=dict, end=Py_ssize_t, start=Py_ssize_t, stop=Py_ssize_t, eq=Py_ssize_t,

@@ -140,10 +140,12 @@ class Request:
     only for an error the protocol found itself, answered in turn; ``echo_keep_alive`` when
     the client sent ``Connection: keep-alive``. ``authorization`` is the
     ``Authorization`` header (bytes) or None (a field, not an added attribute: access control
-    reads it on every request). ``if_none_match`` (bytes) exists only when the request carried
-    that header (read it with ``getattr(req, "if_none_match", None)``). Other attributes may
-    be added (compiled, the class keeps a ``__dict__`` for them, created only when one is
-    set). ``headers`` is the
+    reads it on every request). ``if_none_match`` is the ``If-None-Match`` header (bytes) and
+    ``principal`` the SQS face's verified AWS principal, each None unless set; read them with
+    ``getattr(req, name, None)``, as a request made by ``_new_request`` uncompiled lacks them.
+    No other attribute can be added: compiled, the class has no ``__dict__``, which Cython
+    would make for every request (a dict made and freed per request, ~1% of a pipelined
+    publish). ``headers`` is the
     list of ``(lowercase name, value)`` bytes pairs in arrival order, kept only for targets
     outside ``/v1/`` (the SQS face reads ``X-Amz-Target``, ``Content-Type`` and ``Host``; the
     native routes read none, so their hot path stores none), else None.
@@ -172,6 +174,8 @@ class Request:
         self.echo_keep_alive = False
         self.authorization: bytes | None = None
         self.headers: list[tuple[bytes, bytes]] | None = None
+        self.if_none_match: bytes | None = None
+        self.principal: Any = None
 
     @classmethod
     def failed(cls, conn: HttpProtocol, response: Response) -> Request:

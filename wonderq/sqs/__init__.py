@@ -148,7 +148,7 @@ class SqsFace(Actions):
                 tls=self.tls,
                 peer=req.conn.peer,
             )
-            req.principal = principal  # type: ignore[attr-defined]
+            req.principal = principal
             queue = None
             if action not in ("ListQueues", "CreateQueue"):
                 queue = self.queue_of_request(req, params)
