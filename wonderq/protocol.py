@@ -551,9 +551,11 @@ class HttpProtocol:
         """Write the answers gathered so far in one go (one send() for a whole pipeline)."""
         out = self._out
         if out:
-            if (self._out_views or len(out[-1]) >= _WRITE_AS_IS_BYTES) and (
-                self._transport is not None
-            ):
+            if self._transport is None:  # the connection is gone: nothing to join or send
+                out.clear()
+                self._out_views = False
+                return
+            if self._out_views or len(out[-1]) >= _WRITE_AS_IS_BYTES:
                 # Big bodies (a receive's BodyViews, /metrics of 100,000 queues): handed
                 # to the transport as they are, with what is around them, and sent with one
                 # writev, instead of first copied into one new buffer (perf: the join was a
@@ -564,8 +566,7 @@ class HttpProtocol:
                 return
             data = b"".join(out)
             out.clear()
-            if self._transport is not None:
-                self._transport.write(data)
+            self._transport.write(data)
 
     def _append_body(self, body: Any) -> None:
         """Queue an answer's body for _flush: bytes, or a SplitBody's pieces (a receive
