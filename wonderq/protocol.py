@@ -1031,9 +1031,7 @@ class Deadlines:
         # that re-arms (its deadline moved later) goes into a new bucket, which this call
         # does not fire. libuv rounds timers to milliseconds, so a tick whose time is less
         # than one away is due.
-        now = int((self._loop.time() + 0.001) * TICKS_PER_S)
-        if now > self._fired:
-            self._fired = now
+        now = self._fired = int((self._loop.time() + 0.001) * TICKS_PER_S)  # loop time only grows
         ticks = self._ticks
         due = []
         while ticks and ticks[0] <= now:
