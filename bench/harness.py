@@ -279,9 +279,10 @@ class Launcher:
         self.logdir = logdir
         self.count = 0
 
-    def _spawn(
+    def spawn(
         self, name: str, cmd: list[str], env: dict | None = None, cwd: Path | None = None
     ) -> tuple[subprocess.Popen, Path]:
+        """Start ``cmd`` pinned, its output in a numbered log file; the process and that file."""
         self.count += 1
         log_path = self.logdir / f"{self.count:03d}-{name}.log"
         with open(log_path, "wb") as out:
@@ -295,7 +296,7 @@ class Launcher:
             )
         return proc, log_path
 
-    def _announced_port(self, proc: subprocess.Popen, log_path: Path, timeout: float) -> int:
+    def announced_port(self, proc: subprocess.Popen, log_path: Path, timeout: float) -> int:
         """Reads ``... listening on http://127.0.0.1:PORT`` (or https) from the server's output."""
         deadline = time.monotonic() + timeout
         pattern = re.compile(rb"listening on https?://[\d.]+:(\d+)")
@@ -318,11 +319,11 @@ class Launcher:
         # Another build ($WONDERQ_SERVER_CMD) runs with its own package: this tree on its
         # PYTHONPATH would shadow it (an editable install's finder comes after the path).
         env = dict(os.environ) if os.environ.get("WONDERQ_SERVER_CMD") else tree_env()
-        proc, log_path = self._spawn(
+        proc, log_path = self.spawn(
             "wonderq", [*cmd, "serve", "--host", "127.0.0.1", "--port", "0", *flags], env
         )
         try:
-            port = self._announced_port(proc, log_path, 30)
+            port = self.announced_port(proc, log_path, 30)
         except RuntimeError as exc:
             raise ServerMissing(f"wonderq serve: {exc}") from exc
         return Server("wonderq", proc, port, log_path)
@@ -331,8 +332,8 @@ class Launcher:
         """bench/ceiling.py; ``reading``: its mode that also takes the URL, headers and body."""
         name = "reading" if reading else "ceiling"
         cmd = [sys.executable, str(BENCH / "ceiling.py"), "--port", "0"]
-        proc, log_path = self._spawn(name, [*cmd, "--reading"] if reading else cmd)
-        return Server(name, proc, self._announced_port(proc, log_path, 20), log_path)
+        proc, log_path = self.spawn(name, [*cmd, "--reading"] if reading else cmd)
+        return Server(name, proc, self.announced_port(proc, log_path, 20), log_path)
 
     def _on_free_port(
         self,
@@ -349,7 +350,7 @@ class Launcher:
                 tmp.cleanup()
             raise ServerMissing(f"{program} is not installed")
         port = free_port()
-        proc, log_path = self._spawn(name, args(exe, port))
+        proc, log_path = self.spawn(name, args(exe, port))
         server = Server(name, proc, port, log_path, tmp)
         try:
             wait_port(port, proc)

@@ -131,7 +131,7 @@ def nginx_tls(launcher: Launcher, upstream: int | None, cert: Path, key: Path) -
     ):  # fmt: skip
         text = text.replace(name, value)
     conf.write_text(text)
-    proc, log_path = launcher._spawn(
+    proc, log_path = launcher.spawn(
         "nginx-tls", [exe, "-p", tmp.name, "-c", str(conf), "-e", f"{tmp.name}/error.log"]
     )
     server = Server("nginx-tls", proc, port, log_path, tmp)

@@ -18,6 +18,9 @@ What it does not show: how WonderQ would keep bodies in such a file safely. The 
 references to the pages it sends until the peer has read them, so a deleted message's pages
 must leave the file (``fallocate(PUNCH_HOLE)``, whole pages only) instead of being written
 over, and pages the file shares with a partly punched huge page would be zeroed in place.
+That cost decided it: built into WonderQ with vmsplice on a branch, a lent page had to be
+given back and a new one faulted in for every 4 KiB, which cost what the copy did
+(bench/RESULTS.md, "Zero-copy for 64 KiB answers, built").
 """
 
 from __future__ import annotations
@@ -105,8 +108,8 @@ def main() -> int:
     try:
         for mode in rows:
             cmd = [sys.executable, __file__, "--serve", mode]
-            proc, log_path = launcher._spawn(mode, cmd)
-            port = launcher._announced_port(proc, log_path, 120)
+            proc, log_path = launcher.spawn(mode, cmd)
+            port = launcher.announced_port(proc, log_path, 120)
             servers[mode] = harness.Server(mode, proc, port, log_path)
         for _ in range(args.runs):
             for mode, server in servers.items():
