@@ -69,10 +69,10 @@ Q_SEND = (
     b"POST " + Q + b"/messages HTTP/1.1\r\n" + HOST + b"Content-Type: text/plain; charset=utf-8\r\n"
     b"Content-Length: 200\r\n\r\n" + BODY
 )
-# bench/scale.py's publishes: queues q0..q<SPREAD-1> exist; spread1 publishes to q0 only,
-# spread10k to each in turn (the same requests, the same engine, only the spreading differs),
-# counted after a first pass over every queue (in both of the two runs, so it cancels out).
-SPREAD = 10_000
+# bench/scale.py's publishes: queues q0..q<N-1> exist; spread1 publishes to q0 only (of
+# 10,000), spread10k and spread100k to each in turn (the same requests, only the spreading
+# differs), counted after a first pass over every queue (in both runs, so it cancels out).
+SPREAD = {"spread1": 10_000, "spread10k": 10_000, "spread100k": 100_000}
 SPREAD_SEND = (
     b"POST /v1/queues/q%d/messages HTTP/1.1\r\n" + HOST + b"Content-Type: text/plain; "
     b"charset=utf-8\r\nContent-Length: 200\r\n\r\n" + BODY
@@ -147,7 +147,18 @@ WORKLOADS = {
     "sqs_recvdel10": "SQS ReceiveMessage(10) + DeleteMessageBatch (JSON 1.0, per message)",
     "spread1": "POST /v1/queues/q0/messages with 10,000 queues (bench/scale.py's 1 queue)",
     "spread10k": "POST /v1/queues/q<k>/messages, k round robin over 10,000 queues",
+    "spread100k": "POST /v1/queues/q<k>/messages, k round robin over 100,000 queues",
+    "big64k": "POST /v1/queues/big/messages of 64 KiB (bench/bigmsg.py), in reads of 256 KiB",
+    "big64k_recv": "receive + delete of 64 KiB messages (per message)",
+    "big1m": "POST /v1/queues/big/messages of 1 MiB, in reads of 256 KiB",
+    "big1m_recv": "receive + delete of 1 MiB messages (per message)",
 }
+# The big workloads: body bytes, messages stored before (in both runs alike), and the two
+# counts of the run (far fewer than the default: valgrind runs ~50x slower than the CPU).
+BIG = {"big64k": 65536, "big1m": 1 << 20}
+BIG_PREFILL = {"big64k": 250, "big1m": 30}
+RUNS = {"big64k": (50, 250), "big64k_recv": (50, 250), "big1m": (6, 30), "big1m_recv": (6, 30)}
+READ_BYTES = 256 * 1024  # the most uvloop reads from a socket at once
 
 
 class Transport(asyncio.Transport):
@@ -156,9 +167,19 @@ class Transport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.last = b""
+        self.protocol: Any = None  # a protocol that took the transport over (set_protocol)
 
     def write(self, data: Any) -> None:
         self.last = data
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.last = list_of_data[-1]  # uvloop's writev: no join
+
+    def get_protocol(self) -> Any:
+        return self.protocol
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
 
     def close(self) -> None:
         pass
@@ -257,11 +278,17 @@ def protocol_for(workload: str, transport: Transport) -> Any:
             text = f'[tokens.bench]\ntoken = "{TOKEN}"\nrights = ["publish", "consume"]\n'
             app.authorizer = Authorizer(AuthConfig.parse(text))
     if workload.startswith("spread"):
-        for k in range(SPREAD):
+        for k in range(SPREAD[workload]):
             broker.put_queue(f"q{k}")
+    if workload.startswith("big"):
+        size = BIG[workload.split("_")[0]]
+        broker.put_queue("big")
+        for _ in range(BIG_PREFILL[workload.split("_")[0]]):  # as many in both runs
+            broker.publish("big", b"x" * size, time.monotonic_ns() // 1_000_000)
     for _ in range(60):  # messages for the consuming workloads, the same whatever N
         broker.publish_batch("default", [BODY] * 1000, time.monotonic_ns() // 1_000_000)
     proto = protocol.HttpProtocol(app, Owner(), settings)
+    transport.set_protocol(proto)
     proto.connection_made(transport)
     return proto
 
@@ -352,16 +379,52 @@ def feed(workload: str, n: int) -> None:
             body = template % tuple([piece[:size] for piece in pieces[1:]])
             received(head + b"%d\r\n\r\n" % len(body) + body)
             assert transport.last.endswith(b'"Failed":[]}'), transport.last[-300:]
-    elif workload in ("spread1", "spread10k"):
-        requests = [SPREAD_SEND % k for k in range(SPREAD if workload == "spread10k" else 1)]
+    elif workload in SPREAD:
+        queues = SPREAD[workload]
+        requests = [SPREAD_SEND % k for k in range(1 if workload == "spread1" else queues)]
         count = len(requests)
-        for i in range(SPREAD):  # one pass first, in both counts: the steady state of
+        for i in range(queues):  # one pass first, in both counts: the steady state of
             received(requests[i % count])  # bench/scale.py, which sends each path many times
         for i in range(n):
             received(requests[i % count])
         assert transport.last.startswith(b"HTTP/1.1 201"), transport.last[:200]
+    elif workload in BIG:
+        size = BIG[workload]
+        head = b"POST /v1/queues/big/messages HTTP/1.1\r\n" + HOST
+        head += b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n" % size
+        reads = reads_of(head + b"x" * size)
+        for _ in range(n):
+            read_in_pieces(transport, received, reads)
+        assert transport.last.startswith(b"HTTP/1.1 201"), transport.last[:200]
+    elif workload.startswith("big") and workload.endswith("_recv"):
+        receive = b"GET /v1/queues/big/messages?cid=1001&limit=1&visibility=60 HTTP/1.1\r\n"
+        receive += HOST + b"\r\n"
+        delete = b"DELETE /v1/queues/big/messages/%d?cid=1001 HTTP/1.1\r\n" + HOST + b"\r\n"
+        for i in range(n):  # per message: the i-th receive leases id i + 1
+            received(receive)
+            received(delete % (i + 1))
+        assert transport.last.endswith(b"true"), transport.last
     else:
         raise SystemExit(f"unknown workload {workload!r}")
+
+
+def reads_of(data: bytes) -> list[bytes]:
+    """``data`` cut in reads of at most READ_BYTES, as uvloop reads a socket."""
+    return [data[start : start + READ_BYTES] for start in range(0, len(data), READ_BYTES)]
+
+
+def read_in_pieces(transport: Transport, received: Any, reads: list[bytes]) -> None:
+    """The reads, as uvloop hands them over: to the protocol, or, once a big body's reader
+    has taken the transport over (wonderq.bodyread), copied into the buffer it offers (the
+    kernel's copy in a server; valgrind counts its ``rep movsb`` as an instruction a byte)."""
+    for piece in reads:
+        current = transport.protocol
+        if current is None or not hasattr(current, "get_buffer"):
+            received(piece)
+            continue
+        buf = memoryview(current.get_buffer(len(piece)))
+        buf[: len(piece)] = piece
+        current.buffer_updated(len(piece))
 
 
 def collected(workload: str, n: int) -> int:
@@ -381,8 +444,8 @@ def collected(workload: str, n: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workloads", nargs="*", help=", ".join(WORKLOADS))
-    parser.add_argument("--n1", type=int, default=1600)
-    parser.add_argument("--n2", type=int, default=9600)
+    parser.add_argument("--n1", type=int, help="requests of the first run (default 1600)")
+    parser.add_argument("--n2", type=int, help="requests of the second run (default 9600)")
     parser.add_argument("--feed", nargs=2, metavar=("WORKLOAD", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.feed:
@@ -392,8 +455,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown workloads {sorted(unknown)}: choose from {', '.join(WORKLOADS)}")
     for workload in args.workloads or list(WORKLOADS):
-        a, b = collected(workload, args.n1), collected(workload, args.n2)
-        per = (b - a) / (args.n2 - args.n1)
+        n1, n2 = RUNS.get(workload, (1600, 9600))
+        n1, n2 = args.n1 or n1, args.n2 or n2
+        a, b = collected(workload, n1), collected(workload, n2)
+        per = (b - a) / (n2 - n1)
         print(f"{workload:16} {per:8,.0f} instructions  {WORKLOADS[workload]}", flush=True)
     return 0
 
