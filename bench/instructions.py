@@ -400,6 +400,9 @@ def feed(workload: str, n: int) -> None:
         receive = b"GET /v1/queues/big/messages?cid=1001&limit=1&visibility=60 HTTP/1.1\r\n"
         receive += HOST + b"\r\n"
         delete = b"DELETE /v1/queues/big/messages/%d?cid=1001 HTTP/1.1\r\n" + HOST + b"\r\n"
+        stored = BIG_PREFILL[workload.split("_")[0]]
+        if n > stored:
+            raise SystemExit(f"{workload}: at most {stored} messages (the ones stored first)")
         for i in range(n):  # per message: the i-th receive leases id i + 1
             received(receive)
             received(delete % (i + 1))
