@@ -129,6 +129,22 @@ cdef struct Queue:
     int32_t ret_index       # slot in Broker.retention, -1 unless retention_ms and ready > 0
     int64_t expired_retention   # total messages dropped because their retention ran out
 
+# Broker.names (engine/names.pxi): queue name -> index, one 64-byte slot per name.
+cdef enum:
+    NAME_INLINE = 48            # a name's first bytes kept in its slot
+
+cdef struct NameSlot:
+    uint64_t hash               # the name str's hash()
+    int32_t idx                 # its queue index; -1: an empty slot
+    int32_t len                 # bytes of the name
+    char key[NAME_INLINE]       # its first bytes
+
+cdef struct NameTable:
+    NameSlot* slots             # mask + 1 slots, 64-byte aligned; NULL until the first insert
+    uint64_t mask               # slots - 1 (a power of two)
+    uint64_t used               # slots holding a name
+
+
 # Entry of the retention heap: a queue whose oldest ready message (lowest id) has a retention
 # deadline, keyed like the timer heap by (deadline_ms, msg_id) of that message.
 cdef struct RetentionEntry:
@@ -149,6 +165,7 @@ cdef class Broker:
     cdef Queue* queues              # array of queue_cap queues, indexed by queue idx
     cdef int32_t queue_cap          # queues allocated
     cdef dict queue_index           # name -> idx of active queues
+    cdef NameTable names            # the same, for lookup() (engine/names.pxi)
     cdef list queue_names_by_idx    # idx -> name (None for a free slot)
     cdef list free_queue_idx        # free slots of queues, reused before growing
     cdef dict queue_meta            # idx -> the queue's meta str (only queues that have one)

@@ -213,6 +213,7 @@ include "engine/timers.pxi"       # the timer heap of leases and delays
 include "engine/leases.pxi"       # the lease table (id -> leased message)
 include "engine/ready.pxi"        # a queue's ready set: FIFO + return heap
 include "engine/queues.pxi"       # queue names, attributes, the dead-letter rule
+include "engine/names.pxi"        # the table of queue names lookup() reads
 include "engine/retention.pxi"    # dropping messages past their queue's retention
 include "engine/dump.pxi"         # the sorted snapshot behind dump_messages
 include "engine/broker.pxi"       # the Broker: the Python API over all of the above

@@ -30,6 +30,7 @@ cdef int broker_check_invariants(Broker self) except -1:
         fail("queue_index and queue_names_by_idx disagree")
     if "default" not in self.queue_index:
         fail("the default queue is missing")
+    check_names(&self.names, self.queue_index)
     for qi in range(n_slots):
         q = &self.queues[qi]
         name = self.queue_names_by_idx[qi]
@@ -260,4 +261,32 @@ cdef int check_retention(Broker self, int64_t n_slots) except -1:
         if q.active and qi not in seen and (q.ret_index != -1 or (
                 q.retention_ms > 0 and q.ready > 0)):
             fail(f"queue slot {qi}: missing from the retention heap")
+    return 0
+
+
+cdef int check_names(NameTable* t, dict index) except -1:
+    """The name table (names.pxi) holds exactly the registry's names: each once, at its hash's
+    probe run with no empty slot before it, with the right index, length and first bytes."""
+    cdef const char* data
+    cdef Py_ssize_t n
+    cdef uint64_t i, home
+    cdef NameSlot* s
+    if t.used != <uint64_t>len(index):
+        fail(f"the name table holds {t.used} names, the registry {len(index)}")
+    if t.slots != NULL and t.used * 2 > t.mask + 1:
+        fail("the name table is more than half full")
+    for name, qi in index.items():
+        if not name_bytes(name, &data, &n):
+            fail(f"queue {name!r}: not an ASCII str")
+        home = <uint64_t>hash(name) & t.mask
+        i = home
+        while True:
+            s = &t.slots[i]
+            if s.idx < 0:
+                fail(f"queue {name!r}: not in the name table")
+            if s.idx == qi:
+                break
+            i = (i + 1) & t.mask
+        if not slot_holds(s, <uint64_t>hash(name), data, n):
+            fail(f"queue {name!r}: its name slot is wrong")
     return 0

@@ -1,0 +1,104 @@
+"""The engine's table of queue names (engine/names.pxi), which Broker.lookup reads on every
+request, against a dict: after any sequence of creates and deletes (names that share long
+prefixes, names longer than the bytes a slot keeps, deleted names asked for again, str
+subclasses), every name resolves to its own queue, every other name is not found, and
+check_invariants finds each name in its probe run."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from wonderq._core import Broker, QueueNotFound
+
+pytestmark = pytest.mark.timeout(120)
+
+INLINE = 48  # engine: NAME_INLINE, the bytes of a name its slot keeps
+
+# Names that collide in interesting ways: short ones, and long ones that share their first
+# 48 or more bytes so that only the rest (read from the registry) tells them apart.
+SHORT = st.text(alphabet="ab", min_size=1, max_size=4)
+LONG = st.builds(
+    lambda head, tail: "x" * head + tail,
+    st.integers(min_value=INLINE - 2, max_value=78),
+    st.text(alphabet="ab", min_size=1, max_size=2),
+)
+NAMES = st.one_of(SHORT, LONG)
+
+
+class Sub(str):
+    pass
+
+
+def probe(broker: Broker, name: str) -> int | None:
+    """The queue's publish count as lookup() resolves it, or None when it is not found."""
+    try:
+        return int(broker.queue_info(name)["totals"]["published"])
+    except QueueNotFound:
+        return None
+
+
+OPS = st.lists(st.tuples(st.sampled_from(["put", "put", "delete", "publish"]), NAMES), max_size=60)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(OPS)
+def test_the_name_table_agrees_with_a_dict(ops: list[tuple[str, str]]) -> None:
+    broker = Broker()
+    published: dict[str, int] = {}  # name -> publishes, for the queues that exist
+    for op, name in ops:
+        if op == "put":
+            created = broker.put_queue(Sub(name) if len(name) % 2 else name)
+            assert created == (name not in published)
+            published.setdefault(name, 0)
+        elif op == "delete":
+            if name in published:
+                broker.delete_queue(name)
+                del published[name]
+            else:
+                with pytest.raises(QueueNotFound):
+                    broker.delete_queue(name)
+        elif name in published:
+            broker.publish(name, b"m", 1)
+            published[name] += 1
+        else:
+            with pytest.raises(QueueNotFound):
+                broker.publish(name, b"m", 1)
+        broker.check_invariants()
+    for _op, name in ops:  # every name seen: its own queue, or not found
+        assert probe(broker, name) == published.get(name)
+        assert probe(broker, "".join(reversed(name)) + "z") == published.get(
+            "".join(reversed(name)) + "z"
+        )
+
+
+def test_many_queues_grow_and_shrink_the_table() -> None:
+    broker = Broker()
+    names = [f"q{k}" for k in range(5000)]
+    for name in names:
+        broker.put_queue(name)
+    broker.check_invariants()
+    for k, name in enumerate(names):
+        if k % 3:
+            broker.delete_queue(name)
+    broker.check_invariants()
+    for k, name in enumerate(names):
+        if k % 3 == 0:
+            broker.publish(name, b"m", 1)
+        assert probe(broker, name) == (1 if k % 3 == 0 else None)
+    for k, name in enumerate(names):
+        if k % 3:
+            broker.put_queue(name)  # the freed slots taken again
+    broker.check_invariants()
+    assert all(probe(broker, name) is not None for name in names)
+
+
+def test_names_that_cannot_be_queue_names_are_not_found() -> None:
+    broker = Broker()
+    broker.put_queue("plain")
+    for name in ("pla\u00efn", "plain\u20ac", "", "x" * 200, Sub("missing")):
+        with pytest.raises(QueueNotFound):
+            broker.ready_count(name)
+    assert broker.ready_count(Sub("plain")) == 0  # a str subclass finds the queue by value
+    assert broker.ready_count("plain") == 0

@@ -1,0 +1,122 @@
+# The queues' names -> indices that Broker.lookup reads on every request: an open-addressing
+# table of 64-byte slots (one cache line each), linear probing, at most half full. A slot
+# holds the name's hash, its index and its first NAME_INLINE bytes, so a lookup of a name
+# that fits reads one line of memory, where a dict reads four (index slot, entry, key object,
+# int object). Spread over 100,000 queues those lines are cold, and the router's and this
+# lookup's misses overlap: bench/RESULTS.md, "But removing both lookups does". The dict
+# (Broker.queue_index) stays the registry; this table follows it (put_queue, delete_queue).
+# Queue names are ASCII ([A-Za-z0-9_-]{1,80}): a name's bytes are its str's compact data.
+
+from cpython.unicode cimport PyUnicode_GET_LENGTH
+from libc.stdlib cimport free
+from libc.string cimport memcmp, memcpy
+
+
+cdef extern from "<stdlib.h>" nogil:
+    void* aligned_alloc(size_t alignment, size_t size)
+
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
+    void* PyUnicode_DATA(object o)
+
+
+# NameSlot, NameTable and NAME_INLINE are declared in _core.pxd (Broker holds a NameTable).
+cdef enum:
+    NAMES_MIN_CAP = 64
+
+
+cdef inline bint name_bytes(object name, const char** data, Py_ssize_t* n):
+    """The bytes of a str that can be a queue's name (exact str, compact ASCII)."""
+    if type(name) is not str or not PyUnicode_IS_COMPACT_ASCII(name):
+        return False
+    data[0] = <const char*>PyUnicode_DATA(name)
+    n[0] = PyUnicode_GET_LENGTH(name)
+    return True
+
+
+cdef inline bint slot_holds(NameSlot* s, uint64_t h, const char* data, Py_ssize_t n) noexcept:
+    """Whether s may hold that name: its hash, length and first bytes (all of a short name)."""
+    return (s.hash == h and s.len == n
+            and memcmp(s.key, data, <size_t>(n if n < NAME_INLINE else NAME_INLINE)) == 0)
+
+
+cdef int names_grow(NameTable* t) except -1:
+    """Twice the slots (NAMES_MIN_CAP at first), every name placed again."""
+    cdef uint64_t cap = (t.mask + 1) * 2 if t.slots != NULL else NAMES_MIN_CAP
+    cdef NameSlot* slots = <NameSlot*>aligned_alloc(64, cap * sizeof(NameSlot))
+    cdef NameSlot* old = t.slots
+    cdef uint64_t old_cap = t.mask + 1 if old != NULL else 0
+    cdef uint64_t i, j
+    if slots == NULL:
+        raise MemoryError()
+    for i in range(cap):
+        slots[i].idx = -1
+    for i in range(old_cap):
+        if old[i].idx >= 0:
+            j = old[i].hash & (cap - 1)
+            while slots[j].idx >= 0:
+                j = (j + 1) & (cap - 1)
+            slots[j] = old[i]
+    free(old)
+    t.slots = slots
+    t.mask = cap - 1
+    return 0
+
+
+cdef int names_insert(NameTable* t, object name, int32_t idx) except -1:
+    """Add ``name`` (not in the table) for queue ``idx``."""
+    cdef const char* data
+    cdef Py_ssize_t n
+    cdef uint64_t h, i
+    cdef NameSlot* s
+    if not name_bytes(name, &data, &n):
+        raise ValueError("a queue name is an ASCII str")
+    h = <uint64_t>hash(name)
+    if t.slots == NULL or (t.used + 1) * 2 > t.mask + 1:
+        names_grow(t)
+    i = h & t.mask
+    while t.slots[i].idx >= 0:
+        i = (i + 1) & t.mask
+    s = &t.slots[i]
+    s.hash = h
+    s.idx = idx
+    s.len = <int32_t>n
+    memcpy(s.key, data, <size_t>(n if n < NAME_INLINE else NAME_INLINE))
+    t.used += 1
+    return 0
+
+
+cdef int names_delete(NameTable* t, object name, int32_t idx) except -1:
+    """Remove queue ``idx``'s slot (named ``name``), moving the slots after it back so that
+    no probe meets a hole (linear probing's deletion: no tombstones)."""
+    cdef uint64_t i, j, home
+    cdef NameSlot* slots = t.slots
+    if slots == NULL:
+        return 0
+    i = <uint64_t>hash(name) & t.mask
+    while slots[i].idx != idx:
+        if slots[i].idx < 0:
+            return 0  # not there
+        i = (i + 1) & t.mask
+    j = i
+    while True:
+        j = (j + 1) & t.mask
+        if slots[j].idx < 0:
+            break
+        home = slots[j].hash & t.mask
+        # slots[j] stays when its home lies cyclically in (i, j]
+        if (i < home <= j) if i <= j else (i < home or home <= j):
+            continue
+        slots[i] = slots[j]
+        i = j
+    slots[i].idx = -1
+    t.used -= 1
+    return 0
+
+
+cdef void names_free(NameTable* t) noexcept:
+    free(t.slots)
+    t.slots = NULL
+    t.mask = 0
+    t.used = 0
