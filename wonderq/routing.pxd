@@ -15,7 +15,6 @@ cdef class Route:
     cdef tuple literals              # (index, text) of the literal segments, the last first
     cdef readonly tuple params       # (index, name) of the {name} segments
     cdef readonly bint queue_only    # its only {param} is {queue} (dispatch sets req.queue)
-    cdef readonly bint keep_paths    # dispatch keeps its paths (a queue's messages' routes)
 
     @cython.locals(i=Py_ssize_t, text=str, name=str, value=str, found=dict)
     cpdef dict match(self, list segments)
@@ -35,7 +34,6 @@ cdef class Router:
     cdef Route _last_dyn_route       # its route
     cdef dict _last_dyn_params       # its path parameters (shared: read only), or None
     cdef str _last_dyn_queue         # or its {queue} segment (queue_only routes)
-    cdef readonly dict _queue_paths  # path -> (Route, segment) of queue_only routes, bounded
     cdef public object authorizer    # wonderq.auth.Authorizer with --auth-file, else None
     cdef dict _allowed               # authorizer.allowed, the decision cache
     cdef object _allowed_of          # the authorizer _allowed belongs to

@@ -42,8 +42,6 @@ Handler = Callable[[Request], "Response | None"]
 Entry = tuple[Handler, str, list[int], Any]
 
 _PARAM_SEGMENT = re.compile(r"\{\w+\}")  # a {name} segment of a route template
-# Paths of {queue}-only routes whose match dispatch keeps (see Router._queue_paths).
-QUEUE_PATHS_KEPT = 16384
 
 
 class Route:
@@ -72,10 +70,6 @@ class Route:
         self.params = tuple((i, p[1:-1]) for i, p in enumerate(parts) if p[:1] == "{")
         # Its only {param} is {queue}: dispatch hands it over in req.queue, no dict made.
         self.queue_only = [p for _, p in self.params] == ["queue"]
-        # Dispatch keeps its paths (Router._queue_paths): the routes of a queue's messages,
-        # which producers and consumers send again and again; not the queue's own path,
-        # which creating 10,000 queues would otherwise fill the kept paths with.
-        self.keep_paths = self.queue_only and parts[-1] != "{queue}"
         # method -> (handler, label, counts by status, access: (right, queue, bit) or None)
         self.handlers: dict[str, Entry] = {}
 
@@ -201,14 +195,6 @@ class Router:
         self._last_dyn_route: Route | None = None
         self._last_dyn_params: dict[str, str] | None = None
         self._last_dyn_queue: str | None = None
-        # Path -> (Route, its {queue} segment) of the routes of a queue's messages
-        # (Route.keep_paths): publishers and consumers spread over many queues send a few
-        # paths per queue over and over, and a dict lookup of the path costs less than
-        # matching it and making the segment's string anew (whose hash the engine's lookup
-        # then computes again; bench/instructions.py spread10k). Filled up to
-        # QUEUE_PATHS_KEPT and never cleared, so more paths than that never churn it: the
-        # others are matched.
-        self._queue_paths: dict[str, tuple[Route, str]] = {}
         self.authorizer: Any = None  # wonderq.auth.Authorizer with --auth-file
         # Its decision cache (Authorizer.allowed), read by _authorize, and whose it is.
         self._allowed: dict[Any, dict[str | None, int]] = {}
@@ -251,7 +237,6 @@ class Router:
                 self.static[template] = route.handlers
         if method in route.handlers:
             raise ValueError(f"{method} {template} is routed twice")
-        self._queue_paths.clear()  # matched before this route existed
         route.handlers[method] = (handler, f"{method} {template}", [0] * 600, _access(access))
 
     def match(self, path: str) -> tuple[Route | None, dict[str, str] | None]:
@@ -341,20 +326,14 @@ class Router:
                     req.queue = self._last_dyn_queue
                 else:
                     found: dict[str, str] | str | None
-                    kept = self._queue_paths.get(path)
-                    if kept is not None:
-                        route, found = kept
-                    else:
-                        route, found = self._match_params(path)
+                    # No memory of the paths a spread of queues sends: a dict of them (it
+                    # was one, 16,384 paths) misses in the cache as the engine's lookup does,
+                    # and the two misses overlap, so the match, which touches nothing cold,
+                    # costs less (bench/RESULTS.md, "But removing both lookups does").
+                    route, found = self._match_params(path)
                     if isinstance(found, str):  # one {param}: its segment
                         if route.queue_only:  # type: ignore[union-attr]
                             req.queue = found  # no dict to make (spread10k: -300 instructions)
-                            if (
-                                kept is None
-                                and route.keep_paths  # type: ignore[union-attr]
-                                and len(self._queue_paths) < QUEUE_PATHS_KEPT
-                            ):
-                                self._queue_paths[path] = (route, found)  # type: ignore[assignment]
                         else:
                             req.params = {route.params[0][1]: found}  # type: ignore[union-attr]
                     else:
