@@ -1,5 +1,6 @@
 # The queues' names -> indices that Broker.lookup reads on every request: an open-addressing
-# table of 64-byte slots (one cache line each, in a mapping of its own), linear probing, at most half full. A slot
+# table of 64-byte slots (one cache line each, in a mapping of its own), linear probing, at
+# most half full. A slot
 # holds the name's hash, its index and its first NAME_INLINE bytes, so a lookup of a name
 # that fits reads one line of memory, where a dict reads four (index slot, entry, key object,
 # int object). Spread over 100,000 queues those lines are cold, and the router's and this
