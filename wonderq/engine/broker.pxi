@@ -113,29 +113,20 @@ cdef class Broker:
 
     cdef int32_t lookup(self, object name) except -1:
         # Callers often pass the same str object each time (a constant): an identity hit skips
-        # the dict lookup (~30 ns of a ~350 ns publish in bench/bench_core.py).
+        # the name table's lookup (~30 ns of a ~350 ns publish in bench/bench_core.py).
         cdef const char* data
         cdef Py_ssize_t n
-        cdef uint64_t h, i
-        cdef NameSlot* s
+        cdef int32_t qi
         if name is self.last_name:
             return self.last_idx
         if name_bytes(name, &data, &n):
             # One slot per name (names.pxi), not the dict's four places in memory.
-            if self.names.slots != NULL:
-                h = <uint64_t>hash(name)
-                i = h & self.names.mask
-                while True:
-                    s = &self.names.slots[i]
-                    if s.idx < 0:
-                        break
-                    if slot_holds(s, h, data, n) and (
-                            n <= NAME_INLINE or self.queue_names_by_idx[s.idx] == name):
-                        self.last_name = name
-                        self.last_idx = s.idx
-                        return s.idx
-                    i = (i + 1) & self.names.mask
-            raise QueueNotFound(f"queue {name!r} does not exist")
+            qi = names_find(&self.names, name, data, n, self.queue_names_by_idx)
+            if qi < 0:
+                raise QueueNotFound(f"queue {name!r} does not exist")
+            self.last_name = name
+            self.last_idx = qi
+            return qi
         idx = self.queue_index.get(name) if isinstance(name, str) else None
         if idx is None:
             raise QueueNotFound(f"queue {name!r} does not exist")
@@ -458,8 +449,7 @@ cdef class Broker:
             # One entry per queue slot at most: ret_update never needs to grow it.
             ret_reserve(&self.retention, len(self.queue_names_by_idx) + 1)
         if existing is None:
-            if self.names.slots == NULL or (self.names.used + 1) * 2 > self.names.mask + 1:
-                names_grow(&self.names)  # first, so that names_insert below cannot fail
+            names_reserve(&self.names)  # first, so that names_insert below cannot fail
             if self.free_queue_idx:
                 qi = self.free_queue_idx.pop()
             else:

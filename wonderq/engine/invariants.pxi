@@ -269,7 +269,6 @@ cdef int check_names(NameTable* t, dict index) except -1:
     probe run with no empty slot before it, with the right index, length and first bytes."""
     cdef const char* data
     cdef Py_ssize_t n
-    cdef uint64_t i, home
     cdef NameSlot* s
     if t.used != <uint64_t>len(index):
         fail(f"the name table holds {t.used} names, the registry {len(index)}")
@@ -278,15 +277,9 @@ cdef int check_names(NameTable* t, dict index) except -1:
     for name, qi in index.items():
         if not name_bytes(name, &data, &n):
             fail(f"queue {name!r}: not an ASCII str")
-        home = <uint64_t>hash(name) & t.mask
-        i = home
-        while True:
-            s = &t.slots[i]
-            if s.idx < 0:
-                fail(f"queue {name!r}: not in the name table")
-            if s.idx == qi:
-                break
-            i = (i + 1) & t.mask
+        s = names_slot_of(t, name, qi)
+        if s == NULL:
+            fail(f"queue {name!r}: not in the name table")
         if not slot_holds(s, <uint64_t>hash(name), data, n):
             fail(f"queue {name!r}: its name slot is wrong")
     return 0

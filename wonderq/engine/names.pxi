@@ -1,11 +1,11 @@
 # The queues' names -> indices that Broker.lookup reads on every request: an open-addressing
 # table of 64-byte slots (one cache line each, in a mapping of its own), linear probing, at
-# most half full. A slot
-# holds the name's hash, its index and its first NAME_INLINE bytes, so a lookup of a name
-# that fits reads one line of memory, where a dict reads four (index slot, entry, key object,
-# int object). Spread over 100,000 queues those lines are cold, and the router's and this
-# lookup's misses overlap: bench/RESULTS.md, "But removing both lookups does". The dict
-# (Broker.queue_index) stays the registry; this table follows it (put_queue, delete_queue).
+# most half full. A slot holds the name's hash, its index and its first NAME_INLINE bytes,
+# so a lookup of a name that fits reads one line of memory, where a dict reads four (index
+# slot, entry, key object, int object). Spread over 100,000 queues those lines are cold,
+# and the router's and this lookup's misses overlap: bench/RESULTS.md, "But removing both
+# lookups does". The dict (Broker.queue_index) stays the registry; this table follows it
+# (put_queue, delete_queue).
 # Queue names are ASCII ([A-Za-z0-9_-]{1,80}): a name's bytes are its str's compact data.
 
 from cpython.unicode cimport PyUnicode_GET_LENGTH
@@ -68,6 +68,47 @@ cdef int names_grow(NameTable* t) except -1:
     return 0
 
 
+cdef int names_reserve(NameTable* t) except -1:
+    """Room for one more name at most half full (grown now if need be), so that the next
+    names_insert cannot fail."""
+    if t.slots == NULL or (t.used + 1) * 2 > t.mask + 1:
+        names_grow(t)
+    return 0
+
+
+cdef int32_t names_find(NameTable* t, object name, const char* data, Py_ssize_t n,
+                        list names_by_idx) except -2:
+    """The index of queue ``name`` (whose bytes are data[:n]), or -1. A name longer than its
+    slot keeps is compared whole with ``names_by_idx[idx]``, the registry's name."""
+    cdef uint64_t h, i
+    cdef NameSlot* s
+    if t.slots == NULL:
+        return -1
+    h = <uint64_t>hash(name)
+    i = h & t.mask
+    while True:
+        s = &t.slots[i]
+        if s.idx < 0:
+            return -1
+        if slot_holds(s, h, data, n) and (n <= NAME_INLINE or names_by_idx[s.idx] == name):
+            return s.idx
+        i = (i + 1) & t.mask
+
+
+cdef NameSlot* names_slot_of(NameTable* t, object name, int32_t idx) except? NULL:
+    """The slot of queue ``idx``, named ``name``: in the probe run from the name's hash,
+    before any empty slot; NULL if it is not there."""
+    cdef uint64_t i
+    if t.slots == NULL:
+        return NULL
+    i = <uint64_t>hash(name) & t.mask
+    while t.slots[i].idx != idx:
+        if t.slots[i].idx < 0:
+            return NULL
+        i = (i + 1) & t.mask
+    return &t.slots[i]
+
+
 cdef int names_insert(NameTable* t, object name, int32_t idx) except -1:
     """Add ``name`` (not in the table) for queue ``idx``."""
     cdef const char* data
@@ -77,8 +118,7 @@ cdef int names_insert(NameTable* t, object name, int32_t idx) except -1:
     if not name_bytes(name, &data, &n):
         raise ValueError("a queue name is an ASCII str")
     h = <uint64_t>hash(name)
-    if t.slots == NULL or (t.used + 1) * 2 > t.mask + 1:
-        names_grow(t)
+    names_reserve(t)
     i = h & t.mask
     while t.slots[i].idx >= 0:
         i = (i + 1) & t.mask
@@ -96,13 +136,10 @@ cdef int names_delete(NameTable* t, object name, int32_t idx) except -1:
     no probe meets a hole (linear probing's deletion: no tombstones)."""
     cdef uint64_t i, j, home
     cdef NameSlot* slots = t.slots
-    if slots == NULL:
+    cdef NameSlot* found = names_slot_of(t, name, idx)
+    if found == NULL:
         return 0
-    i = <uint64_t>hash(name) & t.mask
-    while slots[i].idx != idx:
-        if slots[i].idx < 0:
-            return 0  # not there
-        i = (i + 1) & t.mask
+    i = <uint64_t>(found - slots)
     j = i
     while True:
         j = (j + 1) & t.mask
