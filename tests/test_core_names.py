@@ -102,3 +102,45 @@ def test_names_that_cannot_be_queue_names_are_not_found() -> None:
             broker.ready_count(name)
     assert broker.ready_count(Sub("plain")) == 0  # a str subclass finds the queue by value
     assert broker.ready_count("plain") == 0
+
+
+# Broker.prefetch_name finds a name's slot from bytes (a request's target as it arrives), by
+# the hash its str's lookup uses later only if a str of ASCII hashes as its bytes do: what
+# CPython does (unicode_hash over a compact ASCII str's data). Were that to change, every hint
+# would load a line no lookup reads; this says so.
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(
+        alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-",
+        min_size=1,
+        max_size=80,
+    )
+)
+def test_a_names_bytes_hash_as_its_str_so_the_hint_loads_the_lookups_slot(name: str) -> None:
+    assert hash(name.encode("ascii")) == hash(name)
+
+
+@pytest.mark.parametrize(
+    "data, start",
+    [
+        (b"/v1/queues/q1/messages", 11),
+        (b"/v1/queues/q1?x=1", 11),
+        (b"/v1/queues/", 11),  # nothing after the prefix
+        (b"/v1/queues/q1", 99),  # past the end
+        (b"/v1/queues/q1", -5),
+        (b"", 0),
+        (b"/v1/queues/\xff\xfe%41/x", 11),  # not a name at all
+        (b"/v1/queues/" + b"x" * 5000, 11),
+    ],
+)
+def test_a_hint_changes_nothing_whatever_its_bytes(data: bytes, start: int) -> None:
+    broker = Broker()
+    broker.put_queue("q1")
+    broker.publish("q1", b"m", 1)
+    broker.prefetch_name(data, start)
+    broker.check_invariants()
+    assert probe(broker, "q1") == 1
+    assert probe(broker, "q2") is None
+    empty = Broker()
+    empty.prefetch_name(data, start)  # no table yet
+    empty.check_invariants()

@@ -827,3 +827,43 @@ def test_source_and_build_answer_byte_for_byte(loop: asyncio.AbstractEventLoop) 
 )
 def test_split_query(query: str, expected: dict[str, str] | None) -> None:
     assert split_query(query) == expected
+
+
+class HintApp(StubApp):
+    """A StubApp that takes the targets the protocol hints (App.url_hint)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hinted: list[tuple[bytes, int]] = []
+        self.queue_hint = ((b"/v1/queues/", b"/v1/x/"), self.prefetch)
+
+    def prefetch(self, target: bytes, start: int) -> None:
+        self.hinted.append((target, start))
+
+
+def test_the_target_of_a_v1_request_is_hinted_as_it_arrives(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    app = HintApp()
+    proto = HttpProtocol(app, Owner(), Limits())
+    transport = FakeTransport()
+    proto.connection_made(transport)
+    # Before its head: the hint comes while the request is still incomplete.
+    proto.data_received(b"POST /v1/queues/a/messages HTTP/1.1\r\nContent-Length: 2\r\n")
+    assert app.hinted == [(b"/v1/queues/a/messages", 11)]
+    assert b"HTTP/1.1" not in bytes(transport.out)
+    proto.data_received(b"\r\nhi")
+    assert bytes(transport.out).startswith(b"HTTP/1.1 200")
+    # Pipelined: each request's own target, by the prefix it begins with; others none.
+    proto.data_received(
+        b"GET /v1/x/b?cid=1 HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n"
+        b"GET /v1/publish HTTP/1.1\r\n\r\nGET /v1/queues/c HTTP/1.1\r\n\r\n"
+    )
+    assert app.hinted[1:] == [(b"/v1/x/b?cid=1", 6), (b"/v1/queues/c", 11)]
+    # A request line cut in two: hinted once, with what had arrived (a hint may be wrong,
+    # never harmful), and answered whole.
+    proto.data_received(b"GET /v1/queues/dd")
+    proto.data_received(b"d/messages HTTP/1.1\r\n\r\n")
+    assert app.hinted[3:] == [(b"/v1/queues/dd", 11)]
+    assert bytes(transport.out).count(b"HTTP/1.1 200") == 6
+    assert b"GET /v1/queues/ddd/messages? " in bytes(transport.out)

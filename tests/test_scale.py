@@ -366,3 +366,71 @@ def test_spread_queue_paths_route_every_request_to_its_queue() -> None:
     assert h.ask("POST", "/v1/queues/kq99/messages", "x")[0] == 404  # no such queue
     h.router.add("GET", "/v1/queues/{queue}/extra", lambda req: (200, b"1", b""))
     assert h.ask("GET", "/v1/queues/kq1/extra")[0] == 200
+
+
+def test_a_requests_queue_is_named_to_the_store_as_its_target_arrives() -> None:
+    """Router.hint_queues: the targets of routes whose first {param} is {queue} are handed
+    to the store's hint with where the segment starts; others are not."""
+    from wonderq.routing import Router
+
+    router = Router()
+    assert router.queue_hint is None
+    for template in (
+        "/v1/publish",
+        "/v1/queues/{queue}",
+        "/v1/queues/{queue}/messages",
+        "/v1/queues/{queue}/messages/{id}",
+        "/static/{file}",
+        "/v2/{tenant}/queues/{queue}",  # its first {param} is not {queue}
+        "/v3/q/{queue}",
+    ):
+        router.add("GET", template, lambda req: (200, b"", b""))
+    hints: list[tuple[bytes, int]] = []
+    record = lambda data, start: hints.append((data, start))  # noqa: E731
+    router.hint_queues(record)
+    assert router.queue_hint == ((b"/v1/queues/", b"/v3/q/"), record)
+    targets = [
+        b"/v1/queues/a/messages",
+        b"/v1/queues/b",
+        b"/v1/queues/c/messages/7?cid=1",
+        b"/v1/publish",
+        b"/v1/queues",
+        b"/static/app.js",
+        b"/v2/t/queues/d",
+        b"/v3/q/e?x",
+    ]
+    for target in targets:  # as HttpProtocol.on_url does
+        for prefix in router.queue_hint[0]:
+            if target.startswith(prefix):
+                router.queue_hint[1](target, len(prefix))
+                break
+    assert hints == [
+        (b"/v1/queues/a/messages", 11),
+        (b"/v1/queues/b", 11),
+        (b"/v1/queues/c/messages/7?cid=1", 11),
+        (b"/v3/q/e?x", 6),
+    ]
+    bare = Router()
+    bare.add("GET", "/static/{file}", lambda req: (200, b"", b""))
+    bare.hint_queues(lambda data, start: hints.append((data, start)))
+    assert bare.queue_hint is None  # no route begins with {queue}: the protocol calls nothing
+
+
+def test_the_api_wires_the_stores_hint_into_the_router() -> None:
+    from wonderq.api import Api
+    from wonderq.routing import Router
+
+    store = MemoryStore()
+    assert store.prefetch_name is not None  # the engine's: Broker.prefetch_name
+    hints: list[tuple[bytes, int]] = []
+    store.prefetch_name = lambda data, start: hints.append((data, start))
+    router = Router()
+    Api(store, router, LongPoll(router.answer, None), 100).routes(router.add)
+    assert router.queue_hint is not None
+    assert router.queue_hint[0] == (b"/v1/queues/",)
+    router.queue_hint[1](b"/v1/queues/jobs/messages", 11)
+    assert hints == [(b"/v1/queues/jobs/messages", 11)]
+    assert Store().prefetch_name is None  # a store that takes no hint
+    other = Router()
+    Api(Store(), other, LongPoll(other.answer, None), 100).routes(other.add)
+    assert other.queue_hint is None

@@ -145,6 +145,10 @@ class Broker:
         records dead-letter moves for :meth:`take_dead_lettered` (the durability log)."""
 
     # ---- queues -------------------------------------------------------------------------
+    def prefetch_name(self, data: bytes, start: int) -> None:
+        """A hint that the queue named ``data[start:end]`` (``end``: the next ``/`` or ``?``,
+        or the end) is about to be looked up: its slot in the name table starts loading.
+        Reads and changes nothing; any bytes will do."""
     def put_queue(self, name: str, attributes: Mapping[str, Any] | None = None) -> bool:
         """Create queue ``name`` or update its attributes; True if it was created.
 

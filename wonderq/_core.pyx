@@ -129,6 +129,8 @@ cdef extern from *:
     """
     int wq_malloc_trim() nogil
     int wq_mmap_threshold(long n) nogil
+    # GCC/Clang: start loading a cache line now, to overlap misses with other work.
+    void __builtin_prefetch(const void* addr) noexcept nogil
 
 
 def release_free_memory():

@@ -124,6 +124,11 @@ class Api:
         add("GET", "/", self.handle_status_page)
         add("GET", "/static/{file}", self.handle_static)
         add("GET", "/v1/events", self.handle_events, "metrics")
+        # A request's queue is named to the store as soon as its target arrives, before its
+        # head and body are parsed (Store.prefetch_name: the engine starts loading the
+        # queue's slot in its name table; bench/RESULTS.md, "Many queues").
+        if self.store.prefetch_name is not None:
+            self.router.hint_queues(self.store.prefetch_name)
 
     # ---- answers that come later -----------------------------------------------------------
 

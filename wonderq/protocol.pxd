@@ -29,6 +29,8 @@ cdef class HttpProtocol:
     # The connection.
     cdef object _app                # App
     cdef object _dispatch           # _app.dispatch, bound once
+    cdef tuple _hint_prefixes       # targets named to _prefetch_name (Router.hint_queues)
+    cdef object _prefetch_name      # the store's hint, or None
     cdef object _owner              # Owner: the set of connections, shutting_down
     cdef object _loop               # the running event loop
     cdef object _loop_time          # _loop.time, bound once
@@ -93,7 +95,8 @@ cdef class HttpProtocol:
     @cython.locals(lifter=Lifter, value=bytes)
     cpdef data_received(self, object data)
 
-    @cython.locals(start=cython.p_char)
+    @cython.locals(start=cython.p_char, prefix=bytes, hint=cython.p_char, k=Py_ssize_t,
+                   n=Py_ssize_t)
     cpdef on_url(self, bytes url)
 
     @cython.locals(n=Py_ssize_t, headers=list, lifter=Lifter)

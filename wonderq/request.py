@@ -224,6 +224,11 @@ class App(Protocol):
         writable buffer of that size that becomes ``req.body`` (a publish's block of the
         engine, see wonderq.bodyread), or None for a bytes object."""
 
+    # Optional: ``queue_hint``, None or ``(prefixes, prefetch_name)``: the protocol calls
+    # ``prefetch_name(target, len(prefix))`` as soon as the target of a request under
+    # ``/v1/`` that begins with one of the prefixes arrives, before its head
+    # (Router.hint_queues).
+
 
 class Owner(Protocol):
     """What the protocol needs from the server that accepted the connection."""

@@ -35,6 +35,7 @@ cdef class Router:
     cdef dict _last_dyn_params       # its path parameters (shared: read only), or None
     cdef str _last_dyn_queue         # or its {queue} segment (queue_only routes)
     cdef public object authorizer    # wonderq.auth.Authorizer with --auth-file, else None
+    cdef public tuple queue_hint     # (target prefixes, the store's hint): hint_queues
     cdef dict _allowed               # authorizer.allowed, the decision cache
     cdef object _allowed_of          # the authorizer _allowed belongs to
     # The last decision that allowed a request (see _authorize): its header, its queue,

@@ -196,6 +196,8 @@ class Router:
         self._last_dyn_params: dict[str, str] | None = None
         self._last_dyn_queue: str | None = None
         self.authorizer: Any = None  # wonderq.auth.Authorizer with --auth-file
+        # See hint_queues: (target prefixes, the store's hint) for the protocol, or None.
+        self.queue_hint: tuple[tuple[bytes, ...], Callable[[bytes, int], None]] | None = None
         # Its decision cache (Authorizer.allowed), read by _authorize, and whose it is.
         self._allowed: dict[Any, dict[str | None, int]] = {}
         self._allowed_of: Any = None
@@ -294,6 +296,21 @@ class Router:
         message) rather than into a bytes object; see body_block."""
         self._new_block = new_block
         self._block_handlers = set(handlers)
+
+    def hint_queues(self, prefetch_name: Callable[[bytes, int], None]) -> None:
+        """Have the protocol name a request's queue to the store as soon as its target
+        arrives, before its head and body are parsed: ``queue_hint`` becomes
+        ``(prefixes, prefetch_name)``, the literal beginnings of the routes whose first
+        ``{param}`` is ``{queue}`` (``/v1/queues/``), and the protocol calls
+        ``prefetch_name(target, len(prefix))`` (Store.prefetch_name) for a target that
+        begins with one. The routes are those added so far."""
+        prefixes = []
+        for route in self.dynamic:
+            i, name = route.params[0]
+            prefix = ("/".join(route.name.split("/")[:i]) + "/").encode()
+            if name == "queue" and prefix not in prefixes:
+                prefixes.append(prefix)
+        self.queue_hint = (tuple(prefixes), prefetch_name) if prefixes else None
 
     # ---- the protocol's application interface ----------------------------------------------
 

@@ -12,6 +12,7 @@ from wonderq.deferred cimport Deferred, Fanout
 cdef class Store:
     cdef public object listener       # the Listener (long polls) told of available messages
     cdef dict _waiting                # listener.waiting: queues with parked receives
+    cdef public object prefetch_name  # a hint: a request names this queue (or None)
 
     cpdef put_queue(self, str name, object attributes)
     cpdef delete_queue(self, str name)

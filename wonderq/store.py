@@ -89,6 +89,11 @@ class Store:
     * ``body_block(size)`` -> a writable buffer of ``size`` bytes that ``publish`` takes as
       a body with no copy (the engine's ``BodyBlock``), or None: the protocol then reads a
       big body into a bytes object.
+    * ``prefetch_name``: None, or ``prefetch_name(data, start)``, a hint that the queue
+      named ``data[start:end]`` (bytes; ``end`` is the next ``/`` or ``?``, or the end) is
+      about to be used: the router calls it as a request's target arrives, and the store
+      may start loading what finding that queue reads. It answers nothing, and any bytes
+      will do.
     * ``receive(queue, cid, limit, visibility_ms)`` -> the JSON answer
       ``{"messages":[{"id","body","receives"},...]}`` (exactly ``EMPTY_MESSAGES`` if none).
     * ``peek(queue, limit)`` -> the same JSON, leasing and counting nothing.
@@ -114,6 +119,7 @@ class Store:
     def __init__(self) -> None:
         self.listener: Listener = _NoListener()
         self._waiting: dict[str, Any] = self.listener.waiting
+        self.prefetch_name: Callable[[bytes, int], None] | None = None  # no hint taken
         # The SQS face's section (see "the SQS face" below).
         self._token_key = os.urandom(32)
         self.wall_offset_ms = time.time_ns() // 1_000_000 - now_ms()
@@ -266,6 +272,9 @@ class MemoryStore(Store):
         if broker is None:
             broker = _make_broker(settings, track_dead_letters=False)
         self.broker = broker
+        # The engine's own method (a C call): the queue's slot in the name table starts
+        # loading as the request's target arrives, and lookup() finds it in the cache.
+        self.prefetch_name = broker.prefetch_name
         self.clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.Handle | None = None

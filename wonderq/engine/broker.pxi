@@ -8,10 +8,6 @@ from libc.stdint cimport UINT32_MAX
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memset
 
-cdef extern from *:
-    # GCC/Clang: start loading a cache line now, to overlap independent misses.
-    void __builtin_prefetch(const void* addr) noexcept nogil
-
 cdef extern from "Python.h":
     bint PyBytes_CheckExact(object o)
     object PySequence_Fast(object o, const char* message)
@@ -418,6 +414,20 @@ cdef class Broker:
         }
 
     # ---- queues ---------------------------------------------------------------------------
+
+    def prefetch_name(self, bytes data, Py_ssize_t start):
+        """A hint: the queue named data[start:end] (end: the next "/" or "?", or the end) is
+        about to be looked up; its slot in the name table starts loading. Reads and changes
+        nothing; any bytes will do (the router passes a request's target as it arrives)."""
+        cdef const char* p = data
+        cdef Py_ssize_t n = len(data)
+        cdef Py_ssize_t end
+        if start < 0 or start >= n:
+            return
+        end = start
+        while end < n and p[end] != 47 and p[end] != 63:  # "/", "?"
+            end += 1
+        names_prefetch(&self.names, p + start, end - start)
 
     def put_queue(self, name, attributes=None):
         """Create queue ``name`` or update its attributes; True if it was created."""

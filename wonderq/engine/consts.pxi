@@ -76,3 +76,4 @@ cdef enum:
     ARENA_BYTES = 4 << 20       # bytes mmap'ed at a time and carved into slabs; kept to the end
     SLAB_KEEP_DIRTY = 16        # empty slabs kept with their pages (1 MiB), to absorb churn
     WQ_MADV_POPULATE_WRITE = 23  # Linux >= 5.14; older kernels answer EINVAL, and pages fault in
+    WQ_MADV_HUGEPAGE = 14       # Linux (transparent huge pages); elsewhere EINVAL, nothing else
