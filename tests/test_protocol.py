@@ -835,7 +835,7 @@ class HintApp(StubApp):
     def __init__(self) -> None:
         super().__init__()
         self.hinted: list[tuple[bytes, int]] = []
-        self.queue_hint = ((b"/v1/queues/", b"/v1/x/"), self.prefetch)
+        self.queue_hint = ((b"/v1/queues/", b"/v2/y/", b"/v1/x/"), self.prefetch)
 
     def prefetch(self, target: bytes, start: int) -> None:
         self.hinted.append((target, start))
@@ -858,6 +858,7 @@ def test_the_target_of_a_v1_request_is_hinted_as_it_arrives(
     proto.data_received(
         b"GET /v1/x/b?cid=1 HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n"
         b"GET /v1/publish HTTP/1.1\r\n\r\nGET /v1/queues/c HTTP/1.1\r\n\r\n"
+        b"GET /v2/y/z HTTP/1.1\r\n\r\n"  # outside /v1/: not hinted
     )
     assert app.hinted[1:] == [(b"/v1/x/b?cid=1", 6), (b"/v1/queues/c", 11)]
     # A request line cut in two: hinted once, with what had arrived (a hint may be wrong,
@@ -865,5 +866,5 @@ def test_the_target_of_a_v1_request_is_hinted_as_it_arrives(
     proto.data_received(b"GET /v1/queues/dd")
     proto.data_received(b"d/messages HTTP/1.1\r\n\r\n")
     assert app.hinted[3:] == [(b"/v1/queues/dd", 11)]
-    assert bytes(transport.out).count(b"HTTP/1.1 200") == 6
+    assert bytes(transport.out).count(b"HTTP/1.1 200") == 7
     assert b"GET /v1/queues/ddd/messages? " in bytes(transport.out)

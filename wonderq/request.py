@@ -225,9 +225,9 @@ class App(Protocol):
         engine, see wonderq.bodyread), or None for a bytes object."""
 
     # Optional: ``queue_hint``, None or ``(prefixes, prefetch_name)``: the protocol calls
-    # ``prefetch_name(target, len(prefix))`` as soon as the target of a request under
-    # ``/v1/`` that begins with one of the prefixes arrives, before its head
-    # (Router.hint_queues).
+    # ``prefetch_name(target, len(prefix))`` as soon as the target of a request that begins
+    # with one of the prefixes arrives, before its head (Router.hint_queues). Only prefixes
+    # under ``/v1/`` are taken.
 
 
 class Owner(Protocol):
