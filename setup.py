@@ -24,6 +24,8 @@ extensions = [
     Extension("wonderq.wal.log", ["wonderq/wal/log.py"], extra_compile_args=["-O2"]),
     # The Authorization line lifted out of a head before llhttp (access control's hot path).
     Extension("wonderq.headscan", ["wonderq/headscan.pyx"], extra_compile_args=["-O2"]),
+    # The router's compares of a path against a queue route's literal parts.
+    Extension("wonderq.pathscan", ["wonderq/pathscan.pyx"], extra_compile_args=["-O2"]),
     # The SQS face's hot path: its digests (C in digest.h) and the fast path of its most
     # common JSON requests.
     Extension(

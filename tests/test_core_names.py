@@ -68,6 +68,15 @@ def test_the_name_table_agrees_with_a_dict(ops: list[tuple[str, str]]) -> None:
         broker.check_invariants()
     for _op, name in ops:  # every name seen: its own queue, or not found
         assert probe(broker, name) == published.get(name)
+        # From a path, as the router asks: the broker's own str for an existing queue.
+        path = f"/v1/queues/{name}/messages"
+        known = broker.known_name(path, 11, 11 + len(name))
+        if name in published:
+            assert known == name and type(known) is str
+            assert broker.known_name("/" + name, 1, 1 + len(name)) is known  # the same object
+            assert probe(broker, known) == published[name]
+        else:
+            assert known is None
         assert probe(broker, "".join(reversed(name)) + "z") == published.get(
             "".join(reversed(name)) + "z"
         )
@@ -144,3 +153,21 @@ def test_a_hint_changes_nothing_whatever_its_bytes(data: bytes, start: int) -> N
     empty = Broker()
     empty.prefetch_name(data, start)  # no table yet
     empty.check_invariants()
+
+
+def test_known_name_takes_any_str_and_bounds() -> None:
+    broker = Broker()
+    broker.put_queue("jobs")
+    broker.put_queue("x" * 80)
+    path = "/v1/queues/jobs/messages"
+    assert broker.known_name(path, 11, 15) == "jobs"
+    for start, end in [(11, 14), (11, 16), (12, 15), (15, 11), (11, 11), (-1, 15), (11, 99)]:
+        assert broker.known_name(path, start, end) is None, (start, end)
+    assert broker.known_name("/v1/queues/jobs\u20ac", 11, 15) is None  # not one byte a char
+    assert broker.known_name("jobs\u00e9", 0, 4) == "jobs"  # latin-1: one byte a character
+    assert broker.known_name("x" * 80, 0, 80) == "x" * 80
+    assert broker.known_name("x" * 79 + "y", 0, 80) is None  # differs past the slot's bytes
+    broker.delete_queue("jobs")
+    assert broker.known_name(path, 11, 15) is None
+    with pytest.raises(QueueNotFound):
+        broker.ready_count("jobs")  # the primed identity is forgotten with the queue

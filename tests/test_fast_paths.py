@@ -1144,3 +1144,22 @@ def test_a_kept_value_is_reused_exactly_when_equal(a: bytes, b: bytes) -> None:
             other = a[:i] + bytes([a[i] ^ 1]) + a[i + 1 :]
             kept = Lifter()
             assert kept.keep(bytes(a)) is not kept.keep(other)
+
+
+# ---- wonderq.pathscan: the router's C compares against the str methods ----------------------
+
+PATH_TEXT = st.text(alphabet="/vq1abé€%", max_size=14)  # latin-1 and wider characters
+LITERAL = st.text(alphabet="/vq1abé", max_size=5)  # a route's literal part (latin-1)
+
+
+@settings(max_examples=500, deadline=None)
+@given(path=PATH_TEXT, prefix=LITERAL, rest=LITERAL, start=st.integers(0, 14))
+def test_pathscan_answers_as_the_str_methods(path: str, prefix: str, rest: str, start: int) -> None:
+    from wonderq.pathscan import rest_is, segment_after
+
+    end = path.find("/", len(prefix))
+    end = len(path) if end < 0 else end
+    expected = end if path.startswith(prefix) and end > len(prefix) else -1
+    assert segment_after(path, prefix.encode("latin-1")) == expected
+    start = min(start, len(path))
+    assert rest_is(path, start, rest.encode("latin-1")) == (path[start:] == rest)

@@ -434,3 +434,38 @@ def test_the_api_wires_the_stores_hint_into_the_router() -> None:
     other = Router()
     Api(Store(), other, LongPoll(other.answer, None), 100).routes(other.add)
     assert other.queue_hint is None
+
+
+def test_a_queue_segment_is_handed_on_as_the_stores_own_name() -> None:
+    """Router.name_queues: a {queue}-only route gets the object the store's known_name gives
+    (no new str), a segment it does not know gets a new str, and other routes are as before."""
+    from wonderq.request import Request
+    from wonderq.routing import Router
+
+    mine = "".join(["jo", "bs"])  # not the interned literal: its identity tells it apart
+    asked: list[tuple[str, int, int]] = []
+
+    def known_name(path: str, start: int, end: int) -> str | None:
+        asked.append((path, start, end))
+        return mine if path[start:end] == "jobs" else None
+
+    got: list[Any] = []
+    router = Router()
+    router.add("POST", "/v1/queues/{queue}/messages", lambda req: got.append(req.queue))
+    router.add("GET", "/v1/queues/{queue}/messages/{id}", lambda req: got.append(req.params))
+    router.add("GET", "/static/{file}", lambda req: got.append(req.params))
+    router.name_queues(known_name)
+
+    def send(method: str, path: str) -> None:
+        router.dispatch(Request(method, path, "", b"", True, None))  # type: ignore[arg-type]
+
+    send("POST", "/v1/queues/jobs/messages")
+    send("POST", "/v1/queues/other/messages")
+    send("POST", "/v1/queues/%6Aobs/messages")
+    send("GET", "/v1/queues/jobs/messages/7")
+    send("GET", "/static/jobs")
+    assert got[0] is mine
+    assert got[1:3] == ["other", "%6Aobs"]
+    assert got[3] == {"queue": "jobs", "id": "7"}
+    assert got[4] == {"file": "jobs"}
+    assert [(p[s:e]) for p, s, e in asked] == ["jobs", "other", "%6Aobs"]

@@ -224,6 +224,7 @@ cdef class Broker:
                              int64_t now, int64_t* done) noexcept
     cdef dict queue_attributes(self, int32_t qi)
     # The hot calls of the server (also Python methods): C calls from the compiled api.
+    cpdef known_name(self, str path, Py_ssize_t start, Py_ssize_t end)
     cpdef publish(self, queue, body, int64_t now, delay_ms=*, attributes=*)
     cpdef publish_batch_json(self, queue, bytes data, int64_t now, list bodies=*)
     cpdef receive(self, queue, cid, limit, int64_t now, visibility_ms=*, list leased=*)

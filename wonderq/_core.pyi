@@ -149,6 +149,10 @@ class Broker:
         """A hint that the queue named ``data[start:end]`` (``end``: the next ``/`` or ``?``,
         or the end) is about to be looked up: its slot in the name table starts loading.
         Reads and changes nothing; any bytes will do."""
+    def known_name(self, path: str, start: int, end: int) -> str | None:
+        """The name of the queue named ``path[start:end]``, as the broker keeps it (the same
+        str object on every call), or None: the router hands it on, and the lookup that
+        follows is its identity. Reads only; any str and bounds will do."""
     def put_queue(self, name: str, attributes: Mapping[str, Any] | None = None) -> bool:
         """Create queue ``name`` or update its attributes; True if it was created.
 

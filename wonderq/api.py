@@ -129,6 +129,9 @@ class Api:
         # queue's slot in its name table; bench/RESULTS.md, "Many queues").
         if self.store.prefetch_name is not None:
             self.router.hint_queues(self.store.prefetch_name)
+        # ... and the {queue} segment handed on as the store's own str for that name.
+        if self.store.known_name is not None:
+            self.router.name_queues(self.store.known_name)
 
     # ---- answers that come later -----------------------------------------------------------
 

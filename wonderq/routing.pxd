@@ -4,6 +4,7 @@
 
 cimport cython
 
+from wonderq.pathscan cimport rest_is, segment_after
 from wonderq.request cimport Request
 
 
@@ -36,6 +37,7 @@ cdef class Router:
     cdef str _last_dyn_queue         # or its {queue} segment (queue_only routes)
     cdef public object authorizer    # wonderq.auth.Authorizer with --auth-file, else None
     cdef public tuple queue_hint     # (target prefixes, the store's hint): hint_queues
+    cdef object _known_name          # the store's known_name (name_queues), or None
     cdef dict _allowed               # authorizer.allowed, the decision cache
     cdef object _allowed_of          # the authorizer _allowed belongs to
     # The last decision that allowed a request (see _authorize): its header, its queue,
@@ -52,9 +54,9 @@ cdef class Router:
     @cython.locals(route=Route)
     cpdef tuple match(self, str path)
 
-    @cython.locals(route=Route, tail=Route, params=dict, prefix=str, n=Py_ssize_t,
-                   end=Py_ssize_t, rest_len=Py_ssize_t, singles=tuple, suffix=str, deeper=list,
-                   segments=list)
+    @cython.locals(route=Route, tail=Route, params=dict, prefix=bytes, n=Py_ssize_t,
+                   end=Py_ssize_t, rest_len=Py_ssize_t, singles=tuple, suffix=bytes,
+                   deeper=list, segments=list, name=object)
     cdef tuple _match_params(self, str path)
 
     @cython.locals(route=Route, params=dict)

@@ -33,6 +33,7 @@ from typing import Any
 from .auth import RIGHT_BITS
 from .errors import ApiError, answer_error
 from .params import param_queue
+from .pathscan import rest_is, segment_after
 from .request import Request, Response, error_response
 
 __all__ = ["Handler", "MethodNotAllowed", "Route", "Router"]
@@ -89,8 +90,9 @@ class Route:
         return found
 
 
-# Router._fast's entries: (prefix, its length, ((suffix, Route), ...), [(Route, tail Route)]).
-FastEntry = tuple[str, int, tuple[tuple[str, "Route"], ...], list[tuple["Route", "Route"]]]
+# Router._fast's entries: (prefix, its length, ((suffix, Route), ...), [(Route, tail Route)]),
+# the prefix and suffixes as latin-1 bytes (wonderq.pathscan compares them with a path's).
+FastEntry = tuple[bytes, int, tuple[tuple[bytes, "Route"], ...], list[tuple["Route", "Route"]]]
 
 
 def _fast_index(
@@ -104,6 +106,8 @@ def _fast_index(
     for route in routes:
         if any(other is not route and _overlap(route.name, other.name) for other in routes):
             continue
+        if not route.name.isascii():
+            continue  # walked: a path's latin-1 bytes are not its UTF-8
         parts = route.name.split("/")
         i = route.params[0][0]
         prefix = "/".join(parts[:i]) + "/"
@@ -114,7 +118,12 @@ def _fast_index(
         else:
             deeper.append((route, Route(suffix)))
     return [
-        (prefix, len(prefix), tuple(by_suffix.items()), deeper)
+        (
+            prefix.encode("latin-1"),
+            len(prefix),
+            tuple((suffix.encode("latin-1"), route) for suffix, route in by_suffix.items()),
+            deeper,
+        )
         for prefix, (by_suffix, deeper) in by_prefix.items()
     ]
 
@@ -198,6 +207,7 @@ class Router:
         self.authorizer: Any = None  # wonderq.auth.Authorizer with --auth-file
         # See hint_queues: (target prefixes, the store's hint) for the protocol, or None.
         self.queue_hint: tuple[tuple[bytes, ...], Callable[[bytes, int], None]] | None = None
+        self._known_name: Callable[[str, int, int], str | None] | None = None  # name_queues
         # Its decision cache (Authorizer.allowed), read by _authorize, and whose it is.
         self._allowed: dict[Any, dict[str | None, int]] = {}
         self._allowed_of: Any = None
@@ -260,24 +270,30 @@ class Router:
         """match() for a path that is not a static route's (dispatch looked it up), with the
         segment alone (a str) for a route of one {param}."""
         for prefix, n, singles, deeper in self._fast:
-            if path.startswith(prefix):
-                end = path.find("/", n)
-                if end < 0:
-                    end = len(path)
-                if end > n:  # a {param} matches a non-empty segment only
-                    # The rest of the path against each one-{param} route's literal suffix:
-                    # no substring made and hashed (bench/instructions.py spread10k).
-                    rest_len = len(path) - end
-                    for suffix, route in singles:
-                        if len(suffix) == rest_len and path.endswith(suffix):
-                            return route, path[n:end]
-                    if deeper:
-                        segments = path[end:].split("/")
-                        for route, tail in deeper:
-                            params = tail.match(segments)
-                            if params is not None:
-                                params[route.params[0][1]] = path[n:end]
-                                return route, params
+            # The prefix, then a non-empty segment up to the next "/" (or the end): in C
+            # (wonderq.pathscan: bench/instructions.py spread100k, ~600 instructions less
+            # than startswith, find and endswith).
+            end = segment_after(path, prefix)
+            if end > 0:
+                # The rest of the path against each one-{param} route's literal suffix:
+                # no substring made and hashed (bench/instructions.py spread10k).
+                rest_len = len(path) - end
+                for suffix, route in singles:
+                    if len(suffix) == rest_len and rest_is(path, end, suffix):
+                        if route.queue_only and self._known_name is not None:
+                            # The store's own str for the name: no str made, and its
+                            # lookup is the str's identity (Store.known_name).
+                            name = self._known_name(path, n, end)
+                            if name is not None:
+                                return route, name
+                        return route, path[n:end]
+                if deeper:
+                    segments = path[end:].split("/")
+                    for route, tail in deeper:
+                        params = tail.match(segments)
+                        if params is not None:
+                            params[route.params[0][1]] = path[n:end]
+                            return route, params
         return self.walk(path)
 
     def walk(self, path: str) -> tuple[Route | None, dict[str, str] | None]:
@@ -311,6 +327,13 @@ class Router:
             if name == "queue" and prefix not in prefixes:
                 prefixes.append(prefix)
         self.queue_hint = (tuple(prefixes), prefetch_name) if prefixes else None
+
+    def name_queues(self, known_name: Callable[[str, int, int], str | None]) -> None:
+        """Hand a route's ``{queue}`` segment on as ``known_name(path, start, end)`` gives
+        it (Store.known_name: the store's own str for that queue) rather than as a new str,
+        for routes whose only ``{param}`` is ``{queue}``; a segment it does not know (no such
+        queue, percent-encoded) is a new str as before."""
+        self._known_name = known_name
 
     # ---- the protocol's application interface ----------------------------------------------
 

@@ -94,6 +94,10 @@ class Store:
       about to be used: the router calls it as a request's target arrives, and the store
       may start loading what finding that queue reads. It answers nothing, and any bytes
       will do.
+    * ``known_name``: None, or ``known_name(path, start, end)`` -> the store's own str for
+      the queue named ``path[start:end]`` (the same object each time), or None when it
+      knows no queue so named: the router hands that str on as the ``{queue}`` segment, no
+      new one made, and the store finds it by identity.
     * ``receive(queue, cid, limit, visibility_ms)`` -> the JSON answer
       ``{"messages":[{"id","body","receives"},...]}`` (exactly ``EMPTY_MESSAGES`` if none).
     * ``peek(queue, limit)`` -> the same JSON, leasing and counting nothing.
@@ -120,6 +124,7 @@ class Store:
         self.listener: Listener = _NoListener()
         self._waiting: dict[str, Any] = self.listener.waiting
         self.prefetch_name: Callable[[bytes, int], None] | None = None  # no hint taken
+        self.known_name: Callable[[str, int, int], str | None] | None = None  # none kept
         # The SQS face's section (see "the SQS face" below).
         self._token_key = os.urandom(32)
         self.wall_offset_ms = time.time_ns() // 1_000_000 - now_ms()
@@ -275,6 +280,9 @@ class MemoryStore(Store):
         # The engine's own method (a C call): the queue's slot in the name table starts
         # loading as the request's target arrives, and lookup() finds it in the cache.
         self.prefetch_name = broker.prefetch_name
+        # ... and the name of that queue as the engine keeps it, which its lookup finds by
+        # identity (the router's {queue} segment: no new str a request).
+        self.known_name = broker.known_name
         self.clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.Handle | None = None

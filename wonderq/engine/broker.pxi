@@ -117,7 +117,8 @@ cdef class Broker:
             return self.last_idx
         if name_bytes(name, &data, &n):
             # One slot per name (names.pxi), not the dict's four places in memory.
-            qi = names_find(&self.names, name, data, n, self.queue_names_by_idx)
+            qi = names_find(&self.names, <uint64_t>hash(name), data, n,
+                            self.queue_names_by_idx)
             if qi < 0:
                 raise QueueNotFound(f"queue {name!r} does not exist")
             self.last_name = name
@@ -428,6 +429,29 @@ cdef class Broker:
         while end < n and p[end] != 47 and p[end] != 63:  # "/", "?"
             end += 1
         names_prefetch(&self.names, p + start, end - start)
+
+    cpdef known_name(self, str path, Py_ssize_t start, Py_ssize_t end):
+        """The name of the queue named path[start:end], as this broker keeps it (the same
+        str object on every call), or None when no queue is named so. The next lookup of
+        that object is its identity: the router hands it on instead of a new str of the
+        segment, so a request spread over many queues makes no str and hashes its name
+        once. Reads only; any str and bounds will do."""
+        cdef const char* data
+        cdef Py_ssize_t n = end - start
+        cdef int32_t qi
+        if (start < 0 or n <= 0 or end > PyUnicode_GET_LENGTH(path)
+                or PyUnicode_KIND(path) != PyUnicode_1BYTE_KIND):
+            return None
+        data = <const char*>PyUnicode_DATA(path) + start
+        # A str of one byte per character hashes as those bytes: the slot names_insert chose.
+        qi = names_find(&self.names, <uint64_t>_Py_HashBytes(data, n), data, n,
+                        self.queue_names_by_idx)
+        if qi < 0:
+            return None
+        name = self.queue_names_by_idx[qi]
+        self.last_name = name
+        self.last_idx = qi
+        return name
 
     def put_queue(self, name, attributes=None):
         """Create queue ``name`` or update its attributes; True if it was created."""

@@ -18,8 +18,9 @@ from posix.mman cimport (
 cdef extern from "Python.h":
     Py_ssize_t _Py_HashBytes(const void* src, Py_ssize_t n)
     bint PyUnicode_IS_COMPACT_ASCII(object o)
-
     void* PyUnicode_DATA(object o)
+    int PyUnicode_KIND(object o)
+    int PyUnicode_1BYTE_KIND
 
 
 # NameSlot, NameTable and NAME_INLINE are declared in _core.pxd (Broker holds a NameTable).
@@ -86,21 +87,23 @@ cdef int names_reserve(NameTable* t) except -1:
     return 0
 
 
-cdef int32_t names_find(NameTable* t, object name, const char* data, Py_ssize_t n,
+cdef int32_t names_find(NameTable* t, uint64_t h, const char* data, Py_ssize_t n,
                         list names_by_idx) except -2:
-    """The index of queue ``name`` (whose bytes are data[:n]), or -1. A name longer than its
-    slot keeps is compared whole with ``names_by_idx[idx]``, the registry's name."""
-    cdef uint64_t h, i
+    """The index of the queue whose name's bytes are data[:n] (h: the name's hash, as its
+    str hashes), or -1. A name longer than its slot keeps is compared whole with
+    ``names_by_idx[idx]``, the registry's name."""
+    cdef uint64_t i
     cdef NameSlot* s
     if t.slots == NULL:
         return -1
-    h = <uint64_t>hash(name)
     i = h & t.mask
     while True:
         s = &t.slots[i]
         if s.idx < 0:
             return -1
-        if slot_holds(s, h, data, n) and (n <= NAME_INLINE or names_by_idx[s.idx] == name):
+        if slot_holds(s, h, data, n) and (
+                n <= NAME_INLINE
+                or memcmp(PyUnicode_DATA(names_by_idx[s.idx]), data, <size_t>n) == 0):
             return s.idx
         i = (i + 1) & t.mask
 
