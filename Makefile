@@ -21,8 +21,8 @@ lint:
 # Every module setup.py compiles: the engine, and the pure-Python-mode layers a request crosses.
 COMPILED = wonderq/_core.pyx wonderq/request.py wonderq/protocol.py wonderq/params.py wonderq/routing.py \
            wonderq/api.py wonderq/deferred.py wonderq/store.py wonderq/tls.py wonderq/bodyread.pyx \
-           wonderq/headscan.pyx wonderq/pathscan.pyx wonderq/wal/log.py wonderq/sqs/_digest.pyx \
-           wonderq/sqs/_fast.pyx
+           wonderq/headscan.pyx wonderq/pathscan.pyx wonderq/queuenames.pyx wonderq/wal/log.py \
+           wonderq/sqs/_digest.pyx wonderq/sqs/_fast.pyx
 
 annotate:           ## writes wonderq/<module>.html for each compiled module: yellow lines call into the Python C-API
 	for f in $(COMPILED); do cython -3 -a $$f || exit 1; done

@@ -26,6 +26,8 @@ extensions = [
     Extension("wonderq.headscan", ["wonderq/headscan.pyx"], extra_compile_args=["-O2"]),
     # The router's compares of a path against a queue route's literal parts.
     Extension("wonderq.pathscan", ["wonderq/pathscan.pyx"], extra_compile_args=["-O2"]),
+    # The engine's name table as the protocol and the router call it (the Broker's base).
+    Extension("wonderq.queuenames", ["wonderq/queuenames.pyx"], extra_compile_args=["-O2"]),
     # The SQS face's hot path: its digests (C in digest.h) and the fast path of its most
     # common JSON requests.
     Extension(

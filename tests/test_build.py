@@ -14,12 +14,13 @@ import pytest
 @pytest.mark.parametrize(
     ("module", "sources"),
     [
-        ("wonderq._core", ["_core.pyx", "_core.pxd", "engine/*.pxi"]),
+        ("wonderq._core", ["_core.pyx", "_core.pxd", "engine/*.pxi", "queuenames.pxd"]),
         ("wonderq.request", ["request.py", "request.pxd"]),
-        ("wonderq.protocol", ["protocol.py", "protocol.pxd"]),
+        ("wonderq.protocol", ["protocol.py", "protocol.pxd", "queuenames.pxd"]),
         ("wonderq.params", ["params.py", "params.pxd"]),
-        ("wonderq.routing", ["routing.py", "routing.pxd", "pathscan.pxd"]),
+        ("wonderq.routing", ["routing.py", "routing.pxd", "pathscan.pxd", "queuenames.pxd"]),
         ("wonderq.pathscan", ["pathscan.pyx", "pathscan.pxd"]),
+        ("wonderq.queuenames", ["queuenames.pyx", "queuenames.pxd"]),
         ("wonderq.api", ["api.py", "api.pxd"]),
         ("wonderq.deferred", ["deferred.py", "deferred.pxd"]),
         ("wonderq.store", ["store.py", "store.pxd", "deferred.pxd"]),

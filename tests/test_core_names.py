@@ -171,3 +171,23 @@ def test_known_name_takes_any_str_and_bounds() -> None:
     assert broker.known_name(path, 11, 15) is None
     with pytest.raises(QueueNotFound):
         broker.ready_count("jobs")  # the primed identity is forgotten with the queue
+
+
+def test_known_name_after_a_hint_of_the_same_or_another_name() -> None:
+    """known_name reuses the hint's hash only for the very bytes the hint named."""
+    broker = Broker()
+    for name in ("aaaa", "bbbb", "x" * 60, "x" * 59 + "y"):
+        broker.put_queue(name)
+    for hinted, asked, expected in [
+        ("aaaa", "aaaa", "aaaa"),
+        ("aaaa", "bbbb", "bbbb"),  # same length, other bytes: hashed anew
+        ("bbbb", "cccc", None),
+        ("cccc", "bbbb", "bbbb"),
+        ("x" * 60, "x" * 59 + "y", "x" * 59 + "y"),
+        ("x" * 59 + "y", "x" * 59 + "y", "x" * 59 + "y"),
+        ("x" * 59 + "z", "x" * 59 + "z", None),
+    ]:
+        target = f"/v1/queues/{hinted}/messages".encode()
+        broker.prefetch_name(target, 11)
+        path = f"/v1/queues/{asked}/messages"
+        assert broker.known_name(path, 11, 11 + len(asked)) == expected, (hinted, asked)

@@ -18,6 +18,7 @@ import uvloop
 
 from wonderq import protocol, request
 from wonderq.protocol import HttpProtocol
+from wonderq.queuenames import QueueNames
 from wonderq.request import JSON_HEADERS, Request, Response, split_query
 
 pytestmark = pytest.mark.timeout(30)
@@ -829,16 +830,24 @@ def test_split_query(query: str, expected: dict[str, str] | None) -> None:
     assert split_query(query) == expected
 
 
+class Hints(QueueNames):
+    """Records the targets the protocol names queues of."""
+
+    def __init__(self) -> None:
+        self.hinted: list[tuple[bytes, int]] = []
+
+    def prefetch_name(self, data: bytes, start: int) -> None:
+        self.hinted.append((data, start))
+
+
 class HintApp(StubApp):
-    """A StubApp that takes the targets the protocol hints (App.url_hint)."""
+    """A StubApp whose store takes hints (App.queue_hint)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.hinted: list[tuple[bytes, int]] = []
-        self.queue_hint = ((b"/v1/queues/", b"/v2/y/", b"/v1/x/"), self.prefetch)
-
-    def prefetch(self, target: bytes, start: int) -> None:
-        self.hinted.append((target, start))
+        self.names = Hints()
+        self.hinted = self.names.hinted
+        self.queue_hint = ((b"/v1/queues/", b"/v2/y/", b"/v1/x/"), self.names)
 
 
 def test_the_target_of_a_v1_request_is_hinted_as_it_arrives(

@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from wonderq import _core
 from wonderq.longpoll import LongPoll
 from wonderq.metrics import Metrics
+from wonderq.queuenames import QueueNames
 from wonderq.store import MemoryStore, Store
 
 pytestmark = pytest.mark.timeout(120)
@@ -368,6 +369,22 @@ def test_spread_queue_paths_route_every_request_to_its_queue() -> None:
     assert h.ask("GET", "/v1/queues/kq1/extra")[0] == 200
 
 
+class Names(QueueNames):
+    """A store's table of queue names that records what it is asked, and knows one name."""
+
+    def __init__(self, known: dict[str, str] | None = None) -> None:
+        self.hints: list[tuple[bytes, int]] = []
+        self.asked: list[str] = []
+        self.known = known or {}
+
+    def prefetch_name(self, data: bytes, start: int) -> None:
+        self.hints.append((data, start))
+
+    def known_name(self, path: str, start: int, end: int) -> str | None:
+        self.asked.append(path[start:end])
+        return self.known.get(path[start:end])
+
+
 def test_a_requests_queue_is_named_to_the_store_as_its_target_arrives() -> None:
     """Router.hint_queues: the targets of routes whose first {param} is {queue} are handed
     to the store's hint with where the segment starts; others are not."""
@@ -385,10 +402,9 @@ def test_a_requests_queue_is_named_to_the_store_as_its_target_arrives() -> None:
         "/v3/q/{queue}",
     ):
         router.add("GET", template, lambda req: (200, b"", b""))
-    hints: list[tuple[bytes, int]] = []
-    record = lambda data, start: hints.append((data, start))  # noqa: E731
-    router.hint_queues(record)
-    assert router.queue_hint == ((b"/v1/queues/", b"/v3/q/"), record)
+    names = Names()
+    router.hint_queues(names)
+    assert router.queue_hint == ((b"/v1/queues/", b"/v3/q/"), names)
     targets = [
         b"/v1/queues/a/messages",
         b"/v1/queues/b",
@@ -402,9 +418,9 @@ def test_a_requests_queue_is_named_to_the_store_as_its_target_arrives() -> None:
     for target in targets:  # as HttpProtocol.on_url does
         for prefix in router.queue_hint[0]:
             if target.startswith(prefix):
-                router.queue_hint[1](target, len(prefix))
+                router.queue_hint[1].prefetch_name(target, len(prefix))
                 break
-    assert hints == [
+    assert names.hints == [
         (b"/v1/queues/a/messages", 11),
         (b"/v1/queues/b", 11),
         (b"/v1/queues/c/messages/7?cid=1", 11),
@@ -412,49 +428,41 @@ def test_a_requests_queue_is_named_to_the_store_as_its_target_arrives() -> None:
     ]
     bare = Router()
     bare.add("GET", "/static/{file}", lambda req: (200, b"", b""))
-    bare.hint_queues(lambda data, start: hints.append((data, start)))
+    bare.hint_queues(names)
     assert bare.queue_hint is None  # no route begins with {queue}: the protocol calls nothing
 
 
-def test_the_api_wires_the_stores_hint_into_the_router() -> None:
+def test_the_api_wires_the_stores_names_into_the_router() -> None:
     from wonderq.api import Api
+    from wonderq.queuenames import QueueNames
     from wonderq.routing import Router
 
     store = MemoryStore()
-    assert store.prefetch_name is not None  # the engine's: Broker.prefetch_name
-    hints: list[tuple[bytes, int]] = []
-    store.prefetch_name = lambda data, start: hints.append((data, start))
+    assert store.queue_names is store.broker  # the engine's table
+    assert isinstance(store.broker, QueueNames)
     router = Router()
     Api(store, router, LongPoll(router.answer, None), 100).routes(router.add)
-    assert router.queue_hint is not None
-    assert router.queue_hint[0] == (b"/v1/queues/",)
-    router.queue_hint[1](b"/v1/queues/jobs/messages", 11)
-    assert hints == [(b"/v1/queues/jobs/messages", 11)]
-    assert Store().prefetch_name is None  # a store that takes no hint
+    assert router.queue_hint == ((b"/v1/queues/",), store.broker)
+    assert Store().queue_names is None  # a store that offers none
     other = Router()
     Api(Store(), other, LongPoll(other.answer, None), 100).routes(other.add)
     assert other.queue_hint is None
 
 
 def test_a_queue_segment_is_handed_on_as_the_stores_own_name() -> None:
-    """Router.name_queues: a {queue}-only route gets the object the store's known_name gives
-    (no new str), a segment it does not know gets a new str, and other routes are as before."""
+    """A {queue}-only route gets the object the store's known_name gives (no new str), a
+    segment it does not know gets a new str, and other routes are as before."""
     from wonderq.request import Request
     from wonderq.routing import Router
 
     mine = "".join(["jo", "bs"])  # not the interned literal: its identity tells it apart
-    asked: list[tuple[str, int, int]] = []
-
-    def known_name(path: str, start: int, end: int) -> str | None:
-        asked.append((path, start, end))
-        return mine if path[start:end] == "jobs" else None
-
+    names = Names({"jobs": mine})
     got: list[Any] = []
     router = Router()
     router.add("POST", "/v1/queues/{queue}/messages", lambda req: got.append(req.queue))
     router.add("GET", "/v1/queues/{queue}/messages/{id}", lambda req: got.append(req.params))
     router.add("GET", "/static/{file}", lambda req: got.append(req.params))
-    router.name_queues(known_name)
+    router.hint_queues(names)
 
     def send(method: str, path: str) -> None:
         router.dispatch(Request(method, path, "", b"", True, None))  # type: ignore[arg-type]
@@ -468,4 +476,4 @@ def test_a_queue_segment_is_handed_on_as_the_stores_own_name() -> None:
     assert got[1:3] == ["other", "%6Aobs"]
     assert got[3] == {"queue": "jobs", "id": "7"}
     assert got[4] == {"file": "jobs"}
-    assert [(p[s:e]) for p, s, e in asked] == ["jobs", "other", "%6Aobs"]
+    assert names.asked == ["jobs", "other", "%6Aobs"]

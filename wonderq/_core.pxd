@@ -11,6 +11,8 @@ cimport cython
 from cpython.object cimport PyObject
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
+from wonderq.queuenames cimport QueueNames
+
 # The server's clock (monotonic ms), for the store to call in C.
 cpdef int64_t now_ms() noexcept
 
@@ -161,7 +163,7 @@ cdef struct RetentionHeap:
 # Final (never subclassed): its cdef methods are direct C calls, not vtable calls
 # (bench/instructions.py: publish -22, recvdel -12 instructions per request).
 @cython.final
-cdef class Broker:
+cdef class Broker(QueueNames):
     cdef Queue* queues              # array of queue_cap queues, indexed by queue idx
     cdef int32_t queue_cap          # queues allocated
     cdef dict queue_index           # name -> idx of active queues
@@ -171,6 +173,12 @@ cdef class Broker:
     cdef dict queue_meta            # idx -> the queue's meta str (only queues that have one)
     cdef object last_name           # the name lookup() resolved last (compared by identity)
     cdef int32_t last_idx           # its queue idx; valid while last_name is not NO_NAME
+    # The last prefetch_name: its bytes (kept alive), where the name is in them, its hash
+    # (known_name reuses it for the same name instead of hashing it again).
+    cdef bytes hint_data
+    cdef Py_ssize_t hint_start
+    cdef Py_ssize_t hint_len
+    cdef uint64_t hint_hash
     cdef TimerHeap timers           # leases and delays of every queue
     cdef RetentionHeap retention    # queues with retention, by their next retention deadline
     cdef LeaseTable leases          # id -> Msg of leased messages only
@@ -224,7 +232,6 @@ cdef class Broker:
                              int64_t now, int64_t* done) noexcept
     cdef dict queue_attributes(self, int32_t qi)
     # The hot calls of the server (also Python methods): C calls from the compiled api.
-    cpdef known_name(self, str path, Py_ssize_t start, Py_ssize_t end)
     cpdef publish(self, queue, body, int64_t now, delay_ms=*, attributes=*)
     cpdef publish_batch_json(self, queue, bytes data, int64_t now, list bodies=*)
     cpdef receive(self, queue, cid, limit, int64_t now, visibility_ms=*, list leased=*)

@@ -28,6 +28,8 @@ constructor).
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
+from .queuenames import QueueNames
+
 #: Bytes accounted per message on top of its JSON-escaped body (and of its attribute blob plus
 #: 4 when it has one): the 24-byte C header plus allocation slack (an estimate; the memory
 #: limit counts against it).
@@ -122,7 +124,7 @@ class SplitBody:
     def __len__(self) -> int: ...
     def __bytes__(self) -> bytes: ...
 
-class Broker:
+class Broker(QueueNames):
     """All queues of one server, one id counter, one timer heap.
 
     The queue named ``default`` always exists and cannot be deleted.
@@ -148,7 +150,7 @@ class Broker:
     def prefetch_name(self, data: bytes, start: int) -> None:
         """A hint that the queue named ``data[start:end]`` (``end``: the next ``/`` or ``?``,
         or the end) is about to be looked up: its slot in the name table starts loading.
-        Reads and changes nothing; any bytes will do."""
+        Changes nothing a caller sees; any bytes will do."""
     def known_name(self, path: str, start: int, end: int) -> str | None:
         """The name of the queue named ``path[start:end]``, as the broker keeps it (the same
         str object on every call), or None: the router hands it on, and the lookup that

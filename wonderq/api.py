@@ -125,13 +125,11 @@ class Api:
         add("GET", "/static/{file}", self.handle_static)
         add("GET", "/v1/events", self.handle_events, "metrics")
         # A request's queue is named to the store as soon as its target arrives, before its
-        # head and body are parsed (Store.prefetch_name: the engine starts loading the
-        # queue's slot in its name table; bench/RESULTS.md, "Many queues").
-        if self.store.prefetch_name is not None:
-            self.router.hint_queues(self.store.prefetch_name)
-        # ... and the {queue} segment handed on as the store's own str for that name.
-        if self.store.known_name is not None:
-            self.router.name_queues(self.store.known_name)
+        # head and body are parsed (the engine starts loading the queue's slot in its name
+        # table; bench/RESULTS.md, "Many queues"), and the {queue} segment is handed on as
+        # the store's own str for that name (Store.queue_names).
+        if self.store.queue_names is not None:
+            self.router.hint_queues(self.store.queue_names)
 
     # ---- answers that come later -----------------------------------------------------------
 

@@ -6,6 +6,7 @@
 cimport cython
 
 from wonderq.headscan cimport Lifter
+from wonderq.queuenames cimport QueueNames
 from wonderq.request cimport Request, _new_request, _prefix, _query_mark
 
 # Module state read on every answer (C globals: no dict lookup).
@@ -29,8 +30,8 @@ cdef class HttpProtocol:
     # The connection.
     cdef object _app                # App
     cdef object _dispatch           # _app.dispatch, bound once
-    cdef tuple _hint_prefixes       # targets named to _prefetch_name (Router.hint_queues)
-    cdef object _prefetch_name      # the store's hint, or None
+    cdef tuple _hint_prefixes       # targets whose queue is named to _names (on_url)
+    cdef QueueNames _names          # the store's table of queue names (Router.hint_queues)
     cdef object _owner              # Owner: the set of connections, shutting_down
     cdef object _loop               # the running event loop
     cdef object _loop_time          # _loop.time, bound once

@@ -43,6 +43,7 @@ import httptools
 from ._core import SplitBody
 from .bodyread import BIG_BODY_BYTES, BodyReader, take_over
 from .headscan import Lifter
+from .queuenames import QueueNames
 from .request import (
     _CLOSE_TAIL,
     _CONTINUE,
@@ -140,7 +141,7 @@ class HttpProtocol:
         self._hint_prefixes: tuple[bytes, ...] = tuple(
             prefix for prefix in (() if hint is None else hint[0]) if prefix[:4] == b"/v1/"
         )
-        self._prefetch_name: Callable[[bytes, int], None] | None = None if hint is None else hint[1]
+        self._names: QueueNames | None = None if hint is None else hint[1]
         self._owner = owner
         self._loop = asyncio.get_event_loop()
         self._loop_time = self._loop.time
@@ -327,7 +328,7 @@ class HttpProtocol:
                     if k == n:
                         # Its queue named to the store now: what finding it reads loads
                         # while the head and body are parsed (Router.hint_queues).
-                        self._prefetch_name(url, n)  # type: ignore[misc]  # set with prefixes
+                        self._names.prefetch_name(url, n)  # type: ignore[union-attr]
                         break
             else:
                 self._headers = []

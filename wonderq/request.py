@@ -224,10 +224,10 @@ class App(Protocol):
         writable buffer of that size that becomes ``req.body`` (a publish's block of the
         engine, see wonderq.bodyread), or None for a bytes object."""
 
-    # Optional: ``queue_hint``, None or ``(prefixes, prefetch_name)``: the protocol calls
-    # ``prefetch_name(target, len(prefix))`` as soon as the target of a request that begins
-    # with one of the prefixes arrives, before its head (Router.hint_queues). Only prefixes
-    # under ``/v1/`` are taken.
+    # Optional: ``queue_hint``, None or ``(prefixes, names)``: the protocol calls
+    # ``names.prefetch_name(target, len(prefix))`` (a wonderq.queuenames.QueueNames) as soon
+    # as the target of a request that begins with one of the prefixes arrives, before its
+    # head (Router.hint_queues). Only prefixes under ``/v1/`` are taken.
 
 
 class Owner(Protocol):

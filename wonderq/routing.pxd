@@ -5,6 +5,7 @@
 cimport cython
 
 from wonderq.pathscan cimport rest_is, segment_after
+from wonderq.queuenames cimport QueueNames
 from wonderq.request cimport Request
 
 
@@ -36,8 +37,8 @@ cdef class Router:
     cdef dict _last_dyn_params       # its path parameters (shared: read only), or None
     cdef str _last_dyn_queue         # or its {queue} segment (queue_only routes)
     cdef public object authorizer    # wonderq.auth.Authorizer with --auth-file, else None
-    cdef public tuple queue_hint     # (target prefixes, the store's hint): hint_queues
-    cdef object _known_name          # the store's known_name (name_queues), or None
+    cdef public tuple queue_hint     # (target prefixes, the store's names): hint_queues
+    cdef QueueNames _names           # the store's table of queue names, or None
     cdef dict _allowed               # authorizer.allowed, the decision cache
     cdef object _allowed_of          # the authorizer _allowed belongs to
     # The last decision that allowed a request (see _authorize): its header, its queue,

@@ -34,6 +34,7 @@ from .auth import RIGHT_BITS
 from .errors import ApiError, answer_error
 from .params import param_queue
 from .pathscan import rest_is, segment_after
+from .queuenames import QueueNames
 from .request import Request, Response, error_response
 
 __all__ = ["Handler", "MethodNotAllowed", "Route", "Router"]
@@ -206,8 +207,8 @@ class Router:
         self._last_dyn_queue: str | None = None
         self.authorizer: Any = None  # wonderq.auth.Authorizer with --auth-file
         # See hint_queues: (target prefixes, the store's hint) for the protocol, or None.
-        self.queue_hint: tuple[tuple[bytes, ...], Callable[[bytes, int], None]] | None = None
-        self._known_name: Callable[[str, int, int], str | None] | None = None  # name_queues
+        self.queue_hint: tuple[tuple[bytes, ...], QueueNames] | None = None
+        self._names: QueueNames | None = None  # the store's table of queue names, or None
         # Its decision cache (Authorizer.allowed), read by _authorize, and whose it is.
         self._allowed: dict[Any, dict[str | None, int]] = {}
         self._allowed_of: Any = None
@@ -280,10 +281,10 @@ class Router:
                 rest_len = len(path) - end
                 for suffix, route in singles:
                     if len(suffix) == rest_len and rest_is(path, end, suffix):
-                        if route.queue_only and self._known_name is not None:
+                        if route.queue_only and self._names is not None:
                             # The store's own str for the name: no str made, and its
-                            # lookup is the str's identity (Store.known_name).
-                            name = self._known_name(path, n, end)
+                            # lookup is the str's identity (Store.queue_names).
+                            name = self._names.known_name(path, n, end)
                             if name is not None:
                                 return route, name
                         return route, path[n:end]
@@ -313,27 +314,26 @@ class Router:
         self._new_block = new_block
         self._block_handlers = set(handlers)
 
-    def hint_queues(self, prefetch_name: Callable[[bytes, int], None]) -> None:
-        """Have the protocol name a request's queue to the store as soon as its target
-        arrives, before its head and body are parsed: ``queue_hint`` becomes
-        ``(prefixes, prefetch_name)``, the literal beginnings of the routes whose first
-        ``{param}`` is ``{queue}`` (``/v1/queues/``), and the protocol calls
-        ``prefetch_name(target, len(prefix))`` (Store.prefetch_name) for a target that
-        begins with one. The routes are those added so far."""
+    def hint_queues(self, names: QueueNames) -> None:
+        """Use the store's table of queue names (Store.queue_names) for the routes whose
+        first ``{param}`` is ``{queue}``, added so far:
+
+        * the protocol names a request's queue to it as soon as the target arrives, before
+          the head and body are parsed: ``queue_hint`` becomes ``(prefixes, names)``, the
+          literal beginnings of those routes (``/v1/queues/``), and the protocol calls
+          ``names.prefetch_name(target, len(prefix))`` for a target that begins with one;
+        * a route whose only ``{param}`` is ``{queue}`` gets ``names.known_name(path,
+          start, end)``, the store's own str for that name, rather than a new str; a
+          segment it does not know (no such queue, percent-encoded) is a new str as before.
+        """
         prefixes = []
         for route in self.dynamic:
             i, name = route.params[0]
             prefix = ("/".join(route.name.split("/")[:i]) + "/").encode()
             if name == "queue" and prefix not in prefixes:
                 prefixes.append(prefix)
-        self.queue_hint = (tuple(prefixes), prefetch_name) if prefixes else None
-
-    def name_queues(self, known_name: Callable[[str, int, int], str | None]) -> None:
-        """Hand a route's ``{queue}`` segment on as ``known_name(path, start, end)`` gives
-        it (Store.known_name: the store's own str for that queue) rather than as a new str,
-        for routes whose only ``{param}`` is ``{queue}``; a segment it does not know (no such
-        queue, percent-encoded) is a new str as before."""
-        self._known_name = known_name
+        self.queue_hint = (tuple(prefixes), names) if prefixes else None
+        self._names = names
 
     # ---- the protocol's application interface ----------------------------------------------
 

@@ -7,13 +7,13 @@ cimport cython
 
 from wonderq._core cimport Broker, now_ms
 from wonderq.deferred cimport Deferred, Fanout
+from wonderq.queuenames cimport QueueNames
 
 
 cdef class Store:
     cdef public object listener       # the Listener (long polls) told of available messages
     cdef dict _waiting                # listener.waiting: queues with parked receives
-    cdef public object prefetch_name  # a hint: a request names this queue (or None)
-    cdef public object known_name     # a queue's name as the store keeps it (or None)
+    cdef public QueueNames queue_names  # its table of queue names for the HTTP layer, or None
 
     cpdef put_queue(self, str name, object attributes)
     cpdef delete_queue(self, str name)

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from ._core import BodyBlock, Broker, now_ms
 from .deferred import Fanout, Listener, _NoListener
 from .errors import StorageError
+from .queuenames import QueueNames
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -89,15 +90,14 @@ class Store:
     * ``body_block(size)`` -> a writable buffer of ``size`` bytes that ``publish`` takes as
       a body with no copy (the engine's ``BodyBlock``), or None: the protocol then reads a
       big body into a bytes object.
-    * ``prefetch_name``: None, or ``prefetch_name(data, start)``, a hint that the queue
-      named ``data[start:end]`` (bytes; ``end`` is the next ``/`` or ``?``, or the end) is
-      about to be used: the router calls it as a request's target arrives, and the store
-      may start loading what finding that queue reads. It answers nothing, and any bytes
-      will do.
-    * ``known_name``: None, or ``known_name(path, start, end)`` -> the store's own str for
-      the queue named ``path[start:end]`` (the same object each time), or None when it
-      knows no queue so named: the router hands that str on as the ``{queue}`` segment, no
-      new one made, and the store finds it by identity.
+    * ``queue_names``: None, or a :class:`wonderq.queuenames.QueueNames` over the store's
+      table of queue names: ``prefetch_name(data, start)``, a hint that the queue named
+      ``data[start:end]`` (bytes; ``end`` is the next ``/`` or ``?``, or the end) is about
+      to be used, given as a request's target arrives (the store may start loading what
+      finding it reads); ``known_name(path, start, end)``, the store's own str for the
+      queue named ``path[start:end]`` (the same object each time) or None, which the router
+      hands on as the ``{queue}`` segment, no new str made, and the store finds by
+      identity. The protocol and the router call both as C calls.
     * ``receive(queue, cid, limit, visibility_ms)`` -> the JSON answer
       ``{"messages":[{"id","body","receives"},...]}`` (exactly ``EMPTY_MESSAGES`` if none).
     * ``peek(queue, limit)`` -> the same JSON, leasing and counting nothing.
@@ -123,8 +123,7 @@ class Store:
     def __init__(self) -> None:
         self.listener: Listener = _NoListener()
         self._waiting: dict[str, Any] = self.listener.waiting
-        self.prefetch_name: Callable[[bytes, int], None] | None = None  # no hint taken
-        self.known_name: Callable[[str, int, int], str | None] | None = None  # none kept
+        self.queue_names: QueueNames | None = None  # no table of names to offer
         # The SQS face's section (see "the SQS face" below).
         self._token_key = os.urandom(32)
         self.wall_offset_ms = time.time_ns() // 1_000_000 - now_ms()
@@ -277,12 +276,10 @@ class MemoryStore(Store):
         if broker is None:
             broker = _make_broker(settings, track_dead_letters=False)
         self.broker = broker
-        # The engine's own method (a C call): the queue's slot in the name table starts
-        # loading as the request's target arrives, and lookup() finds it in the cache.
-        self.prefetch_name = broker.prefetch_name
-        # ... and the name of that queue as the engine keeps it, which its lookup finds by
-        # identity (the router's {queue} segment: no new str a request).
-        self.known_name = broker.known_name
+        # The engine's name table, as the protocol and the router call it: a queue's slot
+        # starts loading as the request's target arrives, and the router's {queue} segment
+        # is the engine's own str for the name, which its lookup finds by identity.
+        self.queue_names = broker
         self.clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.Handle | None = None

@@ -108,14 +108,15 @@ cdef int32_t names_find(NameTable* t, uint64_t h, const char* data, Py_ssize_t n
         i = (i + 1) & t.mask
 
 
-cdef void names_prefetch(NameTable* t, const char* data, Py_ssize_t n) noexcept:
-    """Start loading the slot where a lookup of the name data[:n] begins, and go on: a hint
+cdef inline void names_prefetch(NameTable* t, uint64_t h) noexcept:
+    """Start loading the slot where a lookup of a name of hash h begins, and go on: a hint
     given as the request's target arrives, so that the lookup, after its head and body are
     parsed, finds the line in the cache (spread over 100,000 queues it was a miss of ~300
     ns: bench/RESULTS.md, "Many queues"). A str of ASCII hashes as its bytes do
-    (_Py_HashBytes: tests/test_core_names.py checks it), so the slot is the lookup's."""
+    (_Py_HashBytes: tests/test_core_names.py checks it), so the hint's hash of a target's
+    bytes is the lookup's."""
     if t.slots != NULL:
-        __builtin_prefetch(&t.slots[<uint64_t>_Py_HashBytes(data, n) & t.mask])
+        __builtin_prefetch(&t.slots[h & t.mask])
 
 
 cdef NameSlot* names_slot_of(NameTable* t, object name, int32_t idx) except? NULL:
