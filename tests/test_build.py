@@ -18,7 +18,10 @@ import pytest
         ("wonderq.request", ["request.py", "request.pxd"]),
         ("wonderq.protocol", ["protocol.py", "protocol.pxd", "queuenames.pxd"]),
         ("wonderq.params", ["params.py", "params.pxd"]),
-        ("wonderq.routing", ["routing.py", "routing.pxd", "pathscan.pxd", "queuenames.pxd"]),
+        (
+            "wonderq.routing",
+            ["routing.py", "routing.pxd", "pathscan.pxd", "queuenames.pxd", "params.pxd"],
+        ),
         ("wonderq.pathscan", ["pathscan.pyx", "pathscan.pxd"]),
         ("wonderq.queuenames", ["queuenames.pyx", "queuenames.pxd"]),
         ("wonderq.api", ["api.py", "api.pxd"]),

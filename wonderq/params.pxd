@@ -21,6 +21,7 @@ cpdef param_id(dict params, str name=*)
 cpdef param_cid(dict params)
 cpdef param_ms(dict params, str name, max_ms, default)
 cdef _parse_seconds(str value)
+cpdef known_queue(str name)
 cpdef str param_queue(Request req)
 
 

@@ -216,6 +216,15 @@ def _parse_seconds(value: str) -> int:
 _last_queue = "default"  # the name param_queue returned last (the same str object each time)
 
 
+def known_queue(name: str) -> None:
+    """``name`` is a queue's name as the store keeps it (Store.queue_names: the router hands
+    it on as the ``{queue}`` segment): valid by the engine's own rule, the one param_queue
+    checks, so param_queue returns it as it is (~190 instructions less a request spread over
+    many queues)."""
+    global _last_queue
+    _last_queue = name
+
+
 def param_queue(req: Request) -> str:
     """The ``{queue}`` path segment as a queue name, else a 400 (checked before any lookup,
     so a bad name is never a 404). Percent-encoded names are decoded first (RFC 3986 section

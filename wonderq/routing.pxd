@@ -4,6 +4,7 @@
 
 cimport cython
 
+from wonderq.params cimport known_queue
 from wonderq.pathscan cimport rest_is, segment_after
 from wonderq.queuenames cimport QueueNames
 from wonderq.request cimport Request
@@ -27,6 +28,7 @@ cdef class Router:
     cdef public dict static          # path without {params} -> {method: entry}
     cdef public list dynamic         # Routes with {params}, in the order first added
     cdef list _fast                  # (prefix, its length, ((suffix, Route), ...), [...]): match()
+    cdef Route _matched              # the route _match_params found last, or None
     cdef dict _routes                # template -> Route
     cdef object _on_cancel           # called with a deferred request whose connection closed
     cdef dict _other_counts          # (route label, status) -> responses not by a route
@@ -57,8 +59,8 @@ cdef class Router:
 
     @cython.locals(route=Route, tail=Route, params=dict, prefix=bytes, n=Py_ssize_t,
                    end=Py_ssize_t, rest_len=Py_ssize_t, singles=tuple, suffix=bytes,
-                   deeper=list, segments=list, name=object)
-    cdef tuple _match_params(self, str path)
+                   deeper=list, segments=list, name=object, walked=Route)
+    cdef object _match_params(self, str path)
 
     @cython.locals(route=Route, params=dict)
     cpdef tuple walk(self, str path)

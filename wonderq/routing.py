@@ -32,7 +32,7 @@ from typing import Any
 
 from .auth import RIGHT_BITS
 from .errors import ApiError, answer_error
-from .params import param_queue
+from .params import known_queue, param_queue
 from .pathscan import rest_is, segment_after
 from .queuenames import QueueNames
 from .request import Request, Response, error_response
@@ -187,6 +187,7 @@ class Router:
         # first {param}: (prefix, len(prefix), ((suffix, Route), ...) of those with one {param},
         # [(Route, the Route of what follows the first {param})] of the others); see match().
         self._fast: list[FastEntry] = []
+        self._matched: Route | None = None  # the route _match_params found last
         self._routes: dict[str, Route] = {}  # template -> Route
         self._on_cancel = on_cancel
         # (route label, status) -> responses not counted by a route's own list (404, 405,
@@ -262,14 +263,16 @@ class Router:
         another's could match are walked in order, segment by segment."""
         if path in self.static:
             return self._routes[path], None
-        route, found = self._match_params(path)
+        found = self._match_params(path)
+        route = self._matched
         if isinstance(found, str):
             return route, {route.params[0][1]: found}  # type: ignore[union-attr]
         return route, found
 
-    def _match_params(self, path: str) -> tuple[Route | None, dict[str, str] | str | None]:
-        """match() for a path that is not a static route's (dispatch looked it up), with the
-        segment alone (a str) for a route of one {param}."""
+    def _match_params(self, path: str) -> dict[str, str] | str | None:
+        """match() for a path that is not a static route's (dispatch looked it up): the path
+        parameters, or the segment alone (a str) for a route of one {param}, and the route in
+        ``_matched`` (None when none matches; no tuple made per request)."""
         for prefix, n, singles, deeper in self._fast:
             # The prefix, then a non-empty segment up to the next "/" (or the end): in C
             # (wonderq.pathscan: bench/instructions.py spread100k, ~600 instructions less
@@ -286,16 +289,23 @@ class Router:
                             # lookup is the str's identity (Store.queue_names).
                             name = self._names.known_name(path, n, end)
                             if name is not None:
-                                return route, name
-                        return route, path[n:end]
+                                # Valid by the engine's own rule: param_queue need not check.
+                                known_queue(name)
+                                self._matched = route
+                                return name
+                        self._matched = route
+                        return path[n:end]
                 if deeper:
                     segments = path[end:].split("/")
                     for route, tail in deeper:
                         params = tail.match(segments)
                         if params is not None:
                             params[route.params[0][1]] = path[n:end]
-                            return route, params
-        return self.walk(path)
+                            self._matched = route
+                            return params
+        walked, params = self.walk(path)
+        self._matched = walked
+        return params
 
     def walk(self, path: str) -> tuple[Route | None, dict[str, str] | None]:
         """The general way for a path that is not a static route's: split at ``/``, try
@@ -370,7 +380,8 @@ class Router:
                     # was one, 16,384 paths) misses in the cache as the engine's lookup does,
                     # and the two misses overlap, so the match, which touches nothing cold,
                     # costs less (bench/RESULTS.md, "But removing both lookups does").
-                    route, found = self._match_params(path)
+                    found = self._match_params(path)
+                    route = self._matched
                     if isinstance(found, str):  # one {param}: its segment
                         if route.queue_only:  # type: ignore[union-attr]
                             req.queue = found  # no dict to make (spread10k: -300 instructions)
