@@ -207,7 +207,7 @@ class Router:
         self._last_dyn_params: dict[str, str] | None = None
         self._last_dyn_queue: str | None = None
         self.authorizer: Any = None  # wonderq.auth.Authorizer with --auth-file
-        # See hint_queues: (target prefixes, the store's hint) for the protocol, or None.
+        # See hint_queues: (target prefixes, the store's names) for the protocol, or None.
         self.queue_hint: tuple[tuple[bytes, ...], QueueNames] | None = None
         self._names: QueueNames | None = None  # the store's table of queue names, or None
         # Its decision cache (Authorizer.allowed), read by _authorize, and whose it is.
