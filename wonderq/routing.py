@@ -96,6 +96,12 @@ class Route:
 FastEntry = tuple[bytes, int, tuple[tuple[bytes, "Route"], ...], list[tuple["Route", "Route"]]]
 
 
+def _head(route: Route) -> str:
+    """The literal beginning of a route with {params}, through the ``/`` before its first
+    one: ``/v1/queues/`` of ``/v1/queues/{queue}/messages``."""
+    return "/".join(route.name.split("/")[: route.params[0][0]]) + "/"
+
+
 def _fast_index(
     routes: list[Route],
 ) -> list[FastEntry]:
@@ -109,10 +115,8 @@ def _fast_index(
             continue
         if not route.name.isascii():
             continue  # walked: a path's latin-1 bytes are not its UTF-8
-        parts = route.name.split("/")
-        i = route.params[0][0]
-        prefix = "/".join(parts[:i]) + "/"
-        suffix = "".join("/" + part for part in parts[i + 1 :])
+        prefix = _head(route)
+        suffix = "".join("/" + part for part in route.name.split("/")[route.params[0][0] + 1 :])
         by_suffix, deeper = by_prefix.setdefault(prefix, ({}, []))
         if len(route.params) == 1:
             by_suffix[suffix] = route
@@ -338,9 +342,8 @@ class Router:
         """
         prefixes = []
         for route in self.dynamic:
-            i, name = route.params[0]
-            prefix = ("/".join(route.name.split("/")[:i]) + "/").encode()
-            if name == "queue" and prefix not in prefixes:
+            prefix = _head(route).encode()
+            if route.params[0][1] == "queue" and prefix not in prefixes:
                 prefixes.append(prefix)
         self.queue_hint = (tuple(prefixes), names) if prefixes else None
         self._names = names
