@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 from _harness import FakeClock, Harness
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from wonderq import params, protocol, request
@@ -1163,3 +1163,41 @@ def test_pathscan_answers_as_the_str_methods(path: str, prefix: str, rest: str, 
     assert segment_after(path, prefix.encode("latin-1")) == expected
     start = min(start, len(path))
     assert rest_is(path, start, rest.encode("latin-1")) == (path[start:] == rest)
+
+
+def _path_index_model(entries: list[tuple[str, str]], path: str) -> tuple[int, int, int]:
+    """PathIndex.find as the str methods say it: (index, start, end) of the entry ``path``
+    matches (its prefix, a non-empty segment without "/", its rest), else (-1, 0, 0)."""
+    found = []
+    for i, (prefix, rest) in enumerate(entries):
+        if not path.startswith(prefix):
+            continue
+        end = path.find("/", len(prefix))
+        end = len(path) if end < 0 else end
+        if end > len(prefix) and path[end:] == rest:
+            found.append((i, len(prefix), end))
+    assert len(found) <= 1, "the entries given overlap"
+    return found[0] if found else (-1, 0, 0)
+
+
+# Prefixes ending in "/" and rests that are "" or begin with "/": as the router builds them, so
+# no path matches two entries of different rests (those of one prefix differ in their rest).
+PREFIX = st.sampled_from(["/", "/v1/queues/", "/v1/qé/", "/static/", "/a/b/c/d/e/"])
+REST = st.sampled_from(["", "/messages", "/batch", "/purge", "/peek", "/ack", "/é", "/x/y"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    entries=st.lists(st.tuples(PREFIX, REST), max_size=8, unique=True),
+    path=st.one_of(PATH_TEXT, st.builds(lambda p, s, r: p + s + r, PREFIX, PATH_TEXT, REST)),
+)
+def test_path_index_finds_as_the_str_methods(entries: list[tuple[str, str]], path: str) -> None:
+    """PathIndex compares in C (eight bytes at a time, the prefix's segment found once for
+    all its entries) and with the str methods for a path of wider characters: the same
+    entry and segment as a plain model, whatever the entries' order."""
+    from wonderq.pathscan import PathIndex
+
+    # Entries whose paths overlap (one prefix a longer one's beginning) are not the router's.
+    assume(all(not (a != b and b.startswith(a)) for a, _ in entries for b, _ in entries))
+    index = PathIndex([(p.encode("latin-1"), r.encode("latin-1")) for p, r in entries])
+    assert (index.find(path), index.start, index.end) == _path_index_model(entries, path)

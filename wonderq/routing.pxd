@@ -5,7 +5,7 @@
 cimport cython
 
 from wonderq.params cimport known_queue
-from wonderq.pathscan cimport rest_is, segment_after
+from wonderq.pathscan cimport PathIndex, segment_after
 from wonderq.queuenames cimport QueueNames
 from wonderq.request cimport Request
 
@@ -27,7 +27,9 @@ cdef class Route:
 cdef class Router:
     cdef public dict static          # path without {params} -> {method: entry}
     cdef public list dynamic         # Routes with {params}, in the order first added
-    cdef list _fast                  # (prefix, its length, ((suffix, Route), ...), [...]): match()
+    cdef PathIndex _singles          # the one-{param} routes by literal parts: match()
+    cdef tuple _single_routes        # those routes, in the PathIndex's order
+    cdef list _deeper                # (prefix, its length, [(Route, tail Route)]): match()
     cdef Route _matched              # the route _match_params found last, or None
     cdef dict _routes                # template -> Route
     cdef object _on_cancel           # called with a deferred request whose connection closed
@@ -58,8 +60,8 @@ cdef class Router:
     cpdef tuple match(self, str path)
 
     @cython.locals(route=Route, tail=Route, params=dict, prefix=bytes, n=Py_ssize_t,
-                   end=Py_ssize_t, rest_len=Py_ssize_t, singles=tuple, suffix=bytes,
-                   deeper=list, segments=list, name=object, walked=Route)
+                   end=Py_ssize_t, i=Py_ssize_t, deeper=list, segments=list, name=object,
+                   walked=Route)
     cdef object _match_params(self, str path)
 
     @cython.locals(route=Route, params=dict)

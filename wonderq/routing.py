@@ -33,7 +33,7 @@ from typing import Any
 from .auth import RIGHT_BITS
 from .errors import ApiError, answer_error
 from .params import known_queue, param_queue
-from .pathscan import rest_is, segment_after
+from .pathscan import PathIndex, segment_after
 from .queuenames import QueueNames
 from .request import Request, Response, error_response
 
@@ -91,9 +91,9 @@ class Route:
         return found
 
 
-# Router._fast's entries: (prefix, its length, ((suffix, Route), ...), [(Route, tail Route)]),
-# the prefix and suffixes as latin-1 bytes (wonderq.pathscan compares them with a path's).
-FastEntry = tuple[bytes, int, tuple[tuple[bytes, "Route"], ...], list[tuple["Route", "Route"]]]
+# Router._deeper's entries: (prefix, its length, [(Route, the Route of what follows the first
+# {param})]), the prefix as latin-1 bytes (wonderq.pathscan compares it with a path's).
+DeeperEntry = tuple[bytes, int, list[tuple["Route", "Route"]]]
 
 
 def _head(route: Route) -> str:
@@ -102,35 +102,32 @@ def _head(route: Route) -> str:
     return "/".join(route.name.split("/")[: route.params[0][0]]) + "/"
 
 
-def _fast_index(
-    routes: list[Route],
-) -> list[FastEntry]:
-    """Router._fast for ``routes``: each route whose paths no other route can match, by its
-    literal prefix (through the ``/`` before its first {param}) and what follows: the
-    literal suffix of a route with one {param} (``"/messages"``, ``""``), the rest of the
-    template as a Route for the others."""
-    by_prefix: dict[str, tuple[dict[str, Route], list[tuple[Route, Route]]]] = {}
+def _fast_index(routes: list[Route]) -> tuple[PathIndex, tuple[Route, ...], list[DeeperEntry]]:
+    """Router's lookup by literal parts for ``routes``: each route whose paths no other route
+    can match, by its literal prefix (through the ``/`` before its first {param}) and what
+    follows that {param}. The routes with one {param} go into a PathIndex by prefix and
+    literal rest (``"/messages"``, ``""``), with the tuple of those routes in its order; the
+    others by prefix, with the rest of the template as a Route."""
+    singles: list[tuple[bytes, bytes]] = []
+    single_routes: list[Route] = []
+    deeper: dict[str, list[tuple[Route, Route]]] = {}
     for route in routes:
         if any(other is not route and _overlap(route.name, other.name) for other in routes):
             continue
         if not route.name.isascii():
             continue  # walked: a path's latin-1 bytes are not its UTF-8
         prefix = _head(route)
-        suffix = "".join("/" + part for part in route.name.split("/")[route.params[0][0] + 1 :])
-        by_suffix, deeper = by_prefix.setdefault(prefix, ({}, []))
+        rest = "".join("/" + part for part in route.name.split("/")[route.params[0][0] + 1 :])
         if len(route.params) == 1:
-            by_suffix[suffix] = route
+            singles.append((prefix.encode("latin-1"), rest.encode("latin-1")))
+            single_routes.append(route)
         else:
-            deeper.append((route, Route(suffix)))
-    return [
-        (
-            prefix.encode("latin-1"),
-            len(prefix),
-            tuple((suffix.encode("latin-1"), route) for suffix, route in by_suffix.items()),
-            deeper,
-        )
-        for prefix, (by_suffix, deeper) in by_prefix.items()
-    ]
+            deeper.setdefault(prefix, []).append((route, Route(rest)))
+    return (
+        PathIndex(singles),
+        tuple(single_routes),
+        [(prefix.encode("latin-1"), len(prefix), tails) for prefix, tails in deeper.items()],
+    )
 
 
 def _overlap(a: str, b: str) -> bool:
@@ -187,10 +184,10 @@ class Router:
     def __init__(self, on_cancel: Callable[[Request], None] | None = None) -> None:
         self.static: dict[str, dict[str, Entry]] = {}
         self.dynamic: list[Route] = []
-        # Routes whose paths no other route's can match, by the literal prefix before their
-        # first {param}: (prefix, len(prefix), ((suffix, Route), ...) of those with one {param},
-        # [(Route, the Route of what follows the first {param})] of the others); see match().
-        self._fast: list[FastEntry] = []
+        # Routes whose paths no other route's can match, by their literal parts (see
+        # _fast_index and match()): those of one {param} in a PathIndex, with the tuple of
+        # those routes in its order, and the others by prefix.
+        self._singles, self._single_routes, self._deeper = _fast_index([])
         self._matched: Route | None = None  # the route _match_params found last
         self._routes: dict[str, Route] = {}  # template -> Route
         self._on_cancel = on_cancel
@@ -250,7 +247,7 @@ class Router:
             route = self._routes[template] = Route(template)
             if route.params:
                 self.dynamic.append(route)
-                self._fast = _fast_index(self.dynamic)
+                self._singles, self._single_routes, self._deeper = _fast_index(self.dynamic)
             else:
                 self.static[template] = route.handlers
         if method in route.handlers:
@@ -277,36 +274,34 @@ class Router:
         """match() for a path that is not a static route's (dispatch looked it up): the path
         parameters, or the segment alone (a str) for a route of one {param}, and the route in
         ``_matched`` (None when none matches; no tuple made per request)."""
-        for prefix, n, singles, deeper in self._fast:
-            # The prefix, then a non-empty segment up to the next "/" (or the end): in C
-            # (wonderq.pathscan: bench/instructions.py spread100k, ~600 instructions less
-            # than startswith, find and endswith).
+        # The prefix, a non-empty segment up to the next "/", then a route's literal rest: in
+        # C (wonderq.pathscan.PathIndex; bench/instructions.py spread100k).
+        i = self._singles.find(path)
+        if i >= 0:
+            route = self._single_routes[i]
+            n = self._singles.start
+            end = self._singles.end
+            if route.queue_only and self._names is not None:
+                # The store's own str for the name: no str made, and its lookup is the
+                # str's identity (Store.queue_names).
+                name = self._names.known_name(path, n, end)
+                if name is not None:
+                    # Valid by the engine's own rule: param_queue need not check.
+                    known_queue(name)
+                    self._matched = route
+                    return name
+            self._matched = route
+            return path[n:end]
+        for prefix, n, deeper in self._deeper:
             end = segment_after(path, prefix)
             if end > 0:
-                # The rest of the path against each one-{param} route's literal suffix:
-                # no substring made and hashed (bench/instructions.py spread10k).
-                rest_len = len(path) - end
-                for suffix, route in singles:
-                    if len(suffix) == rest_len and rest_is(path, end, suffix):
-                        if route.queue_only and self._names is not None:
-                            # The store's own str for the name: no str made, and its
-                            # lookup is the str's identity (Store.queue_names).
-                            name = self._names.known_name(path, n, end)
-                            if name is not None:
-                                # Valid by the engine's own rule: param_queue need not check.
-                                known_queue(name)
-                                self._matched = route
-                                return name
+                segments = path[end:].split("/")
+                for route, tail in deeper:
+                    params = tail.match(segments)
+                    if params is not None:
+                        params[route.params[0][1]] = path[n:end]
                         self._matched = route
-                        return path[n:end]
-                if deeper:
-                    segments = path[end:].split("/")
-                    for route, tail in deeper:
-                        params = tail.match(segments)
-                        if params is not None:
-                            params[route.params[0][1]] = path[n:end]
-                            self._matched = route
-                            return params
+                        return params
         walked, params = self.walk(path)
         self._matched = walked
         return params
