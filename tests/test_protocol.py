@@ -877,3 +877,18 @@ def test_the_target_of_a_v1_request_is_hinted_as_it_arrives(
     assert app.hinted[3:] == [(b"/v1/queues/dd", 11)]
     assert bytes(transport.out).count(b"HTTP/1.1 200") == 7
     assert b"GET /v1/queues/ddd/messages? " in bytes(transport.out)
+
+
+def test_connections_share_the_apps_hint_prefixes(loop: asyncio.AbstractEventLoop) -> None:
+    """A connection keeps the app's own tuple of prefixes when all are under /v1/ (none
+    of its own: memory per idle connection), and a filtered one otherwise; either way it
+    hints only /v1/ targets (the test above)."""
+    app = HintApp()
+    app.queue_hint = ((b"/v1/queues/", b"/v1/x/"), app.names)
+    first = HttpProtocol(app, Owner(), Limits())
+    second = HttpProtocol(app, Owner(), Limits())
+    assert first._hint_prefixes is app.queue_hint[0]
+    assert second._hint_prefixes is app.queue_hint[0]
+    mixed = HintApp()
+    proto = HttpProtocol(mixed, Owner(), Limits())
+    assert proto._hint_prefixes == (b"/v1/queues/", b"/v1/x/")

@@ -30,7 +30,7 @@ cdef class HttpProtocol:
     # The connection.
     cdef object _app                # App
     cdef object _dispatch           # _app.dispatch, bound once
-    cdef tuple _hint_prefixes       # targets whose queue is named to _names (on_url)
+    cdef readonly tuple _hint_prefixes  # targets whose queue is named to _names (on_url)
     cdef QueueNames _names          # the store's table of queue names (Router.hint_queues)
     cdef object _owner              # Owner: the set of connections, shutting_down
     cdef object _loop               # the running event loop

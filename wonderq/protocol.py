@@ -137,10 +137,13 @@ class HttpProtocol:
         self._dispatch = app.dispatch
         # Targets that name a queue, and whom to name it to as the target arrives.
         hint = getattr(app, "queue_hint", None)
-        # Only targets under /v1/ are hinted (on_url): the prefixes that begin so.
-        self._hint_prefixes: tuple[bytes, ...] = tuple(
-            prefix for prefix in (() if hint is None else hint[0]) if prefix[:4] == b"/v1/"
-        )
+        # Only targets under /v1/ are hinted (on_url): the prefixes that begin so. The app's
+        # own tuple when they all do (the router's), so that a connection holds no tuple of
+        # its own (bench/connections.py: memory per idle connection).
+        prefixes: tuple[bytes, ...] = () if hint is None else hint[0]
+        if not all(prefix.startswith(b"/v1/") for prefix in prefixes):
+            prefixes = tuple(prefix for prefix in prefixes if prefix.startswith(b"/v1/"))
+        self._hint_prefixes = prefixes
         self._names: QueueNames | None = None if hint is None else hint[1]
         self._owner = owner
         self._loop = asyncio.get_event_loop()
