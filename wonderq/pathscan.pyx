@@ -12,9 +12,10 @@ compare those bytes with a route's literals encoded as latin-1 (``memcmp``) and 
 same answers.
 
 ``PathIndex`` holds the routes of one ``{param}`` between a literal prefix and a literal
-rest, and finds a path's route among them in one C call: the router's loop over them, a
-tuple unpacked per route, had cost ~250 instructions a request (bench/instructions.py
-spread100k).
+rest, and finds a path's route among them in one C call, where the router had looped over
+them in Python, a tuple unpacked per route and a call of the two functions above per
+candidate: bench/instructions.py spread100k 14,545 -> 14,253 instructions a request,
+recvdel_q 15,314 -> 15,189.
 """
 
 from libc.stdlib cimport free, malloc
