@@ -279,6 +279,7 @@ class Router:
         i = self._singles.find(path)
         if i >= 0:
             route = self._single_routes[i]
+            self._matched = route
             n = self._singles.start
             end = self._singles.end
             if route.queue_only and self._names is not None:
@@ -288,9 +289,7 @@ class Router:
                 if name is not None:
                     # Valid by the engine's own rule: param_queue need not check.
                     known_queue(name)
-                    self._matched = route
                     return name
-            self._matched = route
             return path[n:end]
         for prefix, n, deeper in self._deeper:
             end = segment_after(path, prefix)
